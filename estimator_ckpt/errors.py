@@ -1,0 +1,58 @@
+"""Errors raised by estimator_ckpt.
+
+Every error subclasses `Error`, so `except estimator_ckpt.errors.Error` catches
+all of them; each also subclasses the builtin it refines, so code that already
+catches `ValueError` or `FileNotFoundError` keeps working. Messages say what
+failed (with the path or key), why, and what to do.
+"""
+
+from typing import Iterable
+
+# How many names an error message lists before it says "and N more".
+_MAX_LISTED_NAMES = 10
+
+
+class Error(Exception):
+  """Base class of every error raised by estimator_ckpt."""
+
+
+class CheckpointNotFoundError(Error, FileNotFoundError):
+  """A path holds no checkpoint (no such file, or no `checkpoint` state)."""
+
+
+class IncompatibleCheckpointError(Error, ValueError):
+  """A checkpoint does not hold what the model needs.
+
+  Raised, for example, when the model's variables match neither the TF1 names
+  nor the TF2 keys stored in a checkpoint.
+  """
+
+
+class ShapeMismatchError(Error, ValueError):
+  """A variable and its checkpoint tensor differ in shape or dtype."""
+
+
+class CorruptCheckpointError(Error, ValueError):
+  """A checkpoint file is damaged: bad index, checksum, or layout."""
+
+
+class KeyEncodingError(Error, ValueError):
+  """A TF2 object-based key or escaped name cannot be decoded."""
+
+
+def format_names(names: Iterable[str],
+                 limit: int = _MAX_LISTED_NAMES) -> str:
+  """Formats names sorted, truncated with a count, for error messages.
+
+  Args:
+    names: The names to list; sorted and de-duplicated here.
+    limit: How many to show before "... and N more".
+
+  Returns:
+    A string like "`a`, `b`, ... and 3 more".
+  """
+  ordered = sorted(set(names))
+  shown = ", ".join(f"`{name}`" for name in ordered[:limit])
+  if len(ordered) > limit:
+    shown += f", ... and {len(ordered) - limit} more"
+  return shown
