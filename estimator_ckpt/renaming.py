@@ -59,6 +59,36 @@ class Renamer:
   def __bool__(self) -> bool:
     return bool(self.exact or self.prefixes or self.patterns)
 
+  def matching_rule(self, name: str) -> Optional[str]:
+    """The rule that `__call__` applies to `name`, or None if none does.
+
+    Lets callers report rules that matched nothing (a misspelled scope
+    silently renames nothing otherwise).
+
+    Args:
+      name: A name, as passed to `__call__`.
+
+    Returns:
+      The rule as the user wrote it: a whole name, a scope ending in `/` (the
+      root scope is `/`), or a regex; None if `name` is left unchanged
+      because no rule matches.
+    """
+    if name in self.exact:
+      return name
+    for old, _ in self.prefixes:
+      if name.startswith(old):
+        return old or _ROOT
+    for pattern, _ in self.patterns:
+      if pattern.search(name):
+        return pattern.pattern
+    return None
+
+  def rules(self) -> Tuple[str, ...]:
+    """Every rule, as `matching_rule` names them."""
+    return (tuple(self.exact) +
+            tuple(old or _ROOT for old, _ in self.prefixes) +
+            tuple(pattern.pattern for pattern, _ in self.patterns))
+
 
 def _scope(prefix: str) -> str:
   return "" if prefix == _ROOT else prefix

@@ -42,6 +42,20 @@ class RenamingTest(parameterized.TestCase):
       renaming.parse(spec)
     self.assertTrue(issubclass(renaming.InvalidRenameError, errors.Error))
 
+  @parameterized.named_parameters(
+      ("exact", {"a/": "x/", "a/b": "c"}, "a/b", "a/b"),
+      ("longest_prefix", {"a/": "x/", "a/b/": "y/"}, "a/b/c", "a/b/"),
+      ("root", {"/": "backbone/"}, "w", "/"),
+      ("regex", [(r"^tower_\d+/", ""), ("dense", "fc")], "dense/kernel",
+       "dense"),
+      ("unmatched", {"a/": "x/"}, "b/c", None),
+  )
+  def test_matching_rule(self, spec, name, rule):
+    renamer = renaming.parse(spec)
+    self.assertEqual(renamer.matching_rule(name), rule)
+    if rule is not None:
+      self.assertIn(rule, renamer.rules())
+
   def test_flag_values(self):
     renamer = renaming.parse_flag_values(["tower/=", "old=new"])
     self.assertEqual(renamer("tower/w"), "w")
