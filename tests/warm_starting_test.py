@@ -13,6 +13,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+import estimator_ckpt
+from estimator_ckpt import checkpoint_flags
 from estimator_ckpt import errors
 from estimator_ckpt import ranking_model
 from estimator_ckpt import renaming
@@ -77,6 +79,17 @@ class WarmStartTest(parameterized.TestCase, tf.test.TestCase):
     for name, value in values.items():
       self.assertAllEqual(restored[name], value, msg=name)
     self.assertEqual(summary.object_based, layout != "tf1")
+
+  def test_public_api(self):
+    self.assertIs(estimator_ckpt.warm_start_settings,
+                  warm_starting.warm_start_settings)
+    self.assertIs(estimator_ckpt.warm_start, warm_starting.warm_start)
+    self.assertIs(estimator_ckpt.define_checkpoint_flags,
+                  checkpoint_flags.define_checkpoint_flags)
+    self.assertIs(estimator_ckpt.checkpoint_settings_from_flags,
+                  checkpoint_flags.checkpoint_settings_from_flags)
+    for name in estimator_ckpt.__all__:
+      self.assertTrue(hasattr(estimator_ckpt, name), name)
 
   def test_settings_are_estimator_warm_start_settings(self):
     model_dir = fixtures.testdata_path(fixtures.GOLDENS["est-tf1"])
