@@ -63,6 +63,35 @@ class WarmStartTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(summary.excluded, ("global_step",))
     self.assertEqual(summary.unused_in_checkpoint, ())
 
+  def test_repartitioning_keeps_rows_but_not_mod_lookups(self):
+    """What re-partitioning means for embedding lookups (README caveat).
+
+    Warm start restores the logical tensor exactly, as a TF1 Saver does.
+    `tf.nn.embedding_lookup`'s default partition_strategy="mod" maps id i
+    to partition i % n, so with a new partition count the same id reads
+    another row; "div" (contiguous) lookups are unchanged.
+    """
+    model_dir = self._dir()
+    checkpoint_layouts.write("tf1", model_dir, {"emb": _EMB}, {"emb": 2})
+
+    def lookups(num_partitions):
+      with tf.Graph().as_default():
+        emb = checkpoint_layouts.create_variables(
+            {"emb": np.zeros_like(_EMB)}, {"emb": num_partitions})["emb"]
+        warm_starting.warm_start(model_dir)
+        ids = tf.range(12)
+        mod = tf1.nn.embedding_lookup(emb, ids, partition_strategy="mod")
+        div = tf1.nn.embedding_lookup(emb, ids, partition_strategy="div")
+        with tf1.Session() as sess:
+          sess.run(tf1.global_variables_initializer())
+          return sess.run([mod, div])
+
+    mod_2, div_2 = lookups(2)
+    mod_3, div_3 = lookups(3)
+    self.assertAllEqual(div_2, _EMB)
+    self.assertAllEqual(div_3, _EMB)
+    self.assertNotAllEqual(mod_3, mod_2)
+
   @parameterized.parameters(*checkpoint_layouts.LAYOUTS)
   def test_each_layout_with_several_variables(self, layout):
     values = {"dense/kernel": checkpoint_layouts.distinct_values([3, 2]),
