@@ -380,8 +380,12 @@ def _log_if_skipped(model_dir: str, source: str) -> bool:
   return True
 
 
-def _calling_estimator() -> Optional[tf.estimator.Estimator]:
-  """The Estimator whose method tests the settings' truth, if any."""
+def _calling_estimator() -> Optional[tf.compat.v1.estimator.Estimator]:
+  """The Estimator whose method tests the settings' truth, if any.
+
+  `tf.compat.v1.estimator.Estimator` is the base of `tf.estimator.Estimator`
+  and of canned estimators, so both API versions are found.
+  """
   try:
     frame = sys._getframe(2)  # pylint: disable=protected-access
   except ValueError:  # Called from the top of the stack.
@@ -390,7 +394,7 @@ def _calling_estimator() -> Optional[tf.estimator.Estimator]:
     if frame is None:
       return None
     candidate = frame.f_locals.get("self")
-    if isinstance(candidate, tf.estimator.Estimator):
+    if isinstance(candidate, tf.compat.v1.estimator.Estimator):
       return candidate
     frame = frame.f_back
   return None

@@ -222,10 +222,14 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
     self.assertIsNone(tf.train.latest_checkpoint(model_dir))  # ... or saved.
 
   # Source 6.
-  def test_source6_one_shot_rule_is_logged(self):
+  @parameterized.named_parameters(
+      ("v2", tf.estimator.Estimator),
+      ("v1", tf.compat.v1.estimator.Estimator),
+  )
+  def test_source6_one_shot_rule_is_logged(self, estimator_class):
     source = fixtures.copy_golden("est-tf1", self._dir("est-tf1"))
     model_dir = self._dir("est-tf2")
-    est = tf.estimator.Estimator(
+    est = estimator_class(
         guide_models.model_fn_tf2_ckpt, model_dir,
         warm_start_from=warm_starting.warm_start_settings(source))
     with self.assertLogs(logging.get_absl_logger(), "INFO") as first:
