@@ -12,10 +12,10 @@ warm-start settings and the Scaffold factory's options:
 
   def main(argv):
     settings = estimator_ckpt.checkpoint_settings_from_flags()
-    model_fn = my_model_fn
-    if settings.scaffold_options is not None:
-      model_fn = <wrap my_model_fn with
-                  estimator_ckpt.scaffold(**settings.scaffold_options)>
+    # In model_fn, for `tf2` and `both`:
+    #   EstimatorSpec(..., scaffold=estimator_ckpt.scaffold(
+    #       **settings.scaffold_options))
+    # and for `tf1` (scaffold_options is None) no scaffold.
     est = tf.estimator.Estimator(model_fn, config=settings.run_config,
                                  warm_start_from=settings.warm_start_from)
 
