@@ -130,6 +130,6 @@ def migrate_estimator(estimator: tf.estimator.Estimator,
       model_fn=tf2_checkpoints(estimator._model_fn, **options),
       model_dir=estimator.model_dir,
       config=estimator.config,
-      params=estimator.params,
+      params=estimator.params or None,
       warm_start_from=estimator._warm_start_settings)
   # pylint: enable=protected-access
