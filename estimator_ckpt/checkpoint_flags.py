@@ -12,10 +12,10 @@ warm-start settings and the Scaffold factory's options:
 
   def main(argv):
     settings = estimator_ckpt.checkpoint_settings_from_flags()
-    # In model_fn, for `tf2` and `both`:
-    #   EstimatorSpec(..., scaffold=estimator_ckpt.scaffold(
-    #       **settings.scaffold_options))
-    # and for `tf1` (scaffold_options is None) no scaffold.
+    model_fn = my_model_fn
+    if settings.scaffold_options is not None:  # `tf2` or `both`.
+      model_fn = estimator_ckpt.tf2_checkpoints(
+          my_model_fn, **settings.scaffold_options)
     est = tf.estimator.Estimator(model_fn, config=settings.run_config,
                                  warm_start_from=settings.warm_start_from)
 
@@ -191,8 +191,9 @@ class CheckpointSettings:
       keep_checkpoint_max and the checkpoint schedule.
     warm_start_from: Settings for `Estimator(warm_start_from=...)`, or None.
     checkpoint_format: `tf2`, `tf1` or `both`.
-    scaffold_options: Keyword arguments for `estimator_ckpt.scaffold(...)`,
-      read-only; None for `tf1` (keep Estimator's stock TF1 Saver).
+    scaffold_options: Keyword arguments for `estimator_ckpt.scaffold(...)`
+      and `estimator_ckpt.tf2_checkpoints(model_fn, ...)`, read-only; None
+      for `tf1` (keep Estimator's stock TF1 Saver).
   """
   run_config: tf.estimator.RunConfig
   warm_start_from: Optional[warm_starting.WarmStartSettings]

@@ -10,8 +10,9 @@ and saves them the way one real-world writer does:
   (estimator_ckpt.keys): `var_list/<escaped name>/.ATTRIBUTES/VARIABLE_VALUE`
   with a partitioned variable as ONE logical tensor stored as slices,
   `step/...`, a `global_step` alias and the object graph of
-  `keys.object_graph`. Written with a TF1 Saver, as the lead's layout
-  decision suggests until scaffold.py lands.
+  `keys.object_graph`. Written with a plain TF1 Saver, so tests control the
+  partitioning and values directly; tests/warm_starting_estimator_test.py
+  also reads model dirs written by the real `estimator_ckpt.scaffold()`.
 * `stock_tf2`: the guide's "Save a TF2 checkpoint in TF1",
   `tf.train.Checkpoint(var_list={v.name.split(':')[0]: v ...})` over
   `tf1.global_variables()`: one full tensor per partition

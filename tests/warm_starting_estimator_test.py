@@ -3,9 +3,11 @@
 One test (or parameterized family) per source, values compared exactly:
 
 1. est-tf1 model dir -> model with a TF2 Scaffold (the guide's scenario).
-2. est-tf2 dir in the Scaffold factory's layout, partitioned embedding, same
-   and different partition counts; and the stock TF2 layout (one tensor per
-   partition), on which stock warm start fails at both counts.
+2. est-tf2 dir written by the Scaffold factory (estimator_ckpt.scaffold via
+   tf2_checkpoints), partitioned embedding, same and different partition
+   counts (also the ranking model: Adam slots, batch norm); the same layout
+   written directly; and the stock TF2 layout (one tensor per partition), on
+   which stock warm start fails at both counts.
 3. The guide's `convert_tf1_to_tf2` output (stock fails) and a checkpoint
    made by hand as in the guide (`var_list={...}`).
 4. Renamed scopes, a regex subset, partitioned into unpartitioned and back.
@@ -22,8 +24,10 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+import estimator_ckpt
 from estimator_ckpt import errors
 from estimator_ckpt import guide_models
+from estimator_ckpt import keys
 from estimator_ckpt import ranking_data
 from estimator_ckpt import ranking_model
 from estimator_ckpt import warm_starting
@@ -78,6 +82,9 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
   @parameterized.named_parameters(
       ("guide_tf2_scaffold", guide_models.model_fn_tf2_ckpt, _TF2_VAR,
        _TF2_STEP),
+      ("estimator_ckpt_scaffold",
+       estimator_ckpt.tf2_checkpoints(guide_models.model_fn_tf1_ckpt),
+       _TF2_VAR, _TF2_STEP),
       ("tf1_saver", guide_models.model_fn_tf1_ckpt, "var", "global_step"),
   )
   def test_source1_est_tf1_dir(self, model_fn, var_key, step_key):
@@ -119,6 +126,68 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
     else:
       emb = reader.get_tensor("emb")
     self.assertAllEqual(emb, _EMB + 1)
+
+  @parameterized.named_parameters(
+      ("same_count", 2, False),
+      ("different_count", 3, False),
+      ("unpartitioned", 1, False),
+      ("into_the_scaffold_factory", 4, True),
+  )
+  def test_source2_est_tf2_dir_of_the_scaffold_factory(self, partitions,
+                                                       tf2_target):
+    """The real estimator_ckpt.scaffold() writes the source model_dir."""
+    source = self._dir("est-tf2")
+    tf.estimator.Estimator(
+        estimator_ckpt.tf2_checkpoints(
+            fixtures.partitioned_model_fn(2, tf2_checkpoint=False)),
+        source).train(fixtures.one_example_input_fn, steps=3)
+    rows = np.tile(np.arange(8, dtype=np.float32)[:, None], [1, 2])
+    stored = tf.train.load_checkpoint(source).get_tensor(
+        keys.variable_key("emb"))
+    self.assertAllEqual(stored, rows + 3)  # Initialised to rows, 3 steps.
+
+    model_fn = fixtures.partitioned_model_fn(partitions, tf2_checkpoint=False)
+    if tf2_target:
+      model_fn = estimator_ckpt.tf2_checkpoints(model_fn)
+    est = tf.estimator.Estimator(
+        model_fn, self._dir("target"),
+        warm_start_from=warm_starting.warm_start_settings(source,
+                                                          strict=True))
+    est.train(fixtures.one_example_input_fn, steps=1)
+    name = keys.variable_key("emb") if tf2_target else "emb"
+    self.assertAllEqual(est.get_variable_value(name), rows + 4)
+    step = keys.STEP_KEY if tf2_target else "global_step"
+    self.assertEqual(est.get_variable_value(step), 1)
+
+  def test_source2_ranking_model_dir_of_the_scaffold_factory(self):
+    """Adam slots, batch norm, 4 partitions re-partitioned into 3."""
+    source = fixtures.copy_golden("est-tf1-ranking", self._dir("source"))
+    params = ranking_model.RankingParams()
+    examples = ranking_data.read_csv(
+        fixtures.testdata_path("ranking", "train.csv"), params)
+    # Resumes the TF1 dir in place; the next save is TF2 (scaffold.py).
+    tf.estimator.Estimator(
+        estimator_ckpt.tf2_checkpoints(ranking_model.model_fn), source,
+        params=params.as_dict()).train(
+            ranking_data.input_fn(examples, batch_size=32, shuffle=False),
+            steps=1)
+    reader = tf.train.load_checkpoint(source)
+    self.assertTrue(reader.has_tensor(keys.OBJECT_GRAPH_KEY))
+
+    with tf.Graph().as_default():
+      features = {ranking_model.USER_ID: tf.constant([0], tf.int64),
+                  ranking_model.ITEM_ID: tf.constant([0], tf.int64)}
+      ranking_model.model_fn(
+          features, tf.constant([1.0]), tf.estimator.ModeKeys.TRAIN,
+          ranking_model.RankingParams(num_partitions=3).as_dict())
+      summary = warm_starting.warm_start(source, strict=True)
+      values = checkpoint_layouts.read_values(summary.warm_started)
+    self.assertIn("batch_norm/moving_variance", summary.warm_started)
+    self.assertIn("user_embedding/Adam", summary.excluded)
+    self.assertLen(summary.warm_started, 10)
+    for name, value in values.items():
+      self.assertAllEqual(value, reader.get_tensor(keys.variable_key(name)),
+                          msg=name)
 
   @parameterized.named_parameters(("same_count", 2), ("different_count", 3))
   def test_source2_stock_fails_on_stock_tf2_layout(self, partitions):
