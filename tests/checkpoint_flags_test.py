@@ -12,8 +12,11 @@ from absl.testing import flagsaver
 from absl.testing import parameterized
 import tensorflow as tf
 
+import estimator_ckpt
 from estimator_ckpt import checkpoint_flags
 from estimator_ckpt import errors
+from estimator_ckpt import guide_models
+from estimator_ckpt import keys
 from estimator_ckpt import warm_starting
 from tests import fixtures
 
@@ -136,6 +139,32 @@ class CheckpointFlagsTest(parameterized.TestCase):
           f"--model_dir={model_dir}", f"--warm_start_from={_EST_TF1}"))
     self.assertIn(f"Not warm-starting from `{_EST_TF1}`: model_dir "
                   f"`{model_dir}` already has checkpoint", logs.output[0])
+
+  @parameterized.named_parameters(
+      ("tf2", "tf2", keys.variable_key("var"), False),
+      ("both", "both", keys.variable_key("var"), True),
+      ("tf1", "tf1", "var", False),
+  )
+  def test_settings_drive_an_estimator(self, checkpoint_format, var_key,
+                                       tf1_copy):
+    """The README's recipe: flags -> Estimator, warm-started from est-tf1."""
+    model_dir = self._model_dir()
+    settings = checkpoint_flags.checkpoint_settings_from_flags(_parse(
+        f"--model_dir={model_dir}", f"--warm_start_from={_EST_TF1}",
+        f"--checkpoint_format={checkpoint_format}",
+        "--keep_checkpoint_max=1", "--save_checkpoints_steps=1"))
+    model_fn = guide_models.model_fn_tf1_ckpt
+    if settings.scaffold_options is not None:
+      model_fn = estimator_ckpt.tf2_checkpoints(model_fn,
+                                                **settings.scaffold_options)
+    est = tf.estimator.Estimator(model_fn, config=settings.run_config,
+                                 warm_start_from=settings.warm_start_from)
+    est.train(guide_models.train_input_fn, steps=2)
+    self.assertEqual(est.get_variable_value(var_key), 6.0)  # 2 + 2 + 2.
+    state = tf.train.get_checkpoint_state(model_dir)
+    self.assertLen(state.all_model_checkpoint_paths, 1)  # keep_max=1.
+    self.assertEqual(tf.io.gfile.exists(os.path.join(model_dir, "tf1")),
+                     tf1_copy)
 
   def test_global_flags_with_flagsaver(self):
     """The way binaries use it: define on FLAGS, override in tests."""
