@@ -55,7 +55,10 @@ def _embed(name: str, ids: tf.Tensor, vocab_size: int, params: RankingParams):
       name, shape=[vocab_size, params.embedding_dim], dtype=tf.float32,
       initializer=tf1.truncated_normal_initializer(stddev=0.1),
       partitioner=tf1.fixed_size_partitioner(params.num_partitions))
-  return tf1.nn.embedding_lookup(table, ids)
+  # "div" keeps id i at row i of the logical table whatever the partition
+  # count, so the model can be resumed or warm-started with another count
+  # (the default "mod" strategy maps ids to rows by the count).
+  return tf1.nn.embedding_lookup(table, ids, partition_strategy="div")
 
 
 def model_fn(features, labels, mode, params):
