@@ -51,13 +51,17 @@ _WARM_START_OPTION_FLAGS = ("warm_start_vars", "warm_start_rename",
 
 
 def define_checkpoint_flags(
-    flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    flag_values: flags.FlagValues = flags.FLAGS,
+    *,
+    require_model_dir: bool = True) -> None:
   """Defines the checkpoint and warm-start flags and their validators.
 
-  Call once, from a binary, before `app.run`. --model_dir is required.
+  Call once, from a binary, before `app.run`.
 
   Args:
     flag_values: Where to define them (tests pass a fresh `FlagValues`).
+    require_model_dir: Make --model_dir required (a binary with a default
+      run of its own, like //estimator_ckpt:train, passes False).
 
   Raises:
     flags.DuplicateFlagError: Called twice on the same `flag_values`.
@@ -109,7 +113,8 @@ def define_checkpoint_flags(
       "Estimator's default).",
       flag_values=flag_values)
 
-  flags.mark_flag_as_required("model_dir", flag_values=flag_values)
+  if require_model_dir:
+    flags.mark_flag_as_required("model_dir", flag_values=flag_values)
   flags.register_validator(
       "keep_checkpoint_max", lambda value: value is not None and value >= 1,
       message="--keep_checkpoint_max must be at least 1 (the number of "
