@@ -25,7 +25,7 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
-from estimator_ckpt import scaffold as scaffold_lib
+from estimator_ckpt import scaffolding
 
 tf1 = tf.compat.v1
 
@@ -64,7 +64,7 @@ def make_tf1_scaffold():
 
 
 def make_tf2_scaffold():
-  return scaffold_lib.scaffold()
+  return scaffolding.scaffold()
 
 
 def run_phases(build_model: Callable[[], tf.Operation],

@@ -10,8 +10,8 @@ from estimator_ckpt.checkpoint_flags import checkpoint_settings_from_flags
 from estimator_ckpt.checkpoint_flags import define_checkpoint_flags
 from estimator_ckpt.migration import migrate_estimator
 from estimator_ckpt.migration import tf2_checkpoints
-from estimator_ckpt.scaffold import scaffold
-from estimator_ckpt.scaffold import Tf2Saver
+from estimator_ckpt.scaffolding import scaffold
+from estimator_ckpt.scaffolding import Tf2Saver
 from estimator_ckpt.warm_starting import warm_start
 from estimator_ckpt.warm_starting import warm_start_settings
 from estimator_ckpt.warm_starting import WarmStartSummary

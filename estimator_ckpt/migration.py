@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import tensorflow as tf
 from tensorflow.python.util import function_utils
 
-from estimator_ckpt import scaffold as scaffold_lib
+from estimator_ckpt import scaffolding
 
 tf1 = tf.compat.v1
 
@@ -60,7 +60,7 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
       tf1.logging.warning(
           "estimator_ckpt.tf2_checkpoints replaces the saver %s set by the "
           "model_fn with a TF2 checkpoint saver.", user_scaffold.saver)
-    new_scaffold = scaffold_lib.scaffold(copy_from_scaffold=user_scaffold,
+    new_scaffold = scaffolding.scaffold(copy_from_scaffold=user_scaffold,
                                          **saver_options)
     return spec._replace(scaffold=new_scaffold)
 

@@ -19,7 +19,7 @@ from estimator_ckpt import keys
 from estimator_ckpt import migration
 from estimator_ckpt import ranking_data
 from estimator_ckpt import ranking_model
-from estimator_ckpt import scaffold as scaffold_lib
+from estimator_ckpt import scaffolding
 from tests import fixtures
 
 tf1 = tf.compat.v1
@@ -281,7 +281,7 @@ class EstimatorBehaviourTest(_TestCase):
                                  params={"unused": 1})
     est.train(fixtures.one_example_input_fn, steps=2)
     self.assertLen(init_fn_calls, 1)
-    self.assertIsInstance(init_fn_calls[0].saver, scaffold_lib.Tf2Saver)
+    self.assertIsInstance(init_fn_calls[0].saver, scaffolding.Tf2Saver)
     # The explicit option beats RunConfig.
     self.assertLen(
         tf.train.get_checkpoint_state(model_dir).all_model_checkpoint_paths,
@@ -316,7 +316,7 @@ class AlsoWriteTf1Test(_TestCase):
     # A restart must keep applying retention to the TF1 copies.
     tf.estimator.Estimator(model_fn, model_dir, config=config).train(
         fixtures.one_example_input_fn, steps=2)
-    tf1_dir = os.path.join(model_dir, scaffold_lib.TF1_SUBDIR)
+    tf1_dir = os.path.join(model_dir, scaffolding.TF1_SUBDIR)
     state = tf.train.get_checkpoint_state(tf1_dir)
     self.assertEqual(
         [os.path.basename(p) for p in state.all_model_checkpoint_paths],
@@ -346,7 +346,7 @@ class MonitoredTrainingSessionTest(_TestCase):
                                                           global_step=step)
       with tf1.train.MonitoredTrainingSession(
           checkpoint_dir=checkpoint_dir,
-          scaffold=scaffold_lib.scaffold(),
+          scaffold=scaffolding.scaffold(),
           save_checkpoint_steps=1,
           hooks=[tf1.train.StopAtStepHook(last_step=steps)]) as sess:
         while not sess.should_stop():
@@ -375,7 +375,7 @@ class TrickyNamesTest(_TestCase):
                      for i, n in enumerate(names)]
         update = tf.group([v.assign_add(10.0) for v in variables] +
                           [step.assign_add(1)])
-        scaffold = scaffold_lib.scaffold()
+        scaffold = scaffolding.scaffold()
         with tf1.train.MonitoredTrainingSession(
             checkpoint_dir=checkpoint_dir, scaffold=scaffold,
             save_checkpoint_steps=1) as sess:
@@ -395,7 +395,7 @@ class ScaffoldArgumentsTest(_TestCase):
   def test_rejects_saver(self):
     with tf.Graph().as_default():
       with self.assertRaisesRegex(TypeError, "provides the saver"):
-        scaffold_lib.scaffold(saver=tf1.train.Saver(allow_empty=True))
+        scaffolding.scaffold(saver=tf1.train.Saver(allow_empty=True))
 
   def test_var_list_dict_narrows_and_names(self):
     checkpoint_dir = self.model_dir()
@@ -405,7 +405,7 @@ class ScaffoldArgumentsTest(_TestCase):
       tf1.get_variable("dropped", shape=[])
       with tf1.train.MonitoredTrainingSession(
           checkpoint_dir=checkpoint_dir,
-          scaffold=scaffold_lib.scaffold(var_list={"renamed": kept})):
+          scaffold=scaffolding.scaffold(var_list={"renamed": kept})):
         pass
     self.assertEqual(
         set(_stored(checkpoint_dir)),
