@@ -1,15 +1,22 @@
 """Fixtures for the checkpoint-tool tests that need no TensorFlow.
 
 Not public API (a `testonly` library). Copies of goldens, digests of whole
-directories (to prove a source stayed untouched), and ways to damage a
-checkpoint precisely: rewrite index entries, write an index table with keys
-in any order, flip or cut bytes.
+directories (to prove a source stayed untouched), ways to damage a checkpoint
+precisely (rewrite index entries, write an index table with keys in any
+order, flip or cut bytes), and ways to run the binaries in-process and as a
+subprocess.
 """
 
+import contextlib
 import hashlib
+import io
 import os
 import shutil
-from typing import Callable, Dict, Iterable, Tuple
+import sys
+from typing import Callable, Dict, Iterable, List, Tuple
+
+from absl import flags
+from absl.testing import flagsaver
 
 from estimator_ckpt import bundle
 from estimator_ckpt import protos
@@ -137,3 +144,48 @@ def rewrite_index(prefix: str,
     serialized.insert(0, (bundle.HEADER_KEY, header.SerializeToString()))
   with open(bundle.index_filename(prefix), "wb") as f:
     f.write(bundle.encode_table(serialized))
+
+
+def binary_command(name: str) -> List[str]:
+  """How to run binary `//estimator_ckpt:<name>` as a user would.
+
+  Under Bazel, the built binary from the test's runfiles (`data =
+  ["//estimator_ckpt:<name>"]`); run directly with Python, the module.
+  """
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  built = os.path.join(root, "estimator_ckpt", name)
+  if os.path.isfile(built) and os.access(built, os.X_OK):
+    return [built]
+  if "TEST_SRCDIR" in os.environ:  # Under Bazel: the binary must be there.
+    raise FileNotFoundError(f"{built}: add //estimator_ckpt:{name} to data.")
+  return [sys.executable, "-m", f"estimator_ckpt.{name}_main"]
+
+
+def run_main(main: Callable[[List[str]], None],
+             argv: List[str]) -> Tuple[str, str]:
+  """Runs a binary's `main` in-process with flags parsed from `argv`.
+
+  Returns:
+    (stdout, stderr). Exceptions (app.UsageError, SystemExit) propagate.
+  """
+  with flagsaver.flagsaver():
+    remaining = flags.FLAGS(argv)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(
+        stderr):
+      main(remaining)
+  return stdout.getvalue(), stderr.getvalue()
+
+
+def set_dimension(prefix: str, key: bytes, axis: int, size: int) -> None:
+  """Rewrites one entry's shape, e.g. to a negative dimension."""
+  def edit(items):
+    items[key].shape.dim[axis].size = size
+  rewrite_index(prefix, edit)
+
+
+def replace_entry_bytes(prefix: str, key: bytes, value: bytes) -> None:
+  """Replaces one entry's serialized proto, e.g. with unparseable bytes."""
+  items = [(k, value if k == key else entry.SerializeToString())
+           for k, entry in sorted(entries(prefix).items())]
+  write_raw_index(prefix, items)
