@@ -402,16 +402,26 @@ def _write_plan(p: Plan, staging: str, link: bool,
     if link and _try_link(src_path, dst_path, reporter.add, link_state):
       continue  # Linked: the source's own bytes; `verify` checks them.
     problems: List[str] = []
+    failures: List[BaseException] = []
     ranges = bundle.data_ranges(source, source_id, p.checked_keys[source_id])
+
+    def check(ranges=ranges, shard_id=source_id):
+      try:
+        problems.extend(bundle.check_ranges(source, shard_id, ranges))
+      except BaseException as e:  # pylint: disable=broad-except
+        failures.append(e)  # Re-raised in the converting thread.
+
     # Checksums are verified from the source while the kernel copies it, so a
     # damaged source is refused and the check costs little extra time.
-    checker = threading.Thread(
-        target=lambda r=ranges, s=source_id: problems.extend(
-            bundle.check_ranges(source, s, r)),
-        name=f"verify-shard-{source_id}", daemon=True)
+    checker = threading.Thread(target=check, daemon=True,
+                               name=f"verify-shard-{source_id}")
     checker.start()
-    _copy_file(src_path, dst_path, reporter.add)
-    checker.join()
+    try:
+      _copy_file(src_path, dst_path, reporter.add)
+    finally:
+      checker.join()
+    if failures:
+      raise failures[0]
     if problems:
       raise errors.CorruptCheckpointError(
           f"Not converting `{source.prefix}`: {len(problems)} tensors fail "
@@ -446,12 +456,6 @@ def _remove_stale_staging(directory: str, tag: str) -> None:
     logging.info("Removing %s, left by an interrupted conversion.",
                  os.path.join(directory, name))
     shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
 
 
 def _commit_into(staging: str, dst_dir: str, plans: Sequence[Plan]) -> None:
@@ -549,7 +553,10 @@ def convert(src: str,
 
   parent = os.path.dirname(os.path.abspath(dst_dir))
   os.makedirs(parent, exist_ok=True)
-  whole_dir = not os.path.isdir(dst_dir) or not os.listdir(dst_dir)
+  # A new or empty directory appears in one rename (not through a symlink,
+  # which rename would replace).
+  whole_dir = not os.path.lexists(dst_dir) or (
+      not os.path.islink(dst_dir) and not os.listdir(dst_dir))
   if whole_dir:
     tag = f".{os.path.basename(dst_dir)}{_STAGING_TAG}"
     staging_parent = parent
@@ -559,7 +566,7 @@ def convert(src: str,
   _remove_stale_staging(staging_parent, tag)
   staging = os.path.join(staging_parent,
                          f"{tag}{os.getpid()}-{secrets.token_hex(4)}")
-  os.mkdir(staging, 0o777 & ~_umask())
+  os.mkdir(staging)  # Mode 0o777 minus the umask, as the final dir gets.
   total = sum(p.copy_bytes for p in plans)
   reporter = progress.Progress(f"{'Linking' if link else 'Copying'} data",
                                total)

@@ -7,6 +7,7 @@ SRC: a model dir (its latest checkpoint) or a checkpoint prefix. Prints the
 new checkpoint prefix; progress goes to stderr.
 """
 
+import os
 import sys
 from typing import Dict, Sequence
 
@@ -49,6 +50,8 @@ def _rename_spec(values: Sequence[str]) -> Dict[str, str]:
 
 
 def main(argv: Sequence[str]) -> None:
+  # `bazel run` starts binaries in their runfiles; paths are the user's.
+  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
   if len(argv) != 3:
     raise app.UsageError(f"Pass SRC and DST_DIR; got {len(argv) - 1} "
                          "arguments.")

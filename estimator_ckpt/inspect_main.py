@@ -5,6 +5,7 @@ r"""Lists a checkpoint's variables by TF1 name (TF1 and TF2 checkpoints).
 PATH: a model dir (its latest checkpoint) or a checkpoint prefix.
 """
 
+import os
 import sys
 from typing import Sequence
 
@@ -25,6 +26,8 @@ _MAX_VALUE_ELEMENTS = flags.DEFINE_integer(
 
 
 def main(argv: Sequence[str]) -> None:
+  # `bazel run` starts binaries in their runfiles; paths are the user's.
+  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
   if len(argv) != 2:
     raise app.UsageError(
         f"Pass one checkpoint (model dir or prefix); got {len(argv) - 1}.")

@@ -50,6 +50,7 @@ FORMATS = (TF1, TF2)
 _MAX_VALUE_ELEMENTS = 8
 _OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
 _PART_RE = re.compile(r"^(.*)/part_(\d+)$")
+_ML_DTYPES = ("bfloat16", "float8_e5m2", "float8_e4m3fn", "int4", "uint4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -446,24 +447,28 @@ def load_variable(path: str, name: str) -> np.ndarray:
 
 
 def _value_text(value: np.ndarray) -> str:
-  if value.dtype == object and value.size == 1:
-    text = value.reshape(-1)[0]
-    if isinstance(text, bytes) and len(text) > 32:
-      return f"<{len(text)} bytes>"
+  """A value on one line; strings over 32 bytes as `<N bytes>`."""
+  formatter = None
+  if value.dtype == object:
+    value = np.vectorize(
+        lambda b: repr(b) if len(b) <= 32 else f"<{len(b)} bytes>",
+        otypes=[object])(value) if value.size else value
+    formatter = {"all": str}
   return np.array2string(value, threshold=_MAX_VALUE_ELEMENTS, precision=6,
-                         separator=", ").replace("\n", "")
+                         separator=", ", formatter=formatter).replace("\n", "")
 
 
 def _json_value(value: np.ndarray) -> Any:
+  """A value as JSON-ready lists: strings decoded, complex as [re, im]."""
   if value.dtype == object:
-    return np.vectorize(
-        lambda b: b.decode("utf-8", "backslashreplace"), otypes=[object])(
-            value).tolist() if value.size else value.tolist()
-  if value.dtype.kind in "fc" or value.dtype.name in ("bfloat16",):
-    value = value.astype(np.complex128 if value.dtype.kind == "c" else
-                         np.float64)
-    if value.dtype.kind == "c":
-      return [[z.real, z.imag] for z in value.reshape(-1)]
+    return np.vectorize(lambda b: b.decode("utf-8", "backslashreplace"),
+                        otypes=[object])(value).tolist() if value.size else []
+  if value.dtype.kind == "c":
+    return np.stack([value.real, value.imag], axis=-1).tolist()
+  if value.dtype.name in _ML_DTYPES:
+    # ml_dtypes types (bfloat16, float8, int4) have no JSON form of their own.
+    return value.astype(np.int64 if "int" in value.dtype.name else
+                        np.float64).tolist()
   return value.tolist()
 
 

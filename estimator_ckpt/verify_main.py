@@ -6,6 +6,7 @@ PATH, OTHER: model dirs (latest checkpoint) or checkpoint prefixes, either
 format. With --against, also compares their variables by TF1 name.
 """
 
+import os
 import sys
 from typing import Sequence
 
@@ -21,6 +22,8 @@ _AGAINST = flags.DEFINE_string(
 
 
 def main(argv: Sequence[str]) -> None:
+  # `bazel run` starts binaries in their runfiles; paths are the user's.
+  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
   if len(argv) != 2:
     raise app.UsageError(
         f"Pass one checkpoint (model dir or prefix); got {len(argv) - 1}.")
