@@ -196,6 +196,9 @@ def main(argv: Sequence[str]) -> None:
         f"{'convert CLI, beyond start-up':34}{cli:9.2f}{cli / cp:10.2f}"
         f"{rss_large / 2**20:8.0f} MB",
         f"{'convert() in-process':34}{library:9.2f}{library / cp:10.2f}",
+        f"{'convert CLI --link, total':34}"
+        f"{bench.median('convert CLI --link'):9.2f}{'':>10}"
+        f"{bench.rss['convert CLI --link'] / 2**20:8.0f} MB",
         f"{'convert CLI --link, beyond start':34}{link:9.2f}"
         f"{link / cp:10.2f}",
         f"{'convert(link=True) in-process':34}{library_link:9.2f}"

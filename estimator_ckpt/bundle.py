@@ -74,7 +74,7 @@ _UINT32 = struct.Struct("<I")
 CHUNK_SIZE = 16 << 20
 
 
-# Data types ------------------------------------------------------------------
+# Data types -------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,7 +382,7 @@ def key_text(key: bytes) -> str:
   return key.decode("utf-8", "backslashreplace")
 
 
-# The index table ---------------------------------------------------------------
+# The index table --------------------------------------------------------------
 
 
 class _BlockBuilder:
@@ -649,7 +649,7 @@ def decode_table(path: str, data: bytes) -> List[Tuple[bytes, bytes]]:
   return items
 
 
-# Bundles ---------------------------------------------------------------------
+# Bundles ----------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -952,7 +952,7 @@ def encode_index(header: protos.BundleHeaderProto,
   return encode_table([(HEADER_KEY, header.SerializeToString())] + items)
 
 
-# Tensor bytes ------------------------------------------------------------------
+# Tensor bytes -----------------------------------------------------------------
 
 
 class Checksummer:

@@ -62,18 +62,22 @@ def main(argv: Sequence[str]) -> None:
   src, dst_dir = argv[1:]
   try:
     rename = renaming.parse(_rename_spec(_RENAME.value))
+    lines = []
     if _DRY_RUN.value:
       plans = conversion.plan(src, to=_TO.value, rename=rename,
                               all_checkpoints=_ALL_CHECKPOINTS.value)
-      for p in plans:
-        print(conversion.format_plan(p, dst_dir))
+      lines += [conversion.format_plan(p, dst_dir) for p in plans]
     prefix = conversion.convert(
         src, dst_dir, to=_TO.value, rename=rename, link=_LINK.value,
         all_checkpoints=_ALL_CHECKPOINTS.value, overwrite=_OVERWRITE.value,
         dry_run=_DRY_RUN.value)
   except (errors.Error, OSError) as e:
     sys.exit(f"convert: {e}")
-  print(f"would write {prefix}" if _DRY_RUN.value else prefix)
+  lines.append(f"would write {prefix}" if _DRY_RUN.value else prefix)
+  try:
+    print("\n".join(lines))
+  except BrokenPipeError:  # `convert --dry_run ... | head`: not an error.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

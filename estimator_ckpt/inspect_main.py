@@ -37,10 +37,12 @@ def main(argv: Sequence[str]) -> None:
         max_value_elements=_MAX_VALUE_ELEMENTS.value)
   except (errors.Error, OSError) as e:
     sys.exit(f"inspect: {e}")
-  if _FORMAT.value == "json":
-    print(inspection.to_json(description))
-  else:
-    print(inspection.format_description(description))
+  text = (inspection.to_json(description) if _FORMAT.value == "json" else
+          inspection.format_description(description))
+  try:
+    print(text)
+  except BrokenPipeError:  # `inspect ... | head`: not an error.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

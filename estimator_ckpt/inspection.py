@@ -161,7 +161,7 @@ def _stock_partition(name: str, parts: List[Tuple[int, bytes,
     return errors.IncompatibleCheckpointError(
         f"`{prefix}` stores variable `{name}` as parts "
         f"{errors.format_names(_text(k) for _, k, _ in parts)}, but {why}, so "
-        "they cannot be reassembled. Pass the raw keys to `load_variable`.")
+        "they cannot be reassembled; they are listed under their keys.")
 
   if indices != list(range(len(parts))):
     raise fail(f"the part numbers are {indices}, not 0..{len(parts) - 1}")
@@ -208,12 +208,20 @@ def _coverage_problem(shape: Sequence[int],
 
 def _variable(name: str, group: _Group, checkpoint: bundle.Bundle
               ) -> Optional[Variable]:
-  """Builds one Variable; None if its keys conflict."""
+  """Builds one Variable; None if its keys conflict (listed by key then).
+
+  Raises:
+    errors.CorruptCheckpointError: Its slices do not tile it.
+  """
   prefix = checkpoint.prefix
   if group.stock_parts:
     if group.whole or group.sliced:
       return None
-    shape, parts = _stock_partition(name, group.stock_parts, prefix)
+    try:
+      shape, parts = _stock_partition(name, group.stock_parts, prefix)
+    except errors.IncompatibleCheckpointError as e:
+      logging.warning("%s", e)
+      return None
     entry = group.stock_parts[0][2]
     return Variable(name, tuple(sorted(_text(k) for _, k, _ in
                                        group.stock_parts)),

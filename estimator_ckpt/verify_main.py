@@ -31,7 +31,10 @@ def main(argv: Sequence[str]) -> None:
     report = verification.verify(argv[1], against=_AGAINST.value)
   except (errors.Error, OSError) as e:
     sys.exit(f"verify: FAILED: {e}")
-  print(report.summary())
+  try:
+    print(report.summary())
+  except BrokenPipeError:  # `verify ... | head`: not an error.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ import os
 
 from absl.testing import absltest
 from absl.testing import parameterized
-import numpy as np
 import tensorflow as tf
 
 from estimator_ckpt import bundle
@@ -104,7 +103,8 @@ class BundleTest(parameterized.TestCase, tf.test.TestCase):
   def test_encode_strings_matches_tensorflow(self):
     values = [b"", b"a" * 300, b"\x00\xff", "\u00e9".encode()]
     prefix = tool_tf_fixtures.save_v2(
-        os.path.join(self.get_temp_dir(), "strings"), {"s": tf.constant(values)})
+        os.path.join(self.get_temp_dir(), "strings"),
+        {"s": tf.constant(values)})
     checkpoint = bundle.read(prefix)
     entry = checkpoint.entries[b"s"]
     data, crc = bundle.encode_strings(values)

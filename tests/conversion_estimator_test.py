@@ -11,7 +11,6 @@ from estimator_ckpt import keys
 from estimator_ckpt import ranking_data
 from estimator_ckpt import ranking_model
 from tests import fixtures
-from tests import tool_fixtures
 from tests import tool_tf_fixtures
 
 tf1 = tf.compat.v1
