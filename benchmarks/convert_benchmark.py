@@ -229,7 +229,7 @@ def main(argv: Sequence[str]) -> None:
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} "
         "MB",
     ]
-    print("\n".join(lines))
+    print("\n".join(line.rstrip() for line in lines))
   finally:
     if _WORK_DIR.value is None:
       shutil.rmtree(work, ignore_errors=True)

@@ -13,6 +13,7 @@ import estimator_ckpt
 from estimator_ckpt import conversion
 from estimator_ckpt import errors
 from estimator_ckpt import keys
+from estimator_ckpt import progress
 from estimator_ckpt import renaming
 from tests import tool_fixtures
 from tests import tool_tf_fixtures
@@ -268,6 +269,22 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
         prefix + ".data-00000-of-00002"))
     self.assertEqual(tf.train.load_variable(prefix, keys.variable_key("var")),
                      2.0)
+
+  def test_copies_without_copy_file_range(self):
+    unsupported = OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+    with mock.patch.object(os, "copy_file_range", side_effect=unsupported):
+      prefix = estimator_ckpt.convert(
+          tool_fixtures.golden_path("est-tf1-ranking"), self._dst(), to="tf2")
+    estimator_ckpt.verify(prefix,
+                          against=tool_fixtures.golden_path("est-tf1-ranking"))
+
+  def test_logs_progress(self):
+    with mock.patch.object(progress, "_INTERVAL_SECONDS", 0.0):
+      with self.assertLogs("absl", level="INFO") as logs:
+        estimator_ckpt.convert(tool_fixtures.golden_path("est-tf1-ranking"),
+                               self._dst(), to="tf2")
+    self.assertTrue(any("Copying data: 52.3 KiB of 52.3 KiB (100%)" in line
+                        for line in logs.output), logs.output)
 
   def test_refuses_destination_in_source(self):
     source = tool_fixtures.copy_golden("est-tf1",
