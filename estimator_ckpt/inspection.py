@@ -121,6 +121,16 @@ def _data_location(entry: protos.BundleEntryProto) -> Tuple[int, ...]:
           *bundle.shape_of(entry))
 
 
+def _value_signature(entry: protos.BundleEntryProto) -> Tuple[int, ...]:
+  """Equal for entries holding the same value (dtype, shape, bytes' crc)."""
+  return (entry.dtype, entry.size, entry.crc32c, *bundle.shape_of(entry))
+
+
+def _alias_last(key: bytes) -> Tuple[bool, bytes]:
+  """Orders our layout's `global_step` alias after the key it aliases."""
+  return key == keys.GLOBAL_STEP_NAME.encode(), key
+
+
 @dataclasses.dataclass
 class _Group:
   """The keys that map to one TF1 name, before they become a Variable."""
@@ -229,14 +239,14 @@ def _variable(name: str, group: _Group, checkpoint: bundle.Bundle
   if group.whole and group.sliced:
     return None
   if group.whole:
-    locations = {_data_location(entry) for _, entry in group.whole}
-    if len(locations) != 1:
+    # Several keys for one name are aliases if they hold the same value: our
+    # layout's `global_step` next to `step/...` (the converter shares the
+    # bytes; the Scaffold factory saves a second copy).
+    if len({_value_signature(entry) for _, entry in group.whole}) != 1:
       return None
-    key, entry = group.whole[0]
-    # Our layout's `global_step` alias after the key it aliases.
-    ordered = sorted((_text(k) for k, _ in group.whole),
-                     key=lambda k: (k == keys.GLOBAL_STEP_NAME, k))
-    return Variable(name, tuple(ordered),
+    ordered = sorted(group.whole, key=lambda item: _alias_last(item[0]))
+    key, entry = ordered[0]
+    return Variable(name, tuple(_text(k) for k, _ in ordered),
                     bundle.dtype_of(entry), bundle.shape_of(entry),
                     (Part(key, None, entry),))
   first_entry = group.sliced[0][1]

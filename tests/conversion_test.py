@@ -163,6 +163,16 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
         saver.restore(sess, prefix)
         self.assertEqual(sess.run(variables), expected)
 
+  def test_scaffold_layout_to_tf1_and_back(self):
+    source = tool_tf_fixtures.scaffold_layout_checkpoint(
+        os.path.join(self.create_tempdir().full_path, "scaffold"))
+    tf1_prefix = estimator_ckpt.convert(source, self._dst("tf1"), to="tf1")
+    self.assertEqual(tf.train.load_variable(tf1_prefix, "global_step"), 42)
+    self.assertEqual(tf.train.load_variable(tf1_prefix, "emb").shape, (6, 2))
+    tf2_prefix = estimator_ckpt.convert(tf1_prefix, self._dst("tf2"),
+                                        to="tf2")
+    estimator_ckpt.verify(tf2_prefix, against=source)
+
   def test_guide_vars_layout_to_tf1(self):
     converted = tool_tf_fixtures.guide_convert_tf1_to_tf2(
         tool_fixtures.golden_path("tf1-ckpt"),

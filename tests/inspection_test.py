@@ -94,6 +94,33 @@ class InspectionTest(parameterized.TestCase, tf.test.TestCase):
     self.assertLen(contents.variables["emb"].keys, 4)
     self.assertLen(contents.variables["emb"].parts, 4)
 
+  def test_scaffold_layout_by_name(self):
+    prefix = tool_tf_fixtures.scaffold_layout_checkpoint(
+        os.path.join(self.get_temp_dir(), "scaffold"))
+    self.assertEqual(estimator_ckpt.list_variables(prefix), [
+        ("dense/kernel", [2, 3]), ("emb", [6, 2]), ("emb/Adam", [6, 2]),
+        ("global_step", [])
+    ])
+    contents = inspection.read(prefix)
+    self.assertEqual(contents.variables["global_step"].keys,
+                     (keys.STEP_KEY, keys.GLOBAL_STEP_NAME))
+    self.assertEqual(estimator_ckpt.load_variable(prefix, "global_step"), 42)
+    tool_tf_fixtures.assert_bit_equal(
+        self, np.arange(12.0, dtype=np.float32).reshape([6, 2]),
+        estimator_ckpt.load_variable(prefix, "emb"))
+
+  def test_alias_with_another_value_is_listed_by_key(self):
+    prefix = tool_tf_fixtures.save_v2(
+        os.path.join(self.get_temp_dir(), "stale_alias"), {
+            keys.OBJECT_GRAPH_KEY: tf.constant(
+                keys.object_graph([]).SerializeToString()),
+            keys.STEP_KEY: tf.constant(2, tf.int64),
+            keys.GLOBAL_STEP_NAME: tf.constant(1, tf.int64),
+        })
+    with self.assertLogs("absl", "WARNING"):
+      names = [n for n, _ in estimator_ckpt.list_variables(prefix)]
+    self.assertEqual(names, [keys.GLOBAL_STEP_NAME, keys.STEP_KEY])
+
   def test_guide_vars_layout_by_name(self):
     prefix = tool_tf_fixtures.guide_convert_tf1_to_tf2(
         tool_fixtures.golden_path("tf1-ckpt"),

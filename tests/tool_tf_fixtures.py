@@ -122,3 +122,28 @@ def guide_convert_tf1_to_tf2(checkpoint_path: str, output_prefix: str) -> str:
   for key in reader.get_variable_to_dtype_map():
     variables[key] = tf.Variable(reader.get_tensor(key))
   return tf.train.Checkpoint(vars=variables).save(output_prefix)
+
+
+def scaffold_layout_checkpoint(prefix: str) -> str:
+  """A checkpoint in the Scaffold factory's layout, written by SaveV2.
+
+  As `estimator_ckpt/scaffold.py` saves it: `var_list/<escaped name>/...`, a
+  partitioned variable as slices under one key, `step/...`, the object graph
+  of `keys.object_graph`, and the `global_step` alias as a second copy of the
+  step's value (not shared bytes, unlike converted checkpoints).
+  """
+  from estimator_ckpt import keys  # pylint: disable=g-import-not-at-top
+  names = ["dense/kernel", "emb", "emb/Adam"]
+  graph = keys.object_graph(names)
+  step = tf.constant(42, tf.int64)
+  emb = tf.reshape(tf.range(12.0), [6, 2])
+  return save_v2(prefix, {
+      keys.OBJECT_GRAPH_KEY: tf.constant(graph.SerializeToString()),
+      keys.STEP_KEY: step,
+      keys.GLOBAL_STEP_NAME: step,
+      keys.variable_key("dense/kernel"): tf.ones([2, 3]),
+      keys.variable_key("emb/Adam"): emb * 2,
+  }, {
+      keys.variable_key("emb"): ([6, 2], [("0,3:-", emb[:3]),
+                                           ("3,3:-", emb[3:])]),
+  })
