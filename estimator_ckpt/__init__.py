@@ -9,17 +9,20 @@ in through an unrelated export.
 """
 
 import importlib
-from typing import Any, List
+from typing import Any, List, Optional, Tuple
 
-# Public name -> the submodule that defines it (itself, for modules).
-_EXPORTS = {
-    "errors": "errors",
-    "keys": "keys",
-    "checkpoint_format": "inspection",
-    "list_variables": "inspection",
-    "load_variable": "inspection",
-    "convert": "conversion",
-    "verify": "verification",
+# Public name -> (submodule, attribute; None to export the submodule itself).
+# An exported function named like a submodule shadows that submodule for
+# `from estimator_ckpt import <name>`, which then returns the function: give
+# modules other names (hence conversion.py for `convert`).
+_EXPORTS: dict[str, Tuple[str, Optional[str]]] = {
+    "errors": ("errors", None),
+    "keys": ("keys", None),
+    "checkpoint_format": ("inspection", "checkpoint_format"),
+    "list_variables": ("inspection", "list_variables"),
+    "load_variable": ("inspection", "load_variable"),
+    "convert": ("conversion", "convert"),
+    "verify": ("verification", "verify"),
 }
 
 __all__ = [
@@ -34,11 +37,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-  module_name = _EXPORTS.get(name)
-  if module_name is None:
+  if name not in _EXPORTS:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  module_name, attribute = _EXPORTS[name]
   module = importlib.import_module(f"{__name__}.{module_name}")
-  value = module if name == module_name else getattr(module, name)
+  value = module if attribute is None else getattr(module, attribute)
   globals()[name] = value
   return value
 
