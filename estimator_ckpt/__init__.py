@@ -47,4 +47,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> List[str]:
-  return sorted(set(globals()) | set(__all__))
+  return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})
