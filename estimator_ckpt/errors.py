@@ -56,3 +56,31 @@ def format_names(names: Iterable[str],
   if len(ordered) > limit:
     shown += f", ... and {len(ordered) - limit} more"
   return shown
+
+
+class VariableNotFoundError(Error, KeyError):
+  """A checkpoint has no variable (or key) by the requested name."""
+
+  def __str__(self) -> str:
+    # KeyError quotes its message; this message is prose.
+    return str(self.args[0]) if self.args else ""
+
+
+class DestinationExistsError(Error, FileExistsError):
+  """A conversion would overwrite existing files or write into its source."""
+
+
+class CheckpointsDifferError(Error, ValueError):
+  """Two checkpoints hold different variables or values.
+
+  Attributes:
+    differences: One line per difference, sorted by variable name.
+  """
+
+  def __init__(self, message: str, differences: Iterable[str] = ()):
+    super().__init__(message)
+    self.differences = list(differences)
+
+
+class InvalidArgumentError(Error, ValueError):
+  """An argument has a value the function does not accept."""

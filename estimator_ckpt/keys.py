@@ -15,11 +15,16 @@ the guide's `name.replace('.S', '/')` is wrong for names with dots: the name
 """
 
 import re
-from typing import Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional
 
-from tensorflow.core.protobuf import trackable_object_graph_pb2
+from google.protobuf import message
 
 from estimator_ckpt import errors
+
+if TYPE_CHECKING:
+  # Imported lazily in `object_graph`: importing any `tensorflow.*` module
+  # loads all of TensorFlow, which the checkpoint tools avoid.
+  from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-bad-import-order
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 VARIABLE_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -111,8 +116,10 @@ def tensor_name(var) -> str:
 
 
 def object_graph(names: Iterable[str],
-                 step_name: Optional[str] = GLOBAL_STEP_NAME
-                 ) -> trackable_object_graph_pb2.TrackableObjectGraph:
+                 step_name: Optional[str] = GLOBAL_STEP_NAME,
+                 *,
+                 graph: Optional[message.Message] = None
+                 ) -> "trackable_object_graph_pb2.TrackableObjectGraph":
   """Builds the object graph of `Checkpoint(var_list={...}, step=...)`.
 
   The graph is what TensorFlow itself writes for that Checkpoint (checked in
@@ -125,11 +132,16 @@ def object_graph(names: Iterable[str],
     names: TF1 names of the variables under `var_list`.
     step_name: TF1 name of the global step, stored under `step`; None for
       none.
+    graph: An empty `TrackableObjectGraph` message to fill. Default: a new
+      one of TensorFlow's class. The checkpoint tools pass
+      `protos.TrackableObjectGraph()` so as not to import TensorFlow.
 
   Returns:
     The `TrackableObjectGraph` proto to store under `OBJECT_GRAPH_KEY`.
   """
-  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  if graph is None:
+    from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-import-not-at-top
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
   root = graph.nodes.add()
   root.has_checkpoint_values.value = True
 
@@ -155,7 +167,7 @@ def object_graph(names: Iterable[str],
 
 
 def full_names_by_key(
-    graph: trackable_object_graph_pb2.TrackableObjectGraph
+    graph: "trackable_object_graph_pb2.TrackableObjectGraph"
 ) -> Mapping[str, str]:
   """Maps each checkpoint key of an object graph to its variable's full name."""
   return {

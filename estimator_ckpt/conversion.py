@@ -1,0 +1,650 @@
+"""Converting checkpoints between TF1 (name-based) and TF2 (object-based).
+
+Public: `convert` (re-exported by `estimator_ckpt`). `plan` is not public API;
+the convert binary prints it for `--dry_run`.
+
+A converted checkpoint holds the same tensor bytes under other keys, so
+conversion rewrites only the `.index` and copies the data files byte for byte
+(or hard-links them with `link=True`); tensors are never loaded into memory,
+let alone into `tf.Variable`s as the guide's `convert_tf1_to_tf2` does.
+Memory use does not grow with the checkpoint.
+
+TF2 output has the layout of the Scaffold factory (`keys.object_graph`):
+
+  var_list/<escaped TF1 name>/.ATTRIBUTES/VARIABLE_VALUE   every variable
+  step/.ATTRIBUTES/VARIABLE_VALUE                          the global step
+  global_step                                              alias of `step/...`
+  _CHECKPOINTABLE_OBJECT_GRAPH                             keys.object_graph
+
+A partitioned variable stays one entry with its slices (slice keys re-encoded
+for the new key), as TF1 stores it. The alias shares the step's bytes, so
+Estimator's `train(max_steps=N)` and `tf.train.load_variable(dir,
+'global_step')` keep working. The object graph goes into a new, last data
+file, so the source's data files are reused unchanged. TF1 output stores every
+variable under its name (sources: see `inspection` for how TF2 keys map to
+names). Converting to the source's own format is allowed (to rename, or to
+normalize another TF2 layout).
+
+Writes are atomic. Everything is written into a hidden staging directory next
+to the destination (so renames stay on one file system), fsynced, then moved
+into place: a new or empty `dst_dir` appears in one `rename`; into an existing
+directory the data files go first, then each `.index` (TensorFlow's own
+"checkpoint exists" marker), then the `checkpoint` state file. A failure
+removes the staging directory; a kill leaves only the hidden staging
+directory, which the next conversion to the same destination removes.
+"""
+
+import dataclasses
+import errno
+import os
+import secrets
+import shutil
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from absl import logging
+
+from estimator_ckpt import bundle
+from estimator_ckpt import checkpoint_state
+from estimator_ckpt import errors
+from estimator_ckpt import inspection
+from estimator_ckpt import keys
+from estimator_ckpt import progress
+from estimator_ckpt import protos
+from estimator_ckpt import renaming
+
+TF1 = inspection.TF1
+TF2 = inspection.TF2
+
+_COPY_CHUNK = 128 << 20
+_STAGING_TAG = ".convert-tmp-"
+# Hard links fail with these where the file system does not allow them.
+_NO_LINK_ERRNOS = frozenset(
+    (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
+     errno.EACCES))
+# copy_file_range fails with these where the kernel or file system lacks it.
+_NO_COPY_RANGE_ERRNOS = frozenset(
+    (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP,
+     errno.EBADF))
+_OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
+_ALIAS_KEY = keys.GLOBAL_STEP_NAME.encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableMapping:
+  """Where one variable goes.
+
+  Attributes:
+    source_name: Its TF1 name in the source.
+    source_keys: Its keys in the source.
+    name: Its TF1 name in the destination (after `rename`).
+    key: Its key in the destination.
+  """
+  source_name: str
+  source_keys: Tuple[str, ...]
+  name: str
+  key: str
+
+
+@dataclasses.dataclass
+class Plan:
+  """One output checkpoint, before anything is written.
+
+  Attributes:
+    source: The source checkpoint.
+    to: `tf1` or `tf2`.
+    basename: The output prefix's file name (the source's).
+    mappings: One per variable, sorted by source name.
+    header: The output's header (shard count updated).
+    entries: The output's entries, shard ids renumbered.
+    shards: Output data file i is source data file `shards[i]`; a new last
+      file holds `extra_shard` if that is not None.
+    extra_shard: Bytes of a new last data file (the TF2 object graph).
+    checked_keys: Per source shard, the data-owning keys the output uses,
+      whose checksums a copy verifies.
+  """
+  source: inspection.Contents
+  to: str
+  basename: str
+  mappings: List[VariableMapping]
+  header: protos.BundleHeaderProto
+  entries: Dict[bytes, protos.BundleEntryProto]
+  shards: List[int]
+  extra_shard: Optional[bytes]
+  checked_keys: Dict[int, List[bytes]]
+
+  @property
+  def num_shards(self) -> int:
+    return self.header.num_shards
+
+  @property
+  def copy_bytes(self) -> int:
+    return sum(self.source.bundle.shard_sizes[s] for s in self.shards)
+
+
+def _check_name(name: str, source_name: str, to: str, prefix: str) -> None:
+  problem = None
+  if not name:
+    problem = "is empty"
+  elif name.startswith("\x00"):
+    problem = "starts with a NUL byte, which marks slice keys"
+  elif to == TF1 and name == keys.OBJECT_GRAPH_KEY:
+    problem = "would make the TF1 output look object-based (TF2)"
+  if problem:
+    raise errors.InvalidArgumentError(
+        f"Renaming `{source_name}` of `{prefix}` gives `{name}`, which "
+        f"{problem}. Fix the rename spec.")
+
+
+def _copied_entry(entry: protos.BundleEntryProto) -> protos.BundleEntryProto:
+  copy = protos.BundleEntryProto()
+  copy.CopyFrom(entry)
+  return copy
+
+
+def _plan_one(contents: inspection.Contents, to: str,
+              renamer: renaming.Renamer) -> Plan:
+  """Plans one output checkpoint: names, keys, entries, shards."""
+  prefix = contents.prefix
+  renamed: Dict[str, inspection.Variable] = {}
+  sources_of: Dict[str, List[str]] = {}
+  for name, variable in contents.variables.items():
+    new_name = renamer(name)
+    _check_name(new_name, name, to, prefix)
+    sources_of.setdefault(new_name, []).append(name)
+    renamed[new_name] = variable
+  clashes = {new: old for new, old in sources_of.items() if len(old) > 1}
+  if clashes:
+    raise errors.InvalidArgumentError(
+        f"Renaming the variables of `{prefix}` maps several onto one name: " +
+        "; ".join(f"{errors.format_names(old)} -> `{new}`"
+                  for new, old in sorted(clashes.items())) +
+        ". Fix the rename spec so that every name stays unique.")
+
+  has_step = to == TF2 and keys.GLOBAL_STEP_NAME in renamed
+  key_of = {
+      name: (keys.variable_key(name) if to == TF2 else name)
+      for name in renamed
+  }
+  entries: Dict[bytes, protos.BundleEntryProto] = {}
+  for name, variable in renamed.items():
+    key = key_of[name].encode("utf-8", "surrogateescape")
+    if not variable.partitioned:
+      entries[key] = _copied_entry(variable.parts[0].entry)
+      continue
+    full = protos.BundleEntryProto(dtype=variable.dtype.enum)
+    for dim in variable.shape:
+      full.shape.dim.add(size=dim)
+    for part in variable.parts:
+      part.slice.to_proto(full.slices.add())
+      entries[bundle.slice_key(key, part.slice)] = _copied_entry(part.entry)
+    entries[key] = full
+  step = renamed.get(keys.GLOBAL_STEP_NAME)
+  if has_step and not step.partitioned:
+    entries[_ALIAS_KEY] = _copied_entry(step.parts[0].entry)
+
+  checked_keys: Dict[int, List[bytes]] = {}
+  for variable in renamed.values():
+    for part in variable.parts:
+      checked_keys.setdefault(part.entry.shard_id, []).append(part.key)
+  shards = sorted(checked_keys)
+  new_shard_id = {old: new for new, old in enumerate(shards)}
+  for entry in entries.values():
+    if not entry.slices:
+      entry.shard_id = new_shard_id[entry.shard_id]
+
+  extra_shard = None
+  if to == TF2:
+    graph = keys.object_graph(
+        [n for n in renamed if n != keys.GLOBAL_STEP_NAME],
+        step_name=keys.GLOBAL_STEP_NAME if has_step else None,
+        graph=protos.TrackableObjectGraph())
+    extra_shard, crc = bundle.encode_strings([graph.SerializeToString()])
+    entries[_OBJECT_GRAPH_KEY] = protos.BundleEntryProto(
+        dtype=bundle.STRING.enum, shard_id=len(shards), offset=0,
+        size=len(extra_shard), crc32c=crc)
+  elif not shards:
+    extra_shard = b""  # Every checkpoint has at least one data file.
+  header = protos.BundleHeaderProto()
+  header.CopyFrom(contents.bundle.header)
+  header.num_shards = len(shards) + (extra_shard is not None)
+
+  mappings = sorted(
+      (VariableMapping(old, variable.keys, new, key_of[new])
+       for new, variable in renamed.items()
+       for old in sources_of[new]), key=lambda m: m.source_name)
+  return Plan(contents, to, os.path.basename(prefix), mappings, header,
+              entries, shards, extra_shard, checked_keys)
+
+
+def _sources(src: str, all_checkpoints: bool) -> List[str]:
+  if not all_checkpoints:
+    return [checkpoint_state.resolve(src)]
+  if not os.path.isdir(src):
+    raise errors.InvalidArgumentError(
+        f"all_checkpoints=True converts every checkpoint of a model_dir, but "
+        f"`{src}` is not a directory. Pass the model_dir, or convert this "
+        "one checkpoint with all_checkpoints=False.")
+  return checkpoint_state.all_checkpoints(src)
+
+
+def plan(src: str, *, to: str, rename: Optional[renaming.RenameSpec] = None,
+         all_checkpoints: bool = False) -> List[Plan]:
+  """Plans a conversion without touching any file (see `convert`).
+
+  Returns:
+    One `Plan` per output checkpoint, the latest last.
+
+  Raises:
+    errors.Error: As `convert`, except for destination checks.
+  """
+  if to not in inspection.FORMATS:
+    raise errors.InvalidArgumentError(
+        f"to={to!r} is not a checkpoint format; pass to='tf2' (object-based) "
+        "or to='tf1' (name-based).")
+  renamer = renaming.parse(rename)
+  return [_plan_one(inspection.read(prefix), to, renamer)
+          for prefix in _sources(src, all_checkpoints)]
+
+
+def format_plan(p: Plan, dst_dir: str) -> str:
+  """A plan as text: a summary line and one row per variable."""
+  source = p.source
+  lines = [
+      f"{source.prefix} ({source.format}) -> "
+      f"{os.path.join(dst_dir, p.basename)} ({p.to}): {len(p.mappings)} "
+      f"variables, {p.num_shards} data file{'s' if p.num_shards > 1 else ''}"
+      f", {progress.size_text(p.copy_bytes)} of data", ""
+  ]
+  rows = [["source name", "source key", "destination key"]]
+  for m in p.mappings:
+    key = m.key
+    if p.to == TF2 and m.name == keys.GLOBAL_STEP_NAME:
+      key += f" (and alias {keys.GLOBAL_STEP_NAME})"
+    rows.append([m.source_name, ", ".join(m.source_keys), key])
+  if source.format == TF1:
+    rows = [[row[0], row[2]] for row in rows]
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  for i, row in enumerate(rows):
+    lines.append("  ".join(cell.ljust(width)
+                           for cell, width in zip(row, widths)).rstrip())
+    if i == 0:
+      lines.append("  ".join("-" * width for width in widths))
+  return "\n".join(lines)
+
+
+# Destination checks -----------------------------------------------------------
+
+
+def _is_within(path: str, directory: str) -> bool:
+  return path == directory or path.startswith(directory.rstrip(os.sep) +
+                                              os.sep)
+
+
+def _existing_outputs(dst_dir: str, plans: Sequence[Plan]) -> List[str]:
+  if not os.path.isdir(dst_dir):
+    return []
+  names = set(os.listdir(dst_dir))
+  existing = []
+  if checkpoint_state.STATE_FILENAME in names:
+    existing.append(checkpoint_state.STATE_FILENAME)
+  for p in plans:
+    existing += [n for n in names
+                 if n == p.basename + ".index" or
+                 n.startswith(p.basename + ".data-")]
+  return sorted(existing)
+
+
+def _check_destination(dst_dir: str, plans: Sequence[Plan],
+                       overwrite: bool) -> None:
+  real_dst = os.path.realpath(dst_dir)
+  for p in plans:
+    source_dir = os.path.dirname(os.path.realpath(p.source.prefix))
+    if _is_within(real_dst, source_dir):
+      raise errors.DestinationExistsError(
+          f"dst_dir `{dst_dir}` is the source's directory `{source_dir}` or "
+          "inside it. Converting in place would mix the formats in one model "
+          "dir; pass a new directory outside the source.")
+  if os.path.exists(dst_dir) and not os.path.isdir(dst_dir):
+    raise errors.DestinationExistsError(
+        f"dst_dir `{dst_dir}` exists and is not a directory.")
+  existing = _existing_outputs(dst_dir, plans)
+  if existing and not overwrite:
+    raise errors.DestinationExistsError(
+        f"dst_dir `{dst_dir}` already holds {errors.format_names(existing)}. "
+        "Pass overwrite=True (--overwrite) to replace them, or a new "
+        "directory.")
+
+
+# Writing ----------------------------------------------------------------------
+
+
+def _fsync_dir(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def _write_file(path: str, data: bytes) -> None:
+  """Writes a new file and fsyncs it."""
+  with open(path, "xb", buffering=0) as f:
+    view = memoryview(data)
+    while view:
+      view = view[f.write(view):]
+    os.fsync(f.fileno())
+
+
+class _BackgroundSync:
+  """Flushes a file being written in a background thread, one flush at a time.
+
+  Writeback then overlaps the copy, so the final fsync has little left to do
+  (here about 15% faster than copy-then-fsync on a GB file).
+  """
+
+  def __init__(self, fd: int):
+    self._fd = fd
+    self._thread: Optional[threading.Thread] = None
+    self._errors: List[OSError] = []
+
+  def _flush(self) -> None:
+    try:
+      os.fdatasync(self._fd)
+    except OSError as e:
+      self._errors.append(e)
+
+  def poke(self) -> None:
+    if self._thread is None or not self._thread.is_alive():
+      self._thread = threading.Thread(target=self._flush, daemon=True,
+                                      name="background-fdatasync")
+      self._thread.start()
+
+  def wait(self) -> None:
+    """Waits for the flush in flight, if any."""
+    if self._thread is not None:
+      self._thread.join()
+
+  def finish(self) -> None:
+    """Waits for the flush in flight, then fsyncs; raises its errors."""
+    self.wait()
+    if self._errors:
+      raise self._errors[0]
+    os.fsync(self._fd)
+
+
+def _copy_file(src: str, dst: str, on_bytes: Callable[[int], None]) -> None:
+  """Copies a file's bytes (in-kernel where possible) and fsyncs the copy."""
+  with open(src, "rb", buffering=0) as source, open(dst, "xb",
+                                                     buffering=0) as target:
+    size = os.fstat(source.fileno()).st_size
+    syncer = _BackgroundSync(target.fileno())
+    copied = 0
+    use_copy_range = True
+    try:
+      while copied < size:
+        count = min(_COPY_CHUNK, size - copied)
+        if use_copy_range:
+          try:
+            done = os.copy_file_range(source.fileno(), target.fileno(), count)
+          except OSError as e:
+            if e.errno not in _NO_COPY_RANGE_ERRNOS or copied:
+              raise
+            use_copy_range = False
+            continue
+        else:
+          chunk = source.read(count)
+          done = len(chunk)
+          view = memoryview(chunk)
+          while view:
+            view = view[target.write(view):]
+        if not done:
+          raise errors.CorruptCheckpointError(
+              f"`{src}` shrank to {copied} bytes while being copied (it was "
+              f"{size}). Is something else writing the checkpoint?")
+        copied += done
+        on_bytes(done)
+        syncer.poke()
+    except BaseException:
+      syncer.wait()  # Never close the file under a running flush.
+      raise
+    syncer.finish()
+
+
+def _try_link(src: str, dst: str, on_bytes: Callable[[int], None],
+              state: Dict[str, bool]) -> bool:
+  """Hard-links `src` to `dst`; False where the file system does not allow it.
+
+  After the first refusal (logged once), later calls do not try again.
+  """
+  if state.get("no_links"):
+    return False
+  try:
+    os.link(src, dst)
+  except OSError as e:
+    if e.errno not in _NO_LINK_ERRNOS:
+      raise
+    logging.warning("Cannot hard-link %s into %s (%s); copying instead.", src,
+                    os.path.dirname(dst), os.strerror(e.errno))
+    state["no_links"] = True
+    return False
+  on_bytes(os.stat(dst).st_size)
+  return True
+
+
+def _write_plan(p: Plan, staging: str, link: bool,
+                reporter: progress.Progress,
+                link_state: Dict[str, bool]) -> None:
+  """Writes one output checkpoint into the staging directory."""
+  source = p.source.bundle
+  out_prefix = os.path.join(staging, p.basename)
+  for out_id, source_id in enumerate(p.shards):
+    src_path = source.data_path(source_id)
+    dst_path = bundle.data_filename(out_prefix, out_id, p.num_shards)
+    if link and _try_link(src_path, dst_path, reporter.add, link_state):
+      continue  # Linked: the source's own bytes; `verify` checks them.
+    problems: List[str] = []
+    failures: List[BaseException] = []
+    ranges = bundle.data_ranges(source, source_id, p.checked_keys[source_id])
+
+    def check(ranges=ranges, shard_id=source_id):
+      try:
+        problems.extend(bundle.check_ranges(source, shard_id, ranges))
+      except BaseException as e:  # pylint: disable=broad-except
+        failures.append(e)  # Re-raised in the converting thread.
+
+    # Checksums are verified from the source while the kernel copies it, so a
+    # damaged source is refused and the check costs little extra time.
+    checker = threading.Thread(target=check, daemon=True,
+                               name=f"verify-shard-{source_id}")
+    checker.start()
+    try:
+      _copy_file(src_path, dst_path, reporter.add)
+    finally:
+      checker.join()
+    if failures:
+      raise failures[0]
+    if problems:
+      raise errors.CorruptCheckpointError(
+          f"Not converting `{source.prefix}`: {len(problems)} tensors fail "
+          f"their checksums. First: {problems[0]}")
+  if p.extra_shard is not None:
+    _write_file(
+        bundle.data_filename(out_prefix, len(p.shards), p.num_shards),
+        p.extra_shard)
+  _write_file(bundle.index_filename(out_prefix),
+              bundle.encode_index(p.header, p.entries.items()))
+
+
+def _remove_stale_staging(directory: str, tag: str) -> None:
+  """Removes staging dirs of conversions that were killed."""
+  try:
+    names = os.listdir(directory)
+  except FileNotFoundError:
+    return
+  for name in names:
+    if not name.startswith(tag):
+      continue
+    pid_text = name[len(tag):].split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+      continue
+    try:
+      os.kill(int(pid_text), 0)
+      continue  # Its conversion is still running.
+    except ProcessLookupError:
+      pass
+    except PermissionError:
+      continue
+    logging.info("Removing %s, left by an interrupted conversion.",
+                 os.path.join(directory, name))
+    shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+def _commit_into(staging: str, dst_dir: str, plans: Sequence[Plan]) -> None:
+  """Moves staged files into an existing, non-empty `dst_dir`."""
+  for p in plans:
+    final = os.path.join(dst_dir, p.basename)
+    # The old index goes first, so an old index never meets new data files.
+    for name in [p.basename + ".index"] + sorted(
+        n for n in os.listdir(dst_dir) if n.startswith(p.basename + ".data-")):
+      try:
+        os.remove(os.path.join(dst_dir, name))
+      except FileNotFoundError:
+        pass
+    for out_id in range(p.num_shards):
+      name = os.path.basename(bundle.data_filename(final, out_id,
+                                                   p.num_shards))
+      os.rename(os.path.join(staging, name), os.path.join(dst_dir, name))
+    _fsync_dir(dst_dir)
+    os.rename(os.path.join(staging, p.basename + ".index"),
+              bundle.index_filename(final))
+  _fsync_dir(dst_dir)
+  os.rename(os.path.join(staging, checkpoint_state.STATE_FILENAME),
+            os.path.join(dst_dir, checkpoint_state.STATE_FILENAME))
+  _fsync_dir(dst_dir)
+  shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write(plans: Sequence[Plan], dst_dir: str, link: bool,
+           total: int) -> bool:
+  """Writes the planned checkpoints atomically; returns whether it linked.
+
+  Args:
+    plans: From `plan`.
+    dst_dir: Absolute path of the destination (checked already).
+    link: Try hard links for data files.
+    total: Bytes of data files, for progress.
+  """
+  parent = os.path.dirname(dst_dir)
+  os.makedirs(parent, exist_ok=True)
+  # A new or empty directory appears in one rename (not through a symlink,
+  # which rename would replace).
+  whole_dir = not os.path.lexists(dst_dir) or (
+      not os.path.islink(dst_dir) and not os.listdir(dst_dir))
+  if whole_dir:
+    tag = f".{os.path.basename(dst_dir)}{_STAGING_TAG}"
+    staging_parent = parent
+  else:
+    tag = _STAGING_TAG
+    staging_parent = dst_dir
+  _remove_stale_staging(staging_parent, tag)
+  staging = os.path.join(staging_parent,
+                         f"{tag}{os.getpid()}-{secrets.token_hex(4)}")
+  os.mkdir(staging)  # Mode 0o777 minus the umask, as the final dir gets.
+  reporter = progress.Progress(f"{'Linking' if link else 'Copying'} data",
+                               total)
+  link_state: Dict[str, bool] = {}
+  try:
+    for p in plans:
+      _write_plan(p, staging, link, reporter, link_state)
+    _write_file(os.path.join(staging, checkpoint_state.STATE_FILENAME),
+                checkpoint_state.encode([p.basename for p in plans]))
+    _fsync_dir(staging)
+    if whole_dir:
+      os.rename(staging, dst_dir)  # Atomic, also onto an empty directory.
+      _fsync_dir(parent)
+    else:
+      _commit_into(staging, dst_dir, plans)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  return link and not link_state.get("no_links")
+
+
+def convert(src: str,
+            dst_dir: str,
+            *,
+            to: str,
+            rename: Optional[renaming.RenameSpec] = None,
+            link: bool = False,
+            all_checkpoints: bool = False,
+            overwrite: bool = False,
+            dry_run: bool = False) -> str:
+  """Converts a checkpoint to TF2 (object-based) or TF1 (name-based).
+
+  Estimator resumes from `dst_dir`: it gets a `checkpoint` state file with
+  relative paths. Tensor bytes are copied unchanged (bit-exact, every dtype,
+  optimizer slots, partitioned variables as slices); see the module docstring
+  for the layouts. The source is only read.
+
+  Args:
+    src: A model dir (its latest checkpoint, or all with `all_checkpoints`)
+      or a checkpoint prefix such as `model_dir/model.ckpt-100`.
+    dst_dir: The output directory, created if missing. It must not be the
+      source's directory or inside it, and must not hold files this
+      conversion writes (its `checkpoint` state file, or files of the same
+      checkpoint names) unless `overwrite`.
+    to: `"tf2"`: the Scaffold factory's layout (`var_list/...`, `step`).
+      `"tf1"`: variables by TF1 name, from this package's layout, the guide's
+      (`var_list/`, `vars/`), or any object-based checkpoint whose variables
+      carry names.
+    rename: A rename spec (`renaming.parse`: a dict `{from: to}` with `/`-scope
+      prefixes, or `(regex, replacement)` pairs) from source TF1 names to
+      destination names. Default: keep names.
+    link: Hard-link the data files instead of copying them (instant, no extra
+      disk), falling back to copying where the file system does not allow it.
+      Linked bytes are not re-read, so their checksums are not verified (run
+      `verify`); copies always are. The files are shared with the source:
+      TensorFlow never modifies a written checkpoint, but do not edit them in
+      place.
+    all_checkpoints: Convert every checkpoint the model dir `src` keeps, not
+      only the latest.
+    overwrite: Replace output files already in `dst_dir` (its `checkpoint`
+      state file and files of the same checkpoint names); other files stay.
+    dry_run: Check everything and log the plan, but write nothing.
+
+  Returns:
+    The prefix of the (latest) converted checkpoint in `dst_dir`.
+
+  Raises:
+    errors.CheckpointNotFoundError: No checkpoint at `src`.
+    errors.CorruptCheckpointError: The source is damaged (index, checksums,
+      missing files); nothing is written.
+    errors.DestinationExistsError: `dst_dir` holds outputs (and not
+      `overwrite`), is not a directory, or is the source or inside it.
+    errors.InvalidArgumentError: A bad `to`, or `rename` maps two variables
+      onto one name.
+    renaming.InvalidRenameError: A malformed rename spec.
+  """
+  start = time.monotonic()
+  plans = plan(src, to=to, rename=rename, all_checkpoints=all_checkpoints)
+  dst_dir = os.path.normpath(dst_dir)
+  _check_destination(dst_dir, plans, overwrite)
+  result = os.path.join(dst_dir, plans[-1].basename)
+  for p in plans:
+    logging.info("%s %s (%s, %d variables) -> %s (%s, %d data file%s)",
+                 "Would convert" if dry_run else "Converting", p.source.prefix,
+                 p.source.format, len(p.mappings),
+                 os.path.join(dst_dir, p.basename), p.to, p.num_shards,
+                 "s" if p.num_shards > 1 else "")
+  if dry_run:
+    return result
+
+  total = sum(p.copy_bytes for p in plans)
+  linked = _write(plans, os.path.abspath(dst_dir), link, total)
+  logging.info("Wrote %s (%d checkpoint%s, %s of data %s) in %.2f s.", result,
+               len(plans), "s" if len(plans) > 1 else "",
+               progress.size_text(total), "linked" if linked else "copied",
+               time.monotonic() - start)
+  return result

@@ -1,0 +1,84 @@
+r"""Converts checkpoints between TF1 (name-based) and TF2 (object-based).
+
+  convert SRC DST_DIR --to=tf2|tf1 [--rename=OLD=NEW ...] [--link]
+          [--all_checkpoints] [--overwrite] [--dry_run]
+
+SRC: a model dir (its latest checkpoint) or a checkpoint prefix. Prints the
+new checkpoint prefix; progress goes to stderr.
+"""
+
+import os
+import sys
+from typing import Dict, Sequence
+
+from absl import app
+from absl import flags
+
+from estimator_ckpt import conversion
+from estimator_ckpt import errors
+from estimator_ckpt import renaming
+
+_TO = flags.DEFINE_enum("to", None, ["tf1", "tf2"],
+                        "Output format: tf2 (object-based, the Scaffold "
+                        "factory's layout) or tf1 (name-based).")
+_RENAME = flags.DEFINE_multi_string(
+    "rename", [], "OLD=NEW renames variable OLD of the source to NEW; a name "
+    "ending in / is a scope (`tower/=` drops `tower/`, `/=net/` adds `net/`). "
+    "Repeatable.")
+_LINK = flags.DEFINE_bool(
+    "link", False, "Hard-link data files instead of copying them (copies "
+    "where links are impossible).")
+_ALL_CHECKPOINTS = flags.DEFINE_bool(
+    "all_checkpoints", False, "Convert every checkpoint SRC (a model dir) "
+    "keeps, not only the latest.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace output files that already exist in DST_DIR.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print what would be written, write nothing.")
+
+
+def _rename_spec(values: Sequence[str]) -> Dict[str, str]:
+  spec = {}
+  for value in values:
+    old, sep, new = value.partition("=")
+    if not sep or not old:
+      raise app.UsageError(
+          f"--rename={value} is not OLD=NEW; e.g. --rename=tower/= drops the "
+          "scope `tower/`.")
+    spec[old] = new
+  return spec
+
+
+def main(argv: Sequence[str]) -> None:
+  # `bazel run` starts binaries in their runfiles; paths are the user's.
+  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
+  if len(argv) != 3:
+    raise app.UsageError(f"Pass SRC and DST_DIR; got {len(argv) - 1} "
+                         "arguments.")
+  if _TO.value is None:
+    # Not flags.mark_flag_as_required: that breaks tests importing this file.
+    raise app.UsageError("Pass --to=tf2 (object-based) or --to=tf1 "
+                         "(name-based).")
+  src, dst_dir = argv[1:]
+  try:
+    rename = renaming.parse(_rename_spec(_RENAME.value))
+    lines = []
+    if _DRY_RUN.value:
+      plans = conversion.plan(src, to=_TO.value, rename=rename,
+                              all_checkpoints=_ALL_CHECKPOINTS.value)
+      lines += [conversion.format_plan(p, dst_dir) for p in plans]
+    prefix = conversion.convert(
+        src, dst_dir, to=_TO.value, rename=rename, link=_LINK.value,
+        all_checkpoints=_ALL_CHECKPOINTS.value, overwrite=_OVERWRITE.value,
+        dry_run=_DRY_RUN.value)
+  except (errors.Error, OSError) as e:
+    sys.exit(f"convert: {e}")
+  lines.append(f"would write {prefix}" if _DRY_RUN.value else prefix)
+  try:
+    print("\n".join(lines))
+  except BrokenPipeError:  # `convert --dry_run ... | head`: not an error.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,49 @@
+r"""Lists a checkpoint's variables by TF1 name (TF1 and TF2 checkpoints).
+
+  inspect PATH [--format=table|json] [--values]
+
+PATH: a model dir (its latest checkpoint) or a checkpoint prefix.
+"""
+
+import os
+import sys
+from typing import Sequence
+
+from absl import app
+from absl import flags
+
+from estimator_ckpt import errors
+from estimator_ckpt import inspection
+
+_FORMAT = flags.DEFINE_enum("format", "table", ["table", "json"],
+                            "Output: an aligned table, or one JSON object.")
+_VALUES = flags.DEFINE_bool(
+    "values", False, "Also print the values of small tensors (checksums "
+    "verified).")
+_MAX_VALUE_ELEMENTS = flags.DEFINE_integer(
+    "max_value_elements", 8, "With --values: largest tensor (in elements) "
+    "whose value is printed.", lower_bound=0)
+
+
+def main(argv: Sequence[str]) -> None:
+  # `bazel run` starts binaries in their runfiles; paths are the user's.
+  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
+  if len(argv) != 2:
+    raise app.UsageError(
+        f"Pass one checkpoint (model dir or prefix); got {len(argv) - 1}.")
+  try:
+    description = inspection.describe(
+        argv[1], with_values=_VALUES.value,
+        max_value_elements=_MAX_VALUE_ELEMENTS.value)
+  except (errors.Error, OSError) as e:
+    sys.exit(f"inspect: {e}")
+  text = (inspection.to_json(description) if _FORMAT.value == "json" else
+          inspection.format_description(description))
+  try:
+    print(text)
+  except BrokenPipeError:  # `inspect ... | head`: not an error.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+  app.run(main)
