@@ -158,7 +158,8 @@ def unmask(masked: int) -> int:
   return ((rot >> 17) | (rot << 15)) & 0xffffffff
 
 
-def _put_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+  """LevelDB/protobuf varint encoding of a non-negative int."""
   out = bytearray()
   while value >= 0x80:
     out.append((value & 0x7f) | 0x80)
@@ -413,9 +414,9 @@ class _BlockBuilder:
     else:
       self._restarts.append(len(self._buffer))
       self._counter = 0
-    self._buffer += _put_varint(shared)
-    self._buffer += _put_varint(len(key) - shared)
-    self._buffer += _put_varint(len(value))
+    self._buffer += encode_varint(shared)
+    self._buffer += encode_varint(len(key) - shared)
+    self._buffer += encode_varint(len(value))
     self._buffer += key[shared:]
     self._buffer += value
     self._last_key = key
@@ -470,7 +471,7 @@ def encode_table(items: Iterable[Tuple[bytes, bytes]]) -> bytes:
 
   def write_block(block: _BlockBuilder) -> bytes:
     raw = block.finish()
-    handle = _put_varint(len(out)) + _put_varint(len(raw))
+    handle = encode_varint(len(out)) + encode_varint(len(raw))
     out.extend(raw)
     out.append(_NO_COMPRESSION)
     out.extend(_UINT32.pack(mask(crc32c(raw + bytes([_NO_COMPRESSION])))))
@@ -1113,7 +1114,7 @@ def encode_strings(values: Sequence[bytes]) -> Tuple[bytes, int]:
   Returns:
     The bytes to store and the entry's (masked) `crc32c`.
   """
-  lengths = b"".join(_put_varint(len(v)) for v in values)
+  lengths = b"".join(encode_varint(len(v)) for v in values)
   crc = crc32c(b"".join(
       _UINT32.pack(len(v)) if len(v) <= 0xffffffff else
       struct.pack("<Q", len(v)) for v in values))

@@ -33,6 +33,8 @@ _SHIPPED_EST_TF1 = os.path.join(
 
 
 def main(argv: Sequence[str]) -> None:
+  # `bazel run` starts binaries in their runfiles; paths are the user's.
+  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   est_tf1 = _EST_TF1.value or _SHIPPED_EST_TF1

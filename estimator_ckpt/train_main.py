@@ -14,6 +14,7 @@ checkpoint:
       --warm_start_from=/path/to/est-tf1-dir
 """
 
+import os
 import sys
 from typing import Sequence
 
@@ -67,6 +68,8 @@ def _validate_flags(flag_values: flags.FlagValues) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
+  # `bazel run` starts binaries in their runfiles; paths are the user's.
+  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   _validate_flags(flags.FLAGS)

@@ -14,19 +14,12 @@ from typing import Any, Dict
 import numpy as np
 import tensorflow as tf
 
-TESTDATA_DIR = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "testdata")
-MANIFEST = "MANIFEST.json"
+from tests import tool_fixtures
 
-# Golden checkpoints: name -> path of the checkpoint (a prefix) or model dir,
-# relative to testdata/.
-GOLDENS = {
-    "tf1-ckpt": "tf1-ckpt/tf1-ckpt",
-    "tf2-ckpt": "tf2-ckpt/tf2-ckpt-1",
-    "est-tf1": "est-tf1",
-    "est-tf2": "est-tf2",
-    "est-tf1-ranking": "est-tf1-ranking",
-}
+# Defined once, in the TensorFlow-free fixtures of the checkpoint tools.
+TESTDATA_DIR = tool_fixtures.TESTDATA_DIR
+GOLDENS = tool_fixtures.GOLDENS
+MANIFEST = "MANIFEST.json"
 
 
 def testdata_path(*parts: str) -> str:

@@ -21,6 +21,9 @@ from absl.testing import flagsaver
 from estimator_ckpt import bundle
 from estimator_ckpt import protos
 
+# Hand-made index records spell out LevelDB varints.
+_varint = bundle.encode_varint
+
 TESTDATA_DIR = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "testdata")
 
@@ -88,15 +91,6 @@ def entries(prefix: str) -> Dict[bytes, protos.BundleEntryProto]:
     message.ParseFromString(value)
     out[key] = message
   return out
-
-
-def _varint(value: int) -> bytes:
-  out = bytearray()
-  while value >= 0x80:
-    out.append((value & 0x7f) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
 
 
 def write_raw_index(prefix: str, items: Iterable[Tuple[bytes, bytes]]) -> None:
