@@ -8,31 +8,12 @@ import tensorflow as tf
 
 import estimator_ckpt
 from estimator_ckpt import keys
+from estimator_ckpt import migration
 from estimator_ckpt import ranking_data
 from estimator_ckpt import ranking_model
 from tests import fixtures
 from tests import tool_tf_fixtures
 
-tf1 = tf.compat.v1
-
-
-def _tf2_key_model_fn(features, labels, mode, params):
-  """The ranking model with a Saver of the Scaffold factory's TF2 keys.
-
-  Stands in for the Scaffold factory (estimator_ckpt/scaffold.py): every
-  variable under `keys.variable_key(name)`, a partitioned one as its slices.
-  """
-  spec = ranking_model.model_fn(features, labels, mode, params)
-  parts_by_name = {}
-  for variable in tf1.global_variables():
-    info = variable._save_slice_info  # pylint: disable=protected-access
-    name = info.full_name if info else keys.tensor_name(variable)
-    parts_by_name.setdefault(name, []).append(variable)
-  saver = tf1.train.Saver({
-      keys.variable_key(name): parts if len(parts) > 1 else parts[0]
-      for name, parts in parts_by_name.items()
-  }, sharded=True)
-  return spec._replace(scaffold=tf1.train.Scaffold(saver=saver))
 
 
 def _input_fn():
@@ -54,9 +35,11 @@ class ConversionEstimatorTest(tf.test.TestCase):
 
     def counting_model_fn(features, labels, mode, params):
       calls.append(mode)
-      return _tf2_key_model_fn(features, labels, mode, params)
+      return ranking_model.model_fn(features, labels, mode, params)
 
-    est = tf.estimator.Estimator(counting_model_fn, model_dir,
+    # The real Scaffold factory resumes from the converted dir.
+    est = tf.estimator.Estimator(migration.tf2_checkpoints(counting_model_fn),
+                                 model_dir,
                                  params=ranking_model.RankingParams().as_dict())
     # The `global_step` alias: max_steps already reached, no model built.
     est.train(_input_fn(), max_steps=20)
