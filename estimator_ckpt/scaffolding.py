@@ -24,7 +24,9 @@ a saver builder whose restore ops read the checkpoint keys from a
 `placeholder_with_default` tensor. Its default is the TF2 keys; restoring a
 TF1 checkpoint feeds the TF1 names instead. One set of restore ops serves both
 layouts, so the graph is no larger than a TF1 Saver's and nothing is built
-after the graph is finalized.
+after the graph is finalized. Restoring a checkpoint of the TF2 layout runs
+the restore op directly; only when that fails is the index read to find the
+layout (or to explain a mismatch).
 
 Besides the guide's keys, every checkpoint carries an alias entry
 `global_step` (same value as `step/.ATTRIBUTES/VARIABLE_VALUE`; not in the
@@ -323,15 +325,24 @@ class Tf2Saver(saver_lib.Saver):
     if not checkpoint_management.checkpoint_exists_internal(save_path):
       raise ValueError(
           f"The passed save_path is not a valid checkpoint: {save_path}")
+    tf1.logging.info("Restoring parameters from %s", save_path)
+    feed = {self.saver_def.filename_tensor_name: save_path}
+    try:
+      # Fast path, as cheap as a TF1 Saver: a checkpoint of this layout.
+      sess.run(self.saver_def.restore_op_name, feed)
+      return
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
+      # Another layout, or a mismatch: read the index to tell which. (RestoreV2
+      # reads every tensor before any assignment runs; a shard that did
+      # restore is restored again below.)
+      pass
     reader = py_checkpoint_reader.NewCheckpointReader(save_path)
     translate = self._choose_layout(save_path, reader)
     self._check_shapes(save_path, reader, translate)
-    feed = {self.saver_def.filename_tensor_name: save_path}
     for names_tensor, names in self._key_builder.key_feeds:
       translated = [translate(name) for name in names]
       if translated != list(names):
         feed[names_tensor] = translated
-    tf1.logging.info("Restoring parameters from %s", save_path)
     sess.run(self.saver_def.restore_op_name, feed)
 
   def _restored_keys(self) -> List[str]:
@@ -360,7 +371,8 @@ class Tf2Saver(saver_lib.Saver):
     if not missing_tf1:
       tf1.logging.info(
           "%s is a name-based (TF1) checkpoint; restoring %d variables by "
-          "name. The next save writes a TF2 checkpoint.", save_path,
+          "name (TensorFlow's NOT_FOUND warning for the TF2 keys just above "
+          "is expected). The next save writes a TF2 checkpoint.", save_path,
           len(wanted))
       return tf1_name
 
