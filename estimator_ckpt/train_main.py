@@ -41,6 +41,11 @@ _EVAL_DATA = flags.DEFINE_string(
     "eval_data", trainer.DEFAULT_EVAL_DATA, "CSV for evaluation, same schema.")
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "Where --mode=export writes SavedModels.")
+_EVAL_THROTTLE_SECS = flags.DEFINE_integer(
+    "eval_throttle_secs", 60,
+    "--mode=train_and_evaluate: evaluate new checkpoints at most this often "
+    "(the evaluator task under TF_CONFIG, or after saves when local).",
+    lower_bound=1)
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None,
     "Default run only (no --model_dir): where the TF1 copy and the migrated "
@@ -87,7 +92,8 @@ def main(argv: Sequence[str]) -> None:
     options = trainer.TrainerOptions(
         mode=_MODE.value, train_steps=_TRAIN_STEPS.value or 200,
         train_data=_TRAIN_DATA.value, eval_data=_EVAL_DATA.value,
-        export_dir=_EXPORT_DIR.value)
+        export_dir=_EXPORT_DIR.value,
+        eval_throttle_secs=_EVAL_THROTTLE_SECS.value)
     settings = checkpoint_flags.checkpoint_settings_from_flags()
     result = trainer.run(options, settings)
   except (errors.Error, FileNotFoundError) as e:

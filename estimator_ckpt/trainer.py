@@ -51,6 +51,8 @@ class TrainerOptions:
     eval_data: Same schema, for evaluation.
     export_dir: Where `export` writes SavedModels.
     batch_size: Examples per step.
+    eval_throttle_secs: In `train_and_evaluate`, evaluate a new checkpoint at
+      most this often (`EvalSpec.throttle_secs`).
   """
   mode: str = "train_and_evaluate"
   train_steps: int = 200
@@ -58,6 +60,7 @@ class TrainerOptions:
   eval_data: str = DEFAULT_EVAL_DATA
   export_dir: Optional[str] = None
   batch_size: int = 64
+  eval_throttle_secs: int = 60
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -136,15 +139,18 @@ def run(options: TrainerOptions,
   if options.mode == "evaluate":
     return est.evaluate(_eval_input_fn(options.eval_data, options.batch_size))
   if options.mode == "train_and_evaluate":
-    metrics, _ = tf.estimator.train_and_evaluate(
+    # Returns (metrics, export results) where this task evaluated (local
+    # runs, the evaluator task); None on chief, worker and ps tasks.
+    result = tf.estimator.train_and_evaluate(
         est,
         tf.estimator.TrainSpec(_train_input_fn(options),
                                max_steps=options.train_steps,
                                saving_listeners=[_PrintSaves()]),
         tf.estimator.EvalSpec(
             _eval_input_fn(options.eval_data, options.batch_size),
-            steps=None, start_delay_secs=0, throttle_secs=60))
-    return metrics or {}
+            steps=None, start_delay_secs=0,
+            throttle_secs=options.eval_throttle_secs))
+    return (result[0] if result else None) or {}
   path = est.export_saved_model(options.export_dir,
                                 ranking_model.serving_input_receiver_fn)
   return {"export_path": path.decode() if isinstance(path, bytes) else path}
