@@ -1,4 +1,4 @@
-"""Every bad-input case of issue 5 is an `errors.Error` naming file and key.
+"""Every bad-input case of the checkpoint tools is an `errors.Error` naming file and key.
 
 TensorFlow's own reaction is in each case's comment (TF 2.15; the two that
 kill the process are shown in tests/tensorflow_faults_test.py). Nothing

@@ -127,7 +127,7 @@ def guide_convert_tf1_to_tf2(checkpoint_path: str, output_prefix: str) -> str:
 def scaffold_layout_checkpoint(prefix: str) -> str:
   """A checkpoint in the Scaffold factory's layout, written by SaveV2.
 
-  As `estimator_ckpt/scaffold.py` saves it: `var_list/<escaped name>/...`, a
+  As `estimator_ckpt/scaffolding.py` saves it: `var_list/<escaped name>/...`, a
   partitioned variable as slices under one key, `step/...`, the object graph
   of `keys.object_graph`, and the `global_step` alias as a second copy of the
   step's value (not shared bytes, unlike converted checkpoints).

@@ -165,7 +165,7 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
     params = ranking_model.RankingParams()
     examples = ranking_data.read_csv(
         fixtures.testdata_path("ranking", "train.csv"), params)
-    # Resumes the TF1 dir in place; the next save is TF2 (scaffold.py).
+    # Resumes the TF1 dir in place; the next save is TF2 (scaffolding.py).
     tf.estimator.Estimator(
         estimator_ckpt.tf2_checkpoints(ranking_model.model_fn), source,
         params=params.as_dict()).train(
