@@ -254,11 +254,7 @@ def migrate_shipped_model(*,
   # Estimator writes eval summaries into model_dir: work on a copy.
   shutil.copytree(SHIPPED_TF1_MODEL_DIR, tf1_dir)
 
-  variables = inspection.list_variables(tf1_dir)
-  reader = tf.train.load_checkpoint(tf1_dir)
-  dtypes = reader.get_variable_to_dtype_map()
-  variable_bytes = sum(
-      int(np.prod(shape)) * dtypes[name].size for name, shape in variables)
+  source = inspection.read(tf1_dir)  # One index read: names, sizes, format.
 
   conversion.convert(tf1_dir, tf2_dir, to="tf2")
   eval_input_fn = _eval_input_fn(options.eval_data, options.batch_size)
@@ -275,10 +271,10 @@ def migrate_shipped_model(*,
   return MigrationReport(
       tf1_model_dir=tf1_dir,
       tf2_model_dir=tf2_dir,
-      format_before=inspection.checkpoint_format(tf1_dir),
+      format_before=source.format,
       format_after=inspection.checkpoint_format(tf2_dir),
-      variables=len(variables),
-      variable_bytes=variable_bytes,
+      variables=len(source.variables),
+      variable_bytes=sum(v.nbytes for v in source.variables.values()),
       tf1_metrics=_as_floats(tf1_metrics),
       tf2_metrics=_as_floats(tf2_metrics),
       trained_metrics=_as_floats(trained_metrics),

@@ -40,19 +40,13 @@ def array_digest(value: Any) -> str:
   return digest.hexdigest()
 
 
-def resolve_checkpoint(path: str) -> str:
-  """A model dir's latest checkpoint prefix, or `path` if it is a prefix."""
-  if tf.io.gfile.isdir(path):
-    latest = tf.train.latest_checkpoint(path)
-    if latest is None:
-      raise FileNotFoundError(f"No checkpoint in `{path}`.")
-    return latest
-  return path
-
-
 def checkpoint_manifest(path: str) -> Dict[str, Dict[str, Any]]:
-  """Shape, dtype and digest of every tensor of a checkpoint."""
-  reader = tf.train.load_checkpoint(resolve_checkpoint(path))
+  """Shape, dtype and digest of every tensor (TensorFlow's own reader).
+
+  Args:
+    path: A model dir (its latest checkpoint) or a checkpoint prefix.
+  """
+  reader = tf.train.load_checkpoint(path)
   dtypes = reader.get_variable_to_dtype_map()
   return {
       key: {
