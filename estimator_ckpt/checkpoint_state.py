@@ -149,7 +149,12 @@ def encode(prefixes: Sequence[str]) -> bytes:
   Relative paths keep the model dir movable; Estimator and
   `tf.train.latest_checkpoint` resolve them against the model dir.
   """
-  state = protos.CheckpointState(
-      model_checkpoint_path=os.path.basename(prefixes[-1]),
-      all_model_checkpoint_paths=[os.path.basename(p) for p in prefixes])
+  return encode_state(
+      protos.CheckpointState(
+          model_checkpoint_path=os.path.basename(prefixes[-1]),
+          all_model_checkpoint_paths=[os.path.basename(p) for p in prefixes]))
+
+
+def encode_state(state: protos.CheckpointState) -> bytes:
+  """The state file's text for `state`, as TensorFlow writes it."""
   return text_format.MessageToString(state).encode("utf-8")

@@ -28,10 +28,13 @@ normalize another TF2 layout).
 Writes are atomic. Everything is written into a hidden staging directory next
 to the destination (so renames stay on one file system), fsynced, then moved
 into place: a new or empty `dst_dir` appears in one `rename`; into an existing
-directory the data files go first, then each `.index` (TensorFlow's own
-"checkpoint exists" marker), then the `checkpoint` state file. A failure
-removes the staging directory; a kill leaves only the hidden staging
-directory, which the next conversion to the same destination removes.
+directory (see `_commit_into`) the state file first stops naming checkpoints
+being replaced, then the data files go in, then each `.index` (TensorFlow's
+own "checkpoint exists" marker), then the new `checkpoint` state file. A
+failure removes the staging directory; a kill leaves at most the hidden
+staging directory (and, with `overwrite`, the replaced checkpoints absent
+rather than mixed), and the next conversion to the same destination removes
+the leftovers.
 """
 
 import dataclasses
@@ -501,17 +504,63 @@ def _remove_stale_staging(directory: str, tag: str) -> None:
     shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
 
+def _withdraw_from_state(staging: str, dst_dir: str,
+                         basenames: Sequence[str]) -> None:
+  """Stops `dst_dir`'s state file naming checkpoints about to be replaced.
+
+  Until the new state file lands, TensorFlow then sees only the other
+  checkpoints the old state file kept (or, if none, no state file), never a
+  half-replaced one.
+  """
+  path = os.path.join(dst_dir, checkpoint_state.STATE_FILENAME)
+  try:
+    state = checkpoint_state.read(dst_dir)
+  except errors.CorruptCheckpointError:
+    os.remove(path)  # Being replaced; TensorFlow would ignore it anyway.
+    _fsync_dir(dst_dir)
+    return
+  if state is None:
+    return
+  replaced = frozenset(basenames)
+  listed = list(state.all_model_checkpoint_paths)
+  if state.model_checkpoint_path not in listed:
+    listed.append(state.model_checkpoint_path)
+  kept = [r for r in listed if os.path.basename(r) not in replaced]
+  if len(kept) == len(listed):
+    return
+  if not kept:
+    os.remove(path)
+  else:
+    latest = state.model_checkpoint_path
+    interim = protos.CheckpointState(
+        model_checkpoint_path=latest if latest in kept else kept[-1],
+        all_model_checkpoint_paths=kept)
+    staged = os.path.join(staging, checkpoint_state.STATE_FILENAME + ".interim")
+    _write_file(staged, checkpoint_state.encode_state(interim))
+    os.rename(staged, path)
+  _fsync_dir(dst_dir)
+
+
 def _commit_into(staging: str, dst_dir: str, plans: Sequence[Plan]) -> None:
-  """Moves staged files into an existing, non-empty `dst_dir`."""
+  """Moves staged files into an existing, non-empty `dst_dir`.
+
+  Each step leaves `dst_dir` consistent for TensorFlow: the state file stops
+  naming a checkpoint before its files change, an old index never meets new
+  data files (the index, TensorFlow's "checkpoint exists" marker, goes first
+  and comes back last), and the new state file comes last. A kill in between
+  leaves the replaced checkpoints absent, never mixed; converting again
+  finishes the job.
+  """
+  _withdraw_from_state(staging, dst_dir, [p.basename for p in plans])
   for p in plans:
     final = os.path.join(dst_dir, p.basename)
-    # The old index goes first, so an old index never meets new data files.
     for name in [p.basename + ".index"] + sorted(
         n for n in os.listdir(dst_dir) if n.startswith(p.basename + ".data-")):
       try:
         os.remove(os.path.join(dst_dir, name))
       except FileNotFoundError:
         pass
+    _fsync_dir(dst_dir)
     for out_id in range(p.num_shards):
       name = os.path.basename(bundle.data_filename(final, out_id,
                                                    p.num_shards))

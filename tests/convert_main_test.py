@@ -1,8 +1,10 @@
 """The convert binary, in-process and as a user runs it, killed included."""
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 
 from absl import app
@@ -10,12 +12,37 @@ from absl.testing import absltest
 
 import estimator_ckpt
 from benchmarks import synthetic
+from estimator_ckpt import checkpoint_state
 from estimator_ckpt import convert_main
 from tests import tool_fixtures
 
 # Big enough that copying and fsyncing it takes a while, so the kill lands
 # mid-way; the test checks that it did.
 _KILL_TEST_TABLE_BYTES = 384 << 20
+
+# Runs convert(SRC, DST, to="tf2", overwrite=True) and SIGKILLs itself right
+# before its KILL_AT-th change to DST (a rename into it or a removal from it),
+# so a real kill -9 lands at each step of the commit in turn. Prints "done"
+# when the conversion finishes first.
+_KILL_AT_STEP = """
+import os, signal, sys
+import estimator_ckpt
+src, dst, kill_at = sys.argv[1], os.path.abspath(sys.argv[2]), int(sys.argv[3])
+changes = 0
+def killing_before(change, path_arg):
+  def wrapped(*args, **kwargs):
+    global changes
+    if os.path.dirname(os.path.abspath(args[path_arg])) == dst:
+      if changes == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+      changes += 1
+    return change(*args, **kwargs)
+  return wrapped
+os.rename = killing_before(os.rename, 1)
+os.remove = killing_before(os.remove, 0)
+estimator_ckpt.convert(src, dst, to="tf2", overwrite=True)
+print("done")
+"""
 
 
 class ConvertMainTest(absltest.TestCase):
@@ -108,6 +135,68 @@ class ConvertMainTest(absltest.TestCase):
     estimator_ckpt.convert(source, dst, to="tf2", link=True)
     self.assertEqual(os.listdir(parent), ["converted"])
     estimator_ckpt.verify(dst, against=source)
+
+  def test_kill_9_at_each_step_of_an_overwrite_never_mixes_checkpoints(self):
+    work = self.create_tempdir().full_path
+    old_source = os.path.join(work, "old")
+    new_source = os.path.join(work, "new")
+    for source, seed in ((old_source, 0), (new_source, 1)):
+      synthetic.write_estimator_checkpoint(source, table_bytes=64 << 10,
+                                           num_small=10, seed=seed)
+    # The destination: an earlier conversion of model.ckpt-1000 (which the
+    # overwrite replaces) plus an older model.ckpt-500 it keeps.
+    initial = os.path.join(work, "initial")
+    estimator_ckpt.convert(old_source, initial, to="tf2")
+    older = estimator_ckpt.convert(
+        synthetic.write_estimator_checkpoint(
+            os.path.join(work, "older"), table_bytes=64 << 10, num_small=10,
+            step=500), os.path.join(work, "older_tf2"), to="tf2")
+    for name in os.listdir(os.path.dirname(older)):
+      if name.startswith("model.ckpt-500."):
+        shutil.copy(os.path.join(os.path.dirname(older), name), initial)
+    with open(os.path.join(initial, "checkpoint"), "wb") as f:
+      f.write(checkpoint_state.encode(["model.ckpt-500", "model.ckpt-1000"]))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    kills = 0
+    while True:
+      dst = os.path.join(work, f"dst{kills}")
+      shutil.copytree(initial, dst)
+      process = subprocess.run(
+          [sys.executable, "-c", _KILL_AT_STEP, new_source, dst, str(kills)],
+          capture_output=True, text=True, env=env, check=False, timeout=120)
+      if process.returncode == 0:
+        self.assertEqual(process.stdout, "done\n")
+        break
+      self.assertEqual(process.returncode, -signal.SIGKILL, process.stderr)
+      kills += 1
+      # Whatever TensorFlow can see is whole: each checkpoint the state file
+      # names, and each index present, verifies and is entirely old or new.
+      listed = (checkpoint_state.all_checkpoints(dst)
+                if os.path.exists(os.path.join(dst, "checkpoint")) else [])
+      indexed = [os.path.join(dst, n[:-len(".index")])
+                 for n in os.listdir(dst) if n.endswith(".index")]
+      self.assertContainsSubset(listed, indexed)
+      for prefix in indexed:
+        estimator_ckpt.verify(prefix)
+        if prefix.endswith("-1000"):
+          self._assert_same_as_either(prefix, old_source, new_source)
+      # Converting again finishes the job and leaves nothing hidden behind.
+      estimator_ckpt.convert(new_source, dst, to="tf2", overwrite=True)
+      estimator_ckpt.verify(dst, against=new_source)
+      self.assertFalse([n for n in os.listdir(dst) if n.startswith(".")])
+    estimator_ckpt.verify(dst, against=new_source)
+    # Removals of the old files, data renames, index, state file: at least.
+    self.assertGreaterEqual(kills, 5)
+
+  def _assert_same_as_either(self, prefix, *sources):
+    for source in sources:
+      try:
+        estimator_ckpt.verify(prefix, against=source)
+        return
+      except estimator_ckpt.errors.Error:
+        pass
+    self.fail(f"{prefix} matches none of {sources}")
 
 
 if __name__ == "__main__":
