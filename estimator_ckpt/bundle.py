@@ -71,7 +71,7 @@ _UINT32 = struct.Struct("<I")
 
 # Reads of tensor data go through buffers of this size, so memory does not grow
 # with the checkpoint.
-CHUNK_SIZE = 16 << 20
+CHUNK_SIZE = 4 << 20
 
 
 # Data types -------------------------------------------------------------------

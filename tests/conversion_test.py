@@ -1,11 +1,14 @@
 """convert(): layouts, bit-exact round trips, restores by real TF APIs."""
 
+import contextlib
 import errno
+import fcntl
 import os
 from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
@@ -34,6 +37,32 @@ def _tf_values_by_name(path):
   for key, value in values.items():
     out[keys.variable_name(key) or key] = value
   return out
+
+
+def _refusing_o_direct(real_open):
+  """os.open as on a file system without O_DIRECT (tmpfs before Linux 6.6).
+
+  Like Linux, it creates the file before it refuses the flag.
+  """
+
+  def refusing_open(path, flags, *args, **kwargs):
+    if flags & os.O_DIRECT:
+      os.close(real_open(path, flags & ~os.O_DIRECT, *args, **kwargs))
+      raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    return real_open(path, flags, *args, **kwargs)
+
+  return refusing_open
+
+
+def _refusing_o_direct_writes(real_pwrite):
+  """os.pwrite as on a file system that opens but cannot write O_DIRECT."""
+
+  def refusing_pwrite(fd, data, offset):
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+      raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    return real_pwrite(fd, data, offset)
+
+  return refusing_pwrite
 
 
 class ConversionTest(parameterized.TestCase, tf.test.TestCase):
@@ -280,13 +309,73 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(tf.train.load_variable(prefix, keys.variable_key("var")),
                      2.0)
 
-  def test_copies_without_copy_file_range(self):
+  def test_copies_without_o_direct_or_copy_file_range(self):
     unsupported = OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
-    with mock.patch.object(os, "copy_file_range", side_effect=unsupported):
-      prefix = estimator_ckpt.convert(
-          tool_fixtures.golden_path("est-tf1-ranking"), self._dst(), to="tf2")
+    with mock.patch.object(os, "open", _refusing_o_direct(os.open)):
+      with mock.patch.object(os, "copy_file_range", side_effect=unsupported):
+        prefix = estimator_ckpt.convert(
+            tool_fixtures.golden_path("est-tf1-ranking"), self._dst(),
+            to="tf2")
     estimator_ckpt.verify(prefix,
                           against=tool_fixtures.golden_path("est-tf1-ranking"))
+
+  @parameterized.named_parameters(
+      ("o_direct", None),
+      ("o_direct_refused_at_open", "open"),
+      ("o_direct_writes_refused", "pwrite"),
+      ("no_o_direct_nor_copy_file_range", "open+copy_file_range"),
+  )
+  def test_copy_file_is_byte_exact_around_block_and_buffer_edges(
+      self, refused):
+    work = self.create_tempdir().full_path
+    chunk, block = conversion._DIRECT_CHUNK, conversion._DIRECT_ALIGNMENT
+    sizes = [0, 1, block - 1, block, block + 1,
+             2 * chunk + 3 * block + 7, 4 * chunk]
+    refusals = []
+    if refused and "open" in refused:
+      refusals.append(mock.patch.object(os, "open", _refusing_o_direct(
+          os.open)))
+    if refused == "pwrite":
+      refusals.append(mock.patch.object(os, "pwrite", _refusing_o_direct_writes(
+          os.pwrite)))
+    if refused and "copy_file_range" in refused:
+      refusals.append(mock.patch.object(
+          os, "copy_file_range", side_effect=OSError(errno.ENOSYS, "none")))
+    rng = np.random.default_rng(0)
+    for size in sizes:
+      src = os.path.join(work, f"src-{size}")
+      data = rng.bytes(size)
+      with open(src, "wb") as f:
+        f.write(data)
+      dst = os.path.join(work, f"dst-{size}")
+      reported = []
+      with contextlib.ExitStack() as stack:
+        for refusal in refusals:
+          stack.enter_context(refusal)
+        conversion._copy_file(src, dst, reported.append)
+      with open(dst, "rb") as f:
+        self.assertEqual(f.read(), data, f"{refused}, {size} bytes")
+      self.assertEqual(sum(reported), size)
+    self.assertEqual(sorted(os.listdir(work)),
+                     sorted([f"src-{n}" for n in sizes] +
+                            [f"dst-{n}" for n in sizes]))
+
+  def test_copy_file_refuses_a_shrinking_source(self):
+    work = self.create_tempdir().full_path
+    src = os.path.join(work, "src")
+    with open(src, "wb") as f:
+      f.write(bytes(3 * conversion._DIRECT_CHUNK))
+    real_fstat = os.fstat
+
+    def fstat_larger(fd):  # The size as it was before something truncated it.
+      result = real_fstat(fd)
+      return os.stat_result(result[:6] + (result.st_size + 4096,) +
+                            result[7:])
+
+    with mock.patch.object(os, "fstat", fstat_larger):
+      with self.assertRaisesRegex(errors.CorruptCheckpointError,
+                                  "shrank.*something else writing"):
+        conversion._copy_file(src, os.path.join(work, "dst"), lambda n: None)
 
   def test_logs_progress(self):
     with mock.patch.object(progress, "_INTERVAL_SECONDS", 0.0):
