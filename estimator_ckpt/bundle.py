@@ -39,6 +39,8 @@ Format facts used here, with their sources:
   varint64 length, bytes, and a running masked crc (`WriteVariantTensor`).
 """
 
+import collections
+import ctypes
 import dataclasses
 import os
 import re
@@ -143,9 +145,40 @@ VARIANT = DTYPES[21]
 # Small codecs -----------------------------------------------------------------
 
 
-def crc32c(data: bytes, crc: int = 0) -> int:
-  """Extends a crc32c (not masked) over `data`."""
-  return google_crc32c.extend(crc, bytes(data))
+def _native_crc32c_extend() -> Optional[Callable[..., int]]:
+  """The C `crc32c_extend` that google_crc32c wraps, for any buffer.
+
+  `google_crc32c.extend` takes only immutable bytes, so checksumming a reused
+  buffer (an mmap, a bytearray) through it costs a copy of every chunk.
+  ctypes finds the same C function among the extension module's
+  dependencies. None where it cannot (the pure-Python google_crc32c, or a
+  build that hides the symbol); `crc32c` then copies.
+  """
+  try:
+    from google_crc32c import _crc32c  # pylint: disable=g-import-not-at-top
+    function = ctypes.CDLL(_crc32c.__file__).crc32c_extend
+  except (ImportError, OSError, AttributeError):
+    return None
+  function.restype = ctypes.c_uint32
+  function.argtypes = (ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t)
+  return function
+
+
+_NATIVE_CRC32C_EXTEND = _native_crc32c_extend()
+
+
+def crc32c(data, crc: int = 0) -> int:
+  """Extends a crc32c (not masked) over `data`, any bytes-like object."""
+  if isinstance(data, bytes):
+    return google_crc32c.extend(crc, data)
+  view = memoryview(data).cast("B")
+  if not view:
+    return crc
+  if _NATIVE_CRC32C_EXTEND is None or view.readonly:
+    return google_crc32c.extend(crc, view.tobytes())
+  # ctypes releases the GIL for the call, so other threads keep running.
+  return _NATIVE_CRC32C_EXTEND(
+      crc, (ctypes.c_char * len(view)).from_buffer(view), len(view))
 
 
 def mask(crc: int) -> int:
@@ -977,7 +1010,7 @@ class Checksummer:
   def update(self, chunk: bytes) -> None:
     self._seen += len(chunk)
     if self._buffer is None or self._string_body:
-      self._crc = google_crc32c.extend(self._crc, chunk)
+      self._crc = crc32c(chunk, self._crc)
     else:
       self._buffer += chunk
       if self._dtype is STRING:
@@ -1154,6 +1187,82 @@ def data_ranges(bundle: Bundle, shard_id: int,
   return sorted(ranges.values(), key=lambda r: (r.offset, r.size))
 
 
+class StreamChecker:
+  """Verifies byte ranges of one data file from its bytes, fed in file order.
+
+  `update` takes consecutive pieces of the file (increasing offsets; gaps
+  only where no range lies), `finish` lists what is damaged. Ranges may
+  overlap. A copy uses this to verify the very bytes it writes, reading the
+  source once.
+  """
+
+  def __init__(self, bundle: Bundle, ranges: Sequence[DataRange]):
+    """`ranges`: from `data_ranges`, sorted by offset."""
+    self._bundle = bundle
+    self._pending = collections.deque(ranges)
+    self._active: List[Tuple[DataRange, Checksummer]] = []
+    self._problems: List[Tuple[int, int, str]] = []
+
+  def update(self, offset: int, data) -> None:
+    """Feeds the file's bytes `[offset, offset + len(data))`."""
+    end = offset + len(data)
+    while self._pending and self._pending[0].offset < end:
+      data_range = self._pending.popleft()
+      self._active.append((data_range, Checksummer(data_range.entry)))
+    if not self._active:
+      return
+    view = memoryview(data)
+    active = []
+    for data_range, checksummer in self._active:
+      range_end = data_range.offset + data_range.size
+      start, stop = max(data_range.offset, offset), min(range_end, end)
+      try:
+        if stop > start:
+          checksummer.update(view[start - offset:stop - offset])
+      except ValueError as e:
+        self._fail(data_range, str(e))
+        continue
+      if range_end <= end:
+        self._close(data_range, checksummer)
+      else:
+        active.append((data_range, checksummer))
+    self._active = active
+
+  def finish(self) -> List[str]:
+    """After the last bytes (or the file's end): one message per damaged
+    entry, naming file and key, by offset; ranges not fed in full count as
+    truncated."""
+    self._active += [(r, Checksummer(r.entry)) for r in self._pending]
+    self._pending.clear()
+    for data_range, checksummer in self._active:
+      self._close(data_range, checksummer)
+    self._active = []
+    return [message for _, _, message in sorted(self._problems)]
+
+  def _close(self, data_range: DataRange, checksummer: Checksummer) -> None:
+    problem = checksummer.problem()
+    if problem:
+      self._fail(data_range, problem)
+
+  def _fail(self, data_range: DataRange, problem: str) -> None:
+    self._problems.append(
+        (data_range.offset, data_range.size,
+         str(data_error(self._bundle, data_range.key, data_range.entry,
+                        problem))))
+
+
+def _spans(ranges: Sequence[DataRange]) -> List[Tuple[int, int]]:
+  """The `[start, end)` spans that sorted `ranges` cover, merged."""
+  spans: List[List[int]] = []
+  for data_range in ranges:
+    end = data_range.offset + data_range.size
+    if spans and data_range.offset <= spans[-1][1]:
+      spans[-1][1] = max(spans[-1][1], end)
+    else:
+      spans.append([data_range.offset, end])
+  return [(start, end) for start, end in spans]
+
+
 def check_ranges(bundle: Bundle, shard_id: int, ranges: Sequence[DataRange],
                  on_bytes: Optional[Callable[[int], None]] = None,
                  path: Optional[str] = None) -> List[str]:
@@ -1169,27 +1278,16 @@ def check_ranges(bundle: Bundle, shard_id: int, ranges: Sequence[DataRange],
   Returns:
     One message per damaged entry (empty if all match), naming file and key.
   """
-  problems = []
-  with open(path or bundle.data_path(shard_id), "rb",
-            buffering=1 << 20) as f:
-    for data_range in ranges:
-      checksummer = Checksummer(data_range.entry)
-      f.seek(data_range.offset)
-      remaining = data_range.size
-      problem = None
-      try:
-        while remaining:
-          chunk = f.read(min(remaining, CHUNK_SIZE))
-          if not chunk:
-            break
-          checksummer.update(chunk)
-          remaining -= len(chunk)
-          if on_bytes:
-            on_bytes(len(chunk))
-        problem = checksummer.problem()
-      except ValueError as e:
-        problem = str(e)
-      if problem:
-        problems.append(str(data_error(bundle, data_range.key,
-                                       data_range.entry, problem)))
-  return problems
+  checker = StreamChecker(bundle, ranges)
+  with open(path or bundle.data_path(shard_id), "rb", buffering=0) as f:
+    for start, end in _spans(ranges):
+      offset = start
+      while offset < end:
+        chunk = os.pread(f.fileno(), min(end - offset, CHUNK_SIZE), offset)
+        if not chunk:
+          break  # Truncated: `finish` reports the ranges not fed in full.
+        checker.update(offset, chunk)
+        offset += len(chunk)
+        if on_bytes:
+          on_bytes(len(chunk))
+  return checker.finish()

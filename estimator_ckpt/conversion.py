@@ -7,9 +7,9 @@ A converted checkpoint holds the same tensor bytes under other keys, so
 conversion rewrites only the `.index` and copies the data files byte for byte
 (or hard-links them with `link=True`); tensors are never loaded into memory,
 let alone into `tf.Variable`s as the guide's `convert_tf1_to_tf2` does.
-Memory use does not grow with the checkpoint. Copies are durable and written
-with O_DIRECT where the file system allows (`_copy_file`), each source byte
-read once more, concurrently, to verify the checksums.
+Memory use does not grow with the checkpoint. Copies read the source once,
+verify the checksums of the bytes they write, and write with O_DIRECT where
+the file system allows (`_copy_file`).
 
 TF2 output has the layout of the Scaffold factory (`keys.object_graph`):
 
@@ -65,24 +65,19 @@ from estimator_ckpt import renaming
 TF1 = inspection.TF1
 TF2 = inspection.TF2
 
-_COPY_CHUNK = 128 << 20
-# O_DIRECT copies: offsets, sizes and buffers aligned to this (a page; the
-# strictest logical block size in common use). 4 buffers of 8 MiB, 2 writes in
-# flight: the fastest here of 8-64 MiB buffers with 1-4 writers within a
+# Copies: buffers and O_DIRECT offsets and sizes aligned to this (a page; the
+# strictest logical block size in common use). 4 buffers of 8 MiB, 2 writes
+# in flight: the fastest here of 8-64 MiB buffers with 1-4 writers within a
 # 32 MiB budget, which keeps peak RSS flat.
 _DIRECT_ALIGNMENT = 4096
-_DIRECT_CHUNK = 8 << 20
-_DIRECT_BUFFERS = 4
-_DIRECT_WRITERS = 2
+_COPY_CHUNK = 8 << 20
+_COPY_BUFFERS = 4
+_COPY_WRITERS = 2
 _STAGING_TAG = ".convert-tmp-"
 # Hard links fail with these where the file system does not allow them.
 _NO_LINK_ERRNOS = frozenset(
     (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
      errno.EACCES))
-# copy_file_range fails with these where the kernel or file system lacks it.
-_NO_COPY_RANGE_ERRNOS = frozenset(
-    (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP,
-     errno.EBADF))
 _OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
 _ALIAS_KEY = keys.GLOBAL_STEP_NAME.encode()
 
@@ -353,77 +348,6 @@ def _write_file(path: str, data: bytes) -> None:
     os.fsync(f.fileno())
 
 
-class _BackgroundSync:
-  """Flushes a file being written in a background thread, one flush at a time.
-
-  Writeback then overlaps the copy, so the final fsync has little left to do
-  (here about 15% faster than copy-then-fsync on a GB file).
-  """
-
-  def __init__(self, fd: int):
-    self._fd = fd
-    self._thread: Optional[threading.Thread] = None
-    self._errors: List[OSError] = []
-
-  def _flush(self) -> None:
-    try:
-      os.fdatasync(self._fd)
-    except OSError as e:
-      self._errors.append(e)
-
-  def poke(self) -> None:
-    if self._thread is None or not self._thread.is_alive():
-      self._thread = threading.Thread(target=self._flush, daemon=True,
-                                      name="background-fdatasync")
-      self._thread.start()
-
-  def wait(self) -> None:
-    """Waits for the flush in flight, if any."""
-    if self._thread is not None:
-      self._thread.join()
-
-  def finish(self) -> None:
-    """Waits for the flush in flight, then fsyncs; raises its errors."""
-    self.wait()
-    if self._errors:
-      raise self._errors[0]
-    os.fsync(self._fd)
-
-
-def _copy_buffered(source: int, target: int, size: int,
-                   on_bytes: Callable[[int], None], src: str) -> None:
-  """Copies through the page cache (in-kernel where possible), then fsyncs."""
-  syncer = _BackgroundSync(target)
-  copied = 0
-  use_copy_range = True
-  try:
-    while copied < size:
-      count = min(_COPY_CHUNK, size - copied)
-      if use_copy_range:
-        try:
-          done = os.copy_file_range(source, target, count)
-        except OSError as e:
-          if e.errno not in _NO_COPY_RANGE_ERRNOS or copied:
-            raise
-          use_copy_range = False
-          continue
-      else:
-        chunk = os.read(source, count)
-        done = len(chunk)
-        view = memoryview(chunk)
-        while view:
-          view = view[os.write(target, view):]
-      if not done:
-        raise _shrank(src, copied, size)
-      copied += done
-      on_bytes(done)
-      syncer.poke()
-  except BaseException:
-    syncer.wait()  # Never close the file under a running flush.
-    raise
-  syncer.finish()
-
-
 class _DirectIOUnsupported(Exception):
   """The destination's file system does not take O_DIRECT writes."""
 
@@ -448,23 +372,30 @@ def _open_direct(path: str) -> int:
     raise _DirectIOUnsupported() from e
 
 
-def _copy_direct(source: int, target: int, size: int,
-                 on_bytes: Callable[[int], None], src: str) -> None:
-  """Copies with O_DIRECT writes; the tail past the last block, buffered.
+# Called with each piece of the source as it is copied: (offset, bytes).
+_Observer = Callable[[int, memoryview], None]
 
-  The calling thread reads the source into page-aligned buffers while
-  `_DIRECT_WRITERS` threads write them, so reads and writes overlap and the
-  disk has more than one write in flight.
+
+def _pipelined_copy(source: int, target: int, size: int, direct: bool,
+                    on_bytes: Callable[[int], None], observe: _Observer,
+                    src: str) -> None:
+  """Copies `source` to `target` through a few reused buffers, then fsyncs.
+
+  The calling thread reads the source into page-aligned buffers and shows
+  each to `observe` while `_COPY_WRITERS` threads write earlier ones, so
+  reading, checking and writing overlap and the disk has more than one
+  write in flight. With `direct` (`target` opened O_DIRECT) whole blocks are
+  written O_DIRECT and the tail past the last block buffered.
 
   Raises:
-    _DirectIOUnsupported: A write was refused with EINVAL (nothing to retry
-      on this file system).
+    _DirectIOUnsupported: With `direct`, a write was refused with EINVAL.
+    errors.CorruptCheckpointError: The source shrank while being copied.
   """
-  aligned_size = size - size % _DIRECT_ALIGNMENT
+  end = size - size % _DIRECT_ALIGNMENT if direct else size
   free: "queue.Queue[Optional[mmap.mmap]]" = queue.Queue()
   jobs: "queue.Queue[Optional[Tuple[mmap.mmap, int, int]]]" = queue.Queue()
-  for _ in range(_DIRECT_BUFFERS):
-    free.put(mmap.mmap(-1, _DIRECT_CHUNK))  # Anonymous maps are page-aligned.
+  for _ in range(_COPY_BUFFERS):
+    free.put(mmap.mmap(-1, _COPY_CHUNK))  # Anonymous maps are page-aligned.
   failures: List[BaseException] = []
 
   def write() -> None:
@@ -472,9 +403,7 @@ def _copy_direct(source: int, target: int, size: int,
       buffer, offset, count = job
       try:
         with memoryview(buffer) as view:
-          done = 0
-          while done < count:
-            done += os.pwrite(target, view[done:count], offset + done)
+          _write_at(target, view[:count], offset)
       except BaseException as e:  # pylint: disable=broad-except
         failures.append(e)  # Re-raised in the reading thread.
         free.put(None)  # Wakes the reader.
@@ -482,22 +411,18 @@ def _copy_direct(source: int, target: int, size: int,
       free.put(buffer)
 
   writers = [
-      threading.Thread(target=write, daemon=True, name=f"direct-write-{i}")
-      for i in range(_DIRECT_WRITERS)
+      threading.Thread(target=write, daemon=True, name=f"copy-writer-{i}")
+      for i in range(_COPY_WRITERS)
   ]
   for thread in writers:
     thread.start()
   try:
     offset = 0
-    while offset < aligned_size and (buffer := free.get()) is not None:
-      count = min(_DIRECT_CHUNK, aligned_size - offset)
+    while offset < end and (buffer := free.get()) is not None:
+      count = min(_COPY_CHUNK, end - offset)
       with memoryview(buffer) as view:
-        got = 0
-        while got < count:
-          done = os.preadv(source, [view[got:count]], offset + got)
-          if not done:
-            raise _shrank(src, offset + got, size)
-          got += done
+        _read_at(source, view[:count], offset, src, size)
+        observe(offset, view[:count])
       jobs.put((buffer, offset, count))
       offset += count
       on_bytes(count)
@@ -508,57 +433,70 @@ def _copy_direct(source: int, target: int, size: int,
       thread.join()  # Never close the file under a running write.
   if failures:
     failure = failures[0]
-    if isinstance(failure, OSError) and failure.errno == errno.EINVAL:
+    if direct and isinstance(failure,
+                             OSError) and failure.errno == errno.EINVAL:
       raise _DirectIOUnsupported() from failure
     raise failure
-  if aligned_size < size:
-    tail = os.pread(source, size - aligned_size, aligned_size)
-    if len(tail) != size - aligned_size:
-      raise _shrank(src, aligned_size + len(tail), size)
+  if end < size:
+    tail = bytearray(size - end)
+    _read_at(source, memoryview(tail), end, src, size)
+    observe(end, memoryview(tail))
     flags = fcntl.fcntl(target, fcntl.F_GETFL)
     fcntl.fcntl(target, fcntl.F_SETFL, flags & ~os.O_DIRECT)
-    view = memoryview(tail)
-    offset = aligned_size
-    while view:
-      done = os.pwrite(target, view, offset)
-      view, offset = view[done:], offset + done
+    _write_at(target, memoryview(tail), end)
     on_bytes(len(tail))
   os.fsync(target)
 
 
-def _shrank(src: str, copied: int, size: int) -> errors.CorruptCheckpointError:
-  return errors.CorruptCheckpointError(
-      f"`{src}` shrank to {copied} bytes while being copied (it was {size}). "
-      "Is something else writing the checkpoint?")
+def _read_at(fd: int, view: memoryview, offset: int, src: str,
+             size: int) -> None:
+  """Fills `view` from `fd` at `offset`."""
+  done = 0
+  while done < len(view):
+    count = os.preadv(fd, [view[done:]], offset + done)
+    if not count:
+      raise errors.CorruptCheckpointError(
+          f"`{src}` shrank to {offset + done} bytes while being copied (it "
+          f"was {size}). Is something else writing the checkpoint?")
+    done += count
 
 
-def _copy_file(src: str, dst: str, on_bytes: Callable[[int], None]) -> None:
+def _write_at(fd: int, view: memoryview, offset: int) -> None:
+  done = 0
+  while done < len(view):
+    done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _copy_file(src: str, dst: str, on_bytes: Callable[[int], None],
+               new_observer: Callable[[], _Observer]) -> None:
   """Copies a file's bytes to a new file `dst`, durably (fsynced).
 
-  O_DIRECT writes where the file system takes them: the bytes go to the disk
-  as they are copied instead of piling up in the page cache for a final
-  fsync, which is about twice as fast for multi-GB files (see
-  //benchmarks:convert_benchmark) and leaves the page cache alone. Elsewhere,
-  an in-kernel copy with writeback overlapping it.
+  The source is read once; `new_observer()` sees every byte (the checksum
+  check). Writes use O_DIRECT where the file system takes them: the bytes go
+  to the disk as they are copied instead of piling up in the page cache for
+  a final fsync, about twice as fast for multi-GB files (see
+  //benchmarks:convert_benchmark), and the page cache is left alone.
+  Elsewhere, buffered writes and one fsync.
   """
   source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
   try:
     size = os.fstat(source).st_size
     os.posix_fadvise(source, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    reported = 0
+
+    def report(count: int) -> None:
+      nonlocal reported
+      reported += count
+      on_bytes(count)
+
     try:
       target = _open_direct(dst)
     except _DirectIOUnsupported:
       target = None
-    reported = 0
     if target is not None:
-
-      def report(count: int) -> None:
-        nonlocal reported
-        reported += count
-        on_bytes(count)
-
       try:
-        _copy_direct(source, target, size, report, src)
+        _pipelined_copy(source, target, size, True, report, new_observer(),
+                        src)
         return
       except _DirectIOUnsupported:
         logging.info("%s refuses O_DIRECT writes; copying through the page "
@@ -577,7 +515,8 @@ def _copy_file(src: str, dst: str, on_bytes: Callable[[int], None]) -> None:
     target = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                      0o666)
     try:
-      _copy_buffered(source, target, size, report_new, src)
+      _pipelined_copy(source, target, size, False, report_new, new_observer(),
+                      src)
     finally:
       os.close(target)
   finally:
@@ -605,6 +544,26 @@ def _try_link(src: str, dst: str, on_bytes: Callable[[int], None],
   return True
 
 
+def _copy_verified(source: bundle.Bundle, shard_id: int,
+                   checked_keys: Sequence[bytes], dst: str,
+                   on_bytes: Callable[[int], None]) -> None:
+  """Copies a source data file, verifying the checksums of the bytes it
+  writes (of `checked_keys`' entries): a damaged source is refused."""
+  ranges = bundle.data_ranges(source, shard_id, checked_keys)
+  checkers: List[bundle.StreamChecker] = []
+
+  def new_checker() -> _Observer:
+    checkers.append(bundle.StreamChecker(source, ranges))
+    return checkers[-1].update
+
+  _copy_file(source.data_path(shard_id), dst, on_bytes, new_checker)
+  problems = checkers[-1].finish()
+  if problems:
+    raise errors.CorruptCheckpointError(
+        f"Not converting `{source.prefix}`: {len(problems)} tensors fail "
+        f"their checksums. First: {problems[0]}")
+
+
 def _write_plan(p: Plan, staging: str, link: bool,
                 reporter: progress.Progress,
                 link_state: Dict[str, bool]) -> None:
@@ -616,31 +575,8 @@ def _write_plan(p: Plan, staging: str, link: bool,
     dst_path = bundle.data_filename(out_prefix, out_id, p.num_shards)
     if link and _try_link(src_path, dst_path, reporter.add, link_state):
       continue  # Linked: the source's own bytes; `verify` checks them.
-    problems: List[str] = []
-    failures: List[BaseException] = []
-    ranges = bundle.data_ranges(source, source_id, p.checked_keys[source_id])
-
-    def check(ranges=ranges, shard_id=source_id):
-      try:
-        problems.extend(bundle.check_ranges(source, shard_id, ranges))
-      except BaseException as e:  # pylint: disable=broad-except
-        failures.append(e)  # Re-raised in the converting thread.
-
-    # Checksums are verified from the source while the kernel copies it, so a
-    # damaged source is refused and the check costs little extra time.
-    checker = threading.Thread(target=check, daemon=True,
-                               name=f"verify-shard-{source_id}")
-    checker.start()
-    try:
-      _copy_file(src_path, dst_path, reporter.add)
-    finally:
-      checker.join()
-    if failures:
-      raise failures[0]
-    if problems:
-      raise errors.CorruptCheckpointError(
-          f"Not converting `{source.prefix}`: {len(problems)} tensors fail "
-          f"their checksums. First: {problems[0]}")
+    _copy_verified(source, source_id, p.checked_keys[source_id], dst_path,
+                   reporter.add)
   if p.extra_shard is not None:
     _write_file(
         bundle.data_filename(out_prefix, len(p.shards), p.num_shards),

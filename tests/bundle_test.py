@@ -1,9 +1,13 @@
 """bundle.py against files TensorFlow itself writes."""
 
+import mmap
 import os
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import google_crc32c
+import numpy as np
 import tensorflow as tf
 
 from estimator_ckpt import bundle
@@ -126,6 +130,56 @@ class BundleTest(parameterized.TestCase, tf.test.TestCase):
     self.assertIn(checkpoint.data_path(0), problems[0])
     with self.assertRaisesRegex(errors.CorruptCheckpointError, "checksum"):
       bundle.read_entry_bytes(checkpoint, b"b", string_entry)
+
+  def test_crc32c_of_any_buffer(self):
+    data = bytes(range(256)) * 1000
+    expected = google_crc32c.value(data)
+    in_map = mmap.mmap(-1, len(data))
+    in_map[:] = data
+    buffers = [data, bytearray(data), memoryview(data), memoryview(in_map),
+               memoryview(in_map)[:len(data)], np.frombuffer(data, np.uint8)]
+    # The fast path (no copy of writable buffers) is available here.
+    self.assertIsNotNone(bundle._NATIVE_CRC32C_EXTEND)  # pylint: disable=protected-access
+    for native in (bundle._NATIVE_CRC32C_EXTEND, None):  # pylint: disable=protected-access
+      with mock.patch.object(bundle, "_NATIVE_CRC32C_EXTEND", native):
+        for buffer in buffers:
+          self.assertEqual(bundle.crc32c(buffer), expected, type(buffer))
+        self.assertEqual(bundle.crc32c(memoryview(in_map)[1000:],
+                                       bundle.crc32c(data[:1000])), expected)
+        self.assertEqual(bundle.crc32c(bytearray(), 1234), 1234)
+
+  @parameterized.parameters(1, 3, 7, 64, 4096, None)
+  def test_stream_checker_agrees_with_check_ranges(self, piece):
+    prefix = tool_tf_fixtures.save_v2(
+        os.path.join(self.get_temp_dir(), f"stream{piece}"),
+        {**tool_tf_fixtures.every_dtype_tensors(),
+         "strings": tf.constant(["x" * 100, "", "yz"] * 3)})
+    checkpoint = bundle.read(prefix)
+    ranges = bundle.data_ranges(checkpoint, 0)
+
+    def streamed(fed_bytes=None):
+      with open(checkpoint.data_path(0), "rb") as f:
+        data = f.read()
+      data = data[:fed_bytes]
+      checker = bundle.StreamChecker(checkpoint, ranges)
+      step = piece or len(data) or 1
+      for offset in range(0, len(data), step):
+        checker.update(offset, memoryview(bytearray(data[offset:offset +
+                                                         step])))
+      return checker.finish()
+
+    self.assertEqual(streamed(), [])
+    # Bytes stop short of the last range: it is reported as truncated.
+    last = ranges[-1]
+    truncated = streamed(last.offset + last.size - 1)
+    self.assertLen(truncated, 1)
+    self.assertIn(f"read {last.size - 1} of {last.size} bytes", truncated[0])
+    strings = checkpoint.entries[b"strings"]
+    tool_fixtures.flip_byte(checkpoint.data_path(0), strings.offset + 1)
+    tool_fixtures.flip_byte(checkpoint.data_path(0), ranges[0].offset)
+    expected = bundle.check_ranges(checkpoint, 0, ranges)
+    self.assertLen(expected, 2)
+    self.assertEqual(streamed(), expected)
 
   def test_encode_table_refuses_unsorted_keys(self):
     with self.assertRaisesRegex(ValueError, "out of order"):

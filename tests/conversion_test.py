@@ -309,38 +309,24 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(tf.train.load_variable(prefix, keys.variable_key("var")),
                      2.0)
 
-  def test_copies_without_o_direct_or_copy_file_range(self):
-    unsupported = OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+  def test_copies_without_o_direct(self):
     with mock.patch.object(os, "open", _refusing_o_direct(os.open)):
-      with mock.patch.object(os, "copy_file_range", side_effect=unsupported):
-        prefix = estimator_ckpt.convert(
-            tool_fixtures.golden_path("est-tf1-ranking"), self._dst(),
-            to="tf2")
+      prefix = estimator_ckpt.convert(
+          tool_fixtures.golden_path("est-tf1-ranking"), self._dst(), to="tf2")
     estimator_ckpt.verify(prefix,
                           against=tool_fixtures.golden_path("est-tf1-ranking"))
 
   @parameterized.named_parameters(
       ("o_direct", None),
-      ("o_direct_refused_at_open", "open"),
-      ("o_direct_writes_refused", "pwrite"),
-      ("no_o_direct_nor_copy_file_range", "open+copy_file_range"),
+      ("o_direct_refused_at_open", _refusing_o_direct, "open"),
+      ("o_direct_writes_refused", _refusing_o_direct_writes, "pwrite"),
   )
   def test_copy_file_is_byte_exact_around_block_and_buffer_edges(
-      self, refused):
+      self, refusal, function=None):
     work = self.create_tempdir().full_path
-    chunk, block = conversion._DIRECT_CHUNK, conversion._DIRECT_ALIGNMENT
+    chunk, block = conversion._COPY_CHUNK, conversion._DIRECT_ALIGNMENT
     sizes = [0, 1, block - 1, block, block + 1,
-             2 * chunk + 3 * block + 7, 4 * chunk]
-    refusals = []
-    if refused and "open" in refused:
-      refusals.append(mock.patch.object(os, "open", _refusing_o_direct(
-          os.open)))
-    if refused == "pwrite":
-      refusals.append(mock.patch.object(os, "pwrite", _refusing_o_direct_writes(
-          os.pwrite)))
-    if refused and "copy_file_range" in refused:
-      refusals.append(mock.patch.object(
-          os, "copy_file_range", side_effect=OSError(errno.ENOSYS, "none")))
+             2 * chunk + 3 * block + 7, conversion._COPY_BUFFERS * chunk * 2]
     rng = np.random.default_rng(0)
     for size in sizes:
       src = os.path.join(work, f"src-{size}")
@@ -348,14 +334,21 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
       with open(src, "wb") as f:
         f.write(data)
       dst = os.path.join(work, f"dst-{size}")
-      reported = []
+      reported, observers = [], []
+
+      def new_observer():
+        observers.append(bytearray())
+        return lambda offset, view: observers[-1].extend(view)
+
       with contextlib.ExitStack() as stack:
-        for refusal in refusals:
-          stack.enter_context(refusal)
-        conversion._copy_file(src, dst, reported.append)
+        if refusal:
+          stack.enter_context(mock.patch.object(
+              os, function, refusal(getattr(os, function))))
+        conversion._copy_file(src, dst, reported.append, new_observer)
       with open(dst, "rb") as f:
-        self.assertEqual(f.read(), data, f"{refused}, {size} bytes")
-      self.assertEqual(sum(reported), size)
+        self.assertEqual(f.read(), data, f"{function}, {size} bytes")
+      self.assertEqual(sum(reported), size)  # Each byte once, also on retry.
+      self.assertEqual(observers[-1], data)  # The checker saw every byte.
     self.assertEqual(sorted(os.listdir(work)),
                      sorted([f"src-{n}" for n in sizes] +
                             [f"dst-{n}" for n in sizes]))
@@ -364,7 +357,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
     work = self.create_tempdir().full_path
     src = os.path.join(work, "src")
     with open(src, "wb") as f:
-      f.write(bytes(3 * conversion._DIRECT_CHUNK))
+      f.write(bytes(3 * conversion._COPY_CHUNK))
     real_fstat = os.fstat
 
     def fstat_larger(fd):  # The size as it was before something truncated it.
@@ -375,7 +368,8 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
     with mock.patch.object(os, "fstat", fstat_larger):
       with self.assertRaisesRegex(errors.CorruptCheckpointError,
                                   "shrank.*something else writing"):
-        conversion._copy_file(src, os.path.join(work, "dst"), lambda n: None)
+        conversion._copy_file(src, os.path.join(work, "dst"), lambda n: None,
+                              lambda: lambda offset, view: None)
 
   def test_logs_progress(self):
     with mock.patch.object(progress, "_INTERVAL_SECONDS", 0.0):
