@@ -78,6 +78,8 @@ _STAGING_TAG = ".convert-tmp-"
 _NO_LINK_ERRNOS = frozenset(
     (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
      errno.EACCES))
+# O_DIRECT opens or writes fail with these where the file system lacks it.
+_NO_DIRECT_ERRNOS = frozenset((errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP))
 _OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
 _ALIAS_KEY = keys.GLOBAL_STEP_NAME.encode()
 
@@ -363,7 +365,7 @@ def _open_direct(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT |
                    os.O_CLOEXEC, 0o666)
   except OSError as e:
-    if e.errno != errno.EINVAL:
+    if e.errno not in _NO_DIRECT_ERRNOS:
       raise
     try:
       os.remove(path)
@@ -388,7 +390,7 @@ def _pipelined_copy(source: int, target: int, size: int, direct: bool,
   written O_DIRECT and the tail past the last block buffered.
 
   Raises:
-    _DirectIOUnsupported: With `direct`, a write was refused with EINVAL.
+    _DirectIOUnsupported: With `direct`, a write was refused as unsupported.
     errors.CorruptCheckpointError: The source shrank while being copied.
   """
   end = size - size % _DIRECT_ALIGNMENT if direct else size
@@ -433,8 +435,8 @@ def _pipelined_copy(source: int, target: int, size: int, direct: bool,
       thread.join()  # Never close the file under a running write.
   if failures:
     failure = failures[0]
-    if direct and isinstance(failure,
-                             OSError) and failure.errno == errno.EINVAL:
+    if direct and isinstance(
+        failure, OSError) and failure.errno in _NO_DIRECT_ERRNOS:
       raise _DirectIOUnsupported() from failure
     raise failure
   if end < size:
