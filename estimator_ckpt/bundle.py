@@ -1279,15 +1279,18 @@ def check_ranges(bundle: Bundle, shard_id: int, ranges: Sequence[DataRange],
     One message per damaged entry (empty if all match), naming file and key.
   """
   checker = StreamChecker(bundle, ranges)
+  # One reused, writable buffer: `crc32c` checksums it without a copy.
+  buffer = memoryview(bytearray(CHUNK_SIZE))
   with open(path or bundle.data_path(shard_id), "rb", buffering=0) as f:
     for start, end in _spans(ranges):
       offset = start
       while offset < end:
-        chunk = os.pread(f.fileno(), min(end - offset, CHUNK_SIZE), offset)
-        if not chunk:
+        count = os.preadv(f.fileno(), [buffer[:min(end - offset, CHUNK_SIZE)]],
+                          offset)
+        if not count:
           break  # Truncated: `finish` reports the ranges not fed in full.
-        checker.update(offset, chunk)
-        offset += len(chunk)
+        checker.update(offset, buffer[:count])
+        offset += count
         if on_bytes:
-          on_bytes(len(chunk))
+          on_bytes(count)
   return checker.finish()

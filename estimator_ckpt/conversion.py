@@ -400,25 +400,36 @@ def _pipelined_copy(source: int, target: int, size: int, direct: bool,
     free.put(mmap.mmap(-1, _COPY_CHUNK))  # Anonymous maps are page-aligned.
   failures: List[BaseException] = []
 
-  def write() -> None:
-    while (job := jobs.get()) is not None:
-      buffer, offset, count = job
-      try:
-        with memoryview(buffer) as view:
-          _write_at(target, view[:count], offset)
-      except BaseException as e:  # pylint: disable=broad-except
-        failures.append(e)  # Re-raised in the reading thread.
-        free.put(None)  # Wakes the reader.
-        return
-      free.put(buffer)
+  def write(fd: int) -> None:
+    try:
+      while (job := jobs.get()) is not None:
+        buffer, offset, count = job
+        try:
+          with memoryview(buffer) as view:
+            _write_at(fd, view[:count], offset)
+        except BaseException as e:  # pylint: disable=broad-except
+          failures.append(e)  # Re-raised in the reading thread.
+          free.put(None)  # Wakes the reader.
+          return
+        free.put(buffer)
+    finally:
+      os.close(fd)
 
-  writers = [
-      threading.Thread(target=write, daemon=True, name=f"copy-writer-{i}")
-      for i in range(_COPY_WRITERS)
-  ]
-  for thread in writers:
-    thread.start()
+  writers: List[threading.Thread] = []
   try:
+    for i in range(_COPY_WRITERS):
+      # Each writer has its own descriptor: if an interrupt (Ctrl-C in join)
+      # closes `target` early, late writes still land in this file, never in
+      # another that reuses the number.
+      fd = os.dup(target)
+      try:
+        writers.append(threading.Thread(target=write, args=(fd,), daemon=True,
+                                        name=f"copy-writer-{i}"))
+        writers[-1].start()
+      except BaseException:
+        writers.pop()
+        os.close(fd)
+        raise
     offset = 0
     while offset < end and (buffer := free.get()) is not None:
       count = min(_COPY_CHUNK, end - offset)
@@ -432,7 +443,7 @@ def _pipelined_copy(source: int, target: int, size: int, direct: bool,
     for _ in writers:
       jobs.put(None)
     for thread in writers:
-      thread.join()  # Never close the file under a running write.
+      thread.join()
   if failures:
     failure = failures[0]
     if direct and isinstance(

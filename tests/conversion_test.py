@@ -4,6 +4,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import threading
 from unittest import mock
 
 from absl.testing import absltest
@@ -352,6 +353,40 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(sorted(os.listdir(work)),
                      sorted([f"src-{n}" for n in sizes] +
                             [f"dst-{n}" for n in sizes]))
+
+  def test_interrupted_copy_never_writes_into_another_file(self):
+    # Ctrl-C while the copy waits for its writers closes the output file
+    # with writes still queued; they must not land in whichever file reuses
+    # its descriptor number.
+    work = self.create_tempdir().full_path
+    src = os.path.join(work, "src")
+    with open(src, "wb") as f:
+      f.write(b"\xab" * (3 * conversion._COPY_CHUNK))
+    release = threading.Event()
+    real_pwrite = os.pwrite
+
+    def gated_pwrite(fd, data, offset):
+      release.wait()
+      return real_pwrite(fd, data, offset)
+
+    with mock.patch.object(os, "pwrite", gated_pwrite):
+      with mock.patch.object(threading.Thread, "join",
+                             side_effect=KeyboardInterrupt):
+        with self.assertRaises(KeyboardInterrupt):
+          conversion._copy_file(src, os.path.join(work, "dst"),
+                                lambda n: None,
+                                lambda: lambda offset, view: None)
+      # The writers now hold queued buffers; open files that may reuse the
+      # output's descriptor number, then let the writes go.
+      bystanders = [open(os.path.join(work, f"bystander{i}"), "wb")
+                    for i in range(4)]
+      release.set()
+      for thread in threading.enumerate():
+        if thread.name.startswith("copy-writer-"):
+          thread.join()
+    for bystander in bystanders:
+      bystander.close()
+      self.assertEqual(os.path.getsize(bystander.name), 0, bystander.name)
 
   def test_copy_file_refuses_a_shrinking_source(self):
     work = self.create_tempdir().full_path
