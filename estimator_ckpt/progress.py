@@ -24,7 +24,7 @@ def size_text(size: float) -> str:
 class Progress:
   """Counts bytes done of a known total; logs every few seconds.
 
-  Thread-safe: a copy and a concurrent checksum pass may both report.
+  Thread-safe.
   """
 
   def __init__(self, what: str, total: int):
