@@ -7,13 +7,13 @@ SRC: a model dir (its latest checkpoint) or a checkpoint prefix. Prints the
 new checkpoint prefix; progress goes to stderr.
 """
 
-import os
 import sys
 from typing import Dict, Sequence
 
 from absl import app
 from absl import flags
 
+from estimator_ckpt import binaries
 from estimator_ckpt import conversion
 from estimator_ckpt import errors
 from estimator_ckpt import renaming
@@ -50,8 +50,7 @@ def _rename_spec(values: Sequence[str]) -> Dict[str, str]:
 
 
 def main(argv: Sequence[str]) -> None:
-  # `bazel run` starts binaries in their runfiles; paths are the user's.
-  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
+  binaries.use_callers_directory()
   if len(argv) != 3:
     raise app.UsageError(f"Pass SRC and DST_DIR; got {len(argv) - 1} "
                          "arguments.")
@@ -74,10 +73,7 @@ def main(argv: Sequence[str]) -> None:
   except (errors.Error, OSError) as e:
     sys.exit(f"convert: {e}")
   lines.append(f"would write {prefix}" if _DRY_RUN.value else prefix)
-  try:
-    print("\n".join(lines))
-  except BrokenPipeError:  # `convert --dry_run ... | head`: not an error.
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+  binaries.print_result("\n".join(lines))
 
 
 if __name__ == "__main__":

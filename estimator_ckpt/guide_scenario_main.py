@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+from estimator_ckpt import binaries
 from estimator_ckpt import guide_models
 from estimator_ckpt import inspection
 
@@ -33,8 +34,7 @@ _SHIPPED_EST_TF1 = os.path.join(
 
 
 def main(argv: Sequence[str]) -> None:
-  # `bazel run` starts binaries in their runfiles; paths are the user's.
-  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
+  binaries.use_callers_directory()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   est_tf1 = _EST_TF1.value or _SHIPPED_EST_TF1

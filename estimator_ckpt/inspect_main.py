@@ -5,13 +5,13 @@ r"""Lists a checkpoint's variables by TF1 name (TF1 and TF2 checkpoints).
 PATH: a model dir (its latest checkpoint) or a checkpoint prefix.
 """
 
-import os
 import sys
 from typing import Sequence
 
 from absl import app
 from absl import flags
 
+from estimator_ckpt import binaries
 from estimator_ckpt import errors
 from estimator_ckpt import inspection
 
@@ -26,8 +26,7 @@ _MAX_VALUE_ELEMENTS = flags.DEFINE_integer(
 
 
 def main(argv: Sequence[str]) -> None:
-  # `bazel run` starts binaries in their runfiles; paths are the user's.
-  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
+  binaries.use_callers_directory()
   if len(argv) != 2:
     raise app.UsageError(
         f"Pass one checkpoint (model dir or prefix); got {len(argv) - 1}.")
@@ -39,10 +38,7 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(f"inspect: {e}")
   text = (inspection.to_json(description) if _FORMAT.value == "json" else
           inspection.format_description(description))
-  try:
-    print(text)
-  except BrokenPipeError:  # `inspect ... | head`: not an error.
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+  binaries.print_result(text)
 
 
 if __name__ == "__main__":

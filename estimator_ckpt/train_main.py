@@ -14,13 +14,13 @@ checkpoint:
       --warm_start_from=/path/to/est-tf1-dir
 """
 
-import os
 import sys
 from typing import Sequence
 
 from absl import app
 from absl import flags
 
+from estimator_ckpt import binaries
 from estimator_ckpt import checkpoint_flags
 from estimator_ckpt import errors
 from estimator_ckpt import trainer
@@ -73,8 +73,7 @@ def _validate_flags(flag_values: flags.FlagValues) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  # `bazel run` starts binaries in their runfiles; paths are the user's.
-  os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
+  binaries.use_callers_directory()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   _validate_flags(flags.FLAGS)
