@@ -344,9 +344,7 @@ def _fsync_dir(path: str) -> None:
 def _write_file(path: str, data: bytes) -> None:
   """Writes a new file and fsyncs it."""
   with open(path, "xb", buffering=0) as f:
-    view = memoryview(data)
-    while view:
-      view = view[f.write(view):]
+    _write_at(f.fileno(), memoryview(data), 0)
     os.fsync(f.fileno())
 
 
