@@ -26,7 +26,7 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
-from estimator_ckpt import scaffolding
+from estimator_ckpt._src import scaffold
 
 tf1 = tf.compat.v1
 
@@ -65,7 +65,7 @@ def make_tf1_scaffold():
 
 
 def make_tf2_scaffold():
-  return scaffolding.scaffold()
+  return scaffold.scaffold()
 
 
 def run_phases(build_model: Callable[[], tf.Operation],

@@ -14,19 +14,22 @@ from typing import List, Tuple
 
 import numpy as np
 
-from estimator_ckpt import bundle
-from estimator_ckpt import checkpoint_state
-from estimator_ckpt import protos
+from estimator_ckpt._src.format import bundle
+from estimator_ckpt._src.format import crc32c
+from estimator_ckpt._src.format import dtypes
+from estimator_ckpt._src.format import protos
+from estimator_ckpt._src.format import state_file
+from estimator_ckpt._src.format import tensor_slice
 
-_FLOAT32 = bundle.DTYPES[1]
-_INT64 = bundle.DTYPES[9]
+_FLOAT32 = dtypes.DTYPES[1]
+_INT64 = dtypes.DTYPES[9]
 _CHUNK_ELEMENTS = 4 << 20  # 16 MiB of float32.
 
 
-def _entry(dtype: bundle.DType, shape, offset: int, size: int,
+def _entry(dtype: dtypes.DType, shape, offset: int, size: int,
            crc: int) -> protos.BundleEntryProto:
   entry = protos.BundleEntryProto(dtype=dtype.enum, offset=offset, size=size,
-                                  crc32c=bundle.mask(crc))
+                                  crc32c=crc32c.mask(crc))
   for dim in shape:
     entry.shape.dim.add(size=dim)
   return entry
@@ -58,12 +61,12 @@ def write_estimator_checkpoint(model_dir: str, *, table_bytes: int,
   offset = 0
   with open(bundle.data_filename(prefix, 0, 1), "wb") as data:
 
-    def add(key: bytes, dtype: bundle.DType, shape, values) -> None:
+    def add(key: bytes, dtype: dtypes.DType, shape, values) -> None:
       nonlocal offset
       raw = np.ascontiguousarray(values).tobytes()
       data.write(raw)
       entries.append((key, _entry(dtype, shape, offset, len(raw),
-                                  bundle.crc32c(raw))))
+                                  crc32c.crc32c(raw))))
       offset += len(raw)
 
     add(b"global_step", _INT64, [], np.array(step, np.int64))
@@ -74,9 +77,9 @@ def write_estimator_checkpoint(model_dir: str, *, table_bytes: int,
     for part in range(num_partitions):
       part_rows = rows // num_partitions + (
           part < rows % num_partitions)
-      tensor_slice = bundle.TensorSlice(
+      part_slice = tensor_slice.TensorSlice(
           ((start, part_rows), (0, embedding_dim)))
-      tensor_slice.to_proto(table.slices.add())
+      part_slice.to_proto(table.slices.add())
       crc = 0
       size = 0
       remaining = part_rows * embedding_dim
@@ -84,10 +87,10 @@ def write_estimator_checkpoint(model_dir: str, *, table_bytes: int,
         count = min(remaining, _CHUNK_ELEMENTS)
         raw = rng.random(count, dtype=np.float32).tobytes()
         data.write(raw)
-        crc = bundle.crc32c(raw, crc)
+        crc = crc32c.crc32c(raw, crc)
         size += len(raw)
         remaining -= count
-      entries.append((bundle.slice_key(b"embedding", tensor_slice),
+      entries.append((tensor_slice.slice_key(b"embedding", part_slice),
                       _entry(_FLOAT32, [part_rows, embedding_dim], offset,
                              size, crc)))
       offset += size
@@ -100,7 +103,7 @@ def write_estimator_checkpoint(model_dir: str, *, table_bytes: int,
   header.version.producer = bundle.BUNDLE_VERSION
   with open(bundle.index_filename(prefix), "wb") as f:
     f.write(bundle.encode_index(header, entries))
-  with open(os.path.join(model_dir, checkpoint_state.STATE_FILENAME),
+  with open(os.path.join(model_dir, state_file.STATE_FILENAME),
             "wb") as f:
-    f.write(checkpoint_state.encode([prefix]))
+    f.write(state_file.encode([prefix]))
   return prefix

@@ -13,10 +13,11 @@ from typing import Dict, Sequence
 from absl import app
 from absl import flags
 
-from estimator_ckpt import binaries
-from estimator_ckpt import conversion
 from estimator_ckpt import errors
-from estimator_ckpt import renaming
+from estimator_ckpt._src import convert
+from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src.cli import process
+from estimator_ckpt._src.cli import render
 
 _TO = flags.DEFINE_enum("to", None, ["tf1", "tf2"],
                         "Output format: tf2 (object-based, the Scaffold "
@@ -50,7 +51,7 @@ def _rename_spec(values: Sequence[str]) -> Dict[str, str]:
 
 
 def main(argv: Sequence[str]) -> None:
-  binaries.use_callers_directory()
+  process.use_callers_directory()
   if len(argv) != 3:
     raise app.UsageError(f"Pass SRC and DST_DIR; got {len(argv) - 1} "
                          "arguments.")
@@ -60,20 +61,20 @@ def main(argv: Sequence[str]) -> None:
                          "(name-based).")
   src, dst_dir = argv[1:]
   try:
-    rename = renaming.parse(_rename_spec(_RENAME.value))
+    rename = rename_rules.parse(_rename_spec(_RENAME.value))
     lines = []
     if _DRY_RUN.value:
-      plans = conversion.plan(src, to=_TO.value, rename=rename,
+      plans = convert.plan(src, to=_TO.value, rename=rename,
                               all_checkpoints=_ALL_CHECKPOINTS.value)
-      lines += [conversion.format_plan(p, dst_dir) for p in plans]
-    prefix = conversion.convert(
+      lines += [render.format_plan(p, dst_dir) for p in plans]
+    prefix = convert.convert(
         src, dst_dir, to=_TO.value, rename=rename, link=_LINK.value,
         all_checkpoints=_ALL_CHECKPOINTS.value, overwrite=_OVERWRITE.value,
         dry_run=_DRY_RUN.value)
   except (errors.Error, OSError) as e:
     sys.exit(f"convert: {e}")
   lines.append(f"would write {prefix}" if _DRY_RUN.value else prefix)
-  binaries.print_result("\n".join(lines))
+  process.print_result("\n".join(lines))
 
 
 if __name__ == "__main__":

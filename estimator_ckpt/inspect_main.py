@@ -11,9 +11,10 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
-from estimator_ckpt import binaries
 from estimator_ckpt import errors
-from estimator_ckpt import inspection
+from estimator_ckpt._src import describe
+from estimator_ckpt._src.cli import process
+from estimator_ckpt._src.cli import render
 
 _FORMAT = flags.DEFINE_enum("format", "table", ["table", "json"],
                             "Output: an aligned table, or one JSON object.")
@@ -26,19 +27,19 @@ _MAX_VALUE_ELEMENTS = flags.DEFINE_integer(
 
 
 def main(argv: Sequence[str]) -> None:
-  binaries.use_callers_directory()
+  process.use_callers_directory()
   if len(argv) != 2:
     raise app.UsageError(
         f"Pass one checkpoint (model dir or prefix); got {len(argv) - 1}.")
   try:
-    description = inspection.describe(
+    description = describe.describe(
         argv[1], with_values=_VALUES.value,
         max_value_elements=_MAX_VALUE_ELEMENTS.value)
   except (errors.Error, OSError) as e:
     sys.exit(f"inspect: {e}")
-  text = (inspection.to_json(description) if _FORMAT.value == "json" else
-          inspection.format_description(description))
-  binaries.print_result(text)
+  text = (render.to_json(description) if _FORMAT.value == "json" else
+          render.format_description(description))
+  process.print_result(text)
 
 
 if __name__ == "__main__":

@@ -1,178 +1,40 @@
-"""The TF1 variable name <-> TF2 object-based checkpoint key mapping.
+"""TF1 variable names <-> TF2 object-based checkpoint keys (public module).
 
-estimator_ckpt writes TF2 checkpoints in the layout of the TensorFlow guide
-"Migrating model checkpoints" (section "TF2 checkpoints in Estimator"), i.e.
-what `tf.train.Checkpoint(var_list={name: variable}, step=global_step)` writes:
-
-  var_list/<escaped TF1 name>/.ATTRIBUTES/VARIABLE_VALUE   every variable
-  step/.ATTRIBUTES/VARIABLE_VALUE                          the global step
-  _CHECKPOINTABLE_OBJECT_GRAPH                             the object graph
-
-Escaping is TensorFlow's own (`trackable_utils.escape_local_name`): `.` becomes
-`..` first, then `/` becomes `.S`. Decoding must therefore read left to right;
-the guide's `name.replace('.S', '/')` is wrong for names with dots: the name
-`a.Sb` is stored as `a..Sb`, which the guide decodes as `a./b`.
+`estimator_ckpt.keys.variable_key("dense/kernel")` is
+`var_list/dense.Skernel/.ATTRIBUTES/VARIABLE_VALUE`, the key
+`tf.train.Checkpoint(var_list={name: variable}, step=global_step)` writes;
+`variable_name` inverts it. The implementation and the layout's description
+are in `estimator_ckpt/_src/format/keys.py`.
 """
 
-import re
-from typing import TYPE_CHECKING, Iterable, Mapping, Optional
+from estimator_ckpt._src.format.keys import escape
+from estimator_ckpt._src.format.keys import full_names_by_key
+from estimator_ckpt._src.format.keys import GLOBAL_STEP_NAME
+from estimator_ckpt._src.format.keys import GUIDE_CONVERTED_VAR_LIST
+from estimator_ckpt._src.format.keys import object_graph
+from estimator_ckpt._src.format.keys import OBJECT_GRAPH_KEY
+from estimator_ckpt._src.format.keys import STEP
+from estimator_ckpt._src.format.keys import STEP_KEY
+from estimator_ckpt._src.format.keys import tensor_name
+from estimator_ckpt._src.format.keys import unescape
+from estimator_ckpt._src.format.keys import VAR_LIST
+from estimator_ckpt._src.format.keys import variable_key
+from estimator_ckpt._src.format.keys import variable_name
+from estimator_ckpt._src.format.keys import VARIABLE_VALUE_SUFFIX
 
-from google.protobuf import message
-
-from estimator_ckpt import errors
-
-if TYPE_CHECKING:
-  # Imported lazily in `object_graph`: importing any `tensorflow.*` module
-  # loads all of TensorFlow, which the checkpoint tools avoid.
-  from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-bad-import-order
-
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-VARIABLE_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
-VAR_LIST = "var_list"
-STEP = "step"
-STEP_KEY = STEP + VARIABLE_VALUE_SUFFIX
-GLOBAL_STEP_NAME = "global_step"
-# The guide's `convert_tf1_to_tf2` stores variables under `vars/`.
-GUIDE_CONVERTED_VAR_LIST = "vars"
-
-_ESCAPE = "."
-# `<root>/<escaped local name>/.ATTRIBUTES/VARIABLE_VALUE`; the escaped name
-# never contains an unescaped `/`, so this split is unambiguous.
-_VAR_KEY_RE = re.compile(r"^([^/]+)/([^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$")
-
-
-def escape(name: str) -> str:
-  """Escapes one object-graph local name as TensorFlow does in keys."""
-  return name.replace(_ESCAPE, _ESCAPE * 2).replace("/", _ESCAPE + "S")
-
-
-def unescape(escaped: str) -> str:
-  """Inverts `escape`, reading left to right.
-
-  Args:
-    escaped: An escaped local name, e.g. `dense.Skernel` or `a..b`.
-
-  Returns:
-    The original name, e.g. `dense/kernel` or `a.b`.
-
-  Raises:
-    errors.KeyEncodingError: `escaped` holds a `.` not followed by `.` or `S`,
-      which `escape` never produces.
-  """
-  out = []
-  i = 0
-  while i < len(escaped):
-    char = escaped[i]
-    if char != _ESCAPE:
-      out.append(char)
-      i += 1
-      continue
-    follower = escaped[i + 1:i + 2]
-    if follower == _ESCAPE:
-      out.append(_ESCAPE)
-    elif follower == "S":
-      out.append("/")
-    else:
-      raise errors.KeyEncodingError(
-          f"`{escaped}` is not an escaped TF2 checkpoint name: `.` at offset "
-          f"{i} is followed by `{follower}`, but TensorFlow only writes `..` "
-          "(for `.`) and `.S` (for `/`). Pass the raw key instead.")
-    i += 2
-  return "".join(out)
-
-
-def variable_key(name: str, var_list: str = VAR_LIST) -> str:
-  """Returns the TF2 checkpoint key of the variable with TF1 name `name`."""
-  if name == GLOBAL_STEP_NAME:
-    return STEP_KEY
-  return f"{var_list}/{escape(name)}{VARIABLE_VALUE_SUFFIX}"
-
-
-def variable_name(key: str) -> Optional[str]:
-  """Returns the TF1 variable name stored under a TF2 key, or None.
-
-  Understands this package's layout (`var_list/`, `step`) and the guide's
-  `convert_tf1_to_tf2` layout (`vars/`). Other keys (optimizer slots of Keras
-  models, `save_counter`, ...) return None: use the object graph's
-  `full_name`s for those (see `full_names_by_key`).
-
-  Args:
-    key: A checkpoint key.
-
-  Raises:
-    errors.KeyEncodingError: The key has our layout but a malformed name.
-  """
-  if key == STEP_KEY:
-    return GLOBAL_STEP_NAME
-  match = _VAR_KEY_RE.match(key)
-  if not match or match.group(1) not in (VAR_LIST, GUIDE_CONVERTED_VAR_LIST):
-    return None
-  return unescape(match.group(2))
-
-
-def tensor_name(var) -> str:
-  """Returns the TF1 checkpoint name of a variable (its op name, no `:0`)."""
-  return var.name[:-2] if var.name.endswith(":0") else var.name
-
-
-def object_graph(names: Iterable[str],
-                 step_name: Optional[str] = GLOBAL_STEP_NAME,
-                 *,
-                 graph: Optional[message.Message] = None
-                 ) -> "trackable_object_graph_pb2.TrackableObjectGraph":
-  """Builds the object graph of `Checkpoint(var_list={...}, step=...)`.
-
-  The graph is what TensorFlow itself writes for that Checkpoint (checked in
-  tests/keys_test.py against a real save), with one difference: a partitioned
-  variable is one node whose `full_name` is the variable's TF1 name, so that
-  `tf.compat.v1.train.warm_start` and `saver.object_graph_key_mapping` find it
-  by that name (stock TF has no node for a whole partitioned variable).
-
-  Args:
-    names: TF1 names of the variables under `var_list`.
-    step_name: TF1 name of the global step, stored under `step`; None for
-      none.
-    graph: An empty `TrackableObjectGraph` message to fill. Default: a new
-      one of TensorFlow's class. The checkpoint tools pass
-      `protos.TrackableObjectGraph()` so as not to import TensorFlow.
-
-  Returns:
-    The `TrackableObjectGraph` proto to store under `OBJECT_GRAPH_KEY`.
-  """
-  if graph is None:
-    from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-import-not-at-top
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()
-  root = graph.nodes.add()
-  root.has_checkpoint_values.value = True
-
-  def add_variable_node(full_name: str, key: str) -> int:
-    node_id = len(graph.nodes)
-    node = graph.nodes.add()
-    node.attributes.add(name="VARIABLE_VALUE", full_name=full_name,
-                        checkpoint_key=key)
-    node.has_checkpoint_values.value = True
-    return node_id
-
-  if step_name is not None:
-    root.children.add(node_id=add_variable_node(step_name, STEP_KEY),
-                      local_name=STEP)
-  var_list_id = len(graph.nodes)
-  var_list = graph.nodes.add()
-  var_list.has_checkpoint_values.value = True
-  root.children.add(node_id=var_list_id, local_name=VAR_LIST)
-  for name in sorted(names):
-    var_list.children.add(
-        node_id=add_variable_node(name, variable_key(name)), local_name=name)
-  return graph
-
-
-def full_names_by_key(
-    graph: "trackable_object_graph_pb2.TrackableObjectGraph"
-) -> Mapping[str, str]:
-  """Maps each checkpoint key of an object graph to its variable's full name."""
-  return {
-      attribute.checkpoint_key: attribute.full_name
-      for node in graph.nodes
-      for attribute in node.attributes
-      if attribute.name == "VARIABLE_VALUE" and attribute.full_name
-  }
+__all__ = [
+    "GLOBAL_STEP_NAME",
+    "GUIDE_CONVERTED_VAR_LIST",
+    "OBJECT_GRAPH_KEY",
+    "STEP",
+    "STEP_KEY",
+    "VARIABLE_VALUE_SUFFIX",
+    "VAR_LIST",
+    "escape",
+    "full_names_by_key",
+    "object_graph",
+    "tensor_name",
+    "unescape",
+    "variable_key",
+    "variable_name",
+]

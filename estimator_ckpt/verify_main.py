@@ -12,9 +12,9 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
-from estimator_ckpt import binaries
 from estimator_ckpt import errors
-from estimator_ckpt import verification
+from estimator_ckpt._src import verify
+from estimator_ckpt._src.cli import process
 
 _AGAINST = flags.DEFINE_string(
     "against", None, "Another checkpoint to compare with, by TF1 name: same "
@@ -22,15 +22,15 @@ _AGAINST = flags.DEFINE_string(
 
 
 def main(argv: Sequence[str]) -> None:
-  binaries.use_callers_directory()
+  process.use_callers_directory()
   if len(argv) != 2:
     raise app.UsageError(
         f"Pass one checkpoint (model dir or prefix); got {len(argv) - 1}.")
   try:
-    report = verification.verify(argv[1], against=_AGAINST.value)
+    report = verify.verify(argv[1], against=_AGAINST.value)
   except (errors.Error, OSError) as e:
     sys.exit(f"verify: FAILED: {e}")
-  binaries.print_result(report.summary())
+  process.print_result(report.summary())
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ import tensorflow as tf
 # Public v1 update_checkpoint_state cannot write relative paths.
 from tensorflow.python.checkpoint import checkpoint_management
 
-from estimator_ckpt import guide_models
-from estimator_ckpt import ranking_data
-from estimator_ckpt import ranking_model
+from examples.guide import models as guide_models
+from examples.ranking import data as ranking_data
+from examples.ranking import model as ranking_model
 from tests import fixtures
 
 tf1 = tf.compat.v1

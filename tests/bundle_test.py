@@ -10,8 +10,13 @@ import google_crc32c
 import numpy as np
 import tensorflow as tf
 
-from estimator_ckpt import bundle
 from estimator_ckpt import errors
+from estimator_ckpt._src.format import bundle
+from estimator_ckpt._src.format import checksums
+from estimator_ckpt._src.format import crc32c
+from estimator_ckpt._src.format import table
+from estimator_ckpt._src.format import tensor_slice
+from estimator_ckpt._src.format import values
 from tests import tool_fixtures
 from tests import tool_tf_fixtures
 
@@ -70,24 +75,24 @@ class BundleTest(parameterized.TestCase, tf.test.TestCase):
                                       ("2,2", tf.zeros([2]))]),
     })
     checkpoint = bundle.read(prefix)
-    slice_keys = [k for k in checkpoint.entries if bundle.is_slice_key(k)]
+    slice_keys = [k for k in checkpoint.entries if tensor_slice.is_slice_key(k)]
     self.assertLen(slice_keys, 5)
     for key in slice_keys:
-      name, tensor_slice = bundle.parse_slice_key(key)
-      self.assertEqual(bundle.slice_key(name, tensor_slice), key)
+      name, part_slice = tensor_slice.parse_slice_key(key)
+      self.assertEqual(tensor_slice.slice_key(name, part_slice), key)
     for key in checkpoint.tensor_keys():
       self.assertCountEqual([k for _, k in checkpoint.slices(key)],
                             [k for k in slice_keys
-                             if bundle.parse_slice_key(k)[0] == key])
+                             if tensor_slice.parse_slice_key(k)[0] == key])
 
   def test_signed_numbers_round_trip_in_order(self):
     values = sorted({sign * (2**k + delta)
                      for k in range(63) for delta in (-1, 0, 1)
                      for sign in (1, -1)} | {0, -2**63, 2**63 - 1})
-    encoded = [bundle._write_signed_num_increasing(v) for v in values]  # pylint: disable=protected-access
+    encoded = [tensor_slice._write_signed_num_increasing(v) for v in values]  # pylint: disable=protected-access
     self.assertEqual(encoded, sorted(encoded))
     for value, code in zip(values, encoded):
-      self.assertEqual(bundle._read_signed_num_increasing(code, 0),  # pylint: disable=protected-access
+      self.assertEqual(tensor_slice._read_signed_num_increasing(code, 0),  # pylint: disable=protected-access
                        (value, len(code)))
 
   def test_every_dtype_decodes_bit_exactly(self):
@@ -97,23 +102,23 @@ class BundleTest(parameterized.TestCase, tf.test.TestCase):
     checkpoint = bundle.read(prefix)
     self.assertLen(checkpoint.entries, len(expected))
     for key, entry in checkpoint.entries.items():
-      value = bundle.decode_value(
-          entry, bundle.read_entry_bytes(checkpoint, key, entry))
+      value = values.decode_value(
+          entry, values.read_entry_bytes(checkpoint, key, entry))
       tool_tf_fixtures.assert_bit_equal(self, expected[key.decode()], value,
                                         key.decode())
       self.assertEqual(bundle.dtype_of(entry).name,
                        tf.as_dtype(entry.dtype).name)
 
   def test_encode_strings_matches_tensorflow(self):
-    values = [b"", b"a" * 300, b"\x00\xff", "\u00e9".encode()]
+    strings = [b"", b"a" * 300, b"\x00\xff", "\u00e9".encode()]
     prefix = tool_tf_fixtures.save_v2(
         os.path.join(self.get_temp_dir(), "strings"),
-        {"s": tf.constant(values)})
+        {"s": tf.constant(strings)})
     checkpoint = bundle.read(prefix)
     entry = checkpoint.entries[b"s"]
-    data, crc = bundle.encode_strings(values)
+    data, crc = values.encode_strings(strings)
     self.assertEqual(crc, entry.crc32c)
-    self.assertEqual(data, bundle.read_entry_bytes(checkpoint, b"s", entry))
+    self.assertEqual(data, values.read_entry_bytes(checkpoint, b"s", entry))
 
   def test_check_ranges_finds_flipped_byte_by_key(self):
     prefix = tool_tf_fixtures.save_v2(
@@ -123,13 +128,13 @@ class BundleTest(parameterized.TestCase, tf.test.TestCase):
     checkpoint = bundle.read(prefix)
     string_entry = checkpoint.entries[b"b"]
     tool_fixtures.flip_byte(checkpoint.data_path(0), string_entry.offset + 50)
-    problems = bundle.check_ranges(checkpoint, 0,
-                                   bundle.data_ranges(checkpoint, 0))
+    problems = checksums.check_ranges(checkpoint, 0,
+                                   checksums.data_ranges(checkpoint, 0))
     self.assertLen(problems, 1)
     self.assertIn("`b`", problems[0])
     self.assertIn(checkpoint.data_path(0), problems[0])
     with self.assertRaisesRegex(errors.CorruptCheckpointError, "checksum"):
-      bundle.read_entry_bytes(checkpoint, b"b", string_entry)
+      values.read_entry_bytes(checkpoint, b"b", string_entry)
 
   def test_crc32c_of_any_buffer(self):
     data = bytes(range(256)) * 1000
@@ -139,14 +144,14 @@ class BundleTest(parameterized.TestCase, tf.test.TestCase):
     buffers = [data, bytearray(data), memoryview(data), memoryview(in_map),
                memoryview(in_map)[:len(data)], np.frombuffer(data, np.uint8)]
     # The fast path (no copy of writable buffers) is available here.
-    self.assertIsNotNone(bundle._NATIVE_CRC32C_EXTEND)  # pylint: disable=protected-access
-    for native in (bundle._NATIVE_CRC32C_EXTEND, None):  # pylint: disable=protected-access
-      with mock.patch.object(bundle, "_NATIVE_CRC32C_EXTEND", native):
+    self.assertIsNotNone(crc32c._NATIVE_CRC32C_EXTEND)  # pylint: disable=protected-access
+    for native in (crc32c._NATIVE_CRC32C_EXTEND, None):  # pylint: disable=protected-access
+      with mock.patch.object(crc32c, "_NATIVE_CRC32C_EXTEND", native):
         for buffer in buffers:
-          self.assertEqual(bundle.crc32c(buffer), expected, type(buffer))
-        self.assertEqual(bundle.crc32c(memoryview(in_map)[1000:],
-                                       bundle.crc32c(data[:1000])), expected)
-        self.assertEqual(bundle.crc32c(bytearray(), 1234), 1234)
+          self.assertEqual(crc32c.crc32c(buffer), expected, type(buffer))
+        self.assertEqual(crc32c.crc32c(memoryview(in_map)[1000:],
+                                       crc32c.crc32c(data[:1000])), expected)
+        self.assertEqual(crc32c.crc32c(bytearray(), 1234), 1234)
 
   @parameterized.parameters(1, 3, 7, 64, 4096, None)
   def test_stream_checker_agrees_with_check_ranges(self, piece):
@@ -155,13 +160,13 @@ class BundleTest(parameterized.TestCase, tf.test.TestCase):
         {**tool_tf_fixtures.every_dtype_tensors(),
          "strings": tf.constant(["x" * 100, "", "yz"] * 3)})
     checkpoint = bundle.read(prefix)
-    ranges = bundle.data_ranges(checkpoint, 0)
+    ranges = checksums.data_ranges(checkpoint, 0)
 
     def streamed(fed_bytes=None):
       with open(checkpoint.data_path(0), "rb") as f:
         data = f.read()
       data = data[:fed_bytes]
-      checker = bundle.StreamChecker(checkpoint, ranges)
+      checker = checksums.StreamChecker(checkpoint, ranges)
       step = piece or len(data) or 1
       for offset in range(0, len(data), step):
         checker.update(offset, memoryview(bytearray(data[offset:offset +
@@ -177,13 +182,13 @@ class BundleTest(parameterized.TestCase, tf.test.TestCase):
     strings = checkpoint.entries[b"strings"]
     tool_fixtures.flip_byte(checkpoint.data_path(0), strings.offset + 1)
     tool_fixtures.flip_byte(checkpoint.data_path(0), ranges[0].offset)
-    expected = bundle.check_ranges(checkpoint, 0, ranges)
+    expected = checksums.check_ranges(checkpoint, 0, ranges)
     self.assertLen(expected, 2)
     self.assertEqual(streamed(), expected)
 
   def test_encode_table_refuses_unsorted_keys(self):
     with self.assertRaisesRegex(ValueError, "out of order"):
-      bundle.encode_table([(b"b", b""), (b"a", b"")])
+      table.encode_table([(b"b", b""), (b"a", b"")])
     with self.assertRaisesRegex(ValueError, "duplicate"):
       bundle.encode_index(bundle.protos.BundleHeaderProto(num_shards=1),
                           [(b"a", bundle.protos.BundleEntryProto()),

@@ -11,8 +11,8 @@ from typing import Sequence
 
 from absl import app
 
-from estimator_ckpt import checkpoint_flags
 from estimator_ckpt import errors
+from estimator_ckpt._src import checkpoint_flags
 
 checkpoint_flags.define_checkpoint_flags()
 

@@ -13,11 +13,12 @@ from absl.testing import parameterized
 import tensorflow as tf
 
 import estimator_ckpt
-from estimator_ckpt import checkpoint_flags
 from estimator_ckpt import errors
-from estimator_ckpt import guide_models
 from estimator_ckpt import keys
-from estimator_ckpt import warm_starting
+from estimator_ckpt._src import checkpoint_flags
+from estimator_ckpt._src import warm_start
+
+from examples.guide import models as guide_models
 from tests import fixtures
 
 FLAGS = flags.FLAGS
@@ -66,10 +67,10 @@ class CheckpointFlagsTest(parameterized.TestCase):
     self.assertIsNone(settings.run_config.save_checkpoints_secs)
     self.assertEqual(dict(settings.scaffold_options),
                      {"max_to_keep": 2, "also_write_tf1": True})
-    warm_start = settings.warm_start_from
-    self.assertIsInstance(warm_start, warm_starting.WarmStartSettings)
-    self.assertIsInstance(warm_start, tf.estimator.WarmStartSettings)
-    self.assertEqual(warm_start._asdict(), {
+    warm_start_from = settings.warm_start_from
+    self.assertIsInstance(warm_start_from, warm_start.WarmStartSettings)
+    self.assertIsInstance(warm_start_from, tf.estimator.WarmStartSettings)
+    self.assertEqual(warm_start_from._asdict(), {
         "ckpt_to_initialize_from": _EST_TF1,
         "vars_to_warm_start": ("var", "tower/"),
         "rename": ("x", "tower/"),

@@ -12,8 +12,8 @@ from absl.testing import absltest
 
 import estimator_ckpt
 from benchmarks import synthetic
-from estimator_ckpt import checkpoint_state
 from estimator_ckpt import convert_main
+from estimator_ckpt._src.format import state_file
 from tests import tool_fixtures
 
 # Big enough that copying and fsyncing it takes a while, so the kill lands
@@ -155,7 +155,7 @@ class ConvertMainTest(absltest.TestCase):
       if name.startswith("model.ckpt-500."):
         shutil.copy(os.path.join(os.path.dirname(older), name), initial)
     with open(os.path.join(initial, "checkpoint"), "wb") as f:
-      f.write(checkpoint_state.encode(["model.ckpt-500", "model.ckpt-1000"]))
+      f.write(state_file.encode(["model.ckpt-500", "model.ckpt-1000"]))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
     kills = 0
@@ -172,7 +172,7 @@ class ConvertMainTest(absltest.TestCase):
       kills += 1
       # Whatever TensorFlow can see is whole: each checkpoint the state file
       # names, and each index present, verifies and is entirely old or new.
-      listed = (checkpoint_state.all_checkpoints(dst)
+      listed = (state_file.all_checkpoints(dst)
                 if os.path.exists(os.path.join(dst, "checkpoint")) else [])
       indexed = [os.path.join(dst, n[:-len(".index")])
                  for n in os.listdir(dst) if n.endswith(".index")]

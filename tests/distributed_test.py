@@ -24,7 +24,7 @@ import tensorflow as tf
 from estimator_ckpt import keys
 
 _TRAINER = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "estimator_ckpt", "train")
+    os.path.abspath(__file__))), "examples", "ranking", "train")
 _DEADLINE_SECS = 600
 _MAX_STEPS = 400
 

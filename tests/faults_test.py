@@ -13,8 +13,9 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 import estimator_ckpt
-from estimator_ckpt import bundle
 from estimator_ckpt import errors
+from estimator_ckpt._src.format import bundle
+from estimator_ckpt._src.format import tensor_slice
 from tests import tool_fixtures
 
 _RANKING = "est-tf1-ranking"
@@ -25,8 +26,8 @@ _SLICED = b"user_embedding"
 
 
 def _first_slice_key(entries):
-  return next(k for k in entries if bundle.is_slice_key(k) and
-              bundle.parse_slice_key(k)[0] == _SLICED)
+  return next(k for k in entries if tensor_slice.is_slice_key(k) and
+              tensor_slice.parse_slice_key(k)[0] == _SLICED)
 
 
 def _truncate_index(model_dir):

@@ -16,7 +16,7 @@ import os
 from absl.testing import absltest
 import tensorflow as tf
 
-from estimator_ckpt import guide_models
+from examples.guide import models as guide_models
 from tests import fixtures
 
 

@@ -11,7 +11,7 @@ from tensorflow.core.protobuf import tensor_bundle_pb2
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 from tensorflow.python.training import checkpoint_state_pb2
 
-from estimator_ckpt import protos
+from estimator_ckpt._src.format import protos
 
 _TENSORFLOW_MESSAGES = (
     tensor_shape_pb2.TensorShapeProto,

@@ -14,12 +14,13 @@ import numpy as np
 import tensorflow as tf
 
 from estimator_ckpt import errors
-from estimator_ckpt import guide_models
 from estimator_ckpt import keys
-from estimator_ckpt import migration
-from estimator_ckpt import ranking_data
-from estimator_ckpt import ranking_model
-from estimator_ckpt import scaffolding
+from estimator_ckpt._src import migrate
+from estimator_ckpt._src import scaffold
+
+from examples.guide import models as guide_models
+from examples.ranking import data as ranking_data
+from examples.ranking import model as ranking_model
 from tests import fixtures
 
 tf1 = tf.compat.v1
@@ -52,7 +53,7 @@ class InPlaceMigrationTest(_TestCase):
   def test_tf1_dir_resumes_and_next_save_is_tf2(self):
     model_dir = fixtures.copy_golden("est-tf1", self.model_dir())
     est = tf.estimator.Estimator(
-        migration.tf2_checkpoints(guide_models.model_fn_tf1_ckpt), model_dir)
+        migrate.tf2_checkpoints(guide_models.model_fn_tf1_ckpt), model_dir)
     est.train(guide_models.train_input_fn, steps=1)
     stored = _stored(model_dir)
     self.assertEqual(stored[_VAR_KEY], 4.0)  # 2 restored by name, + 2.
@@ -63,14 +64,14 @@ class InPlaceMigrationTest(_TestCase):
   def test_tf2_dir_resumes(self):
     model_dir = fixtures.copy_golden("est-tf2", self.model_dir())
     est = tf.estimator.Estimator(
-        migration.tf2_checkpoints(guide_models.model_fn_tf1_ckpt), model_dir)
+        migrate.tf2_checkpoints(guide_models.model_fn_tf1_ckpt), model_dir)
     est.train(guide_models.train_input_fn, steps=1)
     self.assertEqual(_stored(model_dir)[_VAR_KEY], 6.0)
 
   def test_guides_own_checkpoint_reads_our_tf2_dir(self):
     model_dir = fixtures.copy_golden("est-tf1", self.model_dir())
     tf.estimator.Estimator(
-        migration.tf2_checkpoints(guide_models.model_fn_tf1_ckpt),
+        migrate.tf2_checkpoints(guide_models.model_fn_tf1_ckpt),
         model_dir).train(guide_models.train_input_fn, steps=1)
     # The guide's model_fn_tf2_ckpt resumes from what we wrote.
     est = tf.estimator.Estimator(guide_models.model_fn_tf2_ckpt, model_dir)
@@ -85,7 +86,7 @@ class InPlaceMigrationTest(_TestCase):
     tf.estimator.Estimator(ranking_model.model_fn, tf1_copy,
                            params=params).train(_ranking_input_fn(), steps=1)
     tf.estimator.Estimator(
-        migration.tf2_checkpoints(ranking_model.model_fn), tf2_copy,
+        migrate.tf2_checkpoints(ranking_model.model_fn), tf2_copy,
         params=params).train(_ranking_input_fn(), steps=1)
     tf1_values = _stored(tf1_copy)
     tf2_values = _stored(tf2_copy)
@@ -106,7 +107,7 @@ class InPlaceMigrationTest(_TestCase):
         tf1.get_variable(f"extra_{i:02d}", shape=[])
       return spec
 
-    est = tf.estimator.Estimator(migration.tf2_checkpoints(model_fn),
+    est = tf.estimator.Estimator(migrate.tf2_checkpoints(model_fn),
                                  model_dir)
     with self.assertRaisesRegex(
         errors.IncompatibleCheckpointError,
@@ -117,7 +118,7 @@ class InPlaceMigrationTest(_TestCase):
   def test_restore_name_based_false_refuses_tf1(self):
     model_dir = fixtures.copy_golden("est-tf1", self.model_dir())
     est = tf.estimator.Estimator(
-        migration.tf2_checkpoints(guide_models.model_fn_tf1_ckpt,
+        migrate.tf2_checkpoints(guide_models.model_fn_tf1_ckpt,
                                   restore_name_based=False), model_dir)
     with self.assertRaisesRegex(errors.IncompatibleCheckpointError,
                                 "restore_name_based=True"):
@@ -134,7 +135,7 @@ class InPlaceMigrationTest(_TestCase):
           mode, loss=tf.constant(1.0),
           train_op=tf.group(v.assign_add(tf.ones([3])), step.assign_add(1)))
 
-    est = tf.estimator.Estimator(migration.tf2_checkpoints(model_fn),
+    est = tf.estimator.Estimator(migrate.tf2_checkpoints(model_fn),
                                  model_dir)
     with self.assertRaisesRegex(
         errors.ShapeMismatchError,
@@ -146,7 +147,7 @@ class PartitionedVariablesTest(_TestCase):
 
   def _train(self, model_dir, num_partitions, steps=1):
     est = tf.estimator.Estimator(
-        migration.tf2_checkpoints(
+        migrate.tf2_checkpoints(
             fixtures.partitioned_model_fn(num_partitions,
                                           tf2_checkpoint=False)), model_dir)
     est.train(fixtures.one_example_input_fn, steps=steps)
@@ -191,7 +192,7 @@ class EstimatorBehaviourTest(_TestCase):
     model_dir = self.model_dir()
     params = ranking_model.RankingParams().as_dict()
     est = tf.estimator.Estimator(
-        migration.tf2_checkpoints(ranking_model.model_fn), model_dir,
+        migrate.tf2_checkpoints(ranking_model.model_fn), model_dir,
         params=params)
     est.train(_ranking_input_fn(), steps=3)
     metrics = est.evaluate(_ranking_input_fn(64, num_epochs=1))
@@ -216,7 +217,7 @@ class EstimatorBehaviourTest(_TestCase):
     config = tf.estimator.RunConfig(keep_checkpoint_max=1,
                                     save_checkpoints_steps=1)
     est = tf.estimator.Estimator(
-        migration.tf2_checkpoints(guide_models.model_fn_tf1_ckpt), model_dir,
+        migrate.tf2_checkpoints(guide_models.model_fn_tf1_ckpt), model_dir,
         config=config)
     est.train(fixtures.one_example_input_fn, steps=3)
     state = tf.train.get_checkpoint_state(model_dir)
@@ -225,7 +226,7 @@ class EstimatorBehaviourTest(_TestCase):
 
   def test_stock_gap_state_file_is_relative_and_dir_can_move(self):
     model_dir = self.model_dir()
-    model_fn = migration.tf2_checkpoints(guide_models.model_fn_tf1_ckpt)
+    model_fn = migrate.tf2_checkpoints(guide_models.model_fn_tf1_ckpt)
     tf.estimator.Estimator(model_fn, model_dir).train(
         guide_models.train_input_fn, steps=1)
     with open(os.path.join(model_dir, "checkpoint")) as f:
@@ -238,7 +239,7 @@ class EstimatorBehaviourTest(_TestCase):
 
   def test_stock_gap_max_steps_reads_global_step_and_skips(self):
     model_fn = fixtures.CallCounter(guide_models.model_fn_tf1_ckpt)
-    est = tf.estimator.Estimator(migration.tf2_checkpoints(model_fn),
+    est = tf.estimator.Estimator(migrate.tf2_checkpoints(model_fn),
                                  self.model_dir())
     est.train(fixtures.one_example_input_fn, max_steps=2)
     calls = model_fn.calls
@@ -250,12 +251,12 @@ class EstimatorBehaviourTest(_TestCase):
   def test_stock_gap_warm_start_from_tf2_partitioned(self):
     source = self.model_dir("source")
     tf.estimator.Estimator(
-        migration.tf2_checkpoints(
+        migrate.tf2_checkpoints(
             fixtures.partitioned_model_fn(2, tf2_checkpoint=False)),
         source).train(fixtures.one_example_input_fn, steps=1)
     for parts in (2, 3):
       est = tf.estimator.Estimator(
-          migration.tf2_checkpoints(
+          migrate.tf2_checkpoints(
               fixtures.partitioned_model_fn(parts, tf2_checkpoint=False)),
           self.model_dir(f"target{parts}"),
           warm_start_from=tf.estimator.WarmStartSettings(source, "emb"))
@@ -267,7 +268,7 @@ class EstimatorBehaviourTest(_TestCase):
   def test_decorator_forms_and_user_scaffold_fields(self):
     init_fn_calls = []
 
-    @migration.tf2_checkpoints(max_to_keep=1)
+    @migrate.tf2_checkpoints(max_to_keep=1)
     def model_fn(features, labels, mode, params):
       del params
       spec = guide_models.model_fn_tf1_ckpt(features, labels, mode)
@@ -281,7 +282,7 @@ class EstimatorBehaviourTest(_TestCase):
                                  params={"unused": 1})
     est.train(fixtures.one_example_input_fn, steps=2)
     self.assertLen(init_fn_calls, 1)
-    self.assertIsInstance(init_fn_calls[0].saver, scaffolding.Tf2Saver)
+    self.assertIsInstance(init_fn_calls[0].saver, scaffold.Tf2Saver)
     # The explicit option beats RunConfig.
     self.assertLen(
         tf.train.get_checkpoint_state(model_dir).all_model_checkpoint_paths,
@@ -297,7 +298,7 @@ class EstimatorBehaviourTest(_TestCase):
           train_op=step.assign_add(1))
 
     model_dir = self.model_dir()
-    tf.estimator.Estimator(migration.tf2_checkpoints(model_fn),
+    tf.estimator.Estimator(migrate.tf2_checkpoints(model_fn),
                            model_dir).train(lambda: tf.data.Dataset.from_tensors(
                                {"x": 1.0}).repeat(), steps=2)
     self.assertEqual(_stored(model_dir)[keys.STEP_KEY], 2)
@@ -309,14 +310,14 @@ class AlsoWriteTf1Test(_TestCase):
     model_dir = self.model_dir()
     config = tf.estimator.RunConfig(keep_checkpoint_max=2,
                                     save_checkpoints_steps=1)
-    model_fn = migration.tf2_checkpoints(guide_models.model_fn_tf1_ckpt,
+    model_fn = migrate.tf2_checkpoints(guide_models.model_fn_tf1_ckpt,
                                          also_write_tf1=True)
     tf.estimator.Estimator(model_fn, model_dir, config=config).train(
         fixtures.one_example_input_fn, steps=3)
     # A restart must keep applying retention to the TF1 copies.
     tf.estimator.Estimator(model_fn, model_dir, config=config).train(
         fixtures.one_example_input_fn, steps=2)
-    tf1_dir = os.path.join(model_dir, scaffolding.TF1_SUBDIR)
+    tf1_dir = os.path.join(model_dir, scaffold.TF1_SUBDIR)
     state = tf.train.get_checkpoint_state(tf1_dir)
     self.assertEqual(
         [os.path.basename(p) for p in state.all_model_checkpoint_paths],
@@ -346,7 +347,7 @@ class MonitoredTrainingSessionTest(_TestCase):
                                                           global_step=step)
       with tf1.train.MonitoredTrainingSession(
           checkpoint_dir=checkpoint_dir,
-          scaffold=scaffolding.scaffold(),
+          scaffold=scaffold.scaffold(),
           save_checkpoint_steps=1,
           hooks=[tf1.train.StopAtStepHook(last_step=steps)]) as sess:
         while not sess.should_stop():
@@ -375,9 +376,8 @@ class TrickyNamesTest(_TestCase):
                      for i, n in enumerate(names)]
         update = tf.group([v.assign_add(10.0) for v in variables] +
                           [step.assign_add(1)])
-        scaffold = scaffolding.scaffold()
         with tf1.train.MonitoredTrainingSession(
-            checkpoint_dir=checkpoint_dir, scaffold=scaffold,
+            checkpoint_dir=checkpoint_dir, scaffold=scaffold.scaffold(),
             save_checkpoint_steps=1) as sess:
           values = sess.run(variables)
           if attempt == 0:
@@ -395,7 +395,7 @@ class ScaffoldArgumentsTest(_TestCase):
   def test_rejects_saver(self):
     with tf.Graph().as_default():
       with self.assertRaisesRegex(TypeError, "provides the saver"):
-        scaffolding.scaffold(saver=tf1.train.Saver(allow_empty=True))
+        scaffold.scaffold(saver=tf1.train.Saver(allow_empty=True))
 
   def test_var_list_dict_narrows_and_names(self):
     checkpoint_dir = self.model_dir()
@@ -405,7 +405,7 @@ class ScaffoldArgumentsTest(_TestCase):
       tf1.get_variable("dropped", shape=[])
       with tf1.train.MonitoredTrainingSession(
           checkpoint_dir=checkpoint_dir,
-          scaffold=scaffolding.scaffold(var_list={"renamed": kept})):
+          scaffold=scaffold.scaffold(var_list={"renamed": kept})):
         pass
     self.assertEqual(
         set(_stored(checkpoint_dir)),

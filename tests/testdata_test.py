@@ -14,9 +14,9 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from estimator_ckpt import guide_models
-from estimator_ckpt import ranking_data
-from estimator_ckpt import ranking_model
+from examples.guide import models as guide_models
+from examples.ranking import data as ranking_data
+from examples.ranking import model as ranking_model
 from tests import fixtures
 
 tf1 = tf.compat.v1

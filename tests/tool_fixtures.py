@@ -18,11 +18,14 @@ from typing import Callable, Dict, Iterable, List, Tuple
 from absl import flags
 from absl.testing import flagsaver
 
-from estimator_ckpt import bundle
-from estimator_ckpt import protos
+from estimator_ckpt._src.format import bundle
+from estimator_ckpt._src.format import crc32c
+from estimator_ckpt._src.format import protos
+from estimator_ckpt._src.format import table
+from estimator_ckpt._src.format import varint
 
 # Hand-made index records spell out LevelDB varints.
-_varint = bundle.encode_varint
+_varint = varint.encode_varint
 
 TESTDATA_DIR = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "testdata")
@@ -83,7 +86,7 @@ def truncate(path: str, size: int) -> None:
 def entries(prefix: str) -> Dict[bytes, protos.BundleEntryProto]:
   """All entries of an index, the header under key b''."""
   with open(bundle.index_filename(prefix), "rb") as f:
-    items = bundle.decode_table(prefix, f.read())
+    items = table.decode_table(prefix, f.read())
   out = {}
   for key, value in items:
     message = (protos.BundleHeaderProto() if key == bundle.HEADER_KEY else
@@ -96,7 +99,7 @@ def entries(prefix: str) -> Dict[bytes, protos.BundleEntryProto]:
 def write_raw_index(prefix: str, items: Iterable[Tuple[bytes, bytes]]) -> None:
   """Writes an index table with items in the given order, unchecked.
 
-  `bundle.encode_table` refuses unsorted or duplicate keys; this writes what a
+  `table.encode_table` refuses unsorted or duplicate keys; this writes what a
   buggy writer would: one data block, no prefix sharing, one restart point,
   valid checksums (table format: see bundle.py).
   """
@@ -107,7 +110,7 @@ def write_raw_index(prefix: str, items: Iterable[Tuple[bytes, bytes]]) -> None:
         num_restarts.to_bytes(4, "little"))
     handle = _varint(len(out)) + _varint(len(raw))
     out.extend(raw + b"\x00")
-    out.extend(bundle.mask(bundle.crc32c(raw + b"\x00")).to_bytes(4, "little"))
+    out.extend(crc32c.mask(crc32c.crc32c(raw + b"\x00")).to_bytes(4, "little"))
     return handle
 
   items = list(items)
@@ -137,7 +140,7 @@ def rewrite_index(prefix: str,
   if header is not None:
     serialized.insert(0, (bundle.HEADER_KEY, header.SerializeToString()))
   with open(bundle.index_filename(prefix), "wb") as f:
-    f.write(bundle.encode_table(serialized))
+    f.write(table.encode_table(serialized))
 
 
 def binary_command(name: str) -> List[str]:

@@ -1,0 +1,423 @@
+"""Converting checkpoints between TF1 (name-based) and TF2 (object-based).
+
+Public: `convert` (re-exported by `estimator_ckpt`). `plan` is not public API;
+the convert binary prints it for `--dry_run`.
+
+A converted checkpoint holds the same tensor bytes under other keys, so
+conversion rewrites only the `.index` and copies the data files byte for byte
+(or hard-links them with `link=True`); tensors are never loaded into memory,
+let alone into `tf.Variable`s as the guide's `convert_tf1_to_tf2` does.
+Memory use does not grow with the checkpoint. Copies read the source once,
+verify the checksums of the bytes they write, and write with O_DIRECT where
+the file system allows (`file_copy.copy_file`).
+
+TF2 output has the layout of the Scaffold factory (`keys.object_graph`):
+
+  var_list/<escaped TF1 name>/.ATTRIBUTES/VARIABLE_VALUE   every variable
+  step/.ATTRIBUTES/VARIABLE_VALUE                          the global step
+  global_step                                              alias of `step/...`
+  _CHECKPOINTABLE_OBJECT_GRAPH                             keys.object_graph
+
+A partitioned variable stays one entry with its slices (slice keys re-encoded
+for the new key), as TF1 stores it. The alias shares the step's bytes, so
+Estimator's `train(max_steps=N)` and `tf.train.load_variable(dir,
+'global_step')` keep working. The object graph goes into a new, last data
+file, so the source's data files are reused unchanged. TF1 output stores every
+variable under its name (sources: see `reader` for how TF2 keys map to
+names). Converting to the source's own format is allowed (to rename, or to
+normalize another TF2 layout).
+
+Writes are atomic (`atomic.write_checkpoints`): a reader sees the old
+checkpoints or the new ones, never a mix, also after a kill.
+"""
+
+import dataclasses
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from absl import logging
+
+from estimator_ckpt import errors
+from estimator_ckpt._src import atomic
+from estimator_ckpt._src import file_copy
+from estimator_ckpt._src import progress
+from estimator_ckpt._src import reader
+from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src.format import bundle
+from estimator_ckpt._src.format import checksums
+from estimator_ckpt._src.format import dtypes
+from estimator_ckpt._src.format import keys
+from estimator_ckpt._src.format import protos
+from estimator_ckpt._src.format import state_file
+from estimator_ckpt._src.format import tensor_slice
+from estimator_ckpt._src.format import values
+
+TF1 = reader.TF1
+TF2 = reader.TF2
+
+_OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
+_ALIAS_KEY = keys.GLOBAL_STEP_NAME.encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableMapping:
+  """Where one variable goes.
+
+  Attributes:
+    source_name: Its TF1 name in the source.
+    source_keys: Its keys in the source.
+    name: Its TF1 name in the destination (after `rename`).
+    key: Its key in the destination.
+  """
+  source_name: str
+  source_keys: Tuple[str, ...]
+  name: str
+  key: str
+
+
+@dataclasses.dataclass
+class Plan:
+  """One output checkpoint, before anything is written.
+
+  Attributes:
+    source: The source checkpoint.
+    to: `tf1` or `tf2`.
+    basename: The output prefix's file name (the source's).
+    mappings: One per variable, sorted by source name.
+    header: The output's header (shard count updated).
+    entries: The output's entries, shard ids renumbered.
+    shards: Output data file i is source data file `shards[i]`; a new last
+      file holds `extra_shard` if that is not None.
+    extra_shard: Bytes of a new last data file (the TF2 object graph).
+    checked_keys: Per source shard, the data-owning keys the output uses,
+      whose checksums a copy verifies.
+  """
+  source: reader.Contents
+  to: str
+  basename: str
+  mappings: List[VariableMapping]
+  header: protos.BundleHeaderProto
+  entries: Dict[bytes, protos.BundleEntryProto]
+  shards: List[int]
+  extra_shard: Optional[bytes]
+  checked_keys: Dict[int, List[bytes]]
+
+  @property
+  def num_shards(self) -> int:
+    return self.header.num_shards
+
+  @property
+  def copy_bytes(self) -> int:
+    return sum(self.source.bundle.shard_sizes[s] for s in self.shards)
+
+
+def _check_name(name: str, source_name: str, to: str, prefix: str) -> None:
+  problem = None
+  if not name:
+    problem = "is empty"
+  elif name.startswith("\x00"):
+    problem = "starts with a NUL byte, which marks slice keys"
+  elif to == TF1 and name == keys.OBJECT_GRAPH_KEY:
+    problem = "would make the TF1 output look object-based (TF2)"
+  if problem:
+    raise errors.InvalidArgumentError(
+        f"Renaming `{source_name}` of `{prefix}` gives `{name}`, which "
+        f"{problem}. Fix the rename spec.")
+
+
+def _copied_entry(entry: protos.BundleEntryProto) -> protos.BundleEntryProto:
+  copy = protos.BundleEntryProto()
+  copy.CopyFrom(entry)
+  return copy
+
+
+def _plan_one(contents: reader.Contents, to: str,
+              renamer: rename_rules.Renamer) -> Plan:
+  """Plans one output checkpoint: names, keys, entries, shards."""
+  prefix = contents.prefix
+  renamed: Dict[str, reader.Variable] = {}
+  sources_of: Dict[str, List[str]] = {}
+  for name, variable in contents.variables.items():
+    new_name = renamer(name)
+    _check_name(new_name, name, to, prefix)
+    sources_of.setdefault(new_name, []).append(name)
+    renamed[new_name] = variable
+  clashes = {new: old for new, old in sources_of.items() if len(old) > 1}
+  if clashes:
+    raise errors.InvalidArgumentError(
+        f"Renaming the variables of `{prefix}` maps several onto one name: " +
+        "; ".join(f"{errors.format_names(old)} -> `{new}`"
+                  for new, old in sorted(clashes.items())) +
+        ". Fix the rename spec so that every name stays unique.")
+
+  has_step = to == TF2 and keys.GLOBAL_STEP_NAME in renamed
+  key_of = {
+      name: (keys.variable_key(name) if to == TF2 else name)
+      for name in renamed
+  }
+  entries: Dict[bytes, protos.BundleEntryProto] = {}
+  for name, variable in renamed.items():
+    key = key_of[name].encode("utf-8", "surrogateescape")
+    if not variable.partitioned:
+      entries[key] = _copied_entry(variable.parts[0].entry)
+      continue
+    full = protos.BundleEntryProto(dtype=variable.dtype.enum)
+    for dim in variable.shape:
+      full.shape.dim.add(size=dim)
+    for part in variable.parts:
+      part.slice.to_proto(full.slices.add())
+      entries[tensor_slice.slice_key(key, part.slice)] = _copied_entry(part.entry)
+    entries[key] = full
+  step = renamed.get(keys.GLOBAL_STEP_NAME)
+  if has_step and not step.partitioned:
+    entries[_ALIAS_KEY] = _copied_entry(step.parts[0].entry)
+
+  checked_keys: Dict[int, List[bytes]] = {}
+  for variable in renamed.values():
+    for part in variable.parts:
+      checked_keys.setdefault(part.entry.shard_id, []).append(part.key)
+  shards = sorted(checked_keys)
+  new_shard_id = {old: new for new, old in enumerate(shards)}
+  for entry in entries.values():
+    if not entry.slices:
+      entry.shard_id = new_shard_id[entry.shard_id]
+
+  extra_shard = None
+  if to == TF2:
+    graph = keys.object_graph(
+        [n for n in renamed if n != keys.GLOBAL_STEP_NAME],
+        step_name=keys.GLOBAL_STEP_NAME if has_step else None,
+        graph=protos.TrackableObjectGraph())
+    extra_shard, crc = values.encode_strings([graph.SerializeToString()])
+    entries[_OBJECT_GRAPH_KEY] = protos.BundleEntryProto(
+        dtype=dtypes.STRING.enum, shard_id=len(shards), offset=0,
+        size=len(extra_shard), crc32c=crc)
+  elif not shards:
+    extra_shard = b""  # Every checkpoint has at least one data file.
+  header = protos.BundleHeaderProto()
+  header.CopyFrom(contents.bundle.header)
+  header.num_shards = len(shards) + (extra_shard is not None)
+
+  mappings = sorted(
+      (VariableMapping(old, variable.keys, new, key_of[new])
+       for new, variable in renamed.items()
+       for old in sources_of[new]), key=lambda m: m.source_name)
+  return Plan(contents, to, os.path.basename(prefix), mappings, header,
+              entries, shards, extra_shard, checked_keys)
+
+
+def _sources(src: str, all_checkpoints: bool) -> List[str]:
+  if not all_checkpoints:
+    return [state_file.resolve(src)]
+  if not os.path.isdir(src):
+    raise errors.InvalidArgumentError(
+        f"all_checkpoints=True converts every checkpoint of a model_dir, but "
+        f"`{src}` is not a directory. Pass the model_dir, or convert this "
+        "one checkpoint with all_checkpoints=False.")
+  return state_file.all_checkpoints(src)
+
+
+def plan(src: str, *, to: str, rename: Optional[rename_rules.RenameSpec] = None,
+         all_checkpoints: bool = False) -> List[Plan]:
+  """Plans a conversion without touching any file (see `convert`).
+
+  Returns:
+    One `Plan` per output checkpoint, the latest last.
+
+  Raises:
+    errors.Error: As `convert`, except for destination checks.
+  """
+  if to not in reader.FORMATS:
+    raise errors.InvalidArgumentError(
+        f"to={to!r} is not a checkpoint format; pass to='tf2' (object-based) "
+        "or to='tf1' (name-based).")
+  renamer = rename_rules.parse(rename)
+  return [_plan_one(reader.read(prefix), to, renamer)
+          for prefix in _sources(src, all_checkpoints)]
+
+
+# Destination checks -----------------------------------------------------------
+
+
+def _is_within(path: str, directory: str) -> bool:
+  return path == directory or path.startswith(directory.rstrip(os.sep) +
+                                              os.sep)
+
+
+def _existing_outputs(dst_dir: str, plans: Sequence[Plan]) -> List[str]:
+  if not os.path.isdir(dst_dir):
+    return []
+  names = set(os.listdir(dst_dir))
+  existing = []
+  if state_file.STATE_FILENAME in names:
+    existing.append(state_file.STATE_FILENAME)
+  for p in plans:
+    existing += [n for n in names
+                 if n == p.basename + ".index" or
+                 n.startswith(p.basename + ".data-")]
+  return sorted(existing)
+
+
+def _check_destination(dst_dir: str, plans: Sequence[Plan],
+                       overwrite: bool) -> None:
+  real_dst = os.path.realpath(dst_dir)
+  for p in plans:
+    source_dir = os.path.dirname(os.path.realpath(p.source.prefix))
+    if _is_within(real_dst, source_dir):
+      raise errors.DestinationExistsError(
+          f"dst_dir `{dst_dir}` is the source's directory `{source_dir}` or "
+          "inside it. Converting in place would mix the formats in one model "
+          "dir; pass a new directory outside the source.")
+  if os.path.exists(dst_dir) and not os.path.isdir(dst_dir):
+    raise errors.DestinationExistsError(
+        f"dst_dir `{dst_dir}` exists and is not a directory.")
+  existing = _existing_outputs(dst_dir, plans)
+  if existing and not overwrite:
+    raise errors.DestinationExistsError(
+        f"dst_dir `{dst_dir}` already holds {errors.format_names(existing)}. "
+        "Pass overwrite=True (--overwrite) to replace them, or a new "
+        "directory.")
+
+
+def _copy_verified(source: bundle.Bundle, shard_id: int,
+                   checked_keys: Sequence[bytes], dst: str,
+                   on_bytes: Callable[[int], None]) -> None:
+  """Copies a source data file, verifying the checksums of the bytes it
+  writes (of `checked_keys`' entries): a damaged source is refused."""
+  ranges = checksums.data_ranges(source, shard_id, checked_keys)
+  checkers: List[checksums.StreamChecker] = []
+
+  def new_checker() -> file_copy.Observer:
+    checkers.append(checksums.StreamChecker(source, ranges))
+    return checkers[-1].update
+
+  file_copy.copy_file(source.data_path(shard_id), dst, on_bytes, new_checker)
+  problems = checkers[-1].finish()
+  if problems:
+    raise errors.CorruptCheckpointError(
+        f"Not converting `{source.prefix}`: {len(problems)} tensors fail "
+        f"their checksums. First: {problems[0]}")
+
+
+def _write_plan(p: Plan, staging: str, link: bool,
+                reporter: progress.Progress,
+                link_state: Dict[str, bool]) -> None:
+  """Writes one output checkpoint into the staging directory."""
+  source = p.source.bundle
+  out_prefix = os.path.join(staging, p.basename)
+  for out_id, source_id in enumerate(p.shards):
+    src_path = source.data_path(source_id)
+    dst_path = bundle.data_filename(out_prefix, out_id, p.num_shards)
+    if link and file_copy.try_link(src_path, dst_path, reporter.add, link_state):
+      continue  # Linked: the source's own bytes; `verify` checks them.
+    _copy_verified(source, source_id, p.checked_keys[source_id], dst_path,
+                   reporter.add)
+  if p.extra_shard is not None:
+    file_copy.write_file(
+        bundle.data_filename(out_prefix, len(p.shards), p.num_shards),
+        p.extra_shard)
+  file_copy.write_file(bundle.index_filename(out_prefix),
+              bundle.encode_index(p.header, p.entries.items()))
+
+
+def _write(plans: Sequence[Plan], dst_dir: str, link: bool,
+           total: int) -> bool:
+  """Writes the planned checkpoints atomically; returns whether it linked.
+
+  Args:
+    plans: From `plan`.
+    dst_dir: Absolute path of the destination (checked already).
+    link: Try hard links for data files.
+    total: Bytes of data files, for progress.
+  """
+  reporter = progress.Progress(f"{'Linking' if link else 'Copying'} data",
+                               total)
+  link_state: Dict[str, bool] = {}
+
+  def write(staging: str) -> None:
+    for p in plans:
+      _write_plan(p, staging, link, reporter, link_state)
+
+  atomic.write_checkpoints(
+      dst_dir, [atomic.StagedCheckpoint(p.basename, p.num_shards)
+                for p in plans], write)
+  return link and not link_state.get("no_links")
+
+
+def convert(src: str,
+            dst_dir: str,
+            *,
+            to: str,
+            rename: Optional[rename_rules.RenameSpec] = None,
+            link: bool = False,
+            all_checkpoints: bool = False,
+            overwrite: bool = False,
+            dry_run: bool = False) -> str:
+  """Converts a checkpoint to TF2 (object-based) or TF1 (name-based).
+
+  Estimator resumes from `dst_dir`: it gets a `checkpoint` state file with
+  relative paths. Tensor bytes are copied unchanged (bit-exact, every dtype,
+  optimizer slots, partitioned variables as slices); see the module docstring
+  for the layouts. The source is only read.
+
+  Args:
+    src: A model dir (its latest checkpoint, or all with `all_checkpoints`)
+      or a checkpoint prefix such as `model_dir/model.ckpt-100`.
+    dst_dir: The output directory, created if missing. It must not be the
+      source's directory or inside it, and must not hold files this
+      conversion writes (its `checkpoint` state file, or files of the same
+      checkpoint names) unless `overwrite`.
+    to: `"tf2"`: the Scaffold factory's layout (`var_list/...`, `step`).
+      `"tf1"`: variables by TF1 name, from this package's layout, the guide's
+      (`var_list/`, `vars/`), or any object-based checkpoint whose variables
+      carry names.
+    rename: A rename spec (`rename_rules.parse`: a dict `{from: to}` with `/`-scope
+      prefixes, or `(regex, replacement)` pairs) from source TF1 names to
+      destination names. Default: keep names.
+    link: Hard-link the data files instead of copying them (instant, no extra
+      disk), falling back to copying where the file system does not allow it.
+      Linked bytes are not re-read, so their checksums are not verified (run
+      `verify`); copies always are. The files are shared with the source:
+      TensorFlow never modifies a written checkpoint, but do not edit them in
+      place.
+    all_checkpoints: Convert every checkpoint the model dir `src` keeps, not
+      only the latest.
+    overwrite: Replace output files already in `dst_dir` (its `checkpoint`
+      state file and files of the same checkpoint names); other files stay.
+    dry_run: Check everything and log the plan, but write nothing.
+
+  Returns:
+    The prefix of the (latest) converted checkpoint in `dst_dir`.
+
+  Raises:
+    errors.CheckpointNotFoundError: No checkpoint at `src`.
+    errors.CorruptCheckpointError: The source is damaged (index, checksums,
+      missing files); nothing is written.
+    errors.DestinationExistsError: `dst_dir` holds outputs (and not
+      `overwrite`), is not a directory, or is the source or inside it.
+    errors.InvalidArgumentError: A bad `to`, or `rename` maps two variables
+      onto one name.
+    rename_rules.InvalidRenameError: A malformed rename spec.
+  """
+  start = time.monotonic()
+  plans = plan(src, to=to, rename=rename, all_checkpoints=all_checkpoints)
+  dst_dir = os.path.normpath(dst_dir)
+  _check_destination(dst_dir, plans, overwrite)
+  result = os.path.join(dst_dir, plans[-1].basename)
+  for p in plans:
+    logging.info("%s %s (%s, %d variables) -> %s (%s, %d data file%s)",
+                 "Would convert" if dry_run else "Converting", p.source.prefix,
+                 p.source.format, len(p.mappings),
+                 os.path.join(dst_dir, p.basename), p.to, p.num_shards,
+                 "s" if p.num_shards > 1 else "")
+  if dry_run:
+    return result
+
+  total = sum(p.copy_bytes for p in plans)
+  linked = _write(plans, os.path.abspath(dst_dir), link, total)
+  logging.info("Wrote %s (%d checkpoint%s, %s of data %s) in %.2f s.", result,
+               len(plans), "s" if len(plans) > 1 else "",
+               progress.size_text(total), "linked" if linked else "copied",
+               time.monotonic() - start)
+  return result

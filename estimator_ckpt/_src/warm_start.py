@@ -1,0 +1,811 @@
+"""Warm start from any TF1 or TF2 checkpoint into any graph-mode model.
+
+`warm_start_settings(path)` is what `tf.estimator.Estimator(...,
+warm_start_from=...)` takes; `warm_start(path)` does the same for plain graph
+code (MonitoredSession users), like `tf.compat.v1.train.warm_start`. The
+checkpoint may be name-based (TF1 `Saver`, keys are variable names) or
+object-based (TF2 `tf.train.Checkpoint`), in any of these layouts:
+
+* `var_list/<escaped name>/.ATTRIBUTES/VARIABLE_VALUE`, as estimator_ckpt's
+  Scaffold factory and the guide's `Checkpoint(var_list={name: v})` write it
+  (a partitioned variable is one logical tensor stored as slices);
+* `vars/<escaped name>/...`, the guide's `convert_tf1_to_tf2`, whose object
+  graph names every variable `Variable`, so stock warm start cannot map it;
+* any object graph whose `full_name`s are the variables' TF1 names (e.g.
+  `tf.train.Checkpoint(v=var)` in graph mode, or eager variables created with
+  `name=`);
+* one tensor per partition, `var_list/emb.Spart_0/...`, as stock
+  `tf.train.Checkpoint` writes a partitioned variable: every part carries the
+  `full_name` `emb`, so stock warm start reads one part as if it were all of
+  `emb` and fails (tests/guide_test.py records it). Here the parts are put
+  back together, into any partitioning.
+
+How it hooks into Estimator. Estimator calls
+`tf.compat.v1.train.warm_start(*settings)` after model_fn has built the graph,
+and only when model_dir holds no checkpoint (tensorflow_estimator
+estimator.py, `_train_with_estimator_spec` and `_maybe_warm_start`). Only
+then are the variables known, so `warm_start_settings` returns a
+`tf.estimator.WarmStartSettings` subclass whose iteration (the `*settings`)
+does the work lazily against the default graph: it selects the variables,
+resolves each one's tensor in the checkpoint, checks shapes and dtypes and
+raises before any session exists, logs a summary, and then yields explicit
+arguments to stock `warm_start`: the selected variables and
+`var_name_to_prev_var_name` mapping each to its checkpoint key. Stock code
+then does the part it does well (`init_from_checkpoint`, which re-partitions
+through RestoreV2 slice specs); it is never asked to guess keys. Parts stored
+one tensor per partition are the one case stock code cannot initialise; their
+initializers are built here from RestoreV2 slices of each part.
+
+This was chosen over initialising everything ourselves because it keeps
+Estimator's own code path (and its "Warm-started N variables" log) for every
+variable stock TF can handle, and over precomputing stock arguments at call
+time because stock `warm_start` raises for every checkpoint name it is given
+that the graph lacks, and the graph is unknown until model_fn has run.
+
+What is selected by default: every global variable of the graph, trainable or
+not (batch-norm moving statistics included), except
+
+* the global step, which always starts fresh (the guide: "The train step
+  value doesn't carry over from the warm_start checkpoint."), and
+* optimizer state, unless `with_optimizer_slots=True`: non-trainable variables
+  that TensorFlow colocates with another variable. That is exactly what
+  `slot_creator` makes (Adam's `m`/`v`, Momentum, Adagrad and Ftrl
+  accumulators, also ExponentialMovingAverage shadows) and what
+  `Optimizer._create_non_slot_variable` makes (Adam's `beta1_power` and
+  `beta2_power`, colocated with the first variable); both colocate with the
+  primary variable (tensorflow/python/training/slot_creator.py,
+  optimizer.py). Model variables, including batch-norm statistics, are
+  colocated only with themselves.
+
+Estimator's one-shot rule: warm start happens only into an empty model_dir;
+once model_dir has a checkpoint, Estimator restores it and silently ignores
+`warm_start_from`. The settings here log that plainly when Estimator skips
+them.
+"""
+
+import dataclasses
+import re
+import sys
+import types
+from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
+
+from absl import logging
+import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+# `tf.compat.v1.get_variable` returns PartitionedVariable, which TF does not
+# export; stock warm start accepts it in `vars_to_warm_start`.
+from tensorflow.python.ops import variables as tf_variables
+
+from estimator_ckpt import errors
+from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src.format import keys
+from estimator_ckpt._src.format import state_file
+
+VarsToWarmStart = Union[None, str, Sequence[Any]]
+
+# Checkpoint entries that are bookkeeping, never model state to report.
+_BOOKKEEPING_NAMES = frozenset([keys.GLOBAL_STEP_NAME, "save_counter"])
+# Shape/dtype problems listed in one error before "... and N more".
+_MAX_LISTED_PROBLEMS = 10
+# A SavedModel's variables live at `<export dir>/variables/variables`.
+_SAVED_MODEL_VARIABLES = ("variables", "variables")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+  """Validated options of one warm start (not public)."""
+  vars_to_warm_start: VarsToWarmStart
+  renamer: rename_rules.Renamer
+  with_optimizer_slots: bool
+  strict: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStartSummary:
+  """What one warm start did, as logged.
+
+  Attributes:
+    checkpoint: The checkpoint prefix read.
+    object_based: Whether it is a TF2 object-based checkpoint.
+    warm_started: Current variable name -> the name it was read from in the
+      checkpoint (after `rename`).
+    not_found: Selected variables the checkpoint does not hold, sorted.
+    unused_in_checkpoint: Checkpoint variables no variable of the model maps
+      to (selected or not), sorted; the global step and `save_counter` are
+      left out.
+    excluded: Variables left out by default, sorted: the global step, and
+      optimizer state unless `with_optimizer_slots`.
+    not_selected: Variables that `vars_to_warm_start` does not match, sorted.
+  """
+  checkpoint: str
+  object_based: bool
+  warm_started: Mapping[str, str]
+  not_found: Tuple[str, ...]
+  unused_in_checkpoint: Tuple[str, ...]
+  excluded: Tuple[str, ...]
+  not_selected: Tuple[str, ...]
+
+  def format(self) -> str:
+    """A multi-line, human-readable account (what gets logged)."""
+    kind = "TF2 object-based" if self.object_based else "TF1 name-based"
+    lines = [
+        f"Warm-started {len(self.warm_started)} of "
+        f"{len(self.warm_started) + len(self.not_found)} selected variables "
+        f"from `{self.checkpoint}` ({kind})."
+    ]
+    if self.warm_started:
+      lines.append("  warm-started: " + errors.format_names(
+          name if source == name else f"{name} <- {source}"
+          for name, source in self.warm_started.items()))
+    if self.not_found:
+      lines.append("  not found in checkpoint (keep their initializers): " +
+                   errors.format_names(self.not_found))
+    if self.unused_in_checkpoint:
+      lines.append("  unused in checkpoint (no variable maps to them): " +
+                   errors.format_names(self.unused_in_checkpoint))
+    if self.excluded:
+      lines.append(
+          "  start fresh (global step; optimizer state unless "
+          "with_optimizer_slots=True): " + errors.format_names(self.excluded))
+    if self.not_selected:
+      lines.append("  not selected by vars_to_warm_start: " +
+                   errors.format_names(self.not_selected))
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class _GraphVariable:
+  """One logical variable of the graph: a variable or all its partitions.
+
+  Not public. `name` is its TF1 checkpoint name (a partitioned variable's
+  `full_name`), the name stock `warm_start` groups partitions under.
+  """
+  name: str
+  parts: Tuple[tf.Variable, ...]
+  shape: Tuple[int, ...]
+  dtype: tf.dtypes.DType
+  trainable: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+  """Where a variable's value is in the checkpoint (not public).
+
+  Either one key holding the whole logical tensor (possibly stored as
+  slices), or the keys of its partitions stored one full tensor each,
+  concatenated along `axis`.
+  """
+  name: str
+  keys: Tuple[str, ...]
+  shapes: Tuple[Tuple[int, ...], ...]
+  dtype: tf.dtypes.DType
+  axis: Optional[int] = None
+
+  @property
+  def assembled(self) -> bool:
+    return len(self.keys) > 1 or self.axis is not None
+
+
+class WarmStartSettings(tf.estimator.WarmStartSettings):
+  """`tf.estimator.WarmStartSettings` resolved against the graph when used.
+
+  Make one with `warm_start_settings`. Estimator accepts it as
+  `warm_start_from` (it is a `tf.estimator.WarmStartSettings`) and unpacks
+  it as `tf.compat.v1.train.warm_start(*settings)` once model_fn has built
+  the graph: iterating does the resolution described in the module
+  docstring against the default graph and yields the explicit stock
+  arguments. Iterate only where the model's graph is the default graph.
+
+  The namedtuple fields keep what the user asked for
+  (`ckpt_to_initialize_from` as given; `vars_to_warm_start`), so Estimator's
+  other reads of them (e.g. export falls back to `ckpt_to_initialize_from`)
+  behave as with stock settings.
+  """
+
+  def __new__(cls, ckpt_to_initialize_from: str, options: _Options):
+    vars_field = options.vars_to_warm_start
+    if isinstance(vars_field, (list, tuple)):
+      vars_field = list(vars_field)
+    self = super().__new__(cls, ckpt_to_initialize_from,
+                           vars_to_warm_start=vars_field)
+    self._options = options
+    return self
+
+  # Plain namedtuple helpers iterate `self`; they must not warm-start.
+  def __getnewargs__(self):
+    return (tuple.__getitem__(self, 0), self._options)
+
+  def _asdict(self) -> Dict[str, Any]:
+    return {
+        "ckpt_to_initialize_from": self.ckpt_to_initialize_from,
+        "vars_to_warm_start": self._options.vars_to_warm_start,
+        "rename": self._options.renamer.rules(),
+        "with_optimizer_slots": self._options.with_optimizer_slots,
+        "strict": self._options.strict,
+    }
+
+  def _replace(self, **kwargs):
+    raise TypeError(
+        "estimator_ckpt warm-start settings are immutable; call "
+        "estimator_ckpt.warm_start_settings(...) again with new options.")
+
+  def __repr__(self) -> str:
+    fields = ", ".join(f"{k}={v!r}" for k, v in self._asdict().items())
+    return f"estimator_ckpt.WarmStartSettings({fields})"
+
+  def __bool__(self) -> bool:
+    """Always true; logs when Estimator is about to skip warm start.
+
+    Estimator's train() tests `self._warm_start_settings and not
+    tf.train.latest_checkpoint(self._model_dir)` (estimator.py,
+    `_train_with_estimator_spec`) and silently skips warm start when
+    model_dir has a checkpoint. That test calls this method from a frame
+    whose `self` is the Estimator, which is the only place the model_dir is
+    visible to us. Looking at it changes nothing; it only makes the skip
+    visible in the log.
+    """
+    estimator = _calling_estimator()
+    if estimator is not None:
+      _log_if_skipped(estimator.model_dir, self.ckpt_to_initialize_from)
+    return True
+
+  def __iter__(self) -> Iterator[Any]:
+    """Resolves against the default graph; yields stock `warm_start` args.
+
+    Raises:
+      errors.CheckpointNotFoundError: The checkpoint is gone.
+      errors.ShapeMismatchError: A selected variable differs from its
+        checkpoint tensor in shape or dtype.
+      errors.IncompatibleCheckpointError: `strict` and a selected variable
+        is not in the checkpoint.
+      rename_rules.InvalidRenameError: A rename rule matches no selected
+        variable.
+    """
+    arguments, _ = _prepare(self.ckpt_to_initialize_from, self._options)
+    return iter(arguments)
+
+
+def warm_start_settings(ckpt_to_initialize_from: str,
+                        *,
+                        vars_to_warm_start: VarsToWarmStart = None,
+                        rename: Optional[rename_rules.RenameSpec] = None,
+                        with_optimizer_slots: bool = False,
+                        strict: bool = False) -> WarmStartSettings:
+  """Warm-start settings for `tf.estimator.Estimator(warm_start_from=...)`.
+
+  Args:
+    ckpt_to_initialize_from: A model_dir (its latest checkpoint is read when
+      the warm start runs), a checkpoint prefix, or a SavedModel export dir;
+      TF1 name-based or TF2 object-based.
+    vars_to_warm_start: Which variables, by their current names. None (the
+      default): every global variable, trainable or not, except the global
+      step and optimizer state (see the module docstring). Otherwise stock
+      semantics, each regex `re.match`ed against the names: a regex string
+      selects among trainable variables only, a list of regexes among all
+      global variables; a list of variables selects those. A partitioned
+      variable is selected whole when its name or a partition's name
+      matches. The global step is never warm-started, and optimizer state
+      only with `with_optimizer_slots`.
+    rename: How current names map to checkpoint names: a dict
+      `{current: in_checkpoint}` where keys ending in `/` are scopes
+      (`{"tower/": ""}` reads `tower/dense/kernel` from `dense/kernel`), or a
+      list of `(regex, replacement)` pairs; see `renaming`. Like stock
+      `var_name_to_prev_var_name`, a rule that matches no selected variable
+      is an error when the warm start runs.
+    with_optimizer_slots: Also warm-start optimizer state (slots such as
+      Adam's `m`/`v`, and `beta1_power`/`beta2_power`), e.g. to continue
+      training a model in a new model_dir.
+    strict: Raise if any selected variable is not in the checkpoint. Default:
+      warm-start what is there and log what is not.
+
+  Returns:
+    A `tf.estimator.WarmStartSettings` that resolves names, layouts and
+    partitioning when Estimator runs it.
+
+  Raises:
+    errors.CheckpointNotFoundError: `ckpt_to_initialize_from` does not exist
+      or holds no checkpoint.
+    rename_rules.InvalidRenameError: `rename` is malformed.
+    TypeError: `vars_to_warm_start` has an unsupported type.
+    ValueError: A `vars_to_warm_start` regex does not compile.
+  """
+  path = _checkpoint_location(ckpt_to_initialize_from)
+  state_file.resolve(path)  # Fails now, naming the path.
+  options = _Options(
+      vars_to_warm_start=_validate_selection(vars_to_warm_start),
+      renamer=rename_rules.parse(rename),
+      with_optimizer_slots=bool(with_optimizer_slots),
+      strict=bool(strict))
+  return WarmStartSettings(path, options)
+
+
+def warm_start(ckpt_to_initialize_from: str,
+               *,
+               vars_to_warm_start: VarsToWarmStart = None,
+               rename: Optional[rename_rules.RenameSpec] = None,
+               with_optimizer_slots: bool = False,
+               strict: bool = False) -> WarmStartSummary:
+  """Warm-starts the default graph's variables now, for plain graph code.
+
+  Like `tf.compat.v1.train.warm_start`: it replaces the selected variables'
+  initializers, so call it after building the model and before the
+  session's initialisation (before `Scaffold.finalize` or
+  `MonitoredSession`); `global_variables_initializer` then loads the values.
+  Arguments are those of `warm_start_settings`.
+
+  Returns:
+    The summary that was logged.
+
+  Raises:
+    The errors of `warm_start_settings`, and errors.ShapeMismatchError,
+    errors.IncompatibleCheckpointError (`strict`) and
+    rename_rules.InvalidRenameError (unused rule) of the resolution.
+  """
+  settings = warm_start_settings(
+      ckpt_to_initialize_from, vars_to_warm_start=vars_to_warm_start,
+      rename=rename, with_optimizer_slots=with_optimizer_slots, strict=strict)
+  options = settings._options  # pylint: disable=protected-access
+  arguments, summary = _prepare(settings.ckpt_to_initialize_from, options)
+  tf.compat.v1.train.warm_start(*arguments)
+  return summary
+
+
+def log_if_warm_start_skipped(model_dir: Optional[str],
+                              ckpt_to_initialize_from: Optional[str]) -> bool:
+  """Logs plainly if Estimator will skip warm start into `model_dir`.
+
+  Args:
+    model_dir: The Estimator's model_dir.
+    ckpt_to_initialize_from: Where warm start would read from (None: no warm
+      start configured, nothing to log).
+
+  Returns:
+    Whether warm start will be skipped (model_dir already has a checkpoint).
+  """
+  if not model_dir or not ckpt_to_initialize_from:
+    return False
+  return _log_if_skipped(model_dir, ckpt_to_initialize_from)
+
+
+def _log_if_skipped(model_dir: str, source: str) -> bool:
+  latest = tf.train.latest_checkpoint(model_dir)
+  if latest is None:
+    return False
+  logging.warning(
+      "Not warm-starting from `%s`: model_dir `%s` already has checkpoint "
+      "`%s`, and Estimator restores that instead. Estimator warm-starts only "
+      "into an empty model_dir (its first run); to warm-start again, use a "
+      "new model_dir or delete this one.", source, model_dir, latest)
+  return True
+
+
+def _calling_estimator() -> Optional[tf.compat.v1.estimator.Estimator]:
+  """The Estimator whose method tests the settings' truth, if any.
+
+  `tf.compat.v1.estimator.Estimator` is the base of `tf.estimator.Estimator`
+  and of canned estimators, so both API versions are found.
+  """
+  try:
+    frame = sys._getframe(2)  # pylint: disable=protected-access
+  except ValueError:  # Called from the top of the stack.
+    return None
+  for _ in range(3):
+    if frame is None:
+      return None
+    candidate = frame.f_locals.get("self")
+    if isinstance(candidate, tf.compat.v1.estimator.Estimator):
+      return candidate
+    frame = frame.f_back
+  return None
+
+
+def _checkpoint_location(path: str) -> str:
+  """A SavedModel export dir's variables prefix; other paths unchanged."""
+  if not isinstance(path, str) or not path:
+    raise errors.CheckpointNotFoundError(
+        f"ckpt_to_initialize_from must be a model_dir or checkpoint prefix, "
+        f"got {path!r}.")
+  variables = "/".join((path.rstrip("/"),) + _SAVED_MODEL_VARIABLES)
+  if tf.io.gfile.exists(variables + ".index"):
+    return variables
+  return path
+
+
+def _validate_selection(selection: VarsToWarmStart) -> VarsToWarmStart:
+  """Checks `vars_to_warm_start` early (types, regexes)."""
+  if selection is None:
+    return None
+  if isinstance(selection, str):
+    patterns = [selection]
+  elif isinstance(selection, (list, tuple)):
+    if all(isinstance(item, str) for item in selection):
+      patterns = list(selection)
+    elif all(_is_variable_like(item) for item in selection):
+      return tuple(selection)
+    else:
+      kinds = sorted({type(item).__name__ for item in selection})
+      raise TypeError(
+          "vars_to_warm_start must be a regex, a list of regexes or a list of "
+          f"variables, got a list of {kinds}.")
+  else:
+    raise TypeError(
+        "vars_to_warm_start must be None, a regex, a list of regexes or a "
+        f"list of variables, got {type(selection).__name__}.")
+  for pattern in patterns:
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise ValueError(f"vars_to_warm_start regex `{pattern}` does not "
+                       f"compile: {e}.") from None
+  return selection if isinstance(selection, str) else tuple(selection)
+
+
+def _is_variable_like(item: Any) -> bool:
+  return isinstance(item, (tf.Variable, tf_variables.PartitionedVariable))
+
+
+def _prepare(path: str, options: _Options
+            ) -> Tuple[Tuple[Any, ...], WarmStartSummary]:
+  """Resolves against the default graph; sets up what stock code cannot.
+
+  Returns:
+    The arguments for `tf.compat.v1.train.warm_start`, and the summary.
+  """
+  checkpoint = state_file.resolve(path)
+  index = _CheckpointIndex(checkpoint)
+  graph = tf.compat.v1.get_default_graph()
+  graph_variables = _graph_variables(graph)
+  excluded, selected, not_selected = _select(graph, graph_variables, options)
+
+  sources: Dict[str, _Source] = {}
+  not_found = []
+  for variable in selected:
+    source = index.find(options.renamer(variable.name), variable.shape)
+    if source is None:
+      not_found.append(variable.name)
+    else:
+      sources[variable.name] = source
+
+  _check_unused_rules(options.renamer, selected)
+  _check_compatible(checkpoint, selected, sources)
+  consumed = set()
+  for variable in graph_variables:
+    consumed.update(index.names_read_for(options.renamer(variable.name)))
+  unused = tuple(sorted(set(index.names) - consumed - _BOOKKEEPING_NAMES))
+  if options.strict and not_found:
+    raise errors.IncompatibleCheckpointError(
+        f"{len(not_found)} of {len(selected)} selected variables are not in "
+        f"`{checkpoint}`: {errors.format_names(not_found)}. Checkpoint "
+        "variables no model variable maps to: "
+        f"{errors.format_names(unused) or 'none'}. Map names with "
+        "rename={current: in_checkpoint} (e.g. {'tower/': ''}), narrow "
+        "vars_to_warm_start, or pass strict=False to warm-start what "
+        "matches.")
+
+  summary = WarmStartSummary(
+      checkpoint=checkpoint,
+      object_based=index.object_based,
+      warm_started=types.MappingProxyType(
+          {name: source.name for name, source in sorted(sources.items())}),
+      not_found=tuple(sorted(not_found)),
+      unused_in_checkpoint=unused,
+      excluded=tuple(sorted(v.name for v in excluded)),
+      not_selected=tuple(sorted(v.name for v in not_selected)))
+  if not_found or not sources:
+    logging.warning("%s", summary.format())
+  else:
+    logging.info("%s", summary.format())
+
+  by_name = {variable.name: variable for variable in selected}
+  stock_vars = []
+  prev_names = {}
+  for name, source in sorted(sources.items()):
+    if source.assembled:
+      _init_from_parts(checkpoint, by_name[name], source)
+    else:
+      stock_vars.extend(by_name[name].parts)
+      prev_names[name] = source.keys[0]
+  return (checkpoint, stock_vars, {}, prev_names), summary
+
+
+def _graph_variables(graph: tf.Graph) -> List[_GraphVariable]:
+  """The graph's global variables, partitions grouped (TF1 save names)."""
+  grouped: Dict[str, List[tf.Variable]] = {}
+  for var in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES):
+    grouped.setdefault(_save_name(var), []).append(var)
+  result = []
+  for name, parts in grouped.items():
+    slice_info = _slice_info(parts[0])
+    if slice_info is not None:
+      parts.sort(key=lambda part: tuple(_slice_info(part).var_offset))
+      shape = tuple(slice_info.full_shape)
+    else:
+      shape = tuple(parts[0].shape.as_list())
+    result.append(_GraphVariable(
+        name=name, parts=tuple(parts), shape=shape,
+        dtype=parts[0].dtype.base_dtype,
+        trainable=all(p.trainable for p in parts)))
+  return sorted(result, key=lambda v: v.name)
+
+
+def _slice_info(var: tf.Variable):
+  """A partition's `SaveSliceInfo` (full name, shape, offset), else None.
+
+  Partitions carry the full variable's name and shape here; stock warm start
+  and Saver group partitions by it (saveable_object_util.op_list_to_dict),
+  and TF has no public accessor.
+  """
+  return getattr(var, "_save_slice_info", None)
+
+
+def _save_name(var: tf.Variable) -> str:
+  slice_info = _slice_info(var)
+  return slice_info.full_name if slice_info is not None else var.op.name
+
+
+def _select(graph: tf.Graph, graph_variables: Sequence[_GraphVariable],
+            options: _Options
+           ) -> Tuple[List[_GraphVariable], List[_GraphVariable],
+                      List[_GraphVariable]]:
+  """Splits variables into (excluded by default, selected, not selected)."""
+  step = tf.compat.v1.train.get_global_step(graph)
+  step_name = step.op.name if step is not None else keys.GLOBAL_STEP_NAME
+  optimizer_state = _optimizer_state_names(graph_variables)
+  selection = options.vars_to_warm_start
+  chosen_ids = None
+  if selection is not None and not isinstance(selection, str) and all(
+      _is_variable_like(item) for item in selection):
+    chosen_ids = set()
+    for item in selection:
+      members = (list(item)
+                 if isinstance(item, tf_variables.PartitionedVariable)
+                 else [item])
+      chosen_ids.update(id(member) for member in members)
+
+  excluded, selected, not_selected = [], [], []
+  for variable in graph_variables:
+    if variable.name in (step_name, keys.GLOBAL_STEP_NAME) or (
+        not options.with_optimizer_slots and variable.name in optimizer_state):
+      excluded.append(variable)
+    elif chosen_ids is not None:
+      if any(id(part) in chosen_ids for part in variable.parts):
+        selected.append(variable)
+      else:
+        not_selected.append(variable)
+    elif _matches(variable, selection):
+      selected.append(variable)
+    else:
+      not_selected.append(variable)
+  return excluded, selected, not_selected
+
+
+def _matches(variable: _GraphVariable, selection: VarsToWarmStart) -> bool:
+  """Stock `vars_to_warm_start` semantics (tf.compat.v1.get_collection)."""
+  if selection is None:
+    return True
+  if isinstance(selection, str):
+    if not variable.trainable:
+      return False
+    patterns = [selection]
+  else:
+    patterns = list(selection)
+  names = [variable.name] + [part.name for part in variable.parts]
+  return any(re.match(pattern, name) for pattern in patterns
+             for name in names)
+
+
+def _optimizer_state_names(
+    graph_variables: Sequence[_GraphVariable]) -> frozenset:
+  """Names of non-trainable variables colocated with another variable.
+
+  `slot_creator.create_slot` and `Optimizer._create_non_slot_variable`
+  create their variables under `colocate_with(primary)`, so their op's
+  `_class` attribute names another variable (`loc:@hidden/kernel`); a model
+  variable's names only itself.
+  """
+  op_names = {part.op.name for v in graph_variables for part in v.parts}
+  names = set()
+  for variable in graph_variables:
+    if variable.trainable:
+      continue
+    for part in variable.parts:
+      groups = {group.decode() if isinstance(group, bytes) else group
+                for group in part.op.colocation_groups()}
+      others = {group[len("loc:@"):] for group in groups
+                if group.startswith("loc:@")} - {part.op.name}
+      if others & op_names:
+        names.add(variable.name)
+        break
+  return frozenset(names)
+
+
+def _check_unused_rules(renamer: rename_rules.Renamer,
+                        selected: Sequence[_GraphVariable]) -> None:
+  used = {renamer.matching_rule(variable.name) for variable in selected}
+  unused = [rule for rule in renamer.rules() if rule not in used]
+  if unused:
+    raise rename_rules.InvalidRenameError(
+        f"rename rules matched no selected variable: "
+        f"{errors.format_names(unused)}. A misspelled rule would silently "
+        "warm-start nothing, so this is an error (as with stock "
+        "var_name_to_prev_var_name). Selected variables: "
+        f"{errors.format_names(v.name for v in selected) or 'none'}.")
+
+
+def _check_compatible(checkpoint: str, selected: Sequence[_GraphVariable],
+                      sources: Mapping[str, _Source]) -> None:
+  """Raises one error listing every shape or dtype mismatch."""
+  by_name = {variable.name: variable for variable in selected}
+  problems = []
+  for name, source in sorted(sources.items()):
+    variable = by_name[name]
+    shape_ok = source.axis is not None or (
+        len(source.shapes) == 1 and source.shapes[0] == variable.shape)
+    if shape_ok and source.dtype == variable.dtype:
+      continue
+    stored = " + ".join(_format_shape(s) for s in source.shapes)
+    if len(source.shapes) > 1:
+      stored = f"{len(source.shapes)} partitions {stored}"
+    problems.append(
+        f"`{name}`: the model's variable has shape "
+        f"{_format_shape(variable.shape)} and dtype {variable.dtype.name}; "
+        f"the checkpoint's `{source.name}` has shape {stored} and dtype "
+        f"{source.dtype.name}")
+  if problems:
+    listed = ";\n  ".join(problems[:_MAX_LISTED_PROBLEMS])
+    more = ""
+    if len(problems) > _MAX_LISTED_PROBLEMS:
+      more = f"\n  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more"
+    raise errors.ShapeMismatchError(
+        f"Cannot warm-start from `{checkpoint}`: {len(problems)} variable(s) "
+        f"differ from their checkpoint tensors:\n  {listed}{more}.\nWarm "
+        "start copies values exactly, so shapes and dtypes must match. Leave "
+        "such a variable out with vars_to_warm_start, map it to another "
+        "tensor with rename, or change the model.")
+
+
+def _format_shape(shape: Sequence[int]) -> str:
+  return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+class _CheckpointIndex:
+  """The variables of one checkpoint by TF1 name, in any layout (not public).
+
+  Names come, in this order of precedence, from our `var_list/` (and the
+  guide's `vars/`) keys, then from unique object-graph `full_name`s, then
+  from raw name-based keys (a TF1 checkpoint, or plain keys such as the
+  `global_step` alias in an object-based one).
+  """
+
+  def __init__(self, checkpoint: str):
+    reader = tf.train.load_checkpoint(checkpoint)
+    self._shapes = reader.get_variable_to_shape_map()
+    self._dtypes = reader.get_variable_to_dtype_map()
+    self.object_based = keys.OBJECT_GRAPH_KEY in self._shapes
+    self._key_by_name: Dict[str, str] = {}
+    tensor_keys = sorted(k for k in self._shapes if k != keys.OBJECT_GRAPH_KEY)
+    for key in tensor_keys:
+      try:
+        name = keys.variable_name(key)
+      except errors.KeyEncodingError:
+        name = None
+      if name is not None:
+        self._key_by_name.setdefault(name, key)
+    if self.object_based:
+      graph = trackable_object_graph_pb2.TrackableObjectGraph()
+      graph.ParseFromString(reader.get_tensor(keys.OBJECT_GRAPH_KEY))
+      full_names: Dict[str, List[str]] = {}
+      for key, full_name in keys.full_names_by_key(graph).items():
+        full_names.setdefault(full_name, []).append(key)
+      for full_name, name_keys in full_names.items():
+        if len(name_keys) == 1 and name_keys[0] in self._shapes:
+          self._key_by_name.setdefault(full_name, name_keys[0])
+    for key in tensor_keys:
+      if keys.VARIABLE_VALUE_SUFFIX not in key:
+        self._key_by_name.setdefault(key, key)
+    # Every tensor, by the name it is reported under.
+    named = set(self._key_by_name.values())
+    self.names = tuple(sorted(
+        set(self._key_by_name) | {k for k in tensor_keys if k not in named}))
+
+  def _source(self, name: str, key: str) -> _Source:
+    return _Source(name=name, keys=(key,),
+                   shapes=(tuple(self._shapes[key]),),
+                   dtype=self._dtypes[key].base_dtype)
+
+  def _part_names(self, name: str) -> List[str]:
+    parts = []
+    while f"{name}/part_{len(parts)}" in self._key_by_name:
+      parts.append(f"{name}/part_{len(parts)}")
+    return parts
+
+  def names_read_for(self, name: str) -> List[str]:
+    """The checkpoint names a variable with checkpoint name `name` reads."""
+    if name in self._key_by_name:
+      return [name]
+    return self._part_names(name)
+
+  def find(self, name: str, shape: Sequence[int]) -> Optional[_Source]:
+    """Where the variable with checkpoint name `name` is, or None.
+
+    Args:
+      name: The variable's name in the checkpoint (after renaming).
+      shape: The model's full shape of it, used to find the axis along
+        which per-partition tensors are concatenated.
+    """
+    if name in self._key_by_name:
+      return self._source(name, self._key_by_name[name])
+    part_names = self._part_names(name)
+    if not part_names:
+      return None
+    part_keys = tuple(self._key_by_name[p] for p in part_names)
+    shapes = tuple(tuple(self._shapes[k]) for k in part_keys)
+    return _Source(name=name, keys=part_keys, shapes=shapes,
+                   dtype=self._dtypes[part_keys[0]].base_dtype,
+                   axis=_concat_axis(shapes, tuple(shape)))
+
+
+def _concat_axis(shapes: Sequence[Tuple[int, ...]],
+                 full_shape: Tuple[int, ...]) -> Optional[int]:
+  """The axis along which `shapes` concatenate to `full_shape`, or None."""
+  rank = len(full_shape)
+  for axis in range(rank):
+    others_match = all(
+        len(s) == rank and
+        all(s[d] == full_shape[d] for d in range(rank) if d != axis)
+        for s in shapes)
+    if others_match and sum(s[axis] for s in shapes) == full_shape[axis]:
+      return axis
+  return None
+
+
+def _init_from_parts(checkpoint: str, variable: _GraphVariable,
+                     source: _Source) -> None:
+  """Initialises `variable` from per-partition tensors, re-slicing them.
+
+  Each of the variable's partitions (or the whole variable) reads, from every
+  stored part it overlaps, just the overlapping slice (RestoreV2 slice
+  specs), and concatenates them. This is what `init_from_checkpoint` does
+  for one stored tensor (checkpoint_utils._set_checkpoint_initializer),
+  including replacing the variable's private initializer op, which is how
+  TensorFlow itself warm-starts.
+  """
+  axis = source.axis
+  bounds = []
+  start = 0
+  for shape in source.shapes:
+    bounds.append((start, start + shape[axis]))
+    start += shape[axis]
+  for part in variable.parts:
+    slice_info = _slice_info(part)
+    if slice_info is not None:
+      offset, extent = list(slice_info.var_offset), list(slice_info.var_shape)
+    else:
+      offset, extent = [0] * len(variable.shape), list(variable.shape)
+    low, high = offset[axis], offset[axis] + extent[axis]
+    dtype = part.dtype.base_dtype
+    with tf.compat.v1.device(part.device), tf.compat.v1.device("/cpu:0"):
+      pieces = []
+      for key, shape, (part_low, part_high) in zip(source.keys, source.shapes,
+                                                   bounds):
+        overlap_low, overlap_high = max(low, part_low), min(high, part_high)
+        if overlap_low >= overlap_high:
+          continue
+        piece_offset = list(offset)
+        piece_extent = list(extent)
+        piece_offset[axis] = overlap_low - part_low
+        piece_extent[axis] = overlap_high - overlap_low
+        spec = tf.compat.v1.Variable.SaveSliceInfo(
+            key, list(shape), piece_offset, piece_extent).spec
+        pieces.append(tf.raw_ops.RestoreV2(
+            prefix=checkpoint, tensor_names=[key], shape_and_slices=[spec],
+            dtypes=[dtype], name="warm_start_restore")[0])
+      value = pieces[0] if len(pieces) == 1 else tf.concat(pieces, axis)
+      value.set_shape(part.shape)
+    # pylint: disable=protected-access
+    part._initializer_op = part.assign(value, read_value=False)
+    part._initial_value = value
+    # pylint: enable=protected-access
+  logging.debug("Warm-started %s from %d per-partition tensors %s.",
+                variable.name, len(source.keys), ", ".join(source.keys))
