@@ -40,9 +40,31 @@ class KeyEncodingError(Error, ValueError):
   """A TF2 object-based key or escaped name cannot be decoded."""
 
 
+def format_list(items: Iterable[str], *, limit: int = _MAX_LISTED_NAMES,
+                separator: str = ", ") -> str:
+  """The first `limit` items, then "... and M more": the one list writer.
+
+  Every message that lists names or problems goes through here, so lists
+  read the same everywhere and never grow with the checkpoint.
+
+  Args:
+    items: The items, in the order to show them.
+    limit: How many to show before "... and M more".
+    separator: Between items; `"\n  "` lists one item per indented line.
+
+  Returns:
+    A string like "a, b, ... and 3 more".
+  """
+  items = list(items)
+  shown = separator.join(items[:limit])
+  if len(items) > limit:
+    shown += f"{separator}... and {len(items) - limit} more"
+  return shown
+
+
 def format_names(names: Iterable[str],
                  limit: int = _MAX_LISTED_NAMES) -> str:
-  """Formats names sorted, truncated with a count, for error messages.
+  """Formats names sorted, de-duplicated and quoted, for error messages.
 
   Args:
     names: The names to list; sorted and de-duplicated here.
@@ -51,11 +73,8 @@ def format_names(names: Iterable[str],
   Returns:
     A string like "`a`, `b`, ... and 3 more".
   """
-  ordered = sorted(set(names))
-  shown = ", ".join(f"`{name}`" for name in ordered[:limit])
-  if len(ordered) > limit:
-    shown += f", ... and {len(ordered) - limit} more"
-  return shown
+  return format_list((f"`{name}`" for name in sorted(set(names))),
+                     limit=limit)
 
 
 class VariableNotFoundError(Error, KeyError):
@@ -84,3 +103,15 @@ class CheckpointsDifferError(Error, ValueError):
 
 class InvalidArgumentError(Error, ValueError):
   """An argument has a value the function does not accept."""
+
+
+class ArgumentTypeError(Error, TypeError):
+  """An argument has a type the function does not accept."""
+
+
+class InvalidRenameError(Error, ValueError):
+  """A rename spec is malformed, or one of its rules matched nothing."""
+
+
+class MalformedDataError(Error, ValueError):
+  """A row of a data file does not follow its schema (file, line, what)."""

@@ -19,7 +19,6 @@ from estimator_ckpt import keys
 from estimator_ckpt._src import convert
 from estimator_ckpt._src import file_copy
 from estimator_ckpt._src import progress
-from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src.cli import render
 from tests import tool_fixtures
 from tests import tool_tf_fixtures
@@ -268,7 +267,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
                                 "`a`, `b` -> `x`.*Fix the rename spec"):
       estimator_ckpt.convert(tool_fixtures.golden_path("tf1-ckpt"),
                              self._dst(), to="tf2", rename={"a": "x", "b": "x"})
-    with self.assertRaises(rename_rules.InvalidRenameError):
+    with self.assertRaises(errors.InvalidRenameError):
       estimator_ckpt.convert(tool_fixtures.golden_path("tf1-ckpt"),
                              self._dst(), to="tf2", rename={"a/": "x"})
 

@@ -38,9 +38,9 @@ class RenamingTest(parameterized.TestCase):
       ("bad_type", 3, "must be a dict"),
   )
   def test_bad_specs(self, spec, fragment):
-    with self.assertRaisesRegex(rename_rules.InvalidRenameError, fragment):
+    with self.assertRaisesRegex(errors.InvalidRenameError, fragment):
       rename_rules.parse(spec)
-    self.assertTrue(issubclass(rename_rules.InvalidRenameError, errors.Error))
+    self.assertTrue(issubclass(errors.InvalidRenameError, errors.Error))
 
   @parameterized.named_parameters(
       ("exact", {"a/": "x/", "a/b": "c"}, "a/b", "a/b"),
@@ -60,7 +60,7 @@ class RenamingTest(parameterized.TestCase):
     renamer = rename_rules.parse_flag_values(["tower/=", "old=new"])
     self.assertEqual(renamer("tower/w"), "w")
     self.assertEqual(renamer("old"), "new")
-    with self.assertRaisesRegex(rename_rules.InvalidRenameError, "tower/="):
+    with self.assertRaisesRegex(errors.InvalidRenameError, "tower/="):
       rename_rules.parse_flag_values(["nope"])
 
 

@@ -16,7 +16,6 @@ import tensorflow as tf
 import estimator_ckpt
 from estimator_ckpt import errors
 from estimator_ckpt._src import checkpoint_flags
-from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src import warm_start
 
 from examples.ranking import model as ranking_model
@@ -364,7 +363,7 @@ class WarmStartTest(parameterized.TestCase, tf.test.TestCase):
     with tf.Graph().as_default():
       tf1.get_variable("a", initializer=0.0)
       with self.assertRaisesRegex(
-          rename_rules.InvalidRenameError,
+          errors.InvalidRenameError,
           r"rename rules matched no selected variable: `towr/`"):
         warm_start.warm_start(prefix, rename={"towr/": ""})
 
@@ -372,7 +371,7 @@ class WarmStartTest(parameterized.TestCase, tf.test.TestCase):
       ("bad_type", 3, TypeError, "must be None, a regex"),
       ("mixed_list", ["a", 1], TypeError, "a list of"),
       ("bad_regex", ["("], ValueError, "does not compile"),
-      ("bad_rename", None, rename_rules.InvalidRenameError, "must be one too"),
+      ("bad_rename", None, errors.InvalidRenameError, "must be one too"),
   )
   def test_bad_options_fail_at_call_time(self, selection, error, fragment):
     prefix = fixtures.testdata_path(fixtures.GOLDENS["tf1-ckpt"])

@@ -37,6 +37,7 @@ from typing import Any, Mapping, Optional
 from absl import flags
 import tensorflow as tf
 
+from estimator_ckpt import errors
 from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src import warm_start
 
@@ -159,7 +160,7 @@ def _check_regexes(values) -> bool:
 def _check_renames(values) -> bool:
   try:
     rename_rules.parse_flag_values(values or ())
-  except rename_rules.InvalidRenameError as e:
+  except errors.InvalidRenameError as e:
     raise flags.ValidationError(f"--warm_start_rename: {e}") from None
   return True
 
@@ -207,12 +208,12 @@ class CheckpointSettings:
 
   def __post_init__(self):
     if self.checkpoint_format not in FORMATS:
-      raise ValueError(
+      raise errors.InvalidArgumentError(
           f"checkpoint_format must be one of {FORMATS}, got "
           f"{self.checkpoint_format!r}.")
     if (self.scaffold_options is None) != (
         self.checkpoint_format == FORMAT_TF1):
-      raise ValueError(
+      raise errors.InvalidArgumentError(
           "scaffold_options must be None exactly for checkpoint_format "
           f"`{FORMAT_TF1}` (stock Saver), got {self.scaffold_options!r} for "
           f"`{self.checkpoint_format}`.")

@@ -398,7 +398,7 @@ def convert(src: str,
       `overwrite`), is not a directory, or is the source or inside it.
     errors.InvalidArgumentError: A bad `to`, or `rename` maps two variables
       onto one name.
-    rename_rules.InvalidRenameError: A malformed rename spec.
+    errors.InvalidRenameError: A malformed rename spec.
   """
   start = time.monotonic()
   plans = plan(src, to=to, rename=rename, all_checkpoints=all_checkpoints)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import tensorflow as tf
 from tensorflow.python.util import function_utils
 
+from estimator_ckpt import errors
 from estimator_ckpt._src import scaffold
 
 tf1 = tf.compat.v1
@@ -38,7 +39,7 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
     if "labels" in accepted:
       kwargs["labels"] = labels
     elif labels is not None:
-      raise ValueError(
+      raise errors.InvalidArgumentError(
           "model_fn does not take labels, but input_fn returns labels.")
     if "mode" in accepted:
       kwargs["mode"] = mode
@@ -48,7 +49,7 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
       kwargs["config"] = config
     spec = model_fn(features=features, **kwargs)
     if not isinstance(spec, tf.estimator.EstimatorSpec):
-      raise TypeError(
+      raise errors.ArgumentTypeError(
           f"estimator_ckpt.tf2_checkpoints supports model_fns returning "
           f"tf.estimator.EstimatorSpec; {model_fn} returned {type(spec)}.")
     saver_options = dict(options)
@@ -98,7 +99,8 @@ def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
     The wrapped model_fn, or a decorator when `model_fn` is None.
   """
   if "saver" in options:
-    raise TypeError("tf2_checkpoints provides the saver; do not pass `saver`.")
+    raise errors.ArgumentTypeError(
+        "tf2_checkpoints provides the saver; do not pass `saver`.")
   if model_fn is None:
     return lambda fn: _wrap(fn, options)
   return _wrap(model_fn, options)

@@ -27,10 +27,6 @@ RenameSpec = Union[Mapping[str, str], Sequence[Tuple[str, str]]]
 _ROOT = "/"
 
 
-class InvalidRenameError(errors.Error, ValueError):
-  """A rename spec is malformed."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Renamer:
   """A parsed, validated rename spec; call it on a name.
@@ -105,7 +101,7 @@ def parse(spec: Optional[Union[RenameSpec, Renamer]]) -> Renamer:
     A `Renamer`.
 
   Raises:
-    InvalidRenameError: A scope key maps to a value that is not a scope, a
+    errors.InvalidRenameError: A scope key maps to a value that is not a scope, a
       regex does not compile, or the spec has another type.
   """
   if spec is None:
@@ -116,18 +112,18 @@ def parse(spec: Optional[Union[RenameSpec, Renamer]]) -> Renamer:
     exact, prefixes = {}, []
     for old, new in spec.items():
       if not isinstance(old, str) or not isinstance(new, str):
-        raise InvalidRenameError(
+        raise errors.InvalidRenameError(
             f"rename entry {old!r}: {new!r} must map a string to a string.")
       if old.endswith("/"):
         if new and not new.endswith("/"):
-          raise InvalidRenameError(
+          raise errors.InvalidRenameError(
               f"rename entry `{old}` -> `{new}`: `{old}` is a scope (it ends "
               f"in `/`), so `{new}` must be one too. Write `{new}/`, or `` for "
               "the root scope.")
         prefixes.append((_scope(old), _scope(new)))
       else:
         if not old:
-          raise InvalidRenameError(
+          raise errors.InvalidRenameError(
               "rename entry with an empty name: write `/` for the root scope.")
         exact[old] = new
     prefixes.sort(key=lambda rule: len(rule[0]), reverse=True)
@@ -136,15 +132,15 @@ def parse(spec: Optional[Union[RenameSpec, Renamer]]) -> Renamer:
     patterns = []
     for rule in spec:
       if not (isinstance(rule, (list, tuple)) and len(rule) == 2):
-        raise InvalidRenameError(
+        raise errors.InvalidRenameError(
             f"rename rule {rule!r} is not a (regex, replacement) pair.")
       try:
         patterns.append((re.compile(rule[0]), rule[1]))
       except re.error as e:
-        raise InvalidRenameError(
+        raise errors.InvalidRenameError(
             f"rename regex `{rule[0]}` does not compile: {e}.") from None
     return Renamer(patterns=tuple(patterns))
-  raise InvalidRenameError(
+  raise errors.InvalidRenameError(
       f"rename spec {spec!r} must be a dict {{from: to}} or a list of "
       "(regex, replacement) pairs.")
 
@@ -153,13 +149,13 @@ def parse_flag_values(values: Sequence[str]) -> Renamer:
   """Parses repeated `from=to` flag values (e.g. `--warm_start_rename`).
 
   Raises:
-    InvalidRenameError: A value has no `=`.
+    errors.InvalidRenameError: A value has no `=`.
   """
   spec = {}
   for value in values:
     old, sep, new = value.partition("=")
     if not sep:
-      raise InvalidRenameError(
+      raise errors.InvalidRenameError(
           f"rename `{value}` is not `current=in_checkpoint`; write e.g. "
           "`tower/=` to drop the scope `tower/`.")
     spec[old] = new

@@ -58,9 +58,7 @@ class Report:
 
 
 def _listed(problems: List[str]) -> str:
-  shown = "\n  ".join(problems[:_MAX_LISTED])
-  more = len(problems) - _MAX_LISTED
-  return shown + (f"\n  ... and {more} more" if more > 0 else "")
+  return errors.format_list(problems, limit=_MAX_LISTED, separator="\n  ")
 
 
 def _check_object_graph(contents: reader.Contents) -> List[str]:

@@ -259,7 +259,7 @@ class WarmStartSettings(tf.estimator.WarmStartSettings):
         checkpoint tensor in shape or dtype.
       errors.IncompatibleCheckpointError: `strict` and a selected variable
         is not in the checkpoint.
-      rename_rules.InvalidRenameError: A rename rule matches no selected
+      errors.InvalidRenameError: A rename rule matches no selected
         variable.
     """
     arguments, _ = _prepare(self.ckpt_to_initialize_from, self._options)
@@ -306,7 +306,7 @@ def warm_start_settings(ckpt_to_initialize_from: str,
   Raises:
     errors.CheckpointNotFoundError: `ckpt_to_initialize_from` does not exist
       or holds no checkpoint.
-    rename_rules.InvalidRenameError: `rename` is malformed.
+    errors.InvalidRenameError: `rename` is malformed.
     TypeError: `vars_to_warm_start` has an unsupported type.
     ValueError: A `vars_to_warm_start` regex does not compile.
   """
@@ -340,7 +340,7 @@ def warm_start(ckpt_to_initialize_from: str,
   Raises:
     The errors of `warm_start_settings`, and errors.ShapeMismatchError,
     errors.IncompatibleCheckpointError (`strict`) and
-    rename_rules.InvalidRenameError (unused rule) of the resolution.
+    errors.InvalidRenameError (unused rule) of the resolution.
   """
   settings = warm_start_settings(
       ckpt_to_initialize_from, vars_to_warm_start=vars_to_warm_start,
@@ -625,7 +625,7 @@ def _check_unused_rules(renamer: rename_rules.Renamer,
   used = {renamer.matching_rule(variable.name) for variable in selected}
   unused = [rule for rule in renamer.rules() if rule not in used]
   if unused:
-    raise rename_rules.InvalidRenameError(
+    raise errors.InvalidRenameError(
         f"rename rules matched no selected variable: "
         f"{errors.format_names(unused)}. A misspelled rule would silently "
         "warm-start nothing, so this is an error (as with stock "

@@ -19,10 +19,6 @@ from examples.ranking import model as ranking_model
 COLUMNS = (ranking_model.USER_ID, ranking_model.ITEM_ID, ranking_model.LABEL)
 
 
-class MalformedDataError(errors.Error, ValueError):
-  """A row of a data file does not follow the `user_id,item_id,label` schema."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Examples:
   """Columns of a data file, one entry per row."""
@@ -62,11 +58,11 @@ def _parse_id(path: str, line: int, column: str, text: str,
   try:
     value = int(text)
   except ValueError:
-    raise MalformedDataError(
+    raise errors.MalformedDataError(
         f"{path}:{line}: `{column}` is `{text}`, not an integer. Fix the row "
         "or remove it.") from None
   if not 0 <= value < limit:
-    raise MalformedDataError(
+    raise errors.MalformedDataError(
         f"{path}:{line}: `{column}` is {value}, outside [0, {limit}) of the "
         "model's vocabulary. Fix the row, or train a model with a larger "
         "vocabulary.")
@@ -85,7 +81,7 @@ def read_csv(path: str, params: ranking_model.RankingParams) -> Examples:
 
   Raises:
     FileNotFoundError: No such file (the message names it).
-    MalformedDataError: A malformed row or header (file, line, problem).
+    errors.MalformedDataError: A malformed row or header (file, line, problem).
   """
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"Data file `{path}` does not exist.")
@@ -94,7 +90,7 @@ def read_csv(path: str, params: ranking_model.RankingParams) -> Examples:
     reader = csv.reader(f)
     header = next(reader, None)
     if header is None or tuple(h.strip() for h in header) != COLUMNS:
-      raise MalformedDataError(
+      raise errors.MalformedDataError(
           f"{path}:1: header is {header!r}; expected "
           f"`{','.join(COLUMNS)}`.")
     for row in reader:
@@ -102,7 +98,7 @@ def read_csv(path: str, params: ranking_model.RankingParams) -> Examples:
       if not row:
         continue
       if len(row) != len(COLUMNS):
-        raise MalformedDataError(
+        raise errors.MalformedDataError(
             f"{path}:{line}: {len(row)} fields ({','.join(row)}); expected "
             f"{len(COLUMNS)}: `{','.join(COLUMNS)}`.")
       user_ids.append(_parse_id(path, line, ranking_model.USER_ID, row[0],
@@ -110,11 +106,11 @@ def read_csv(path: str, params: ranking_model.RankingParams) -> Examples:
       item_ids.append(_parse_id(path, line, ranking_model.ITEM_ID, row[1],
                                 params.num_items))
       if row[2].strip() not in ("0", "1"):
-        raise MalformedDataError(
+        raise errors.MalformedDataError(
             f"{path}:{line}: `label` is `{row[2]}`; expected 0 or 1.")
       labels.append(float(row[2]))
   if not labels:
-    raise MalformedDataError(f"{path}: no data rows after the header.")
+    raise errors.MalformedDataError(f"{path}: no data rows after the header.")
   return Examples(np.array(user_ids, np.int64), np.array(item_ids, np.int64),
                   np.array(labels, np.float32))
 

@@ -127,7 +127,7 @@ def run(options: TrainerOptions,
     (export, under key `export_path`), or the final global step (train).
 
   Raises:
-    ranking_data.MalformedDataError: A data file has a malformed row.
+    errors.MalformedDataError: A data file has a malformed row.
     FileNotFoundError: A data file does not exist.
   """
   est = build_estimator(
