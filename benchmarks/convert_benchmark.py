@@ -54,23 +54,6 @@ _WORK_DIR = flags.DEFINE_string(
     "work_dir", None, "Where to write checkpoints (default: a new temporary "
     "directory, removed at the end).")
 
-# The guide's convert_tf1_to_tf2 ("Migrating model checkpoints"), verbatim.
-_GUIDE_CONVERTER = """
-import sys
-import tensorflow as tf
-
-def convert_tf1_to_tf2(checkpoint_path, output_prefix):
-  vars = {}
-  reader = tf.train.load_checkpoint(checkpoint_path)
-  dtypes = reader.get_variable_to_dtype_map()
-  for key in dtypes.keys():
-    vars[key] = tf.Variable(reader.get_tensor(key))
-  return tf.train.Checkpoint(vars=vars).save(output_prefix)
-
-convert_tf1_to_tf2(sys.argv[1], sys.argv[2])
-"""
-
-
 # Runs a command in a child forked from this small process and writes its wall
 # time and peak RSS to argv[1]. Linux counts in a child's ru_maxrss the memory
 # of the process it was forked from (until exec), so a command started
@@ -217,7 +200,8 @@ def main(argv: Sequence[str]) -> None:
     contenders["convert(link=True) in-process"] = (
         lambda out: in_process(out, link=True))
     if not _SKIP_GUIDE.value:
-      guide = [sys.executable, "-c", _GUIDE_CONVERTER]
+      # The guide's convert_tf1_to_tf2: examples/guide/converter.py.
+      guide = [sys.executable, "-m", "examples.guide.converter"]
       contenders["guide, tiny"] = lambda out: _run(
           guide + [tiny, os.path.join(out, "ckpt")], env)
       contenders["guide"] = lambda out: _run(

@@ -114,16 +114,6 @@ def _write_scaffold(sess, prefix, created, global_step, step):
                                                  global_step=step)
 
 
-def convert_tf1_to_tf2(checkpoint_path, output_prefix):
-  """The guide's `convert_tf1_to_tf2`, verbatim (run eagerly)."""
-  vars = {}  # pylint: disable=redefined-builtin
-  reader = tf.train.load_checkpoint(checkpoint_path)
-  dtypes = reader.get_variable_to_dtype_map()
-  for key in dtypes.keys():
-    vars[key] = tf.Variable(reader.get_tensor(key))
-  return tf.train.Checkpoint(vars=vars).save(output_prefix)
-
-
 def read_values(names) -> Mapping[str, np.ndarray]:
   """Initialises the default graph and reads variables by TF1 name."""
   store = {}

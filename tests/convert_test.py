@@ -20,6 +20,8 @@ from estimator_ckpt._src import convert
 from estimator_ckpt._src import file_copy
 from estimator_ckpt._src import progress
 from estimator_ckpt._src.cli import render
+
+from examples.guide import converter
 from tests import tool_fixtures
 from tests import tool_tf_fixtures
 
@@ -205,7 +207,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
     estimator_ckpt.verify(tf2_prefix, against=source)
 
   def test_guide_vars_layout_to_tf1(self):
-    converted = tool_tf_fixtures.guide_convert_tf1_to_tf2(
+    converted = converter.convert_tf1_to_tf2(
         tool_fixtures.golden_path("tf1-ckpt"),
         os.path.join(self.create_tempdir().full_path, "guide"))
     prefix = estimator_ckpt.convert(converted, self._dst(), to="tf1")

@@ -14,6 +14,8 @@ from estimator_ckpt import keys
 from estimator_ckpt._src import describe
 from estimator_ckpt._src import reader
 from estimator_ckpt._src.cli import render
+
+from examples.guide import converter
 from tests import tool_fixtures
 from tests import tool_tf_fixtures
 
@@ -124,7 +126,7 @@ class InspectionTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(names, [keys.GLOBAL_STEP_NAME, keys.STEP_KEY])
 
   def test_guide_vars_layout_by_name(self):
-    prefix = tool_tf_fixtures.guide_convert_tf1_to_tf2(
+    prefix = converter.convert_tf1_to_tf2(
         tool_fixtures.golden_path("tf1-ckpt"),
         os.path.join(self.get_temp_dir(), "converted"))
     self.assertEqual(

@@ -115,15 +115,6 @@ def partitioned_checkpoints(directory: str, *, num_partitions: int = 4,
   return tf1_prefix, tf2_prefix, value
 
 
-def guide_convert_tf1_to_tf2(checkpoint_path: str, output_prefix: str) -> str:
-  """The guide's `convert_tf1_to_tf2`, verbatim in behavior (`vars/`)."""
-  variables = {}
-  reader = tf.train.load_checkpoint(checkpoint_path)
-  for key in reader.get_variable_to_dtype_map():
-    variables[key] = tf.Variable(reader.get_tensor(key))
-  return tf.train.Checkpoint(vars=variables).save(output_prefix)
-
-
 def scaffold_layout_checkpoint(prefix: str) -> str:
   """A checkpoint in the Scaffold factory's layout, written by SaveV2.
 

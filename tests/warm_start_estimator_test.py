@@ -29,6 +29,7 @@ from estimator_ckpt import errors
 from estimator_ckpt import keys
 from estimator_ckpt._src import warm_start
 
+from examples.guide import converter
 from examples.guide import models as guide_models
 from examples.ranking import data as ranking_data
 from examples.ranking import model as ranking_model
@@ -203,7 +204,7 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
 
   # Source 3.
   def test_source3_guide_convert_tf1_to_tf2(self):
-    converted = checkpoint_layouts.convert_tf1_to_tf2(
+    converted = converter.convert_tf1_to_tf2(
         fixtures.testdata_path(fixtures.GOLDENS["tf1-ckpt"]),
         os.path.join(self._dir("converted"), "converted-tf1-to-tf2"))
     values = {"a": np.float32(0), "b": np.float32(0),

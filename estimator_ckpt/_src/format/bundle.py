@@ -1,42 +1,23 @@
-"""Reading and writing TensorFlow's tensor-bundle checkpoint files in Python.
+"""A checkpoint's `.index`, read and checked against its data files; written.
 
-The tools (inspect, convert, verify) build on it. A
-checkpoint with prefix `P` is
+The tools (inspect, convert, verify) build on it. A checkpoint with prefix
+`P` is
 
-  P.index                      a LevelDB-format table: key -> entry proto
+  P.index                      a table (`table.py`): key -> entry proto
   P.data-0000i-of-0000N        the tensors' bytes, concatenated
 
-(`tensorflow/core/util/tensor_bundle/tensor_bundle.{h,cc}`). This module
-parses the `.index` itself, checking everything TensorFlow trusts: TF 2.15
-aborts the whole process on an entry with a negative dimension or one that does
-not parse (`F tensor_shape.cc`, `F checkpoint_reader.cc`), silently misses
-entries when keys are unsorted, and notices a missing shard only when a tensor
-from it is read. Every check here raises an `errors.Error` naming the file and
-the key instead. Data bytes are never interpreted except to verify checksums
-and to decode values on request, and TensorFlow is never imported (see
-`protos`).
+(`tensorflow/core/util/tensor_bundle/tensor_bundle.{h,cc}`). Key `""` holds a
+`BundleHeaderProto`; every other key a `BundleEntryProto`. A partitioned
+variable's key holds dtype, full shape and `slices` only; each slice is stored
+under its slice key (`tensor_slice.py`).
 
-Format facts used here, with their sources:
-- Table (`tsl/lib/io/{table_builder,block_builder,format}.cc`): blocks of
-  prefix-compressed entries (varint32 shared, unshared, value length; key
-  suffix; value), then uint32 restart offsets and their count; every block is
-  followed by a type byte (0 = uncompressed) and the masked crc32c of
-  contents + type. The index block maps the shortest separator after each data
-  block to its handle (varint64 offset, size). The 48-byte footer holds the
-  metaindex and index handles, zero-padded to 40 bytes, and the magic number.
-  TensorFlow writes the index with no compression, 256 KiB blocks, restart
-  interval 16 (data) and 1 (index), and flushes before an entry of at least
-  two block sizes.
-- Bundle (`tensor_bundle.cc`): key `""` holds a `BundleHeaderProto`; every
-  other key a `BundleEntryProto`. A partitioned variable's key holds dtype,
-  full shape and `slices` only; each slice is stored under
-  `EncodeTensorNameSlice(key, slice)` (`saved_tensor_slice_util.cc`, an
-  OrderedCode string starting with byte 0, so slice keys sort first).
-- Checksums: an entry's `crc32c` is the masked crc32c of its bytes; for
-  strings it covers each length as uint32 (uint64 above 4 GiB), the 4-byte
-  masked crc of those lengths, then the bytes, although the file stores the
-  lengths as varint64 (`WriteStringTensor`). Variants store per element
-  varint64 length, bytes, and a running masked crc (`WriteVariantTensor`).
+This module checks everything TensorFlow trusts: TF 2.15 aborts the whole
+process on an entry with a negative dimension or one that does not parse
+(`F tensor_shape.cc`, `F checkpoint_reader.cc`), silently misses entries when
+keys are unsorted, and notices a missing shard only when a tensor from it is
+read. Every check here raises an `errors.Error` naming the file and the key
+instead. Tensor bytes are read by `values.py` and checked by `checksums.py`;
+TensorFlow is never imported (see `protos.py`).
 """
 
 import dataclasses
