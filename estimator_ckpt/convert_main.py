@@ -77,5 +77,14 @@ def main(argv: Sequence[str]) -> None:
   process.print_result("\n".join(lines))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Parses the flags and runs `main`.
+
+  The `estimator-ckpt-convert` console script of the pip package, and what
+  `python -m estimator_ckpt.convert_main` runs.
+  """
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -42,5 +42,14 @@ def main(argv: Sequence[str]) -> None:
   process.print_result(text)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Parses the flags and runs `main`.
+
+  The `estimator-ckpt-inspect` console script of the pip package, and what
+  `python -m estimator_ckpt.inspect_main` runs.
+  """
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -33,5 +33,14 @@ def main(argv: Sequence[str]) -> None:
   process.print_result(report.summary())
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Parses the flags and runs `main`.
+
+  The `estimator-ckpt-verify` console script of the pip package, and what
+  `python -m estimator_ckpt.verify_main` runs.
+  """
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()
