@@ -25,8 +25,9 @@ a saver builder whose restore ops read the checkpoint keys from a
 TF1 checkpoint feeds the TF1 names instead. One set of restore ops serves both
 layouts, so the graph is no larger than a TF1 Saver's and nothing is built
 after the graph is finalized. Restoring a checkpoint of the TF2 layout runs
-the restore op directly; only when that fails is the index read to find the
-layout (or to explain a mismatch).
+the restore op directly; only when that fails is the index read (`reader`)
+to find, through `layouts` (the resolver inspection and warm start use too),
+the layout each variable is stored in (or to explain a mismatch).
 
 Besides the guide's keys, every checkpoint carries an alias entry
 `global_step` (same value as `step/.ATTRIBUTES/VARIABLE_VALUE`; not in the
@@ -36,6 +37,7 @@ object graph, so TF2 readers ignore it). Estimator reads the step by that name
 and rerun the model.
 """
 
+import collections
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -47,13 +49,13 @@ from tensorflow.python.ops import array_ops
 from tensorflow.python.ops import control_flow_ops
 from tensorflow.python.ops import io_ops
 from tensorflow.python.ops import variables as variables_lib
-from tensorflow.python.training import py_checkpoint_reader
 from tensorflow.python.training import saver as saver_lib
 from tensorflow.python.training.saving import saveable_object
 from tensorflow.python.training.saving import saveable_object_util
-from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import layouts
+from estimator_ckpt._src import reader
 from estimator_ckpt._src.format import keys
 
 tf1 = tf.compat.v1
@@ -336,94 +338,119 @@ class Tf2Saver(saver_lib.Saver):
       # reads every tensor before any assignment runs; a shard that did
       # restore is restored again below.)
       pass
-    reader = py_checkpoint_reader.NewCheckpointReader(save_path)
-    translate = self._choose_layout(save_path, reader)
-    self._check_shapes(save_path, reader, translate)
+    located = self._choose_layout(save_path, reader.read(save_path))
+    self._check_shapes(save_path, located)
     for names_tensor, names in self._key_builder.key_feeds:
-      translated = [translate(name) for name in names]
+      translated = [located[name][0] for name in names]
       if translated != list(names):
         feed[names_tensor] = translated
     sess.run(self.saver_def.restore_op_name, feed)
 
   def _restored_keys(self) -> List[str]:
-    return [name for _, names in self._key_builder.key_feeds
-            for name in names]
+    """Each key the restore ops read, once, in order."""
+    return list(dict.fromkeys(name for _, names in self._key_builder.key_feeds
+                              for name in names))
 
-  def _choose_layout(self, save_path, reader):
-    """Returns key -> stored key for the layout `save_path` holds."""
-    stored = reader.get_variable_to_shape_map()
+  def _tf1_name(self, key: str) -> str:
+    return self._tf1_name_by_key.get(key, key)
+
+  def _locate(self, contents: reader.Contents,
+              key: str) -> Optional[layouts.Variable]:
+    """What `contents` holds for this saver's `key`, or None.
+
+    The key itself first (this layout; a saveable's own name), then, with
+    `restore_name_based`, the variable's TF1 name in any layout `layouts`
+    resolves, unless that is several per-partition tensors, which one
+    RestoreV2 key cannot read.
+    """
+    variable = layouts.find(contents.bundle, contents.variables, key)
+    if variable is not None or not self._restore_name_based:
+      return variable
+    variable = contents.variables.get(self._tf1_name(key))
+    if variable is None or (variable.layout is layouts.Layout.STOCK_PARTS and
+                            variable.partitioned):
+      return None
+    return variable
+
+  def _choose_layout(self, save_path: str, contents: reader.Contents
+                     ) -> Dict[str, Tuple[str, layouts.Variable]]:
+    """Key -> (stored key, what is stored) for every key restored.
+
+    Raises:
+      errors.IncompatibleCheckpointError: Some key is in no layout.
+    """
     wanted = self._restored_keys()
-    missing_tf2 = [k for k in wanted if k not in stored]
-    if not missing_tf2:
-      return lambda key: key
-    if not self._restore_name_based:
+    located: Dict[str, Tuple[str, layouts.Variable]] = {}
+    missing = []
+    for key in wanted:
+      variable = self._locate(contents, key)
+      if variable is None:
+        missing.append(key)
+      else:
+        # The key itself if it is stored, else where the variable's value is
+        # read from (an alias's first key).
+        located[key] = (key if key in variable.keys else variable.keys[0],
+                        variable)
+    if missing and not self._restore_name_based:
       raise errors.IncompatibleCheckpointError(
-          f"`{save_path}` lacks {len(missing_tf2)} of the {len(wanted)} keys "
-          f"this model restores: {errors.format_names(missing_tf2)}. "
+          f"`{save_path}` lacks {len(missing)} of the {len(wanted)} keys "
+          f"this model restores: {errors.format_names(missing)}. "
           "`restore_name_based=False`, so TF1 names were not tried; pass "
           "`restore_name_based=True` to resume a TF1 checkpoint, or "
           "warm-start a fresh model_dir from it.")
+    if missing:
+      names = sorted(self._tf1_name(key) for key in missing)
+      parts = [name for name in names
+               if name in contents.variables and
+               contents.variables[name].layout is layouts.Layout.STOCK_PARTS]
+      hint = ""
+      if parts:
+        hint = (f" {errors.format_names(parts)} are stored one tensor per "
+                "partition (stock tf.train.Checkpoint), which restore cannot "
+                "read; warm start can.")
+      raise errors.IncompatibleCheckpointError(
+          f"`{save_path}` does not hold this model's variables: looked up "
+          "by key and by TF1 name (TF1 names, `var_list/`, `vars/`, "
+          f"object-graph names), {len(missing)} of {len(wanted)} are "
+          f"missing: {errors.format_names(names)}.{hint} If the model "
+          "changed on purpose, train it in a fresh model_dir warm-started "
+          "from this checkpoint (estimator_ckpt.warm_start_settings, with "
+          "`rename` for renamed scopes); if the model_dir is the wrong one, "
+          "point model_dir at the right one.")
 
-    def tf1_name(key):
-      return self._tf1_name_by_key.get(key, key)
-
-    missing_tf1 = [tf1_name(k) for k in wanted if tf1_name(k) not in stored]
-    if not missing_tf1:
+    moved = [variable.layout for key, (stored, variable) in located.items()
+             if stored != key]
+    if moved and contents.format == reader.TF1:
       tf1.logging.info(
           "%s is a name-based (TF1) checkpoint; restoring %d variables by "
           "name (TensorFlow's NOT_FOUND warning for the TF2 keys just above "
           "is expected). The next save writes a TF2 checkpoint.", save_path,
           len(wanted))
-      return tf1_name
+    elif moved:
+      counts = collections.Counter(layout.value for layout in moved)
+      tf1.logging.info(
+          "%s is an object-based checkpoint of another layout; restoring %d "
+          "of %d variables by TF1 name (%s).", save_path, len(moved),
+          len(wanted),
+          ", ".join(f"{n} as {layout}" for layout, n in sorted(
+              counts.items())))
+    return located
 
-    candidates = [("TF2 keys", missing_tf2), ("TF1 names", missing_tf1)]
-    if keys.OBJECT_GRAPH_KEY in stored:
-      # Another object-based layout: find variables by their full names.
-      graph = trackable_object_graph_pb2.TrackableObjectGraph()
-      graph.ParseFromString(reader.get_tensor(keys.OBJECT_GRAPH_KEY))
-      key_by_full_name = {
-          full_name: key
-          for key, full_name in keys.full_names_by_key(graph).items()}
-
-      def by_full_name(key):
-        return key_by_full_name.get(tf1_name(key), key)
-
-      missing_named = [tf1_name(k) for k in wanted
-                       if by_full_name(k) not in stored]
-      if not missing_named:
-        tf1.logging.info(
-            "%s is an object-based checkpoint of another layout; restoring "
-            "%d variables by their object-graph names.", save_path,
-            len(wanted))
-        return by_full_name
-      candidates.append(("object-graph names", missing_named))
-
-    layout, missing = min(candidates, key=lambda c: len(c[1]))
-    raise errors.IncompatibleCheckpointError(
-        f"`{save_path}` does not hold this model's variables: looked up as "
-        f"{layout}, {len(missing)} of {len(wanted)} are missing: "
-        f"{errors.format_names(missing)}. If the model changed on purpose, "
-        "train it in a fresh model_dir warm-started from this checkpoint "
-        "(estimator_ckpt.warm_start_settings, with `rename` for renamed "
-        "scopes); if the model_dir is the wrong one, point model_dir at the "
-        "right one.")
-
-  def _check_shapes(self, save_path, reader, translate):
+  def _check_shapes(self, save_path: str,
+                    located: Mapping[str, Tuple[str, layouts.Variable]]
+                    ) -> None:
     """Raises ShapeMismatchError before any restore op runs."""
-    shapes = reader.get_variable_to_shape_map()
-    dtype_map = reader.get_variable_to_dtype_map()
-    for key in self._restored_keys():
+    for key, (stored_key, variable) in located.items():
       value = self._values_by_key.get(key)
       expected = None if value is None else _shape_and_dtype(value)
       if expected is None:
         continue
-      stored_key = translate(key)
-      stored = (list(shapes[stored_key]), dtype_map[stored_key].name)
+      stored = (list(variable.shape), variable.dtype.name)
       if stored != tuple(expected):
         raise errors.ShapeMismatchError(
             f"`{save_path}`: `{stored_key}` is stored with shape {stored[0]} "
             f"and dtype {stored[1]}, but variable "
-            f"`{self._tf1_name_by_key.get(key, key)}` has shape "
+            f"`{self._tf1_name(key)}` has shape "
             f"{expected[0]} and dtype {expected[1]}. Restore into a model of "
             "the same shapes, or warm-start only the variables that match "
             "(vars_to_warm_start).")

@@ -72,13 +72,15 @@ from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
 
 from absl import logging
 import tensorflow as tf
-from tensorflow.core.protobuf import trackable_object_graph_pb2
 # `tf.compat.v1.get_variable` returns PartitionedVariable, which TF does not
 # export; stock warm start accepts it in `vars_to_warm_start`.
 from tensorflow.python.ops import variables as tf_variables
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import layouts
+from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.format import state_file
 
@@ -672,59 +674,22 @@ def _format_shape(shape: Sequence[int]) -> str:
 class _CheckpointIndex:
   """The variables of one checkpoint by TF1 name, in any layout (not public).
 
-  Names come, in this order of precedence, from our `var_list/` (and the
-  guide's `vars/`) keys, then from unique object-graph `full_name`s, then
-  from raw name-based keys (a TF1 checkpoint, or plain keys such as the
-  `global_step` alias in an object-based one).
+  `layouts` resolves the names (the precedence and conflict rules are in its
+  docstring), as for inspection and the Scaffold factory's restore. The index
+  is read by `reader` (no tensor bytes); a model dir, a checkpoint prefix or
+  a SavedModel's `variables/variables` prefix.
   """
 
   def __init__(self, checkpoint: str):
-    reader = tf.train.load_checkpoint(checkpoint)
-    self._shapes = reader.get_variable_to_shape_map()
-    self._dtypes = reader.get_variable_to_dtype_map()
-    self.object_based = keys.OBJECT_GRAPH_KEY in self._shapes
-    self._key_by_name: Dict[str, str] = {}
-    tensor_keys = sorted(k for k in self._shapes if k != keys.OBJECT_GRAPH_KEY)
-    for key in tensor_keys:
-      try:
-        name = keys.variable_name(key)
-      except errors.KeyEncodingError:
-        name = None
-      if name is not None:
-        self._key_by_name.setdefault(name, key)
-    if self.object_based:
-      graph = trackable_object_graph_pb2.TrackableObjectGraph()
-      graph.ParseFromString(reader.get_tensor(keys.OBJECT_GRAPH_KEY))
-      full_names: Dict[str, List[str]] = {}
-      for key, full_name in keys.full_names_by_key(graph).items():
-        full_names.setdefault(full_name, []).append(key)
-      for full_name, name_keys in full_names.items():
-        if len(name_keys) == 1 and name_keys[0] in self._shapes:
-          self._key_by_name.setdefault(full_name, name_keys[0])
-    for key in tensor_keys:
-      if keys.VARIABLE_VALUE_SUFFIX not in key:
-        self._key_by_name.setdefault(key, key)
-    # Every tensor, by the name it is reported under.
-    named = set(self._key_by_name.values())
-    self.names = tuple(sorted(
-        set(self._key_by_name) | {k for k in tensor_keys if k not in named}))
-
-  def _source(self, name: str, key: str) -> _Source:
-    return _Source(name=name, keys=(key,),
-                   shapes=(tuple(self._shapes[key]),),
-                   dtype=self._dtypes[key].base_dtype)
-
-  def _part_names(self, name: str) -> List[str]:
-    parts = []
-    while f"{name}/part_{len(parts)}" in self._key_by_name:
-      parts.append(f"{name}/part_{len(parts)}")
-    return parts
+    contents = reader.read(checkpoint)
+    self.object_based = contents.format == reader.TF2
+    self._variables = contents.variables
+    # Every variable, by the name it is reported under.
+    self.names = tuple(contents.variables)
 
   def names_read_for(self, name: str) -> List[str]:
     """The checkpoint names a variable with checkpoint name `name` reads."""
-    if name in self._key_by_name:
-      return [name]
-    return self._part_names(name)
+    return [name] if name in self._variables else []
 
   def find(self, name: str, shape: Sequence[int]) -> Optional[_Source]:
     """Where the variable with checkpoint name `name` is, or None.
@@ -734,30 +699,21 @@ class _CheckpointIndex:
       shape: The model's full shape of it, used to find the axis along
         which per-partition tensors are concatenated.
     """
-    if name in self._key_by_name:
-      return self._source(name, self._key_by_name[name])
-    part_names = self._part_names(name)
-    if not part_names:
+    variable = self._variables.get(name)
+    if variable is None:
       return None
-    part_keys = tuple(self._key_by_name[p] for p in part_names)
-    shapes = tuple(tuple(self._shapes[k]) for k in part_keys)
-    return _Source(name=name, keys=part_keys, shapes=shapes,
-                   dtype=self._dtypes[part_keys[0]].base_dtype,
-                   axis=_concat_axis(shapes, tuple(shape)))
-
-
-def _concat_axis(shapes: Sequence[Tuple[int, ...]],
-                 full_shape: Tuple[int, ...]) -> Optional[int]:
-  """The axis along which `shapes` concatenate to `full_shape`, or None."""
-  rank = len(full_shape)
-  for axis in range(rank):
-    others_match = all(
-        len(s) == rank and
-        all(s[d] == full_shape[d] for d in range(rank) if d != axis)
-        for s in shapes)
-    if others_match and sum(s[axis] for s in shapes) == full_shape[axis]:
-      return axis
-  return None
+    dtype = tf.dtypes.as_dtype(variable.dtype.enum)
+    if variable.layout is not layouts.Layout.STOCK_PARTS or (
+        not variable.partitioned):
+      # One key holds the whole logical tensor (maybe as slices); an alias's
+      # first key is the one it aliases.
+      return _Source(name=name, keys=(variable.keys[0],),
+                     shapes=(variable.shape,), dtype=dtype)
+    shapes = tuple(bundle.shape_of(part.entry) for part in variable.parts)
+    return _Source(name=name,
+                   keys=tuple(reader.key_name(p.key) for p in variable.parts),
+                   shapes=shapes, dtype=dtype,
+                   axis=layouts.concat_axis(shapes, tuple(shape)))
 
 
 def _init_from_parts(checkpoint: str, variable: _GraphVariable,
