@@ -6,7 +6,8 @@ catches `ValueError` or `FileNotFoundError` keeps working. Messages say what
 failed (with the path or key), why, and what to do.
 """
 
-from typing import Iterable
+import os
+from typing import Iterable, Optional
 
 # How many names an error message lists before it says "and N more".
 _MAX_LISTED_NAMES = 10
@@ -115,3 +116,30 @@ class InvalidRenameError(Error, ValueError):
 
 class MalformedDataError(Error, ValueError):
   """A row of a data file does not follow its schema (file, line, what)."""
+
+
+class DestinationLockedError(Error, BlockingIOError):
+  """Another process is writing the same destination."""
+
+
+class CheckpointIOError(Error, OSError):
+  """The file system failed (permissions, no space, ...) on a user's path.
+
+  Attributes:
+    errno: The operating system's error number, as for any `OSError`.
+    strerror: Its text.
+    filename: The user's path the operation was for (a checkpoint prefix,
+      file or destination directory; never a hidden staging name).
+  """
+
+  def __init__(self, message: str, *, errno: Optional[int] = None,
+               filename: Optional[str] = None):
+    super().__init__(message)
+    self.errno = errno
+    self.strerror = os.strerror(errno) if errno is not None else None
+    self.filename = filename
+
+  def __str__(self) -> str:
+    # OSError would prefix "[Errno N]" and append the filename; the message
+    # already says both in prose.
+    return str(self.args[0]) if self.args else ""

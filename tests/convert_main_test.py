@@ -126,9 +126,11 @@ class ConvertMainTest(absltest.TestCase):
                      "the conversion finished before the kill; make "
                      "_KILL_TEST_TABLE_BYTES larger")
     self.assertIsNotNone(staged)
-    # Nothing at the destination, only the hidden staging dir; source intact.
+    # Nothing at the destination, only the hidden staging dir and the dead
+    # writer's lock; source intact.
     self.assertFalse(os.path.exists(dst))
-    self.assertEqual(os.listdir(parent), [os.path.basename(staged)])
+    self.assertCountEqual(os.listdir(parent), [os.path.basename(staged),
+                                               ".converted.convert-lock"])
     self.assertTrue(os.path.basename(staged).startswith(".converted."))
     self.assertEqual(tool_fixtures.tree_digest(source), before)
     # The next conversion removes the leftovers and succeeds.

@@ -120,10 +120,28 @@ def _check_name(name: str, source_name: str, to: str, prefix: str) -> None:
     problem = "starts with a NUL byte, which marks slice keys"
   elif to == TF1 and name == keys.OBJECT_GRAPH_KEY:
     problem = "would make the TF1 output look object-based (TF2)"
+  elif to == TF2 and not _is_utf8(name):
+    raise errors.KeyEncodingError(
+        f"`{prefix}` has a variable named {_raw(name)} (from "
+        f"{_raw(source_name)}), which is not valid UTF-8; a TF2 checkpoint's "
+        "object graph holds names as UTF-8 text. Convert to tf1, or rename "
+        "the variable (a `rename` regex such as `(regex, replacement)`).")
   if problem:
     raise errors.InvalidArgumentError(
         f"Renaming `{source_name}` of `{prefix}` gives `{name}`, which "
         f"{problem}. Fix the rename spec.")
+
+
+def _is_utf8(text: str) -> bool:
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError:  # Names carry raw bytes as surrogate escapes.
+    return False
+  return True
+
+
+def _raw(name: str) -> str:
+  return repr(name.encode("utf-8", "surrogateescape"))
 
 
 def _copied_entry(entry: protos.BundleEntryProto) -> protos.BundleEntryProto:
@@ -218,6 +236,21 @@ def _sources(src: str, all_checkpoints: bool) -> List[str]:
   return state_file.all_checkpoints(src)
 
 
+def _unique_sources(src: str, all_checkpoints: bool) -> List[str]:
+  """The source prefixes, each once; two with one file name are refused."""
+  by_basename: Dict[str, str] = {}
+  for prefix in _sources(src, all_checkpoints):
+    basename = os.path.basename(prefix)
+    seen = by_basename.setdefault(basename, prefix)
+    if os.path.realpath(seen) != os.path.realpath(prefix):
+      raise errors.InvalidArgumentError(
+          f"`{src}` lists two different checkpoints named `{basename}` "
+          f"(`{seen}` and `{prefix}`); a converted model dir can hold only "
+          "one. Convert them into separate directories (pass each prefix), "
+          "or fix the `checkpoint` state file.")
+  return list(by_basename.values())
+
+
 def plan(src: str, *, to: str, rename: Optional[rename_rules.RenameSpec] = None,
          all_checkpoints: bool = False) -> List[Plan]:
   """Plans a conversion without touching any file (see `convert`).
@@ -233,8 +266,26 @@ def plan(src: str, *, to: str, rename: Optional[rename_rules.RenameSpec] = None,
         f"to={to!r} is not a checkpoint format; pass to='tf2' (object-based) "
         "or to='tf1' (name-based).")
   renamer = rename_rules.parse(rename)
-  return [_plan_one(reader.read(prefix), to, renamer)
-          for prefix in _sources(src, all_checkpoints)]
+  plans = []
+  for prefix in _unique_sources(src, all_checkpoints):
+    if not _is_utf8(os.path.basename(prefix)):
+      raise errors.InvalidArgumentError(
+          f"The checkpoint file name {_raw(os.path.basename(prefix))} of "
+          f"`{src}` is not valid UTF-8, and the `checkpoint` state file that "
+          "names it is UTF-8 text. Rename the checkpoint's files (a valid "
+          "UTF-8 prefix), then convert.")
+    plans.append(_plan_one(reader.read(prefix), to, renamer))
+  used = {renamer.matching_rule(m.source_name)
+          for p in plans for m in p.mappings}
+  unused = [rule for rule in renamer.rules() if rule not in used]
+  if unused:
+    names = sorted({m.source_name for p in plans for m in p.mappings})
+    raise errors.InvalidRenameError(
+        f"rename rules matched no variable of `{src}`: "
+        f"{errors.format_names(unused)}. A misspelled rule would silently "
+        f"rename nothing, so this is an error. Its variables: "
+        f"{errors.format_names(names) or 'none'}.")
+  return plans
 
 
 # Destination checks -----------------------------------------------------------
@@ -259,11 +310,14 @@ def _existing_outputs(dst_dir: str, plans: Sequence[Plan]) -> List[str]:
   return sorted(existing)
 
 
-def _check_destination(dst_dir: str, plans: Sequence[Plan],
+def _check_destination(src: str, dst_dir: str, plans: Sequence[Plan],
                        overwrite: bool) -> None:
   real_dst = os.path.realpath(dst_dir)
-  for p in plans:
-    source_dir = os.path.dirname(os.path.realpath(p.source.prefix))
+  # The source model dir too: its state file may name checkpoints elsewhere.
+  source_dirs = [os.path.realpath(src)] if os.path.isdir(src) else []
+  source_dirs += [os.path.dirname(os.path.realpath(p.source.prefix))
+                  for p in plans]
+  for source_dir in source_dirs:
     if _is_within(real_dst, source_dir):
       raise errors.DestinationExistsError(
           f"dst_dir `{dst_dir}` is the source's directory `{source_dir}` or "
@@ -396,14 +450,23 @@ def convert(src: str,
       missing files); nothing is written.
     errors.DestinationExistsError: `dst_dir` holds outputs (and not
       `overwrite`), is not a directory, or is the source or inside it.
-    errors.InvalidArgumentError: A bad `to`, or `rename` maps two variables
-      onto one name.
-    errors.InvalidRenameError: A malformed rename spec.
+    errors.InvalidArgumentError: A bad `to` or empty `dst_dir`, `rename`
+      maps two variables onto one name, or the source's state file lists two
+      different checkpoints of one name.
+    errors.InvalidRenameError: A malformed rename spec, or a rule that
+      matches no variable.
+    errors.DestinationLockedError: Another conversion is writing `dst_dir`.
+    errors.CheckpointIOError: The file system failed (no space,
+      permissions, ...); the message names the user's path.
   """
   start = time.monotonic()
+  if not dst_dir:
+    raise errors.InvalidArgumentError(
+        "dst_dir is empty. Pass the directory to write the converted "
+        "checkpoint to (`.` for the current directory).")
   plans = plan(src, to=to, rename=rename, all_checkpoints=all_checkpoints)
   dst_dir = os.path.normpath(dst_dir)
-  _check_destination(dst_dir, plans, overwrite)
+  _check_destination(src, dst_dir, plans, overwrite)
   result = os.path.join(dst_dir, plans[-1].basename)
   for p in plans:
     logging.info("%s %s (%s, %d variables) -> %s (%s, %d data file%s)",

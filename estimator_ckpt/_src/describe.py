@@ -9,8 +9,10 @@ lists them. `cli/render.py` turns both into text.
 import dataclasses
 from typing import Dict, List, Optional, Sequence
 
+from absl import logging
 import numpy as np
 
+from estimator_ckpt import errors
 from estimator_ckpt._src import reader
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import keys
@@ -46,7 +48,10 @@ def describe(path: str, *, with_values: bool = False,
   if with_values:
     for name, variable in contents.variables.items():
       if bundle.num_elements(variable.shape) <= max_value_elements:
-        values[name] = reader.variable_value(contents, variable)
+        try:
+          values[name] = reader.variable_value(contents, variable)
+        except errors.IncompatibleCheckpointError as e:
+          logging.warning("Not showing the value of %s: %s", name, e)
   return Description(contents, values)
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from absl import logging
 
 from estimator_ckpt import errors
+from estimator_ckpt._src.format import checkpoint_files
 
 # Copies: buffers and O_DIRECT offsets and sizes aligned to this (a page; the
 # strictest logical block size in common use). 4 buffers of 8 MiB, 2 writes
@@ -166,7 +167,10 @@ def _read_at(fd: int, view: memoryview, offset: int, src: str,
   """Fills `view` from `fd` at `offset`."""
   done = 0
   while done < len(view):
-    count = os.preadv(fd, [view[done:]], offset + done)
+    try:
+      count = os.preadv(fd, [view[done:]], offset + done)
+    except OSError as e:
+      raise checkpoint_files.io_error(e, src) from None
     if not count:
       raise errors.CorruptCheckpointError(
           f"`{src}` shrank to {offset + done} bytes while being copied (it "
@@ -191,7 +195,8 @@ def copy_file(src: str, dst: str, on_bytes: Callable[[int], None],
   //benchmarks:convert_benchmark), and the page cache is left alone.
   Elsewhere, buffered writes and one fsync.
   """
-  source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+  # O_NONBLOCK: never blocks, even if `src` was swapped for a FIFO.
+  source = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
   try:
     size = os.fstat(source).st_size
     os.posix_fadvise(source, 0, 0, os.POSIX_FADV_SEQUENTIAL)

@@ -312,22 +312,59 @@ def _stock_partition(name: str, claims: Sequence[_Claim],
   return tuple(full_shape), slices
 
 
+# Slices along more than one axis are checked pairwise; TensorFlow never
+# writes them (its partitioners split one axis), so few is plenty.
+_MAX_MULTI_AXIS_SLICES = 2000
+
+
 def _coverage_problem(shape: Sequence[int],
                       slices: Sequence[tensor_slice.TensorSlice]
                       ) -> Optional[str]:
-  """Why slices do not tile a tensor exactly, or None."""
+  """Why slices do not tile a tensor exactly, or None.
+
+  Slices along one axis (what TensorFlow writes) are sorted and checked end
+  to start: n log n. Slices along several axes are compared pairwise after a
+  sort by their first axis, up to `_MAX_MULTI_AXIS_SLICES`.
+  """
   boxes = [part.bounds(shape) for part in slices]
-  volume = sum(bundle.num_elements([end - start for start, end in box])
-               for box in boxes)
-  for i, box in enumerate(boxes):
-    for j in range(i):
-      if all(start < other_end and other_start < end
-             for (start, end), (other_start, other_end) in zip(box, boxes[j])):
-        if bundle.num_elements([end - start for start, end in box]):
-          return f"slices `{slices[j]}` and `{slices[i]}` overlap"
+  sizes = [bundle.num_elements([end - start for start, end in box])
+           for box in boxes]
+  volume = sum(sizes)
   if volume != bundle.num_elements(shape):
-    return (f"its slices ({', '.join(f'`{s}`' for s in slices)}) cover "
-            f"{volume} of its {bundle.num_elements(shape)} elements")
+    return (f"its {len(slices)} slices cover {volume} of its "
+            f"{bundle.num_elements(shape)} elements (first slices: "
+            f"{errors.format_list((f'`{s}`' for s in slices), limit=3)})")
+  split_axes = {axis for box in boxes
+                for axis, ((start, end), dim) in enumerate(zip(box, shape))
+                if (start, end) != (0, dim)}
+  if not shape:
+    return None  # A scalar's one slice; the volumes add up.
+  if len(split_axes) <= 1:
+    axis = split_axes.pop() if split_axes else 0
+    order = sorted(range(len(boxes)), key=lambda i: boxes[i][axis])
+    previous = None
+    for i in order:
+      if not sizes[i]:
+        continue
+      if previous is not None and boxes[i][axis][0] < boxes[previous][axis][1]:
+        return f"slices `{slices[previous]}` and `{slices[i]}` overlap"
+      previous = i
+    return None  # No overlaps and the volumes add up: an exact tiling.
+  if len(boxes) > _MAX_MULTI_AXIS_SLICES:
+    return (f"it has {len(boxes)} slices along several axes; this tool "
+            f"checks at most {_MAX_MULTI_AXIS_SLICES} (TensorFlow's "
+            "partitioners split one axis)")
+  order = sorted((i for i in range(len(boxes)) if sizes[i]),
+                 key=lambda i: boxes[i][0])
+  active: List[int] = []
+  for i in order:
+    start = boxes[i][0][0]
+    active = [j for j in active if boxes[j][0][1] > start]
+    for j in active:
+      if all(a < other_end and other_start < b for (a, b), (
+          other_start, other_end) in zip(boxes[i], boxes[j])):
+        return f"slices `{slices[j]}` and `{slices[i]}` overlap"
+    active.append(i)
   return None
 
 

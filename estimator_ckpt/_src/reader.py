@@ -160,16 +160,21 @@ def list_variables(path: str) -> List[Tuple[str, List[int]]]:
 def variable_value(contents: Contents, variable: Variable) -> np.ndarray:
   """A variable's value, partitions assembled, checksums verified."""
   checkpoint = contents.bundle
+  where = f"`{variable.name}` of `{contents.prefix}`"
   if not variable.partitioned:
     part = variable.parts[0]
     return values.decode_value(
-        part.entry, values.read_entry_bytes(checkpoint, part.key, part.entry))
+        part.entry, values.read_entry_bytes(checkpoint, part.key, part.entry),
+        where)
+  values.check_numpy_shape(variable.shape, variable.dtype, where)
   value = np.empty(variable.shape, dtype=variable.dtype.numpy_dtype())
   for part in variable.parts:
+    assert part.slice is not None  # Partitioned: every part is a slice.
     index = tuple(slice(start, end)
                   for start, end in part.slice.bounds(variable.shape))
     value[index] = values.decode_value(
-        part.entry, values.read_entry_bytes(checkpoint, part.key, part.entry))
+        part.entry, values.read_entry_bytes(checkpoint, part.key, part.entry),
+        where)
   return value
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from estimator_ckpt import errors
 from estimator_ckpt._src import progress
 from estimator_ckpt._src import reader
+from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import checksums
 from estimator_ckpt._src.format import keys
 
@@ -100,16 +101,19 @@ def _same_bytes(a: reader.Contents, a_part: reader.Part,
     return False
   if a_part.entry.crc32c != b_part.entry.crc32c:
     return False
-  remaining = a_part.entry.size
-  with open(a.bundle.data_path(a_part.entry.shard_id), "rb") as fa, open(
-      b.bundle.data_path(b_part.entry.shard_id), "rb") as fb:
-    fa.seek(a_part.entry.offset)
-    fb.seek(b_part.entry.offset)
-    while remaining:
-      size = min(remaining, checksums.CHUNK_SIZE)
-      if fa.read(size) != fb.read(size):
+  a_path = a.bundle.data_path(a_part.entry.shard_id)
+  b_path = b.bundle.data_path(b_part.entry.shard_id)
+  with checkpoint_files.open_regular(a_path, "data file") as fa, \
+      checkpoint_files.open_regular(b_path, "data file") as fb:
+    done = 0
+    while done < a_part.entry.size:
+      size = min(a_part.entry.size - done, checksums.CHUNK_SIZE)
+      if (checkpoint_files.pread_exact(fa, size, a_part.entry.offset + done,
+                                       a_path) !=
+          checkpoint_files.pread_exact(fb, size, b_part.entry.offset + done,
+                                       b_path)):
         return False
-      remaining -= size
+      done += size
   return True
 
 

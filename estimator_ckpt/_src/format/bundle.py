@@ -21,10 +21,12 @@ TensorFlow is never imported (see `protos.py`).
 """
 
 import dataclasses
+import mmap
 import os
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from estimator_ckpt import errors
+from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import dtypes
 from estimator_ckpt._src.format import protos
 from estimator_ckpt._src.format import table
@@ -177,7 +179,8 @@ def _check_slices(path: str, key: bytes, entry: protos.BundleEntryProto,
                   ) -> List[bytes]:
   """Checks a partitioned tensor's slices; returns their keys."""
   shape = shape_of(entry)
-  keys = []
+  keys: List[bytes] = []
+  seen = set()
   for proto in entry.slices:
     part = tensor_slice.TensorSlice.from_proto(proto)
     if len(part.extents) != len(shape):
@@ -201,8 +204,9 @@ def _check_slices(path: str, key: bytes, entry: protos.BundleEntryProto,
       raise _entry_error(path, child_key, f"does not match slice "
                          f"`{part}` of its {dtypes.DTYPES[entry.dtype].name} "
                          f"tensor of shape {list(shape)}")
-    if child_key in keys:
+    if child_key in seen:
       raise _entry_error(path, key, f"lists slice `{part}` twice")
+    seen.add(child_key)
     keys.append(child_key)
   return keys
 
@@ -228,17 +232,22 @@ def read(prefix: str) -> Bundle:
   """
   path = index_filename(prefix)
   try:
-    with open(path, "rb") as f:
-      data = f.read()
+    with checkpoint_files.open_regular(path, "checkpoint index") as fd:
+      size = os.fstat(fd).st_size
+      # Mapped, not read: the table reader touches only the footer and the
+      # blocks its handles promise, so a huge or sparse file costs nothing
+      # until its blocks check out.
+      data = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else b""
   except FileNotFoundError:
     raise errors.CheckpointNotFoundError(
         f"There is no checkpoint index `{path}`. Pass a model_dir or a "
         "checkpoint prefix such as `model_dir/model.ckpt-100` (without "
         "`.index` or `.data-*`).") from None
-  except IsADirectoryError:
-    raise errors.CheckpointNotFoundError(
-        f"`{path}` is a directory, not a checkpoint index.") from None
-  items = table.decode_table(path, data)
+  try:
+    items = table.decode_table(path, data)
+  finally:
+    if isinstance(data, mmap.mmap):
+      data.close()
   if not items or items[0][0] != HEADER_KEY:
     raise errors.CorruptCheckpointError(
         f"`{path}` has no header entry (the empty key), so its shard count "
@@ -299,7 +308,7 @@ def _shard_sizes(prefix: str, num_shards: int,
   for shard_id in range(num_shards):
     path = data_filename(prefix, shard_id, num_shards)
     try:
-      sizes.append(os.stat(path).st_size)
+      sizes.append(checkpoint_files.regular_size(path, "data file"))
     except FileNotFoundError:
       owners = [tensor_slice.key_text(k) for k, e in entries.items()
                 if not e.slices and e.shard_id == shard_id]

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from estimator_ckpt import errors
 from estimator_ckpt._src.format import bundle as bundle_lib
+from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import crc32c
 from estimator_ckpt._src.format import dtypes
 from estimator_ckpt._src.format import protos
@@ -250,16 +251,25 @@ def check_ranges(bundle: bundle_lib.Bundle, shard_id: int, ranges: Sequence[Data
   checker = StreamChecker(bundle, ranges)
   # One reused, writable buffer: `crc32c.crc32c` checksums it without a copy.
   buffer = memoryview(bytearray(CHUNK_SIZE))
-  with open(path or bundle.data_path(shard_id), "rb", buffering=0) as f:
-    for start, end in _spans(ranges):
-      offset = start
-      while offset < end:
-        count = os.preadv(f.fileno(), [buffer[:min(end - offset, CHUNK_SIZE)]],
-                          offset)
-        if not count:
-          break  # Truncated: `finish` reports the ranges not fed in full.
-        checker.update(offset, buffer[:count])
-        offset += count
-        if on_bytes:
-          on_bytes(count)
+  path = path or bundle.data_path(shard_id)
+  try:
+    with checkpoint_files.open_regular(path, "data file") as fd:
+      for start, end in _spans(ranges):
+        offset = start
+        while offset < end:
+          try:
+            count = os.preadv(fd, [buffer[:min(end - offset, CHUNK_SIZE)]],
+                              offset)
+          except OSError as e:
+            raise checkpoint_files.io_error(e, path) from None
+          if not count:
+            break  # Truncated: `finish` reports the ranges not fed in full.
+          checker.update(offset, buffer[:count])
+          offset += count
+          if on_bytes:
+            on_bytes(count)
+  except FileNotFoundError:
+    raise errors.CorruptCheckpointError(
+        f"Data file `{path}` of `{bundle.prefix}` disappeared while it was "
+        "read. Is something else deleting the checkpoint?") from None
   return checker.finish()

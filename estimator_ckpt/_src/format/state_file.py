@@ -18,9 +18,13 @@ from google.protobuf import text_format
 
 from estimator_ckpt import errors
 from estimator_ckpt._src.format import bundle
+from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import protos
 
 STATE_FILENAME = "checkpoint"
+# TensorFlow writes one line per kept checkpoint; 10,000 kept checkpoints
+# take about 600 KB.
+_MAX_STATE_FILE_BYTES = 16 << 20
 
 
 def read(model_dir: str) -> Optional[protos.CheckpointState]:
@@ -32,8 +36,8 @@ def read(model_dir: str) -> Optional[protos.CheckpointState]:
   """
   path = os.path.join(model_dir, STATE_FILENAME)
   try:
-    with open(path, "rb") as f:
-      text = f.read()
+    text = checkpoint_files.read_small(path, "checkpoint state file",
+                                       _MAX_STATE_FILE_BYTES)
   except FileNotFoundError:
     return None
   state = protos.CheckpointState()

@@ -5,7 +5,9 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
+from estimator_ckpt import errors
 from estimator_ckpt._src.format import bundle as bundle_lib
+from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import checksums
 from estimator_ckpt._src.format import crc32c
 from estimator_ckpt._src.format import dtypes
@@ -22,9 +24,14 @@ def read_entry_bytes(bundle: bundle_lib.Bundle, key: bytes,
   Raises:
     errors.CorruptCheckpointError: The bytes fail their checksum.
   """
-  with open(bundle.data_path(entry.shard_id), "rb") as f:
-    f.seek(entry.offset)
-    data = f.read(entry.size)
+  path = bundle.data_path(entry.shard_id)
+  try:
+    with checkpoint_files.open_regular(path, "data file") as fd:
+      data = checkpoint_files.pread_exact(fd, entry.size, entry.offset, path)
+  except FileNotFoundError:
+    raise errors.CorruptCheckpointError(
+        f"Data file `{path}` of `{bundle.prefix}` disappeared while it was "
+        "read. Is something else deleting the checkpoint?") from None
   checksummer = checksums.Checksummer(entry)
   try:
     checksummer.update(data)
@@ -36,15 +43,47 @@ def read_entry_bytes(bundle: bundle_lib.Bundle, key: bytes,
   return data
 
 
-def decode_value(entry: protos.BundleEntryProto, data: bytes) -> np.ndarray:
+def check_numpy_shape(shape: Sequence[int], dtype: dtypes.DType,
+                      where: str) -> None:
+  """Raises unless numpy can hold an array of `shape` (even with 0 elements).
+
+  numpy refuses any shape whose non-zero dimensions multiply past its index
+  range, so `[0, 2**40, 2**40]`, a valid empty tensor for TensorFlow, has no
+  numpy form.
+
+  Raises:
+    errors.IncompatibleCheckpointError: It cannot.
+  """
+  extent = max(dtype.itemsize, 1)
+  for dim in shape:
+    extent *= max(dim, 1)
+  if extent > np.iinfo(np.intp).max:
+    raise errors.IncompatibleCheckpointError(
+        f"{where} has shape {list(shape)}, which numpy cannot represent (its "
+        "non-zero dimensions multiply past 2^63 bytes), so it cannot be "
+        "returned as an array. Read it with TensorFlow, or check how the "
+        "checkpoint was written.")
+
+
+def decode_value(entry: protos.BundleEntryProto, data: bytes,
+                 where: str = "The tensor") -> np.ndarray:
   """An entry's value from its (checked) bytes.
 
   Strings come back as an object array of `bytes`, as TensorFlow's
   `CheckpointReader.get_tensor` returns them; variants as an object array of
   serialized `VariantTensorDataProto`s (decoding them needs TensorFlow).
+
+  Args:
+    entry: The tensor's entry.
+    data: Its bytes, checked (`read_entry_bytes`).
+    where: Names the tensor (file and key) in errors.
+
+  Raises:
+    errors.IncompatibleCheckpointError: numpy cannot hold its shape.
   """
   dtype = bundle_lib.dtype_of(entry)
   shape = bundle_lib.shape_of(entry)
+  check_numpy_shape(shape, dtype, where)
   count = bundle_lib.num_elements(shape)
   if not dtype.variable_length:
     return np.frombuffer(bytearray(data), dtype=dtype.numpy_dtype()).reshape(

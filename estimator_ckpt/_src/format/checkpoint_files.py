@@ -1,0 +1,148 @@
+"""Opening a checkpoint's files: regular files only, never blocking, bounded.
+
+Checkpoint paths come from users and from `checkpoint` state files, so any
+of them may be a directory, a FIFO (whose plain `open` blocks forever), a
+device such as `/dev/zero` (endless), a symlink loop, or unreadable. Every
+reader of the format core opens files through here: the open never blocks
+(`O_NONBLOCK`, which regular files ignore), anything but a regular file is
+refused with an `errors.Error` naming it, and operating-system failures
+become `errors.CheckpointIOError`, naming the user's path and keeping the
+errno. Reads are bounded by the file's size and by what the caller expects.
+"""
+
+import contextlib
+import errno
+import os
+import stat
+from typing import Iterator
+
+from estimator_ckpt import errors
+
+
+def _kind(mode: int) -> str:
+  if stat.S_ISDIR(mode):
+    return "a directory"
+  if stat.S_ISFIFO(mode):
+    return "a FIFO (named pipe)"
+  if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+    return "a device"
+  if stat.S_ISSOCK(mode):
+    return "a socket"
+  return "not a regular file"
+
+
+def io_error(error: OSError, path: str,
+             action: str = "reading") -> errors.CheckpointIOError:
+  """An `OSError` as a `CheckpointIOError` naming `path` and what to do."""
+  reason = error.strerror or str(error)
+  hint = {
+      errno.ENOSPC: "Free space on that file system or write elsewhere.",
+      errno.EDQUOT: "Free space (quota) or write elsewhere.",
+      errno.EACCES: "Check the permissions of the path and its directories.",
+      errno.EPERM: "Check the permissions of the path and its directories.",
+      errno.EROFS: "The file system is read-only; write elsewhere.",
+      errno.ELOOP: "A symbolic link on the path points to itself; fix it.",
+      errno.ENAMETOOLONG: "Use a shorter path.",
+  }.get(error.errno, "Check the path and the file system.")
+  return errors.CheckpointIOError(
+      f"{action.capitalize()} `{path}` failed: {reason}. {hint}",
+      errno=error.errno, filename=path)
+
+
+def not_regular_error(path: str, mode: int,
+                      what: str) -> errors.CorruptCheckpointError:
+  return errors.CorruptCheckpointError(
+      f"`{path}` is {_kind(mode)}, not a regular file, so it cannot be the "
+      f"{what}. Replace it with the checkpoint's own file (copy the whole "
+      "checkpoint again).")
+
+
+def regular_size(path: str, what: str) -> int:
+  """The size of a regular file.
+
+  Raises:
+    FileNotFoundError: `path` does not exist (callers say what is missing).
+    errors.CorruptCheckpointError: It is not a regular file.
+    errors.CheckpointIOError: Another OS error.
+  """
+  try:
+    info = os.stat(path)
+  except FileNotFoundError:
+    raise
+  except OSError as e:
+    raise io_error(e, path) from None
+  if not stat.S_ISREG(info.st_mode):
+    raise not_regular_error(path, info.st_mode, what)
+  return info.st_size
+
+
+@contextlib.contextmanager
+def open_regular(path: str, what: str) -> Iterator[int]:
+  """Opens a regular file for reading, without blocking; yields the fd.
+
+  Args:
+    path: The file.
+    what: What the file is, for messages ("checkpoint index").
+
+  Raises:
+    FileNotFoundError: `path` does not exist (callers say what is missing).
+    errors.CorruptCheckpointError: It is a directory, FIFO, device, ...
+    errors.CheckpointIOError: Another OS error (permissions, ELOOP, ...).
+  """
+  try:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+  except FileNotFoundError:
+    raise
+  except IsADirectoryError:
+    raise not_regular_error(path, stat.S_IFDIR, what) from None
+  except OSError as e:
+    raise io_error(e, path) from None
+  try:
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+      raise not_regular_error(path, mode, what)
+    yield fd
+  finally:
+    os.close(fd)
+
+
+def pread_exact(fd: int, size: int, offset: int, path: str) -> bytes:
+  """Exactly `size` bytes at `offset`; fewer means the file shrank.
+
+  Raises:
+    errors.CorruptCheckpointError: The file ends before `offset + size`.
+    errors.CheckpointIOError: An OS error.
+  """
+  chunks = []
+  done = 0
+  while done < size:
+    try:
+      chunk = os.pread(fd, size - done, offset + done)
+    except OSError as e:
+      raise io_error(e, path) from None
+    if not chunk:
+      raise errors.CorruptCheckpointError(
+          f"`{path}` ends at byte {offset + done}, before the "
+          f"{size} bytes at offset {offset} its checkpoint needs. Is "
+          "something else writing it? Copy the checkpoint again.")
+    chunks.append(chunk)
+    done += len(chunk)
+  return b"".join(chunks)
+
+
+def read_small(path: str, what: str, max_size: int) -> bytes:
+  """A whole small file, refused if it is larger than `max_size`.
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    errors.CorruptCheckpointError: Not a regular file, or too large.
+    errors.CheckpointIOError: An OS error.
+  """
+  with open_regular(path, what) as fd:
+    size = os.fstat(fd).st_size
+    if size > max_size:
+      raise errors.CorruptCheckpointError(
+          f"`{path}` has {size} bytes, more than any {what} holds "
+          f"({max_size} at most here). It is not a {what}; replace or "
+          "delete it.")
+    return pread_exact(fd, size, 0, path)
