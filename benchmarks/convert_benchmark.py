@@ -39,20 +39,31 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from benchmarks import synthetic
 import estimator_ckpt
 
+from benchmarks import synthetic
+
 _SIZE_MB = flags.DEFINE_integer(
-    "size_mb", 2048, "Size of the large checkpoint's table, in MiB.",
-    lower_bound=1)
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Runs per measurement.",
-                                lower_bound=1)
+  "size_mb",
+  2048,
+  "Size of the large checkpoint's table, in MiB.",
+  lower_bound=1,
+)
+_REPEATS = flags.DEFINE_integer(
+  "repeats", 3, "Runs per measurement.", lower_bound=1
+)
 _SKIP_GUIDE = flags.DEFINE_bool(
-    "skip_guide", False, "Do not run the guide's converter (it needs about "
-    "3.3x the checkpoint size in RAM).")
+  "skip_guide",
+  False,
+  "Do not run the guide's converter (it needs about "
+  "3.3x the checkpoint size in RAM).",
+)
 _WORK_DIR = flags.DEFINE_string(
-    "work_dir", None, "Where to write checkpoints (default: a new temporary "
-    "directory, removed at the end).")
+  "work_dir",
+  None,
+  "Where to write checkpoints (default: a new temporary "
+  "directory, removed at the end).",
+)
 
 # Runs a command in a child forked from this small process and writes its wall
 # time and peak RSS to argv[1]. Linux counts in a child's ru_maxrss the memory
@@ -75,12 +86,17 @@ def _run(command: Sequence[str], env=None) -> Tuple[float, int]:
   """Runs a command; returns (wall seconds, peak RSS in bytes)."""
   with tempfile.NamedTemporaryFile("r", suffix=".measured") as measured:
     result = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, measured.name, *command],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-        check=False)
+      [sys.executable, "-c", _LAUNCHER, measured.name, *command],
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      env=env,
+      check=False,
+    )
     if result.returncode != 0:
-      raise RuntimeError(f"{command[:3]} failed:\n"
-                         f"{result.stderr.decode(errors='replace')[-2000:]}")
+      raise RuntimeError(
+        f"{command[:3]} failed:\n"
+        f"{result.stderr.decode(errors='replace')[-2000:]}"
+      )
     seconds, rss = measured.read().split()
   return float(seconds), int(rss)
 
@@ -107,8 +123,9 @@ class _Bench:
       shutil.rmtree(path)
     return path
 
-  def measure(self, contenders: Dict[str, Callable[[str], Tuple[float, int]]]
-              ) -> None:
+  def measure(
+    self, contenders: Dict[str, Callable[[str], Tuple[float, int]]]
+  ) -> None:
     for _ in range(self._repeats):
       for name, run in contenders.items():
         output = self._output()
@@ -164,31 +181,46 @@ def main(argv: Sequence[str]) -> None:
     large = os.path.join(work, "large")
     synthetic.write_estimator_checkpoint(tiny, table_bytes=64 << 10)
     large_prefix = synthetic.write_estimator_checkpoint(
-        large, table_bytes=_SIZE_MB.value << 20)
+      large, table_bytes=_SIZE_MB.value << 20
+    )
     size = _size_mib(large)
 
     bench = _Bench(work, _REPEATS.value, warm_source=large)
 
     def disk_write_floor(out: str) -> Tuple[float, int]:
-      """The disk's durable write speed: as many bytes, from memory, O_DIRECT
-      (buffered where the file system refuses it), then fsync."""
+      """The disk's durable write speed, O_DIRECT then fsync.
+
+      As many bytes, from memory; buffered where the file system refuses
+      O_DIRECT.
+      """
       block_mib = 8 if size >= 64 else 1
-      dd = (f'dd if=/dev/zero of="{out}/zeros" bs={block_mib}M '
-            f"count={max(1, round(size / block_mib))} conv=fsync status=none")
-      return _run(["sh", "-c", f'mkdir "{out}" && {{ {dd} oflag=direct '
-                   f"2>/dev/null || {dd}; }}"])
+      dd = (
+        f'dd if=/dev/zero of="{out}/zeros" bs={block_mib}M '
+        f"count={max(1, round(size / block_mib))} conv=fsync status=none"
+      )
+      return _run(
+        [
+          "sh",
+          "-c",
+          f'mkdir "{out}" && {{ {dd} oflag=direct 2>/dev/null || {dd}; }}',
+        ]
+      )
 
     contenders = {
-        "cp -r": lambda out: _run(["cp", "-r", large, out]),
-        "cp -r + sync": lambda out: _run(
-            ["sh", "-c", f'cp -r "{large}" "{out}" && sync -f "{out}"']),
-        "disk write floor": disk_write_floor,
-        "convert CLI, tiny": lambda out: _run(
-            convert_cli + ["--to=tf2", tiny, out], env),
-        "convert CLI": lambda out: _run(
-            convert_cli + ["--to=tf2", large, out], env),
-        "convert CLI --link": lambda out: _run(
-            convert_cli + ["--to=tf2", "--link", large, out], env),
+      "cp -r": lambda out: _run(["cp", "-r", large, out]),
+      "cp -r + sync": lambda out: _run(
+        ["sh", "-c", f'cp -r "{large}" "{out}" && sync -f "{out}"']
+      ),
+      "disk write floor": disk_write_floor,
+      "convert CLI, tiny": lambda out: _run(
+        convert_cli + ["--to=tf2", tiny, out], env
+      ),
+      "convert CLI": lambda out: _run(
+        convert_cli + ["--to=tf2", large, out], env
+      ),
+      "convert CLI --link": lambda out: _run(
+        convert_cli + ["--to=tf2", "--link", large, out], env
+      ),
     }
 
     def in_process(out: str, link: bool = False) -> Tuple[float, int]:
@@ -197,15 +229,18 @@ def main(argv: Sequence[str]) -> None:
       return time.monotonic() - start, 0
 
     contenders["convert() in-process"] = in_process
-    contenders["convert(link=True) in-process"] = (
-        lambda out: in_process(out, link=True))
+    contenders["convert(link=True) in-process"] = lambda out: in_process(
+      out, link=True
+    )
     if not _SKIP_GUIDE.value:
       # The guide's convert_tf1_to_tf2: examples/guide/converter.py.
       guide = [sys.executable, "-m", "examples.guide.converter"]
       contenders["guide, tiny"] = lambda out: _run(
-          guide + [tiny, os.path.join(out, "ckpt")], env)
+        guide + [tiny, os.path.join(out, "ckpt")], env
+      )
       contenders["guide"] = lambda out: _run(
-          guide + [large, os.path.join(out, "ckpt")], env)
+        guide + [large, os.path.join(out, "ckpt")], env
+      )
     bench.measure(contenders)
 
     cp = bench.fastest("cp -r")
@@ -218,24 +253,26 @@ def main(argv: Sequence[str]) -> None:
     rss_large = bench.rss["convert CLI"]
 
     lines = [
-        "",
-        f"checkpoint: {large_prefix}, {size:.0f} MiB (4-part table + 1,000 "
-        f"small variables); {_REPEATS.value} runs each, interleaved",
-        "",
-        f"{'':34}{'fastest':>9}{'median':>9}{'vs cp -r':>10}{'peak RSS':>11}",
+      "",
+      f"checkpoint: {large_prefix}, {size:.0f} MiB (4-part table + 1,000 "
+      f"small variables); {_REPEATS.value} runs each, interleaved",
+      "",
+      f"{'':34}{'fastest':>9}{'median':>9}{'vs cp -r':>10}{'peak RSS':>11}",
     ]
 
-    def row(label: str, name: str, minus: Optional[str] = None,
-            ratio: bool = True) -> None:
+    def row(
+      label: str, name: str, minus: Optional[str] = None, ratio: bool = True
+    ) -> None:
       """One contender's line; `minus`: a start-up contender to subtract."""
       offset = bench.fastest(minus) if minus else 0.0
       fastest = bench.fastest(name) - offset
       median = bench.median(name) - (bench.median(minus) if minus else 0.0)
       rss = bench.rss.get(name, 0)
       lines.append(
-          f"{label:34}{fastest:9.2f}{median:9.2f}"
-          f"{f'{fastest / cp:10.2f}' if ratio else '':>10}"
-          f"{f'{rss / 2**20:8.0f} MB' if rss else '':>11}")
+        f"{label:34}{fastest:9.2f}{median:9.2f}"
+        f"{f'{fastest / cp:10.2f}' if ratio else '':>10}"
+        f"{f'{rss / 2**20:8.0f} MB' if rss else '':>11}"
+      )
 
     row("cp -r", "cp -r")
     row("cp -r + sync", "cp -r + sync")
@@ -243,30 +280,33 @@ def main(argv: Sequence[str]) -> None:
     row("convert CLI start-up (tiny ckpt)", "convert CLI, tiny", ratio=False)
     row("convert CLI, beyond start-up", "convert CLI", "convert CLI, tiny")
     row("convert() in-process", "convert() in-process")
-    row("convert CLI --link, beyond start", "convert CLI --link",
-        "convert CLI, tiny")
+    row(
+      "convert CLI --link, beyond start",
+      "convert CLI --link",
+      "convert CLI, tiny",
+    )
     row("convert(link=True) in-process", "convert(link=True) in-process")
     if not _SKIP_GUIDE.value:
       row("guide start-up (tiny ckpt)", "guide, tiny", ratio=False)
       row("guide, beyond start-up", "guide", "guide, tiny")
       guide = bench.fastest("guide") - bench.fastest("guide, tiny")
       lines += [
-          "",
-          f"guide / convert CLI (beyond start-up): {guide / cli:.1f}x time, "
-          f"{bench.rss['guide'] / rss_large:.1f}x peak RSS",
+        "",
+        f"guide / convert CLI (beyond start-up): {guide / cli:.1f}x time, "
+        f"{bench.rss['guide'] / rss_large:.1f}x peak RSS",
       ]
     lines += [
-        "",
-        f"targets (fastest runs): convert beyond start-up <= 1.5x cp -r: "
-        f"{'met' if cli <= 1.5 * cp else 'NOT met'} ({cli / cp:.2f}x; "
-        f"{cli / cp_sync:.2f}x of cp -r + sync)",
-        f"  durable writes: the disk alone takes {floor / cp:.2f}x cp -r to "
-        f"write as many bytes; convert takes {cli / floor:.2f}x that",
-        f"  peak RSS, large - tiny checkpoint < 64 MB: "
-        f"{'met' if rss_large - rss_tiny < 64 << 20 else 'NOT met'} "
-        f"({(rss_large - rss_tiny) / 2**20:+.1f} MB)",
-        f"  --link under 1 s: {'met' if link < 1 else 'NOT met'} "
-        f"({link:.2f} s beyond start-up)",
+      "",
+      f"targets (fastest runs): convert beyond start-up <= 1.5x cp -r: "
+      f"{'met' if cli <= 1.5 * cp else 'NOT met'} ({cli / cp:.2f}x; "
+      f"{cli / cp_sync:.2f}x of cp -r + sync)",
+      f"  durable writes: the disk alone takes {floor / cp:.2f}x cp -r to "
+      f"write as many bytes; convert takes {cli / floor:.2f}x that",
+      f"  peak RSS, large - tiny checkpoint < 64 MB: "
+      f"{'met' if rss_large - rss_tiny < 64 << 20 else 'NOT met'} "
+      f"({(rss_large - rss_tiny) / 2**20:+.1f} MB)",
+      f"  --link under 1 s: {'met' if link < 1 else 'NOT met'} "
+      f"({link:.2f} s beyond start-up)",
     ]
     print("\n".join(line.rstrip() for line in lines))
   finally:

@@ -30,20 +30,28 @@ from estimator_ckpt._src import scaffold
 
 tf1 = tf.compat.v1
 
-_NUM_VARIABLES = flags.DEFINE_integer("num_variables", 5000,
-                                      "Variables of model (a).")
-_TABLE_MIB = flags.DEFINE_integer("table_mib", 1024,
-                                  "Size of model (b)'s table in MiB.")
-_PARTITIONS = flags.DEFINE_integer("partitions", 8,
-                                   "Partitions of model (b)'s table.")
+_NUM_VARIABLES = flags.DEFINE_integer(
+  "num_variables", 5000, "Variables of model (a)."
+)
+_TABLE_MIB = flags.DEFINE_integer(
+  "table_mib", 1024, "Size of model (b)'s table in MiB."
+)
+_PARTITIONS = flags.DEFINE_integer(
+  "partitions", 8, "Partitions of model (b)'s table."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Runs per phase (fastest kept).")
 
 
 def many_variables_model():
   step = tf1.train.get_or_create_global_step()
-  variables = [tf1.get_variable(f"layer_{i // 10}/w_{i % 10}", shape=[4],
-                                initializer=tf1.ones_initializer())
-               for i in range(_NUM_VARIABLES.value)]
+  variables = [
+    tf1.get_variable(
+      f"layer_{i // 10}/w_{i % 10}",
+      shape=[4],
+      initializer=tf1.ones_initializer(),
+    )
+    for i in range(_NUM_VARIABLES.value)
+  ]
   return tf.group(variables[0].assign_add(tf.ones([4])), step.assign_add(1))
 
 
@@ -52,25 +60,32 @@ def big_table_model():
   dim = 64
   rows = _TABLE_MIB.value * 2**20 // (4 * dim)
   table = tf1.get_variable(
-      "embedding", shape=[rows, dim], initializer=tf1.zeros_initializer(),
-      partitioner=tf1.fixed_size_partitioner(_PARTITIONS.value))
+    "embedding",
+    shape=[rows, dim],
+    initializer=tf1.zeros_initializer(),
+    partitioner=tf1.fixed_size_partitioner(_PARTITIONS.value),
+  )
   row = tf1.nn.embedding_lookup(table, tf.constant([0], tf.int64))
   return tf.group(tf.reduce_sum(row), step.assign_add(1))
 
 
 def make_tf1_scaffold():
   return tf1.train.Scaffold(
-      saver=tf1.train.Saver(sharded=True, save_relative_paths=True,
-                            defer_build=True))
+    saver=tf1.train.Saver(
+      sharded=True, save_relative_paths=True, defer_build=True
+    )
+  )
 
 
 def make_tf2_scaffold():
   return scaffold.scaffold()
 
 
-def run_phases(build_model: Callable[[], tf.Operation],
-               make_scaffold: Callable[[], tf1.train.Scaffold],
-               workdir: str) -> Dict[str, float]:
+def run_phases(
+  build_model: Callable[[], tf.Operation],
+  make_scaffold: Callable[[], tf1.train.Scaffold],
+  workdir: str,
+) -> Dict[str, float]:
   """Times build, first save and resume for one model and scaffold."""
   times = {}
   prefix = os.path.join(workdir, "model.ckpt")
@@ -101,27 +116,34 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   models = {
-      f"(a) {_NUM_VARIABLES.value} variables": many_variables_model,
-      f"(b) {_TABLE_MIB.value} MiB table in {_PARTITIONS.value} parts":
-          big_table_model,
+    f"(a) {_NUM_VARIABLES.value} variables": many_variables_model,
+    (
+      f"(b) {_TABLE_MIB.value} MiB table in {_PARTITIONS.value} parts"
+    ): big_table_model,
   }
   scaffolds = {"tf1": make_tf1_scaffold, "tf2": make_tf2_scaffold}
-  print(f"{'model':36s} {'phase':7s} {'TF1 Saver s':>12s} "
-        f"{'ours s':>10s} {'ratio':>7s}")
+  print(
+    f"{'model':36s} {'phase':7s} {'TF1 Saver s':>12s} "
+    f"{'ours s':>10s} {'ratio':>7s}"
+  )
   for model_name, build_model in models.items():
     samples = {name: {} for name in scaffolds}
     for repeat in range(_REPEATS.value):
       # Alternate the order so caches and warm-up favour neither side.
-      for name in (scaffolds if repeat % 2 == 0 else reversed(list(scaffolds))):
+      for name in scaffolds if repeat % 2 == 0 else reversed(list(scaffolds)):
         with tempfile.TemporaryDirectory() as workdir:
-          for phase, seconds in run_phases(build_model, scaffolds[name],
-                                           workdir).items():
+          for phase, seconds in run_phases(
+            build_model, scaffolds[name], workdir
+          ).items():
             samples[name].setdefault(phase, []).append(seconds)
     for phase in samples["tf1"]:
       tf1_s = min(samples["tf1"][phase])
       ours_s = min(samples["tf2"][phase])
-      print(f"{model_name:36s} {phase:7s} {tf1_s:12.3f} {ours_s:10.3f} "
-            f"{ours_s / tf1_s:6.2f}x", flush=True)
+      print(
+        f"{model_name:36s} {phase:7s} {tf1_s:12.3f} {ours_s:10.3f} "
+        f"{ours_s / tf1_s:6.2f}x",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

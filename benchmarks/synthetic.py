@@ -26,19 +26,27 @@ _INT64 = dtypes.DTYPES[9]
 _CHUNK_ELEMENTS = 4 << 20  # 16 MiB of float32.
 
 
-def _entry(dtype: dtypes.DType, shape, offset: int, size: int,
-           crc: int) -> protos.BundleEntryProto:
-  entry = protos.BundleEntryProto(dtype=dtype.enum, offset=offset, size=size,
-                                  crc32c=crc32c.mask(crc))
+def _entry(
+  dtype: dtypes.DType, shape, offset: int, size: int, crc: int
+) -> protos.BundleEntryProto:
+  entry = protos.BundleEntryProto(
+    dtype=dtype.enum, offset=offset, size=size, crc32c=crc32c.mask(crc)
+  )
   for dim in shape:
     entry.shape.dim.add(size=dim)
   return entry
 
 
-def write_estimator_checkpoint(model_dir: str, *, table_bytes: int,
-                               num_small: int = 1000, num_partitions: int = 4,
-                               embedding_dim: int = 64, step: int = 1000,
-                               seed: int = 0) -> str:
+def write_estimator_checkpoint(
+  model_dir: str,
+  *,
+  table_bytes: int,
+  num_small: int = 1000,
+  num_partitions: int = 4,
+  embedding_dim: int = 64,
+  step: int = 1000,
+  seed: int = 0,
+) -> str:
   """Writes `model_dir/model.ckpt-<step>` and a `checkpoint` state file.
 
   Args:
@@ -65,8 +73,9 @@ def write_estimator_checkpoint(model_dir: str, *, table_bytes: int,
       nonlocal offset
       raw = np.ascontiguousarray(values).tobytes()
       data.write(raw)
-      entries.append((key, _entry(dtype, shape, offset, len(raw),
-                                  crc32c.crc32c(raw))))
+      entries.append(
+        (key, _entry(dtype, shape, offset, len(raw), crc32c.crc32c(raw)))
+      )
       offset += len(raw)
 
     add(b"global_step", _INT64, [], np.array(step, np.int64))
@@ -75,10 +84,10 @@ def write_estimator_checkpoint(model_dir: str, *, table_bytes: int,
     table.shape.dim.add(size=embedding_dim)
     start = 0
     for part in range(num_partitions):
-      part_rows = rows // num_partitions + (
-          part < rows % num_partitions)
+      part_rows = rows // num_partitions + (part < rows % num_partitions)
       part_slice = tensor_slice.TensorSlice(
-          ((start, part_rows), (0, embedding_dim)))
+        ((start, part_rows), (0, embedding_dim))
+      )
       part_slice.to_proto(table.slices.add())
       crc = 0
       size = 0
@@ -90,20 +99,26 @@ def write_estimator_checkpoint(model_dir: str, *, table_bytes: int,
         crc = crc32c.crc32c(raw, crc)
         size += len(raw)
         remaining -= count
-      entries.append((tensor_slice.slice_key(b"embedding", part_slice),
-                      _entry(_FLOAT32, [part_rows, embedding_dim], offset,
-                             size, crc)))
+      entries.append(
+        (
+          tensor_slice.slice_key(b"embedding", part_slice),
+          _entry(_FLOAT32, [part_rows, embedding_dim], offset, size, crc),
+        )
+      )
       offset += size
       start += part_rows
     entries.append((b"embedding", table))
     for i in range(num_small):
-      add(f"dense_{i // 10}/layer_{i % 10}/kernel".encode(), _FLOAT32,
-          [16, 16], rng.random((16, 16), dtype=np.float32))
+      add(
+        f"dense_{i // 10}/layer_{i % 10}/kernel".encode(),
+        _FLOAT32,
+        [16, 16],
+        rng.random((16, 16), dtype=np.float32),
+      )
   header = protos.BundleHeaderProto(num_shards=1)
   header.version.producer = bundle.BUNDLE_VERSION
   with open(bundle.index_filename(prefix), "wb") as f:
     f.write(bundle.encode_index(header, entries))
-  with open(os.path.join(model_dir, state_file.STATE_FILENAME),
-            "wb") as f:
+  with open(os.path.join(model_dir, state_file.STATE_FILENAME), "wb") as f:
     f.write(state_file.encode([prefix]))
   return prefix

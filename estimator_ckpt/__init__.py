@@ -13,7 +13,7 @@ checkers and IDEs read the same exports from the `TYPE_CHECKING` block below.
 """
 
 import importlib
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, TYPE_CHECKING
 
 __version__ = "0.2.0"
 
@@ -22,73 +22,85 @@ if TYPE_CHECKING:
   from estimator_ckpt import errors as errors
   from estimator_ckpt import keys as keys
   from estimator_ckpt._src.checkpoint_flags import (
-      CheckpointSettings as CheckpointSettings)
+    checkpoint_settings_from_flags as checkpoint_settings_from_flags,
+  )
   from estimator_ckpt._src.checkpoint_flags import (
-      checkpoint_settings_from_flags as checkpoint_settings_from_flags)
+    CheckpointSettings as CheckpointSettings,
+  )
   from estimator_ckpt._src.checkpoint_flags import (
-      define_checkpoint_flags as define_checkpoint_flags)
+    define_checkpoint_flags as define_checkpoint_flags,
+  )
   from estimator_ckpt._src.convert import convert as convert
-  from estimator_ckpt._src.migrate import (
-      migrate_estimator as migrate_estimator)
+  from estimator_ckpt._src.migrate import migrate_estimator as migrate_estimator
   from estimator_ckpt._src.migrate import tf2_checkpoints as tf2_checkpoints
   from estimator_ckpt._src.reader import checkpoint_format as checkpoint_format
   from estimator_ckpt._src.reader import list_variables as list_variables
   from estimator_ckpt._src.reader import load_variable as load_variable
-  from estimator_ckpt._src.scaffold import Tf2Saver as Tf2Saver
   from estimator_ckpt._src.scaffold import scaffold as scaffold
+  from estimator_ckpt._src.scaffold import Tf2Saver as Tf2Saver
   from estimator_ckpt._src.verify import verify as verify
-  from estimator_ckpt._src.warm_start import (
-      WarmStartSummary as WarmStartSummary)
   from estimator_ckpt._src.warm_start import warm_start as warm_start
   from estimator_ckpt._src.warm_start import (
-      warm_start_settings as warm_start_settings)
+    warm_start_settings as warm_start_settings,
+  )
+  from estimator_ckpt._src.warm_start import (
+    WarmStartSummary as WarmStartSummary,
+  )
 
 # Public name -> (module, attribute; None to export the module itself).
 _EXPORTS: Dict[str, Tuple[str, Optional[str]]] = {
-    "errors": ("estimator_ckpt.errors", None),
-    "keys": ("estimator_ckpt.keys", None),
-    # The checkpoint tools (no TensorFlow).
-    "checkpoint_format": ("estimator_ckpt._src.reader", "checkpoint_format"),
-    "list_variables": ("estimator_ckpt._src.reader", "list_variables"),
-    "load_variable": ("estimator_ckpt._src.reader", "load_variable"),
-    "convert": ("estimator_ckpt._src.convert", "convert"),
-    "verify": ("estimator_ckpt._src.verify", "verify"),
-    # The Scaffold factory and Estimator migration.
-    "scaffold": ("estimator_ckpt._src.scaffold", "scaffold"),
-    "Tf2Saver": ("estimator_ckpt._src.scaffold", "Tf2Saver"),
-    "tf2_checkpoints": ("estimator_ckpt._src.migrate", "tf2_checkpoints"),
-    "migrate_estimator": ("estimator_ckpt._src.migrate", "migrate_estimator"),
-    # The warm-start bridge and the flags for absl binaries.
-    "warm_start_settings": ("estimator_ckpt._src.warm_start",
-                            "warm_start_settings"),
-    "warm_start": ("estimator_ckpt._src.warm_start", "warm_start"),
-    "WarmStartSummary": ("estimator_ckpt._src.warm_start", "WarmStartSummary"),
-    "define_checkpoint_flags": ("estimator_ckpt._src.checkpoint_flags",
-                                "define_checkpoint_flags"),
-    "checkpoint_settings_from_flags": ("estimator_ckpt._src.checkpoint_flags",
-                                       "checkpoint_settings_from_flags"),
-    "CheckpointSettings": ("estimator_ckpt._src.checkpoint_flags",
-                           "CheckpointSettings"),
+  "errors": ("estimator_ckpt.errors", None),
+  "keys": ("estimator_ckpt.keys", None),
+  # The checkpoint tools (no TensorFlow).
+  "checkpoint_format": ("estimator_ckpt._src.reader", "checkpoint_format"),
+  "list_variables": ("estimator_ckpt._src.reader", "list_variables"),
+  "load_variable": ("estimator_ckpt._src.reader", "load_variable"),
+  "convert": ("estimator_ckpt._src.convert", "convert"),
+  "verify": ("estimator_ckpt._src.verify", "verify"),
+  # The Scaffold factory and Estimator migration.
+  "scaffold": ("estimator_ckpt._src.scaffold", "scaffold"),
+  "Tf2Saver": ("estimator_ckpt._src.scaffold", "Tf2Saver"),
+  "tf2_checkpoints": ("estimator_ckpt._src.migrate", "tf2_checkpoints"),
+  "migrate_estimator": ("estimator_ckpt._src.migrate", "migrate_estimator"),
+  # The warm-start bridge and the flags for absl binaries.
+  "warm_start_settings": (
+    "estimator_ckpt._src.warm_start",
+    "warm_start_settings",
+  ),
+  "warm_start": ("estimator_ckpt._src.warm_start", "warm_start"),
+  "WarmStartSummary": ("estimator_ckpt._src.warm_start", "WarmStartSummary"),
+  "define_checkpoint_flags": (
+    "estimator_ckpt._src.checkpoint_flags",
+    "define_checkpoint_flags",
+  ),
+  "checkpoint_settings_from_flags": (
+    "estimator_ckpt._src.checkpoint_flags",
+    "checkpoint_settings_from_flags",
+  ),
+  "CheckpointSettings": (
+    "estimator_ckpt._src.checkpoint_flags",
+    "CheckpointSettings",
+  ),
 }
 
 __all__ = [
-    "CheckpointSettings",
-    "Tf2Saver",
-    "WarmStartSummary",
-    "checkpoint_format",
-    "checkpoint_settings_from_flags",
-    "convert",
-    "define_checkpoint_flags",
-    "errors",
-    "keys",
-    "list_variables",
-    "load_variable",
-    "migrate_estimator",
-    "scaffold",
-    "tf2_checkpoints",
-    "verify",
-    "warm_start",
-    "warm_start_settings",
+  "CheckpointSettings",
+  "Tf2Saver",
+  "WarmStartSummary",
+  "checkpoint_format",
+  "checkpoint_settings_from_flags",
+  "convert",
+  "define_checkpoint_flags",
+  "errors",
+  "keys",
+  "list_variables",
+  "load_variable",
+  "migrate_estimator",
+  "scaffold",
+  "tf2_checkpoints",
+  "verify",
+  "warm_start",
+  "warm_start_settings",
 ]
 
 

@@ -19,23 +19,37 @@ from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src.cli import process
 from estimator_ckpt._src.cli import render
 
-_TO = flags.DEFINE_enum("to", None, ["tf1", "tf2"],
-                        "Output format: tf2 (object-based, the Scaffold "
-                        "factory's layout) or tf1 (name-based).")
+_TO = flags.DEFINE_enum(
+  "to",
+  None,
+  ["tf1", "tf2"],
+  "Output format: tf2 (object-based, the Scaffold "
+  "factory's layout) or tf1 (name-based).",
+)
 _RENAME = flags.DEFINE_multi_string(
-    "rename", [], "OLD=NEW renames variable OLD of the source to NEW; a name "
-    "ending in / is a scope (`tower/=` drops `tower/`, `/=net/` adds `net/`). "
-    "Repeatable.")
+  "rename",
+  [],
+  "OLD=NEW renames variable OLD of the source to NEW; a name "
+  "ending in / is a scope (`tower/=` drops `tower/`, `/=net/` adds `net/`). "
+  "Repeatable.",
+)
 _LINK = flags.DEFINE_bool(
-    "link", False, "Hard-link data files instead of copying them (copies "
-    "where links are impossible).")
+  "link",
+  False,
+  "Hard-link data files instead of copying them (copies "
+  "where links are impossible).",
+)
 _ALL_CHECKPOINTS = flags.DEFINE_bool(
-    "all_checkpoints", False, "Convert every checkpoint SRC (a model dir) "
-    "keeps, not only the latest.")
+  "all_checkpoints",
+  False,
+  "Convert every checkpoint SRC (a model dir) keeps, not only the latest.",
+)
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "Replace output files that already exist in DST_DIR.")
+  "overwrite", False, "Replace output files that already exist in DST_DIR."
+)
 _DRY_RUN = flags.DEFINE_bool(
-    "dry_run", False, "Print what would be written, write nothing.")
+  "dry_run", False, "Print what would be written, write nothing."
+)
 
 
 def _rename_spec(values: Sequence[str]) -> Dict[str, str]:
@@ -44,33 +58,38 @@ def _rename_spec(values: Sequence[str]) -> Dict[str, str]:
     old, sep, new = value.partition("=")
     if not sep or not old:
       raise app.UsageError(
-          f"--rename={value} is not OLD=NEW; e.g. --rename=tower/= drops the "
-          "scope `tower/`.")
+        f"--rename={value} is not OLD=NEW; e.g. --rename=tower/= drops the "
+        "scope `tower/`."
+      )
     spec[old] = new
   return spec
 
 
 def main(argv: Sequence[str]) -> None:
-  process.use_callers_directory()
-  if len(argv) != 3:
-    raise app.UsageError(f"Pass SRC and DST_DIR; got {len(argv) - 1} "
-                         "arguments.")
+  src, dst_dir = process.positional_arguments(argv, 2, "SRC and DST_DIR")
   if _TO.value is None:
     # Not flags.mark_flag_as_required: that breaks tests importing this file.
-    raise app.UsageError("Pass --to=tf2 (object-based) or --to=tf1 "
-                         "(name-based).")
-  src, dst_dir = argv[1:]
+    raise app.UsageError(
+      "Pass --to=tf2 (object-based) or --to=tf1 (name-based)."
+    )
   try:
     rename = rename_rules.parse(_rename_spec(_RENAME.value))
     lines = []
     if _DRY_RUN.value:
-      plans = convert.plan(src, to=_TO.value, rename=rename,
-                              all_checkpoints=_ALL_CHECKPOINTS.value)
+      plans = convert.plan(
+        src, to=_TO.value, rename=rename, all_checkpoints=_ALL_CHECKPOINTS.value
+      )
       lines += [render.format_plan(p, dst_dir) for p in plans]
     prefix = convert.convert(
-        src, dst_dir, to=_TO.value, rename=rename, link=_LINK.value,
-        all_checkpoints=_ALL_CHECKPOINTS.value, overwrite=_OVERWRITE.value,
-        dry_run=_DRY_RUN.value)
+      src,
+      dst_dir,
+      to=_TO.value,
+      rename=rename,
+      link=_LINK.value,
+      all_checkpoints=_ALL_CHECKPOINTS.value,
+      overwrite=_OVERWRITE.value,
+      dry_run=_DRY_RUN.value,
+    )
   except (errors.Error, OSError) as e:
     sys.exit(f"convert: {e}")
   lines.append(f"would write {prefix}" if _DRY_RUN.value else prefix)

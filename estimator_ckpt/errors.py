@@ -41,8 +41,9 @@ class KeyEncodingError(Error, ValueError):
   """A TF2 object-based key or escaped name cannot be decoded."""
 
 
-def format_list(items: Iterable[str], *, limit: int = _MAX_LISTED_NAMES,
-                separator: str = ", ") -> str:
+def format_list(
+  items: Iterable[str], *, limit: int = _MAX_LISTED_NAMES, separator: str = ", "
+) -> str:
   """The first `limit` items, then "... and M more": the one list writer.
 
   Every message that lists names or problems goes through here, so lists
@@ -51,7 +52,8 @@ def format_list(items: Iterable[str], *, limit: int = _MAX_LISTED_NAMES,
   Args:
     items: The items, in the order to show them.
     limit: How many to show before "... and M more".
-    separator: Between items; `"\n  "` lists one item per indented line.
+    separator: Between items; a newline and two spaces list one item per
+      indented line.
 
   Returns:
     A string like "a, b, ... and 3 more".
@@ -63,8 +65,7 @@ def format_list(items: Iterable[str], *, limit: int = _MAX_LISTED_NAMES,
   return shown
 
 
-def format_names(names: Iterable[str],
-                 limit: int = _MAX_LISTED_NAMES) -> str:
+def format_names(names: Iterable[str], limit: int = _MAX_LISTED_NAMES) -> str:
   """Formats names sorted, de-duplicated and quoted, for error messages.
 
   Args:
@@ -74,8 +75,7 @@ def format_names(names: Iterable[str],
   Returns:
     A string like "`a`, `b`, ... and 3 more".
   """
-  return format_list((f"`{name}`" for name in sorted(set(names))),
-                     limit=limit)
+  return format_list((f"`{name}`" for name in sorted(set(names))), limit=limit)
 
 
 class VariableNotFoundError(Error, KeyError):
@@ -132,8 +132,13 @@ class CheckpointIOError(Error, OSError):
       file or destination directory; never a hidden staging name).
   """
 
-  def __init__(self, message: str, *, errno: Optional[int] = None,
-               filename: Optional[str] = None):
+  def __init__(
+    self,
+    message: str,
+    *,
+    errno: Optional[int] = None,
+    filename: Optional[str] = None,
+  ):
     super().__init__(message)
     self.errno = errno
     self.strerror = os.strerror(errno) if errno is not None else None

@@ -16,29 +16,42 @@ from estimator_ckpt._src import describe
 from estimator_ckpt._src.cli import process
 from estimator_ckpt._src.cli import render
 
-_FORMAT = flags.DEFINE_enum("format", "table", ["table", "json"],
-                            "Output: an aligned table, or one JSON object.")
+_FORMAT = flags.DEFINE_enum(
+  "format",
+  "table",
+  ["table", "json"],
+  "Output: an aligned table, or one JSON object.",
+)
 _VALUES = flags.DEFINE_bool(
-    "values", False, "Also print the values of small tensors (checksums "
-    "verified).")
+  "values",
+  False,
+  "Also print the values of small tensors (checksums verified).",
+)
 _MAX_VALUE_ELEMENTS = flags.DEFINE_integer(
-    "max_value_elements", 8, "With --values: largest tensor (in elements) "
-    "whose value is printed.", lower_bound=0)
+  "max_value_elements",
+  8,
+  "With --values: largest tensor (in elements) whose value is printed.",
+  lower_bound=0,
+)
 
 
 def main(argv: Sequence[str]) -> None:
-  process.use_callers_directory()
-  if len(argv) != 2:
-    raise app.UsageError(
-        f"Pass one checkpoint (model dir or prefix); got {len(argv) - 1}.")
+  (path,) = process.positional_arguments(
+    argv, 1, "one checkpoint (model dir or prefix)"
+  )
   try:
     description = describe.describe(
-        argv[1], with_values=_VALUES.value,
-        max_value_elements=_MAX_VALUE_ELEMENTS.value)
+      path,
+      with_values=_VALUES.value,
+      max_value_elements=_MAX_VALUE_ELEMENTS.value,
+    )
   except (errors.Error, OSError) as e:
     sys.exit(f"inspect: {e}")
-  text = (render.to_json(description) if _FORMAT.value == "json" else
-          render.format_description(description))
+  text = (
+    render.to_json(description)
+    if _FORMAT.value == "json"
+    else render.format_description(description)
+  )
   process.print_result(text)
 
 

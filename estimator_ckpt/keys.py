@@ -13,6 +13,7 @@ from estimator_ckpt._src.format.keys import GLOBAL_STEP_NAME
 from estimator_ckpt._src.format.keys import GUIDE_CONVERTED_VAR_LIST
 from estimator_ckpt._src.format.keys import object_graph
 from estimator_ckpt._src.format.keys import OBJECT_GRAPH_KEY
+from estimator_ckpt._src.format.keys import save_name
 from estimator_ckpt._src.format.keys import STEP
 from estimator_ckpt._src.format.keys import STEP_KEY
 from estimator_ckpt._src.format.keys import tensor_name
@@ -23,18 +24,19 @@ from estimator_ckpt._src.format.keys import variable_name
 from estimator_ckpt._src.format.keys import VARIABLE_VALUE_SUFFIX
 
 __all__ = [
-    "GLOBAL_STEP_NAME",
-    "GUIDE_CONVERTED_VAR_LIST",
-    "OBJECT_GRAPH_KEY",
-    "STEP",
-    "STEP_KEY",
-    "VARIABLE_VALUE_SUFFIX",
-    "VAR_LIST",
-    "escape",
-    "full_names_by_key",
-    "object_graph",
-    "tensor_name",
-    "unescape",
-    "variable_key",
-    "variable_name",
+  "GLOBAL_STEP_NAME",
+  "GUIDE_CONVERTED_VAR_LIST",
+  "OBJECT_GRAPH_KEY",
+  "STEP",
+  "STEP_KEY",
+  "VARIABLE_VALUE_SUFFIX",
+  "VAR_LIST",
+  "escape",
+  "full_names_by_key",
+  "object_graph",
+  "save_name",
+  "tensor_name",
+  "unescape",
+  "variable_key",
+  "variable_name",
 ]

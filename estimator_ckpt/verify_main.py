@@ -17,17 +17,19 @@ from estimator_ckpt._src import verify
 from estimator_ckpt._src.cli import process
 
 _AGAINST = flags.DEFINE_string(
-    "against", None, "Another checkpoint to compare with, by TF1 name: same "
-    "variables, dtypes, shapes and bit-identical values.")
+  "against",
+  None,
+  "Another checkpoint to compare with, by TF1 name: same "
+  "variables, dtypes, shapes and bit-identical values.",
+)
 
 
 def main(argv: Sequence[str]) -> None:
-  process.use_callers_directory()
-  if len(argv) != 2:
-    raise app.UsageError(
-        f"Pass one checkpoint (model dir or prefix); got {len(argv) - 1}.")
+  (path,) = process.positional_arguments(
+    argv, 1, "one checkpoint (model dir or prefix)"
+  )
   try:
-    report = verify.verify(argv[1], against=_AGAINST.value)
+    report = verify.verify(path, against=_AGAINST.value)
   except (errors.Error, OSError) as e:
     sys.exit(f"verify: FAILED: {e}")
   process.print_result(report.summary())

@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import tensorflow as tf
+
 # Public v1 update_checkpoint_state cannot write relative paths.
 from tensorflow.python.checkpoint import checkpoint_management
 
@@ -32,11 +33,14 @@ from tests import fixtures
 tf1 = tf.compat.v1
 
 _WRITE = flags.DEFINE_bool(
-    "write", False, "Replace the files in --testdata_dir (default: dry run).")
+  "write", False, "Replace the files in --testdata_dir (default: dry run)."
+)
 _TESTDATA_DIR = flags.DEFINE_string(
-    "testdata_dir", None,
-    "Where the goldens live. Default: testdata/ of the workspace that "
-    "`bazel run` was called in.")
+  "testdata_dir",
+  None,
+  "Where the goldens live. Default: testdata/ of the workspace that "
+  "`bazel run` was called in.",
+)
 
 RANKING_TRAIN_ROWS = 4000
 RANKING_EVAL_ROWS = 1000
@@ -52,10 +56,11 @@ def _relativize_state_file(model_dir: str) -> None:
   """
   state = tf.train.get_checkpoint_state(model_dir)
   checkpoint_management.update_checkpoint_state_internal(
-      model_dir,
-      os.path.basename(state.model_checkpoint_path),
-      [os.path.basename(p) for p in state.all_model_checkpoint_paths],
-      save_relative_paths=True)
+    model_dir,
+    os.path.basename(state.model_checkpoint_path),
+    [os.path.basename(p) for p in state.all_model_checkpoint_paths],
+    save_relative_paths=True,
+  )
 
 
 def _prune_model_dir(model_dir: str) -> None:
@@ -72,12 +77,18 @@ def make_guide_checkpoints(out: str) -> None:
   """The guide's `tf1-ckpt` and `tf2-ckpt` ("Changes from TF1 to TF2")."""
   os.makedirs(os.path.join(out, "tf1-ckpt"))
   with tf.Graph().as_default():
-    a = tf1.get_variable("a", shape=[], dtype=tf.float32,
-                         initializer=tf1.zeros_initializer())
-    b = tf1.get_variable("b", shape=[], dtype=tf.float32,
-                         initializer=tf1.zeros_initializer())
-    c = tf1.get_variable("scoped/c", shape=[], dtype=tf.float32,
-                         initializer=tf1.zeros_initializer())
+    a = tf1.get_variable(
+      "a", shape=[], dtype=tf.float32, initializer=tf1.zeros_initializer()
+    )
+    b = tf1.get_variable(
+      "b", shape=[], dtype=tf.float32, initializer=tf1.zeros_initializer()
+    )
+    c = tf1.get_variable(
+      "scoped/c",
+      shape=[],
+      dtype=tf.float32,
+      initializer=tf1.zeros_initializer(),
+    )
     with tf1.Session() as sess:
       saver = tf1.train.Saver()
       sess.run(a.assign(1))
@@ -104,8 +115,9 @@ def make_guide_estimator_dirs(out: str) -> None:
   _prune_model_dir(est_tf1)
 
   est_tf2 = os.path.join(out, "est-tf2")
-  est = tf.estimator.Estimator(guide_models.model_fn_tf2_ckpt, est_tf2,
-                               warm_start_from=est_tf1)
+  est = tf.estimator.Estimator(
+    guide_models.model_fn_tf2_ckpt, est_tf2, warm_start_from=est_tf1
+  )
   est.train(guide_models.train_input_fn, steps=1)
   _prune_model_dir(est_tf2)
   _relativize_state_file(est_tf2)
@@ -119,15 +131,17 @@ def make_ranking(out: str) -> None:
   train = ranking_data.synthesize(RANKING_TRAIN_ROWS, params, seed=SEED)
   ranking_data.write_csv(train, os.path.join(data_dir, "train.csv"))
   ranking_data.write_csv(
-      ranking_data.synthesize(RANKING_EVAL_ROWS, params, seed=SEED + 1),
-      os.path.join(data_dir, "eval.csv"))
+    ranking_data.synthesize(RANKING_EVAL_ROWS, params, seed=SEED + 1),
+    os.path.join(data_dir, "eval.csv"),
+  )
 
   model_dir = os.path.join(out, "est-tf1-ranking")
   config = tf.estimator.RunConfig(tf_random_seed=SEED, keep_checkpoint_max=1)
   est = ranking_model.estimator(model_dir, params, config)
-  est.train(ranking_data.input_fn(train, batch_size=64, shuffle=True,
-                                  seed=SEED),
-            steps=RANKING_STEPS)
+  est.train(
+    ranking_data.input_fn(train, batch_size=64, shuffle=True, seed=SEED),
+    steps=RANKING_STEPS,
+  )
   _prune_model_dir(model_dir)
 
 
@@ -154,26 +168,31 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   testdata_dir = _TESTDATA_DIR.value or os.path.join(
-      os.environ.get("BUILD_WORKSPACE_DIRECTORY", os.getcwd()), "testdata")
+    os.environ.get("BUILD_WORKSPACE_DIRECTORY", os.getcwd()), "testdata"
+  )
   if not os.path.isfile(os.path.join(testdata_dir, "generate.py")):
     raise app.UsageError(
-        f"`{testdata_dir}` is not the testdata/ directory; pass "
-        "--testdata_dir.")
+      f"`{testdata_dir}` is not the testdata/ directory; pass --testdata_dir."
+    )
 
   with tempfile.TemporaryDirectory() as build_dir:
     make_guide_checkpoints(build_dir)
     make_guide_estimator_dirs(build_dir)
     make_ranking(build_dir)
-    manifest = {name: fixtures.checkpoint_manifest(
-        os.path.join(build_dir, rel)) for name, rel in fixtures.GOLDENS.items()}
+    manifest = {
+      name: fixtures.checkpoint_manifest(os.path.join(build_dir, rel))
+      for name, rel in fixtures.GOLDENS.items()
+    }
     with open(os.path.join(build_dir, fixtures.MANIFEST), "w") as f:
       json.dump(manifest, f, indent=1, sort_keys=True)
       f.write("\n")
 
     changed = _report(build_dir, testdata_dir)
     if not _WRITE.value:
-      print(f"Dry run: {changed} file(s) would change. Pass --write to "
-            "replace them.")
+      print(
+        f"Dry run: {changed} file(s) would change. Pass --write to "
+        "replace them."
+      )
       return
     for name in os.listdir(build_dir):
       dst = os.path.join(testdata_dir, name)

@@ -26,18 +26,31 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(str(e)) from None
   config = settings.run_config
   warm_start = settings.warm_start_from
-  print(json.dumps({
-      "model_dir": settings.model_dir,
-      "keep_checkpoint_max": config.keep_checkpoint_max,
-      "save_checkpoints_steps": config.save_checkpoints_steps,
-      "save_checkpoints_secs": config.save_checkpoints_secs,
-      "checkpoint_format": settings.checkpoint_format,
-      "scaffold_options": (None if settings.scaffold_options is None else
-                           dict(settings.scaffold_options)),
-      "warm_start": (None if warm_start is None else {
-          key: (list(value) if isinstance(value, tuple) else value)
-          for key, value in warm_start._asdict().items()}),
-  }, sort_keys=True))
+  print(
+    json.dumps(
+      {
+        "model_dir": settings.model_dir,
+        "keep_checkpoint_max": config.keep_checkpoint_max,
+        "save_checkpoints_steps": config.save_checkpoints_steps,
+        "save_checkpoints_secs": config.save_checkpoints_secs,
+        "checkpoint_format": settings.checkpoint_format,
+        "scaffold_options": (
+          None
+          if settings.scaffold_options is None
+          else dict(settings.scaffold_options)
+        ),
+        "warm_start": (
+          None
+          if warm_start is None
+          else {
+            key: (list(value) if isinstance(value, tuple) else value)
+            for key, value in warm_start._asdict().items()
+          }
+        ),
+      },
+      sort_keys=True,
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -34,12 +34,12 @@ tf1 = tf.compat.v1
 LAYOUTS = ("tf1", "scaffold", "stock_tf2")
 
 
-def distinct_values(shape, start: float = 0.0,
-                    dtype=np.float32) -> np.ndarray:
+def distinct_values(shape, start: float = 0.0, dtype=np.float32) -> np.ndarray:
   """Values that tell every element apart: start, start + 1, ..."""
   size = int(np.prod(shape)) if shape else 1
-  return (np.arange(size, dtype=np.float64) + start).astype(dtype).reshape(
-      shape)
+  return (
+    (np.arange(size, dtype=np.float64) + start).astype(dtype).reshape(shape)
+  )
 
 
 def slice_initializer(value: np.ndarray):
@@ -48,15 +48,19 @@ def slice_initializer(value: np.ndarray):
   def initializer(shape, dtype=None, partition_info=None):
     if partition_info is None:
       return tf.constant(value, dtype=dtype)
-    region = tuple(slice(offset, offset + size)
-                   for offset, size in zip(partition_info.var_offset, shape))
+    region = tuple(
+      slice(offset, offset + size)
+      for offset, size in zip(partition_info.var_offset, shape)
+    )
     return tf.constant(value[region], dtype=dtype)
 
   return initializer
 
 
-def create_variables(values: Mapping[str, np.ndarray],
-                     partitions: Optional[Mapping[str, int]] = None):
+def create_variables(
+  values: Mapping[str, np.ndarray],
+  partitions: Optional[Mapping[str, int]] = None,
+):
   """Creates `get_variable`s for `values` in the default graph.
 
   Returns:
@@ -64,19 +68,26 @@ def create_variables(values: Mapping[str, np.ndarray],
   """
   partitions = partitions or {}
   created = {}
-  for name, value in values.items():
-    value = np.asarray(value)
+  for name, given in values.items():
+    value = np.asarray(given)
     count = partitions.get(name, 0)
     created[name] = tf1.get_variable(
-        name, shape=value.shape, dtype=tf.as_dtype(value.dtype),
-        initializer=slice_initializer(value),
-        partitioner=(tf1.fixed_size_partitioner(count) if count else None))
+      name,
+      shape=value.shape,
+      dtype=tf.as_dtype(value.dtype),
+      initializer=slice_initializer(value),
+      partitioner=(tf1.fixed_size_partitioner(count) if count else None),
+    )
   return created
 
 
-def write(layout: str, model_dir: str, values: Mapping[str, np.ndarray],
-          partitions: Optional[Mapping[str, int]] = None,
-          step: int = 3) -> str:
+def write(
+  layout: str,
+  model_dir: str,
+  values: Mapping[str, np.ndarray],
+  partitions: Optional[Mapping[str, int]] = None,
+  step: int = 3,
+) -> str:
   """Writes `values` in `layout` as a model dir; returns the prefix."""
   tf.io.gfile.makedirs(model_dir)
   with tf.Graph().as_default():
@@ -91,8 +102,9 @@ def write(layout: str, model_dir: str, values: Mapping[str, np.ndarray],
       if layout == "scaffold":
         return _write_scaffold(sess, prefix, created, global_step, step)
       if layout == "stock_tf2":
-        ckpt = tf.train.Checkpoint(var_list={
-            v.name.split(":")[0]: v for v in tf1.global_variables()})
+        ckpt = tf.train.Checkpoint(
+          var_list={v.name.split(":")[0]: v for v in tf1.global_variables()}
+        )
         return ckpt.save(prefix)  # Uses the default session.
   raise ValueError(f"unknown layout {layout!r}")
 
@@ -100,27 +112,27 @@ def write(layout: str, model_dir: str, values: Mapping[str, np.ndarray],
 def _write_scaffold(sess, prefix, created, global_step, step):
   graph = keys.object_graph(created)
   object_graph = tf1.get_variable(
-      "object_graph", initializer=tf.constant(graph.SerializeToString()),
-      trainable=False)
+    "object_graph",
+    initializer=tf.constant(graph.SerializeToString()),
+    trainable=False,
+  )
   # The same variable cannot be saved under two names: the alias is a copy.
   alias = tf1.get_variable(
-      "step_alias", initializer=tf.constant(step, tf.int64), trainable=False)
+    "step_alias", initializer=tf.constant(step, tf.int64), trainable=False
+  )
   sess.run([object_graph.initializer, alias.initializer])
   var_list = {keys.variable_key(name): var for name, var in created.items()}
   var_list[keys.STEP_KEY] = global_step
   var_list[keys.GLOBAL_STEP_NAME] = alias
   var_list[keys.OBJECT_GRAPH_KEY] = object_graph
-  return tf1.train.Saver(var_list=var_list).save(sess, prefix,
-                                                 global_step=step)
+  return tf1.train.Saver(var_list=var_list).save(sess, prefix, global_step=step)
 
 
 def read_values(names) -> Mapping[str, np.ndarray]:
   """Initialises the default graph and reads variables by TF1 name."""
   store = {}
   for var in tf1.global_variables():
-    slice_info = getattr(var, "_save_slice_info", None)
-    name = slice_info.full_name if slice_info else var.op.name
-    store.setdefault(name, []).append(var)
+    store.setdefault(keys.save_name(var), []).append(var)
   tensors = {}
   for name in names:
     parts = store[name]

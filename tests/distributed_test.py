@@ -23,8 +23,12 @@ import tensorflow as tf
 
 from estimator_ckpt import keys
 
-_TRAINER = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "examples", "ranking", "train")
+_TRAINER = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  "examples",
+  "ranking",
+  "train",
+)
 _DEADLINE_SECS = 600
 _MAX_STEPS = 400
 
@@ -40,16 +44,27 @@ class _Task:
 
   def __init__(self, task_type, cluster, model_dir, lines):
     env = dict(os.environ)
-    env["TF_CONFIG"] = json.dumps({
+    env["TF_CONFIG"] = json.dumps(
+      {
         "cluster": cluster,
         "task": {"type": task_type, "index": 0},
-    })
+      }
+    )
     self.task_type = task_type
     self.process = subprocess.Popen(
-        [_TRAINER, f"--model_dir={model_dir}", "--mode=train_and_evaluate",
-         f"--train_steps={_MAX_STEPS}", "--save_checkpoints_steps=40",
-         "--eval_throttle_secs=1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      [
+        _TRAINER,
+        f"--model_dir={model_dir}",
+        "--mode=train_and_evaluate",
+        f"--train_steps={_MAX_STEPS}",
+        "--save_checkpoints_steps=40",
+        "--eval_throttle_secs=1",
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
     self.log = []
     threading.Thread(target=self._pump, args=(lines,), daemon=True).start()
 
@@ -66,7 +81,6 @@ class _Task:
 
 
 class DistributedTest(absltest.TestCase):
-
   def setUp(self):
     super().setUp()
     self.deadline = time.monotonic() + _DEADLINE_SECS
@@ -97,22 +111,27 @@ class DistributedTest(absltest.TestCase):
         return task, line
 
   def _logs(self):
-    return "\n".join(f"--- {t.task_type} ---\n" + "".join(t.log[-40:])
-                     for t in self.tasks)
+    return "\n".join(
+      f"--- {t.task_type} ---\n" + "".join(t.log[-40:]) for t in self.tasks
+    )
 
   def test_chief_killed_and_restarted_resumes_from_tf2(self):
     model_dir = self.create_tempdir().full_path
-    cluster = {name: [f"127.0.0.1:{_free_port()}"]
-               for name in ("chief", "worker", "ps")}
+    cluster = {
+      name: [f"127.0.0.1:{_free_port()}"] for name in ("chief", "worker", "ps")
+    }
     self._start("ps", cluster, model_dir)
     chief = self._start("chief", cluster, model_dir)
     worker = self._start("worker", cluster, model_dir)
     evaluator = self._start("evaluator", cluster, model_dir)
 
     def saved_past_zero(task, line):
-      return (task is chief and line is not None and
-              line.startswith("checkpoint saved: step ") and
-              int(line.split()[-1]) > 0)
+      return (
+        task is chief
+        and line is not None
+        and line.startswith("checkpoint saved: step ")
+        and int(line.split()[-1]) > 0
+      )
 
     _, line = self._wait_for(saved_past_zero, "the chief's first checkpoint")
     killed_at = int(line.split()[-1])
@@ -130,8 +149,10 @@ class DistributedTest(absltest.TestCase):
       if task not in running or line is not None:
         return False  # The killed chief's last lines, the ps, progress.
       if task.process.wait() != 0:
-        self.fail(f"{task.task_type} exited with {task.process.returncode}:"
-                  "\n" + "".join(task.log[-60:]))
+        self.fail(
+          f"{task.task_type} exited with {task.process.returncode}:"
+          "\n" + "".join(task.log[-60:])
+        )
       finished.add(task)
       return running <= finished
 
@@ -141,8 +162,9 @@ class DistributedTest(absltest.TestCase):
     reader = tf.train.load_checkpoint(model_dir)
     # The worker trains asynchronously, so the last save may pass max_steps
     # by a step or two.
-    self.assertBetween(reader.get_tensor(keys.STEP_KEY), _MAX_STEPS,
-                       _MAX_STEPS + 5)
+    self.assertBetween(
+      reader.get_tensor(keys.STEP_KEY), _MAX_STEPS, _MAX_STEPS + 5
+    )
     stored = reader.get_variable_to_shape_map()
     self.assertEqual(stored[keys.variable_key("user_embedding")], [200, 8])
     self.assertIn(keys.variable_key("user_embedding/Adam"), stored)

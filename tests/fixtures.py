@@ -49,12 +49,12 @@ def checkpoint_manifest(path: str) -> Dict[str, Dict[str, Any]]:
   reader = tf.train.load_checkpoint(path)
   dtypes = reader.get_variable_to_dtype_map()
   return {
-      key: {
-          "shape": list(shape),
-          "dtype": dtypes[key].name,
-          "sha256": array_digest(reader.get_tensor(key)),
-      }
-      for key, shape in sorted(reader.get_variable_to_shape_map().items())
+    key: {
+      "shape": list(shape),
+      "dtype": dtypes[key].name,
+      "sha256": array_digest(reader.get_tensor(key)),
+    }
+    for key, shape in sorted(reader.get_variable_to_shape_map().items())
   }
 
 
@@ -74,8 +74,9 @@ def one_example_input_fn() -> tf.data.Dataset:
   return tf.data.Dataset.from_tensor_slices(([1.0], [1.0])).repeat()
 
 
-def partitioned_model_fn(num_partitions: int, *, tf2_checkpoint: bool,
-                         vocab_size: int = 8):
+def partitioned_model_fn(
+  num_partitions: int, *, tf2_checkpoint: bool, vocab_size: int = 8
+):
   """A model_fn with a partitioned table `emb` that adds 1 per step.
 
   Args:
@@ -97,18 +98,29 @@ def partitioned_model_fn(num_partitions: int, *, tf2_checkpoint: bool,
       return tf.tile(rows, [1, shape[1]])
 
     emb = tf.compat.v1.get_variable(
-        "emb", shape=[vocab_size, 2], initializer=row_index_initializer,
-        partitioner=tf.compat.v1.fixed_size_partitioner(num_partitions))
-    train_op = tf.group([p.assign_add(tf.ones_like(p)) for p in emb] +
-                        [step.assign_add(1)])
+      "emb",
+      shape=[vocab_size, 2],
+      initializer=row_index_initializer,
+      partitioner=tf.compat.v1.fixed_size_partitioner(num_partitions),
+    )
+    train_op = tf.group(
+      [p.assign_add(tf.ones_like(p)) for p in emb] + [step.assign_add(1)]
+    )
     scaffold = None
     if tf2_checkpoint:
-      ckpt = tf.train.Checkpoint(var_list={
-          v.name.split(":")[0]: v for v in tf.compat.v1.global_variables()})
+      ckpt = tf.train.Checkpoint(
+        var_list={
+          v.name.split(":")[0]: v for v in tf.compat.v1.global_variables()
+        }
+      )
       scaffold = tf.compat.v1.train.Scaffold(saver=ckpt)
     return tf.estimator.EstimatorSpec(
-        mode, predictions=tf.constant(1.0), loss=tf.constant(1.0),
-        train_op=train_op, scaffold=scaffold)
+      mode,
+      predictions=tf.constant(1.0),
+      loss=tf.constant(1.0),
+      train_op=train_op,
+      scaffold=scaffold,
+    )
 
   return model_fn
 

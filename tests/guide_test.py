@@ -21,7 +21,6 @@ from tests import fixtures
 
 
 class GuideScenarioTest(tf.test.TestCase):
-
   def test_warm_start_tf2_model_from_tf1_dir(self):
     """The guide verbatim: est-tf1 trained 1 step, est-tf2 warm-started."""
     root = self.create_tempdir().full_path
@@ -30,15 +29,19 @@ class GuideScenarioTest(tf.test.TestCase):
     est.train(guide_models.train_input_fn, steps=1)
     self.assertEqual(est.get_variable_value("var"), 2)
 
-    est = tf.estimator.Estimator(guide_models.model_fn_tf2_ckpt,
-                                 os.path.join(root, "est-tf2"),
-                                 warm_start_from=est_tf1)
+    est = tf.estimator.Estimator(
+      guide_models.model_fn_tf2_ckpt,
+      os.path.join(root, "est-tf2"),
+      warm_start_from=est_tf1,
+    )
     est.train(guide_models.train_input_fn, steps=1)
     self.assertEqual(
-        est.get_variable_value("var_list/var/.ATTRIBUTES/VARIABLE_VALUE"), 4)
+      est.get_variable_value("var_list/var/.ATTRIBUTES/VARIABLE_VALUE"), 4
+    )
     # "The train step value doesn't carry over from the warm_start checkpoint."
-    self.assertEqual(est.get_variable_value("step/.ATTRIBUTES/VARIABLE_VALUE"),
-                     1)
+    self.assertEqual(
+      est.get_variable_value("step/.ATTRIBUTES/VARIABLE_VALUE"), 1
+    )
 
   def test_guide_text_differs_from_real_behaviour(self):
     """The guide says v "should be 16 ... trained for an additional 5 steps".
@@ -48,12 +51,15 @@ class GuideScenarioTest(tf.test.TestCase):
     """
     root = self.create_tempdir().full_path
     fixtures.copy_golden("est-tf1", os.path.join(root, "est-tf1"))
-    est = tf.estimator.Estimator(guide_models.model_fn_tf2_ckpt,
-                                 os.path.join(root, "est-tf2"),
-                                 warm_start_from=os.path.join(root, "est-tf1"))
+    est = tf.estimator.Estimator(
+      guide_models.model_fn_tf2_ckpt,
+      os.path.join(root, "est-tf2"),
+      warm_start_from=os.path.join(root, "est-tf1"),
+    )
     est.train(guide_models.train_input_fn, steps=1)
     self.assertNotEqual(
-        est.get_variable_value("var_list/var/.ATTRIBUTES/VARIABLE_VALUE"), 16)
+      est.get_variable_value("var_list/var/.ATTRIBUTES/VARIABLE_VALUE"), 16
+    )
 
 
 class StockGapsTest(tf.test.TestCase):
@@ -70,21 +76,24 @@ class StockGapsTest(tf.test.TestCase):
 
   def test_keep_checkpoint_max_is_ignored(self):
     model_dir = self._model_dir()
-    config = tf.estimator.RunConfig(keep_checkpoint_max=1,
-                                    save_checkpoints_steps=1)
-    est = tf.estimator.Estimator(guide_models.model_fn_tf2_ckpt, model_dir,
-                                 config=config)
+    config = tf.estimator.RunConfig(
+      keep_checkpoint_max=1, save_checkpoints_steps=1
+    )
+    est = tf.estimator.Estimator(
+      guide_models.model_fn_tf2_ckpt, model_dir, config=config
+    )
     est.train(fixtures.one_example_input_fn, steps=3)
     state = tf.train.get_checkpoint_state(model_dir)
     # Saves at steps 0..3, the Checkpoint's Saver keeps its default of 5.
     self.assertLen(state.all_model_checkpoint_paths, 4)
     # A TF1 Saver honours the setting.
     tf1_dir = self._model_dir()
-    tf.estimator.Estimator(guide_models.model_fn_tf1_ckpt, tf1_dir,
-                           config=config).train(fixtures.one_example_input_fn,
-                                                steps=3)
+    tf.estimator.Estimator(
+      guide_models.model_fn_tf1_ckpt, tf1_dir, config=config
+    ).train(fixtures.one_example_input_fn, steps=3)
     self.assertLen(
-        tf.train.get_checkpoint_state(tf1_dir).all_model_checkpoint_paths, 1)
+      tf.train.get_checkpoint_state(tf1_dir).all_model_checkpoint_paths, 1
+    )
 
   def test_state_file_holds_absolute_paths(self):
     model_dir = self._model_dir()
@@ -116,15 +125,18 @@ class StockGapsTest(tf.test.TestCase):
   def test_warm_start_from_tf2_partitioned_fails(self):
     source = self._model_dir()
     tf.estimator.Estimator(
-        fixtures.partitioned_model_fn(2, tf2_checkpoint=True),
-        source).train(fixtures.one_example_input_fn, steps=1)
+      fixtures.partitioned_model_fn(2, tf2_checkpoint=True), source
+    ).train(fixtures.one_example_input_fn, steps=1)
     est = tf.estimator.Estimator(
-        fixtures.partitioned_model_fn(2, tf2_checkpoint=True),
-        self._model_dir(), warm_start_from=source)
+      fixtures.partitioned_model_fn(2, tf2_checkpoint=True),
+      self._model_dir(),
+      warm_start_from=source,
+    )
     # The TF2 keys hold each partition (`emb/part_0`) as its own full
     # variable; warm start asks for slices of `emb`.
     with self.assertRaises(
-        (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, ValueError)):
+      (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, ValueError)
+    ):
       est.train(fixtures.one_example_input_fn, steps=1)
 
 

@@ -1,4 +1,4 @@
-"""Hostile input and hostile environments: only named errors, bounded, one writer.
+"""Hostile input and environments: only named errors, bounded, one writer.
 
 Each test is a defect found by fuzzing or by trying what an attacker or an
 unlucky operator would (issue 14), fixed: the tools answer with an
@@ -26,6 +26,7 @@ from estimator_ckpt._src.format import crc32c
 from estimator_ckpt._src.format import protos
 from estimator_ckpt._src.format import table
 from estimator_ckpt._src.format import tensor_slice
+
 from tests import tool_fixtures
 
 _EST_TF1 = "est-tf1"
@@ -56,7 +57,6 @@ def _dead_pid() -> int:
 
 
 class HostileInputTest(parameterized.TestCase):
-
   def _golden(self, name: str = _EST_TF1) -> str:
     return tool_fixtures.copy_golden(name, self.create_tempdir().full_path)
 
@@ -67,26 +67,30 @@ class HostileInputTest(parameterized.TestCase):
     parent = os.path.dirname(path)
     self.assertFalse(os.path.exists(path), path)
     self.assertEqual(
-        [n for n in os.listdir(parent) if n.startswith(".")], [],
-        "hidden staging or lock files left behind")
+      [n for n in os.listdir(parent) if n.startswith(".")],
+      [],
+      "hidden staging or lock files left behind",
+    )
 
   # --- Bad input: only named errors. ------------------------------------
 
   def test_non_utf8_key_to_tf2_is_a_key_error_and_tf1_works(self):
     model_dir = self._golden()
     tool_fixtures.rewrite_index(
-        self._prefix(model_dir),
-        lambda items: items.update({b"v\xff\xfe": items.pop(b"var")}))
+      self._prefix(model_dir),
+      lambda items: items.update({b"v\xff\xfe": items.pop(b"var")}),
+    )
     dst = os.path.join(self.create_tempdir().full_path, "tf2")
-    with self.assertRaisesRegex(errors.KeyEncodingError,
-                                r"not valid UTF-8.*Convert to tf1"):
+    with self.assertRaisesRegex(
+      errors.KeyEncodingError, r"not valid UTF-8.*Convert to tf1"
+    ):
       estimator_ckpt.convert(model_dir, dst, to="tf2")
     self._assert_nothing_at(dst)
     out = estimator_ckpt.convert(model_dir, dst + "-tf1", to="tf1")
     self.assertEqual(
-        estimator_ckpt.load_variable(out, "v\udcff\udcfe"),
-        estimator_ckpt.load_variable(tool_fixtures.golden_path(_EST_TF1),
-                                     "var"))
+      estimator_ckpt.load_variable(out, "v\udcff\udcfe"),
+      estimator_ckpt.load_variable(tool_fixtures.golden_path(_EST_TF1), "var"),
+    )
 
   def test_data_file_that_is_a_directory(self):
     model_dir = self._golden()
@@ -94,8 +98,9 @@ class HostileInputTest(parameterized.TestCase):
     os.remove(data)
     os.mkdir(data)
     for call in (estimator_ckpt.list_variables, estimator_ckpt.verify):
-      with self.assertRaisesRegex(errors.CorruptCheckpointError,
-                                  f"`{data}` is a directory"):
+      with self.assertRaisesRegex(
+        errors.CorruptCheckpointError, f"`{data}` is a directory"
+      ):
         call(model_dir)
 
   def test_state_file_that_is_a_directory(self):
@@ -103,8 +108,9 @@ class HostileInputTest(parameterized.TestCase):
     state = os.path.join(model_dir, "checkpoint")
     os.remove(state)
     os.mkdir(state)
-    with self.assertRaisesRegex(errors.CorruptCheckpointError,
-                                f"`{state}` is a directory"):
+    with self.assertRaisesRegex(
+      errors.CorruptCheckpointError, f"`{state}` is a directory"
+    ):
       estimator_ckpt.checkpoint_format(model_dir)
 
   @parameterized.parameters("checkpoint", _PREFIX + ".index")
@@ -114,8 +120,9 @@ class HostileInputTest(parameterized.TestCase):
     os.remove(path)
     os.mkfifo(path)
     with _deadline(20):
-      with self.assertRaisesRegex(errors.CorruptCheckpointError,
-                                  f"`{path}` is a FIFO"):
+      with self.assertRaisesRegex(
+        errors.CorruptCheckpointError, f"`{path}` is a FIFO"
+      ):
         estimator_ckpt.list_variables(model_dir)
 
   def test_device_as_index(self):
@@ -124,8 +131,9 @@ class HostileInputTest(parameterized.TestCase):
     os.remove(index)
     os.symlink("/dev/zero", index)
     with _deadline(20):
-      with self.assertRaisesRegex(errors.CorruptCheckpointError,
-                                  f"`{index}` is a device"):
+      with self.assertRaisesRegex(
+        errors.CorruptCheckpointError, f"`{index}` is a device"
+      ):
         estimator_ckpt.verify(model_dir)
 
   def test_huge_sparse_index_is_not_read_whole(self):
@@ -134,17 +142,23 @@ class HostileInputTest(parameterized.TestCase):
     with open(index, "r+b") as f:
       f.truncate(3 << 30)  # 3 GiB of holes after the real table.
     # In a child, so its peak memory is its own.
-    code = ("import resource, sys\n"
-            "import estimator_ckpt\n"
-            "try:\n"
-            "  estimator_ckpt.list_variables(sys.argv[1])\n"
-            "except estimator_ckpt.errors.CorruptCheckpointError as e:\n"
-            "  print(e)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    code = (
+      "import resource, sys\n"
+      "import estimator_ckpt\n"
+      "try:\n"
+      "  estimator_ckpt.list_variables(sys.argv[1])\n"
+      "except estimator_ckpt.errors.CorruptCheckpointError as e:\n"
+      "  print(e)\n"
+      "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", code, model_dir], capture_output=True,
-        text=True, check=True, timeout=120,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+      [sys.executable, "-c", code, model_dir],
+      capture_output=True,
+      text=True,
+      check=True,
+      timeout=120,
+      env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
     message, peak_kib = result.stdout.strip().rsplit("\n", 1)
     self.assertIn(index, message)
     self.assertLess(int(peak_kib), 256 << 10)  # KiB: far below 3 GiB.
@@ -161,39 +175,53 @@ class HostileInputTest(parameterized.TestCase):
       entry.crc32c = crc32c.mask(0)
 
     tool_fixtures.rewrite_index(self._prefix(model_dir), huge_empty)
-    self.assertIn(("var", [0, 2**40, 2**40]),
-                  estimator_ckpt.list_variables(model_dir))
+    self.assertIn(
+      ("var", [0, 2**40, 2**40]), estimator_ckpt.list_variables(model_dir)
+    )
     estimator_ckpt.verify(model_dir)  # The checkpoint itself is fine.
-    with self.assertRaisesRegex(errors.IncompatibleCheckpointError,
-                                r"`var`.*numpy cannot represent"):
+    with self.assertRaisesRegex(
+      errors.IncompatibleCheckpointError, r"`var`.*numpy cannot represent"
+    ):
       estimator_ckpt.load_variable(model_dir, "var")
     stdout, _ = tool_fixtures.run_main(
-        _inspect_main(), ["inspect", "--values", model_dir])
+      _inspect_main(), ["inspect", "--values", model_dir]
+    )
     self.assertRegex(stdout, r"\nvar +\[0, 1099511627776, 1099511627776\]")
 
   def test_state_file_listing_one_checkpoint_twice(self):
     model_dir = self._golden()
     name = os.path.basename(model_dir)
     with open(os.path.join(model_dir, "checkpoint"), "w") as f:
-      f.write(f'model_checkpoint_path: "{_PREFIX}"\n'
-              f'all_model_checkpoint_paths: "{_PREFIX}"\n'
-              f'all_model_checkpoint_paths: "../{name}/{_PREFIX}"\n')
+      f.write(
+        f'model_checkpoint_path: "{_PREFIX}"\n'
+        f'all_model_checkpoint_paths: "{_PREFIX}"\n'
+        f'all_model_checkpoint_paths: "../{name}/{_PREFIX}"\n'
+      )
     dst = os.path.join(self.create_tempdir().full_path, "out")
     estimator_ckpt.convert(model_dir, dst, to="tf2", all_checkpoints=True)
-    self.assertEqual(sorted(os.listdir(dst)),
-                     ["checkpoint", _PREFIX + ".data-00000-of-00002",
-                      _PREFIX + ".data-00001-of-00002", _PREFIX + ".index"])
+    self.assertEqual(
+      sorted(os.listdir(dst)),
+      [
+        "checkpoint",
+        _PREFIX + ".data-00000-of-00002",
+        _PREFIX + ".data-00001-of-00002",
+        _PREFIX + ".index",
+      ],
+    )
 
   def test_state_file_listing_two_checkpoints_of_one_name(self):
     model_dir = self._golden()
     other = self._golden()
     with open(os.path.join(model_dir, "checkpoint"), "w") as f:
-      f.write(f'model_checkpoint_path: "{_PREFIX}"\n'
-              f'all_model_checkpoint_paths: "{self._prefix(other)}"\n'
-              f'all_model_checkpoint_paths: "{_PREFIX}"\n')
+      f.write(
+        f'model_checkpoint_path: "{_PREFIX}"\n'
+        f'all_model_checkpoint_paths: "{self._prefix(other)}"\n'
+        f'all_model_checkpoint_paths: "{_PREFIX}"\n'
+      )
     dst = os.path.join(self.create_tempdir().full_path, "out")
-    with self.assertRaisesRegex(errors.InvalidArgumentError,
-                                "two different checkpoints named"):
+    with self.assertRaisesRegex(
+      errors.InvalidArgumentError, "two different checkpoints named"
+    ):
       estimator_ckpt.convert(model_dir, dst, to="tf2", all_checkpoints=True)
     self._assert_nothing_at(dst)
 
@@ -208,17 +236,24 @@ class HostileInputTest(parameterized.TestCase):
     for row in range(rows):
       part = tensor_slice.TensorSlice(((row, 1),))
       part.to_proto(full.slices.add())
-      entry = protos.BundleEntryProto(dtype=1, offset=4 * row, size=4,
-                                      crc32c=crc32c.mask(crc32c.crc32c(
-                                          bytes(4))))
+      entry = protos.BundleEntryProto(
+        dtype=1,
+        offset=4 * row,
+        size=4,
+        crc32c=crc32c.mask(crc32c.crc32c(bytes(4))),
+      )
       entry.shape.dim.add(size=1)
-      items.append((tensor_slice.slice_key(b"emb", part),
-                    entry.SerializeToString()))
+      items.append(
+        (tensor_slice.slice_key(b"emb", part), entry.SerializeToString())
+      )
     items.append((b"emb", full.SerializeToString()))
     header = protos.BundleHeaderProto(num_shards=1)
     with open(bundle.index_filename(prefix), "wb") as f:
-      f.write(table.encode_table(
-          [(bundle.HEADER_KEY, header.SerializeToString())] + sorted(items)))
+      f.write(
+        table.encode_table(
+          [(bundle.HEADER_KEY, header.SerializeToString())] + sorted(items)
+        )
+      )
     with open(bundle.data_filename(prefix, 0, 1), "wb") as f:
       f.write(bytes(4 * rows))
     self.assertEqual(estimator_ckpt.list_variables(prefix), [("emb", [rows])])
@@ -227,17 +262,22 @@ class HostileInputTest(parameterized.TestCase):
   # --- The destination. ------------------------------------------------
 
   def test_empty_destination(self):
-    with self.assertRaisesRegex(errors.InvalidArgumentError,
-                                "dst_dir is empty"):
-      estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1), "",
-                             to="tf2")
+    with self.assertRaisesRegex(
+      errors.InvalidArgumentError, "dst_dir is empty"
+    ):
+      estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1), "", to="tf2")
 
   def test_rename_rule_matching_nothing(self):
     dst = os.path.join(self.create_tempdir().full_path, "out")
-    with self.assertRaisesRegex(errors.InvalidRenameError,
-                                r"matched no variable.*`tower/`"):
-      estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1), dst,
-                             to="tf2", rename={"tower/": ""})
+    with self.assertRaisesRegex(
+      errors.InvalidRenameError, r"matched no variable.*`tower/`"
+    ):
+      estimator_ckpt.convert(
+        tool_fixtures.golden_path(_EST_TF1),
+        dst,
+        to="tf2",
+        rename={"tower/": ""},
+      )
     self._assert_nothing_at(dst)
 
   def test_source_model_dir_naming_checkpoints_elsewhere_is_not_a_dst(self):
@@ -247,8 +287,9 @@ class HostileInputTest(parameterized.TestCase):
     with open(state, "w") as f:
       f.write(f'model_checkpoint_path: "{self._prefix(elsewhere)}"\n')
     before = tool_fixtures.tree_digest(model_dir)
-    with self.assertRaisesRegex(errors.DestinationExistsError,
-                                "the source's directory"):
+    with self.assertRaisesRegex(
+      errors.DestinationExistsError, "the source's directory"
+    ):
       estimator_ckpt.convert(model_dir, model_dir, to="tf2", overwrite=True)
     self.assertEqual(tool_fixtures.tree_digest(model_dir), before)
 
@@ -268,8 +309,9 @@ class HostileInputTest(parameterized.TestCase):
     with atomic.writer_lock(dst):
       for overwrite in (False, True):
         with self.assertRaisesRegex(
-            errors.DestinationLockedError,
-            rf"process {os.getpid()} on .*delete the lock file"):
+          errors.DestinationLockedError,
+          rf"process {os.getpid()} on .*delete the lock file",
+        ):
           estimator_ckpt.convert(source, dst, to="tf2", overwrite=overwrite)
     self.assertFalse(os.path.exists(dst))
     estimator_ckpt.convert(source, dst, to="tf2")  # Released.
@@ -280,8 +322,7 @@ class HostileInputTest(parameterized.TestCase):
     lock = os.path.join(parent, ".out.convert-lock")
     with open(lock, "w") as f:
       f.write(f"{socket.gethostname()} {_dead_pid()}\n")
-    estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1), dst,
-                           to="tf2")
+    estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1), dst, to="tf2")
     self.assertFalse(os.path.exists(lock))
 
   def test_lock_of_another_host_is_respected(self):
@@ -289,29 +330,39 @@ class HostileInputTest(parameterized.TestCase):
     lock = os.path.join(parent, ".out.convert-lock")
     with open(lock, "w") as f:
       f.write("some-other-host 4242\n")
-    with self.assertRaisesRegex(errors.DestinationLockedError,
-                                "process 4242 on some-other-host"):
-      estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1),
-                             os.path.join(parent, "out"), to="tf2")
+    with self.assertRaisesRegex(
+      errors.DestinationLockedError, "process 4242 on some-other-host"
+    ):
+      estimator_ckpt.convert(
+        tool_fixtures.golden_path(_EST_TF1),
+        os.path.join(parent, "out"),
+        to="tf2",
+      )
 
   # --- The environment: OS errors name the user's path. ------------------
 
   def test_file_size_limit_is_an_io_error_naming_the_destination(self):
     dst = os.path.join(self.create_tempdir().full_path, "out")
     # EFBIG from RLIMIT_FSIZE stands in for ENOSPC: a real write failure.
-    code = ("import resource, signal, sys\n"
-            "import estimator_ckpt\n"
-            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))\n"
-            "try:\n"
-            "  estimator_ckpt.convert(sys.argv[1], sys.argv[2], to='tf2')\n"
-            "except estimator_ckpt.errors.CheckpointIOError as e:\n"
-            "  print(type(e).__name__, e.errno, isinstance(e, OSError))\n"
-            "  print(e)\n")
+    code = (
+      "import resource, signal, sys\n"
+      "import estimator_ckpt\n"
+      "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+      "resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))\n"
+      "try:\n"
+      "  estimator_ckpt.convert(sys.argv[1], sys.argv[2], to='tf2')\n"
+      "except estimator_ckpt.errors.CheckpointIOError as e:\n"
+      "  print(type(e).__name__, e.errno, isinstance(e, OSError))\n"
+      "  print(e)\n"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", code, tool_fixtures.golden_path("est-tf1"),
-         dst], capture_output=True, text=True, timeout=120, check=True,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+      [sys.executable, "-c", code, tool_fixtures.golden_path("est-tf1"), dst],
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=True,
+      env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
     first, message = result.stdout.strip().split("\n", 1)
     self.assertEqual(first, f"CheckpointIOError {errno.EFBIG} True")
     self.assertIn(f"`{dst}`", message)
@@ -323,15 +374,16 @@ class HostileInputTest(parameterized.TestCase):
     loop = os.path.join(parent, "loop")
     os.symlink(loop, loop)
     dst = os.path.join(loop, "out")
-    with self.assertRaisesRegex(errors.CheckpointIOError,
-                                "symbolic link") as raised:
-      estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1), dst,
-                             to="tf2")
+    with self.assertRaisesRegex(
+      errors.CheckpointIOError, "symbolic link"
+    ) as raised:
+      estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1), dst, to="tf2")
     self.assertIsInstance(raised.exception, OSError)
 
 
 def _inspect_main():
   from estimator_ckpt import inspect_main  # pylint: disable=g-import-not-at-top
+
   return inspect_main.main
 
 

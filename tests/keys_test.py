@@ -13,12 +13,24 @@ from estimator_ckpt import keys
 tf1 = tf.compat.v1
 
 # Names whose escaping is easy to get wrong.
-_TRICKY_NAMES = ("a", "dense/kernel", "a.b", "a/b.c", "a..b", "a.Sb", "a./b",
-                 "x.S.S/y", "tower-1/w>0", "..", ".S", "/lead", "trail.")
+_TRICKY_NAMES = (
+  "a",
+  "dense/kernel",
+  "a.b",
+  "a/b.c",
+  "a..b",
+  "a.Sb",
+  "a./b",
+  "x.S.S/y",
+  "tower-1/w>0",
+  "..",
+  ".S",
+  "/lead",
+  "trail.",
+)
 
 
 class KeysTest(parameterized.TestCase, tf.test.TestCase):
-
   @parameterized.parameters(*_TRICKY_NAMES)
   def test_round_trip(self, name):
     self.assertEqual(keys.unescape(keys.escape(name)), name)
@@ -50,19 +62,21 @@ class KeysTest(parameterized.TestCase, tf.test.TestCase):
       keys.unescape(escaped)
 
   def test_step_key(self):
-    self.assertEqual(keys.variable_key("global_step"),
-                     "step/.ATTRIBUTES/VARIABLE_VALUE")
-    self.assertEqual(keys.variable_name("step/.ATTRIBUTES/VARIABLE_VALUE"),
-                     "global_step")
+    self.assertEqual(
+      keys.variable_key("global_step"), "step/.ATTRIBUTES/VARIABLE_VALUE"
+    )
+    self.assertEqual(
+      keys.variable_name("step/.ATTRIBUTES/VARIABLE_VALUE"), "global_step"
+    )
 
   @parameterized.parameters(
-      ("vars/scoped.Sc/.ATTRIBUTES/VARIABLE_VALUE", "scoped/c"),
-      ("var_list/a..b/.ATTRIBUTES/VARIABLE_VALUE", "a.b"),
-      ("save_counter/.ATTRIBUTES/VARIABLE_VALUE", None),
-      ("variables/0/.ATTRIBUTES/VARIABLE_VALUE", None),
-      ("model/layer/kernel/.ATTRIBUTES/VARIABLE_VALUE", None),
-      ("_CHECKPOINTABLE_OBJECT_GRAPH", None),
-      ("dense/kernel", None),
+    ("vars/scoped.Sc/.ATTRIBUTES/VARIABLE_VALUE", "scoped/c"),
+    ("var_list/a..b/.ATTRIBUTES/VARIABLE_VALUE", "a.b"),
+    ("save_counter/.ATTRIBUTES/VARIABLE_VALUE", None),
+    ("variables/0/.ATTRIBUTES/VARIABLE_VALUE", None),
+    ("model/layer/kernel/.ATTRIBUTES/VARIABLE_VALUE", None),
+    ("_CHECKPOINTABLE_OBJECT_GRAPH", None),
+    ("dense/kernel", None),
   )
   def test_variable_name_of_other_layouts(self, key, name):
     self.assertEqual(keys.variable_name(key), name)
@@ -80,19 +94,21 @@ class KeysTest(parameterized.TestCase, tf.test.TestCase):
         path = ckpt.write(prefix)
     real = trackable_object_graph_pb2.TrackableObjectGraph()
     real.ParseFromString(
-        tf.train.load_checkpoint(path).get_tensor(keys.OBJECT_GRAPH_KEY))
+      tf.train.load_checkpoint(path).get_tensor(keys.OBJECT_GRAPH_KEY)
+    )
     ours = keys.object_graph(names)
-    self.assertEqual(keys.full_names_by_key(ours),
-                     keys.full_names_by_key(real))
+    self.assertEqual(keys.full_names_by_key(ours), keys.full_names_by_key(real))
 
     def edges(graph):
-      return sorted((node_id, child.local_name)
-                    for node_id, node in enumerate(graph.nodes)
-                    for child in node.children)
+      return sorted(
+        (node_id, child.local_name)
+        for node_id, node in enumerate(graph.nodes)
+        for child in node.children
+      )
 
     self.assertEqual(
-        {name for _, name in edges(ours)},
-        {name for _, name in edges(real)})
+      {name for _, name in edges(ours)}, {name for _, name in edges(real)}
+    )
 
 
 if __name__ == "__main__":

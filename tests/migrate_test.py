@@ -24,19 +24,24 @@ def _eval_input_fn():
 
 
 _CANNED = {
-    "dnn_classifier": lambda model_dir: tf.estimator.DNNClassifier(
-        hidden_units=[4], feature_columns=_FEATURES, model_dir=model_dir),
-    "linear_regressor": lambda model_dir: tf.estimator.LinearRegressor(
-        feature_columns=_FEATURES, model_dir=model_dir),
-    "dnn_linear_combined_classifier":
-        lambda model_dir: tf.estimator.DNNLinearCombinedClassifier(
-            linear_feature_columns=_FEATURES, dnn_feature_columns=_FEATURES,
-            dnn_hidden_units=[4], model_dir=model_dir),
+  "dnn_classifier": lambda model_dir: tf.estimator.DNNClassifier(
+    hidden_units=[4], feature_columns=_FEATURES, model_dir=model_dir
+  ),
+  "linear_regressor": lambda model_dir: tf.estimator.LinearRegressor(
+    feature_columns=_FEATURES, model_dir=model_dir
+  ),
+  "dnn_linear_combined_classifier": lambda model_dir: (
+    tf.estimator.DNNLinearCombinedClassifier(
+      linear_feature_columns=_FEATURES,
+      dnn_feature_columns=_FEATURES,
+      dnn_hidden_units=[4],
+      model_dir=model_dir,
+    )
+  ),
 }
 
 
 class MigrateEstimatorTest(parameterized.TestCase, tf.test.TestCase):
-
   @parameterized.named_parameters(*sorted(_CANNED.items()))
   def test_canned_estimator_resumes_tf1_dir_as_tf2(self, make):
     model_dir = os.path.join(self.create_tempdir().full_path, "model")
@@ -54,14 +59,16 @@ class MigrateEstimatorTest(parameterized.TestCase, tf.test.TestCase):
     self.assertIn(keys.OBJECT_GRAPH_KEY, stored)
     # Every TF1 variable, optimizer slots included, now has its TF2 key.
     self.assertEqual(
-        {keys.variable_key(name) for name in tf1_names} | {
-            keys.OBJECT_GRAPH_KEY, keys.GLOBAL_STEP_NAME},
-        stored)
+      {keys.variable_key(name) for name in tf1_names}
+      | {keys.OBJECT_GRAPH_KEY, keys.GLOBAL_STEP_NAME},
+      stored,
+    )
     self.assertEqual(tf2_est.get_variable_value("global_step"), 5)
     # And the TF2 dir resumes again.
     migrate.migrate_estimator(make(model_dir)).train(_input_fn, steps=1)
     self.assertEqual(
-        tf.train.load_checkpoint(model_dir).get_tensor(keys.STEP_KEY), 6)
+      tf.train.load_checkpoint(model_dir).get_tensor(keys.STEP_KEY), 6
+    )
 
 
 if __name__ == "__main__":

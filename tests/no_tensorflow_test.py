@@ -51,30 +51,41 @@ def _root() -> str:
 
 
 class NoTensorFlowTest(parameterized.TestCase):
-
   def _run(self, module: str, args: List[str]) -> str:
     env = dict(os.environ, PYTHONPATH=_root())
     result = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, module, *args], env=env,
-        cwd=self.create_tempdir().full_path, capture_output=True, text=True,
-        timeout=120, check=False)
-    self.assertEqual(result.returncode, 0,
-                     f"{module} {args} failed:\n{result.stderr}")
+      [sys.executable, "-c", _LAUNCHER, module, *args],
+      env=env,
+      cwd=self.create_tempdir().full_path,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+    )
+    self.assertEqual(
+      result.returncode, 0, f"{module} {args} failed:\n{result.stderr}"
+    )
     return result.stdout
 
-  @parameterized.parameters("tf1-ckpt", "tf2-ckpt", "est-tf1", "est-tf2",
-                            "est-tf1-ranking")
+  @parameterized.parameters(
+    "tf1-ckpt", "tf2-ckpt", "est-tf1", "est-tf2", "est-tf1-ranking"
+  )
   def test_inspect(self, golden):
     path = tool_fixtures.golden_path(golden)
     table = self._run("estimator_ckpt.inspect_main", [path, "--values"])
     self.assertIn("checkpoint  ", table)
-    description = json.loads(self._run("estimator_ckpt.inspect_main",
-                                       [path, "--format=json", "--values"]))
+    description = json.loads(
+      self._run(
+        "estimator_ckpt.inspect_main", [path, "--format=json", "--values"]
+      )
+    )
     self.assertTrue(description["variables"])
 
-  @parameterized.parameters(("est-tf1-ranking", "tf2", "tf1"),
-                            ("est-tf2", "tf1", "tf2"),
-                            ("tf2-ckpt", "tf1", "tf2"))
+  @parameterized.parameters(
+    ("est-tf1-ranking", "tf2", "tf1"),
+    ("est-tf2", "tf1", "tf2"),
+    ("tf2-ckpt", "tf1", "tf2"),
+  )
   def test_convert_both_ways_and_verify(self, golden, there, back):
     source = tool_fixtures.golden_path(golden)
     work = self.create_tempdir().full_path
@@ -83,8 +94,9 @@ class NoTensorFlowTest(parameterized.TestCase):
     self._run("estimator_ckpt.convert_main", [source, first, f"--to={there}"])
     self._run("estimator_ckpt.convert_main", [first, second, f"--to={back}"])
     for converted in (first, second):
-      report = self._run("estimator_ckpt.verify_main",
-                         [converted, f"--against={source}"])
+      report = self._run(
+        "estimator_ckpt.verify_main", [converted, f"--against={source}"]
+      )
       self.assertRegex(report, r"^OK .* bit-identical")
 
 

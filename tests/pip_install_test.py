@@ -26,6 +26,7 @@ from absl import logging
 from absl.testing import absltest
 
 import estimator_ckpt
+
 from tests import tool_fixtures
 
 # Runfiles root under Bazel (the repository root when run directly).
@@ -35,10 +36,17 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _REPOSITORY = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 _ROOT_FILES = ("pyproject.toml", "README.md", "LICENSE", "requirements.in")
-_PACKAGES = ("estimator_ckpt", "estimator_ckpt/_src",
-             "estimator_ckpt/_src/cli", "estimator_ckpt/_src/format")
-_SCRIPTS = ("estimator-ckpt-inspect", "estimator-ckpt-convert",
-            "estimator-ckpt-verify")
+_PACKAGES = (
+  "estimator_ckpt",
+  "estimator_ckpt/_src",
+  "estimator_ckpt/_src/cli",
+  "estimator_ckpt/_src/format",
+)
+_SCRIPTS = (
+  "estimator-ckpt-inspect",
+  "estimator-ckpt-convert",
+  "estimator-ckpt-verify",
+)
 _TIMEOUT_SECS = 300
 
 # Printed as JSON by the venv's Python: where `estimator_ckpt` comes from and
@@ -71,19 +79,30 @@ def _clean_environment() -> Dict[str, str]:
   pip configuration may name indexes or find-links. Neither may reach the
   venv: the install must work offline from the copied sources alone.
   """
-  env = {k: v for k, v in os.environ.items()
-         if not k.startswith(("PYTHON", "PIP_"))}
-  env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
-             PIP_NO_INPUT="1", PYTHONNOUSERSITE="1")
+  env = {
+    k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_"))
+  }
+  env.update(
+    PIP_CONFIG_FILE=os.devnull,
+    PIP_DISABLE_PIP_VERSION_CHECK="1",
+    PIP_NO_INPUT="1",
+    PYTHONNOUSERSITE="1",
+  )
   return env
 
 
-def _run(command: Sequence[str], cwd: str,
-         **env: str) -> subprocess.CompletedProcess:
-  return subprocess.run(list(command), cwd=cwd,
-                        env={**_clean_environment(), **env},
-                        capture_output=True, text=True, check=False,
-                        timeout=_TIMEOUT_SECS)
+def _run(
+  command: Sequence[str], cwd: str, **env: str
+) -> subprocess.CompletedProcess:
+  return subprocess.run(
+    list(command),
+    cwd=cwd,
+    env={**_clean_environment(), **env},
+    capture_output=True,
+    text=True,
+    check=False,
+    timeout=_TIMEOUT_SECS,
+  )
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -97,16 +116,23 @@ def _project_site_packages() -> List[str]:
   Under Bazel the test runs with the project venv's python3 (tools/bazel puts
   it first on PATH), so its `sys.path` names that venv's site-packages.
   """
-  found = [p for p in sys.path
-           if os.path.basename(p) == "site-packages" and os.path.isdir(p)]
+  found = [
+    p
+    for p in sys.path
+    if os.path.basename(p) == "site-packages" and os.path.isdir(p)
+  ]
   if not found:
-    raise AssertionError(f"No site-packages directory on sys.path {sys.path}; "
-                         "run the test with the project venv's python.")
+    raise AssertionError(
+      f"No site-packages directory on sys.path {sys.path}; "
+      "run the test with the project venv's python."
+    )
   for directory in found:
     # Else the venv could import the sources from there, not the install.
     if os.path.exists(os.path.join(directory, "estimator_ckpt")):
-      raise AssertionError(f"{directory} holds an estimator_ckpt; uninstall "
-                           "it from the project venv.")
+      raise AssertionError(
+        f"{directory} holds an estimator_ckpt; uninstall "
+        "it from the project venv."
+      )
   return found
 
 
@@ -115,26 +141,30 @@ def _copy_sources(destination: str) -> List[str]:
   for name in _ROOT_FILES:
     source = os.path.join(_ROOT, name)
     if not os.path.isfile(source):
-      raise AssertionError(f"{source} is missing: add //:{name} to the data of "
-                           "//tests:pip_install_test.")
+      raise AssertionError(
+        f"{source} is missing: add //:{name} to the data of "
+        "//tests:pip_install_test."
+      )
     shutil.copyfile(source, os.path.join(destination, name))
   modules = []
   for directory, subdirectories, names in os.walk(
-      os.path.join(_ROOT, "estimator_ckpt")):
+    os.path.join(_ROOT, "estimator_ckpt")
+  ):
     subdirectories[:] = [d for d in subdirectories if d != "__pycache__"]
     for name in names:
       if name.endswith(".py"):
         relative = os.path.relpath(os.path.join(directory, name), _ROOT)
-        os.makedirs(os.path.join(destination, os.path.dirname(relative)),
-                    exist_ok=True)
-        shutil.copyfile(os.path.join(_ROOT, relative),
-                        os.path.join(destination, relative))
+        os.makedirs(
+          os.path.join(destination, os.path.dirname(relative)), exist_ok=True
+        )
+        shutil.copyfile(
+          os.path.join(_ROOT, relative), os.path.join(destination, relative)
+        )
         modules.append(relative)
   return sorted(modules)
 
 
 class PipInstallTest(absltest.TestCase):
-
   venv: str
   outside: str
   modules: List[str]
@@ -146,8 +176,10 @@ class PipInstallTest(absltest.TestCase):
     scratch = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
     cls.addClassCleanup(shutil.rmtree, scratch, ignore_errors=True)
     if _inside(scratch, _REPOSITORY):
-      raise AssertionError(f"{scratch} is inside the repository "
-                           f"{_REPOSITORY}; set TEST_TMPDIR elsewhere.")
+      raise AssertionError(
+        f"{scratch} is inside the repository "
+        f"{_REPOSITORY}; set TEST_TMPDIR elsewhere."
+      )
     source = os.path.join(scratch, "source")
     cls.venv = os.path.join(scratch, "venv")
     cls.outside = os.path.join(scratch, "cwd")
@@ -156,60 +188,88 @@ class PipInstallTest(absltest.TestCase):
     cls.modules = _copy_sources(source)
 
     # Without pip: the project venv's pip, setuptools and wheel do the build.
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", cls.venv],
-                   env=_clean_environment(), check=True,
-                   timeout=_TIMEOUT_SECS)
+    subprocess.run(
+      [sys.executable, "-m", "venv", "--without-pip", cls.venv],
+      env=_clean_environment(),
+      check=True,
+      timeout=_TIMEOUT_SECS,
+    )
     python = os.path.join(cls.venv, "bin", "python")
-    purelib = _run([python, "-c", "import sysconfig; "
-                    "print(sysconfig.get_path('purelib'))"],
-                   cls.outside).stdout.strip()
+    purelib = _run(
+      [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+      cls.outside,
+    ).stdout.strip()
     if not purelib or not _inside(purelib, cls.venv):
-      raise AssertionError(f"The new venv's site-packages is {purelib!r}, "
-                           f"not in {cls.venv}.")
+      raise AssertionError(
+        f"The new venv's site-packages is {purelib!r}, not in {cls.venv}."
+      )
     with open(os.path.join(purelib, "project_venv.pth"), "w") as f:
       f.write("".join(p + "\n" for p in _project_site_packages()))
 
     # pip's build directories go to TMPDIR: keep them with the rest.
     pip_tmp = os.path.join(scratch, "tmp")
     os.makedirs(pip_tmp)
-    pip = _run([python, "-m", "pip", "install", "--no-build-isolation",
-                "--no-index", "--no-deps", "--no-cache-dir", source],
-               cls.outside, TMPDIR=pip_tmp)
+    pip = _run(
+      [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--no-build-isolation",
+        "--no-index",
+        "--no-deps",
+        "--no-cache-dir",
+        source,
+      ],
+      cls.outside,
+      TMPDIR=pip_tmp,
+    )
     if pip.returncode != 0:
       raise AssertionError(
-          f"pip install failed (exit {pip.returncode}):\n"
-          f"--- stdout ---\n{pip.stdout}\n--- stderr ---\n{pip.stderr}")
+        f"pip install failed (exit {pip.returncode}):\n"
+        f"--- stdout ---\n{pip.stdout}\n--- stderr ---\n{pip.stderr}"
+      )
     logging.info("pip install:\n%s", pip.stdout)
 
     described = _run([python, "-c", _DESCRIBE_INSTALL], cls.outside)
     if described.returncode != 0:
       raise AssertionError(
-          f"`import estimator_ckpt` failed in the venv:\n{described.stderr}")
+        f"`import estimator_ckpt` failed in the venv:\n{described.stderr}"
+      )
     cls.install = json.loads(described.stdout)
 
-  def run_script(self, name: str, *args: str,
-                 expect_exit: Optional[int] = 0) -> subprocess.CompletedProcess:
+  def run_script(
+    self, name: str, *args: str, expect_exit: Optional[int] = 0
+  ) -> subprocess.CompletedProcess:
     """Runs a console script from outside the repository."""
     result = _run([os.path.join(self.venv, "bin", name), *args], self.outside)
     if expect_exit is not None:
       self.assertEqual(
-          result.returncode, expect_exit,
-          f"{name} {' '.join(args)}:\nstdout: {result.stdout}\n"
-          f"stderr: {result.stderr}")
+        result.returncode,
+        expect_exit,
+        f"{name} {' '.join(args)}:\nstdout: {result.stdout}\n"
+        f"stderr: {result.stderr}",
+      )
     return result
 
   def test_imports_the_installed_package(self):
-    self.assertTrue(_inside(self.install["file"], self.install["purelib"]),
-                    self.install["file"])
+    self.assertTrue(
+      _inside(self.install["file"], self.install["purelib"]),
+      self.install["file"],
+    )
     self.assertFalse(_inside(self.install["file"], _REPOSITORY))
     self.assertEqual(self.install["version"], estimator_ckpt.__version__)
-    self.assertEqual(self.install["metadata_version"],
-                     estimator_ckpt.__version__)
+    self.assertEqual(
+      self.install["metadata_version"], estimator_ckpt.__version__
+    )
 
   def test_metadata(self):
     with open(os.path.join(_ROOT, "requirements.in")) as f:
-      requirements = [line.strip() for line in f
-                      if line.strip() and not line.lstrip().startswith("#")]
+      requirements = [
+        line.strip()
+        for line in f
+        if line.strip() and not line.lstrip().startswith("#")
+      ]
     self.assertEqual(self.install["requires"], requirements)
     self.assertEqual(self.install["license"], "Apache-2.0")
     self.assertEqual(self.install["requires_python"], "<3.12,>=3.9")
@@ -217,21 +277,32 @@ class PipInstallTest(absltest.TestCase):
 
   def test_installs_the_package_and_nothing_else(self):
     files = self.install["files"]
-    installed = sorted(f for f in files
-                       if f.startswith("estimator_ckpt/") and
-                       f.endswith(".py"))
+    installed = sorted(
+      f for f in files if f.startswith("estimator_ckpt/") and f.endswith(".py")
+    )
     self.assertEqual(installed, self.modules)
     for package in _PACKAGES:
       self.assertIn(f"{package}/__init__.py", installed)
     top_level = {f.split("/")[0] for f in files if not f.startswith("../")}
     dist_info = f"estimator_ckpt-{estimator_ckpt.__version__}.dist-info"
     self.assertEqual(top_level, {"estimator_ckpt", dist_info})
-    self.assertTrue(any(os.path.basename(f) == "LICENSE" for f in files
-                        if f.startswith(dist_info + "/")), files)
+    self.assertTrue(
+      any(
+        os.path.basename(f) == "LICENSE"
+        for f in files
+        if f.startswith(dist_info + "/")
+      ),
+      files,
+    )
     self.assertEqual(
-        self.install["findable"],
-        {"examples": False, "tests": False, "benchmarks": False,
-         "testdata": False})
+      self.install["findable"],
+      {
+        "examples": False,
+        "tests": False,
+        "benchmarks": False,
+        "testdata": False,
+      },
+    )
     for name in _SCRIPTS:
       self.assertIn(f"../../../bin/{name}", files)
 
@@ -241,17 +312,20 @@ class PipInstallTest(absltest.TestCase):
     expected = estimator_ckpt.list_variables(golden)
 
     document = json.loads(
-        self.run_script("estimator-ckpt-inspect", "--format=json",
-                        golden).stdout)
+      self.run_script("estimator-ckpt-inspect", "--format=json", golden).stdout
+    )
     self.assertEqual(document["format"], "tf2")
-    self.assertEqual([(v["name"], v["shape"]) for v in document["variables"]],
-                     expected)
+    self.assertEqual(
+      [(v["name"], v["shape"]) for v in document["variables"]], expected
+    )
 
-    table = self.run_script("estimator-ckpt-inspect", "--values",
-                            golden).stdout
+    table = self.run_script("estimator-ckpt-inspect", "--values", golden).stdout
     self.assertIn("format      tf2 (object-based)", table)
-    self.assertRegex(table, r"\nvar +\[\] +float32 +var_list/var/\.ATTRIBUTES"
-                     r"/VARIABLE_VALUE +4\.")
+    self.assertRegex(
+      table,
+      r"\nvar +\[\] +float32 +var_list/var/\.ATTRIBUTES"
+      r"/VARIABLE_VALUE +4\.",
+    )
 
     usage = self.run_script("estimator-ckpt-inspect", expect_exit=None)
     self.assertNotEqual(usage.returncode, 0)
@@ -262,16 +336,20 @@ class PipInstallTest(absltest.TestCase):
     source = tool_fixtures.golden_path("est-tf1")
     destination = os.path.join(self.create_tempdir().full_path, "est-tf2")
 
-    converted = self.run_script("estimator-ckpt-convert", "--to=tf2", source,
-                                destination)
+    converted = self.run_script(
+      "estimator-ckpt-convert", "--to=tf2", source, destination
+    )
     prefix = converted.stdout.strip().splitlines()[-1]
     self.assertEqual(prefix, os.path.join(destination, "model.ckpt-1"))
     self.assertEqual(estimator_ckpt.checkpoint_format(destination), "tf2")
-    self.assertEqual(estimator_ckpt.list_variables(destination),
-                     estimator_ckpt.list_variables(source))
+    self.assertEqual(
+      estimator_ckpt.list_variables(destination),
+      estimator_ckpt.list_variables(source),
+    )
 
-    verified = self.run_script("estimator-ckpt-verify", destination,
-                               f"--against={source}")
+    verified = self.run_script(
+      "estimator-ckpt-verify", destination, f"--against={source}"
+    )
     self.assertRegex(verified.stdout, r"^OK .*bit-identical")
 
 

@@ -25,29 +25,37 @@ def _tf1_name(key: str, full_names) -> str:
 
 
 class InspectionTest(parameterized.TestCase, tf.test.TestCase):
-
   @parameterized.parameters(
-      ("tf1-ckpt", "tf1"), ("est-tf1", "tf1"), ("est-tf1-ranking", "tf1"),
-      ("tf2-ckpt", "tf2"), ("est-tf2", "tf2"))
+    ("tf1-ckpt", "tf1"),
+    ("est-tf1", "tf1"),
+    ("est-tf1-ranking", "tf1"),
+    ("tf2-ckpt", "tf2"),
+    ("est-tf2", "tf2"),
+  )
   def test_checkpoint_format(self, name, expected):
     self.assertEqual(
-        estimator_ckpt.checkpoint_format(tool_fixtures.golden_path(name)),
-        expected)
+      estimator_ckpt.checkpoint_format(tool_fixtures.golden_path(name)),
+      expected,
+    )
 
   @parameterized.parameters(*tool_fixtures.TF1_GOLDENS)
   def test_tf1_list_variables_matches_tensorflow(self, name):
     path = tool_fixtures.golden_path(name)
-    self.assertEqual(estimator_ckpt.list_variables(path),
-                     tf.train.list_variables(path))
+    self.assertEqual(
+      estimator_ckpt.list_variables(path), tf.train.list_variables(path)
+    )
 
   @parameterized.parameters(
-      ("est-tf2", [("global_step", []), ("var", [])]),
-      ("tf2-ckpt", [("a", []), ("b", []), ("save_counter", []),
-                    ("scoped/c", [])]))
+    ("est-tf2", [("global_step", []), ("var", [])]),
+    (
+      "tf2-ckpt",
+      [("a", []), ("b", []), ("save_counter", []), ("scoped/c", [])],
+    ),
+  )
   def test_tf2_list_variables_by_tf1_name(self, name, expected):
     self.assertEqual(
-        estimator_ckpt.list_variables(tool_fixtures.golden_path(name)),
-        expected)
+      estimator_ckpt.list_variables(tool_fixtures.golden_path(name)), expected
+    )
 
   @parameterized.parameters(*tool_fixtures.GOLDENS)
   def test_load_variable_matches_tensorflow_bit_exactly(self, name):
@@ -56,131 +64,175 @@ class InspectionTest(parameterized.TestCase, tf.test.TestCase):
     full_names = {}
     if reader.has_tensor(keys.OBJECT_GRAPH_KEY):
       from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-import-not-at-top
+
       full_names = keys.full_names_by_key(
-          trackable_object_graph_pb2.TrackableObjectGraph.FromString(
-              reader.get_tensor(keys.OBJECT_GRAPH_KEY)))
+        trackable_object_graph_pb2.TrackableObjectGraph.FromString(
+          reader.get_tensor(keys.OBJECT_GRAPH_KEY)
+        )
+      )
     for key, dtype in reader.get_variable_to_dtype_map().items():
-      expected = np.asarray(reader.get_tensor(key),
-                            dtype=object if dtype == tf.string else None)
+      expected = np.asarray(
+        reader.get_tensor(key), dtype=object if dtype == tf.string else None
+      )
       # By raw key, and by TF1 name.
       tool_tf_fixtures.assert_bit_equal(
-          self, expected, estimator_ckpt.load_variable(path, key), key)
+        self, expected, estimator_ckpt.load_variable(path, key), key
+      )
       if key != keys.OBJECT_GRAPH_KEY:
         tool_tf_fixtures.assert_bit_equal(
-            self, expected,
-            estimator_ckpt.load_variable(path, _tf1_name(key, full_names)),
-            key)
+          self,
+          expected,
+          estimator_ckpt.load_variable(path, _tf1_name(key, full_names)),
+          key,
+        )
 
   def test_every_dtype(self):
     prefix = tool_tf_fixtures.save_v2(
-        os.path.join(self.get_temp_dir(), "dtypes"),
-        tool_tf_fixtures.every_dtype_tensors())
+      os.path.join(self.get_temp_dir(), "dtypes"),
+      tool_tf_fixtures.every_dtype_tensors(),
+    )
     expected = tool_tf_fixtures.tensorflow_values(prefix)
-    self.assertEqual([n for n, _ in estimator_ckpt.list_variables(prefix)],
-                     sorted(expected))
+    self.assertEqual(
+      [n for n, _ in estimator_ckpt.list_variables(prefix)], sorted(expected)
+    )
     for key, value in expected.items():
       tool_tf_fixtures.assert_bit_equal(
-          self, value, estimator_ckpt.load_variable(prefix, key), key)
+        self, value, estimator_ckpt.load_variable(prefix, key), key
+      )
 
   def test_partitioned_variables_whole_in_both_stock_layouts(self):
     tf1_prefix, tf2_prefix, value = tool_tf_fixtures.partitioned_checkpoints(
-        self.get_temp_dir())
+      self.get_temp_dir()
+    )
     for prefix in (tf1_prefix, tf2_prefix):
       listed = dict(estimator_ckpt.list_variables(prefix))
-      self.assertEqual(listed, {"emb": [10, 3], "dense/kernel": [3, 2],
-                                "global_step": []})
+      self.assertEqual(
+        listed, {"emb": [10, 3], "dense/kernel": [3, 2], "global_step": []}
+      )
       tool_tf_fixtures.assert_bit_equal(
-          self, value, estimator_ckpt.load_variable(prefix, "emb"))
+        self, value, estimator_ckpt.load_variable(prefix, "emb")
+      )
     # TensorFlow reads the TF1 layout whole too.
     tool_tf_fixtures.assert_bit_equal(
-        self, value, tf.train.load_variable(tf1_prefix, "emb"))
+      self, value, tf.train.load_variable(tf1_prefix, "emb")
+    )
     contents = reader.read(tf2_prefix)
     self.assertLen(contents.variables["emb"].keys, 4)
     self.assertLen(contents.variables["emb"].parts, 4)
 
   def test_scaffold_layout_by_name(self):
     prefix = tool_tf_fixtures.scaffold_layout_checkpoint(
-        os.path.join(self.get_temp_dir(), "scaffold"))
-    self.assertEqual(estimator_ckpt.list_variables(prefix), [
-        ("dense/kernel", [2, 3]), ("emb", [6, 2]), ("emb/Adam", [6, 2]),
-        ("global_step", [])
-    ])
+      os.path.join(self.get_temp_dir(), "scaffold")
+    )
+    self.assertEqual(
+      estimator_ckpt.list_variables(prefix),
+      [
+        ("dense/kernel", [2, 3]),
+        ("emb", [6, 2]),
+        ("emb/Adam", [6, 2]),
+        ("global_step", []),
+      ],
+    )
     contents = reader.read(prefix)
-    self.assertEqual(contents.variables["global_step"].keys,
-                     (keys.STEP_KEY, keys.GLOBAL_STEP_NAME))
+    self.assertEqual(
+      contents.variables["global_step"].keys,
+      (keys.STEP_KEY, keys.GLOBAL_STEP_NAME),
+    )
     self.assertEqual(estimator_ckpt.load_variable(prefix, "global_step"), 42)
     tool_tf_fixtures.assert_bit_equal(
-        self, np.arange(12.0, dtype=np.float32).reshape([6, 2]),
-        estimator_ckpt.load_variable(prefix, "emb"))
+      self,
+      np.arange(12.0, dtype=np.float32).reshape([6, 2]),
+      estimator_ckpt.load_variable(prefix, "emb"),
+    )
 
   def test_alias_with_another_value_is_listed_by_key(self):
     prefix = tool_tf_fixtures.save_v2(
-        os.path.join(self.get_temp_dir(), "stale_alias"), {
-            keys.OBJECT_GRAPH_KEY: tf.constant(
-                keys.object_graph([]).SerializeToString()),
-            keys.STEP_KEY: tf.constant(2, tf.int64),
-            keys.GLOBAL_STEP_NAME: tf.constant(1, tf.int64),
-        })
+      os.path.join(self.get_temp_dir(), "stale_alias"),
+      {
+        keys.OBJECT_GRAPH_KEY: tf.constant(
+          keys.object_graph([]).SerializeToString()
+        ),
+        keys.STEP_KEY: tf.constant(2, tf.int64),
+        keys.GLOBAL_STEP_NAME: tf.constant(1, tf.int64),
+      },
+    )
     with self.assertLogs("absl", "WARNING"):
       names = [n for n, _ in estimator_ckpt.list_variables(prefix)]
     self.assertEqual(names, [keys.GLOBAL_STEP_NAME, keys.STEP_KEY])
 
   def test_guide_vars_layout_by_name(self):
     prefix = converter.convert_tf1_to_tf2(
-        tool_fixtures.golden_path("tf1-ckpt"),
-        os.path.join(self.get_temp_dir(), "converted"))
+      tool_fixtures.golden_path("tf1-ckpt"),
+      os.path.join(self.get_temp_dir(), "converted"),
+    )
     self.assertEqual(
-        [n for n, _ in estimator_ckpt.list_variables(prefix)],
-        ["a", "b", "save_counter", "scoped/c"])
+      [n for n, _ in estimator_ckpt.list_variables(prefix)],
+      ["a", "b", "save_counter", "scoped/c"],
+    )
     self.assertEqual(estimator_ckpt.load_variable(prefix, "scoped/c"), 3.0)
 
   def test_conflicting_full_names_listed_by_key(self):
     # Eager variables may share a name; each stays visible under its key.
     prefix = tf.train.Checkpoint(v=[tf.Variable(1.0), tf.Variable(2.0)]).write(
-        os.path.join(self.get_temp_dir(), "same_names"))
+      os.path.join(self.get_temp_dir(), "same_names")
+    )
     names = [n for n, _ in estimator_ckpt.list_variables(prefix)]
     self.assertIn("v/0/.ATTRIBUTES/VARIABLE_VALUE", names)
     self.assertIn("v/1/.ATTRIBUTES/VARIABLE_VALUE", names)
     self.assertEqual(
-        estimator_ckpt.load_variable(prefix,
-                                     "v/1/.ATTRIBUTES/VARIABLE_VALUE"), 2.0)
+      estimator_ckpt.load_variable(prefix, "v/1/.ATTRIBUTES/VARIABLE_VALUE"),
+      2.0,
+    )
 
   def test_unknown_name_suggests(self):
     path = tool_fixtures.golden_path("est-tf1-ranking")
-    with self.assertRaisesRegex(errors.VariableNotFoundError,
-                                "Did you mean `hidden/kernel`"):
+    with self.assertRaisesRegex(
+      errors.VariableNotFoundError, "Did you mean `hidden/kernel`"
+    ):
       estimator_ckpt.load_variable(path, "hidden/kernal")
     with self.assertRaisesRegex(
-        errors.VariableNotFoundError,
-        "name-based \\(TF1\\) checkpoint.*pass the TF1 name `hidden/bias`"):
+      errors.VariableNotFoundError,
+      "name-based \\(TF1\\) checkpoint.*pass the TF1 name `hidden/bias`",
+    ):
       estimator_ckpt.load_variable(
-          path, "var_list/hidden.Sbias/.ATTRIBUTES/VARIABLE_VALUE")
+        path, "var_list/hidden.Sbias/.ATTRIBUTES/VARIABLE_VALUE"
+      )
     with self.assertRaises(KeyError):  # Also the builtin it refines.
       estimator_ckpt.load_variable(path, "nope")
 
   def test_describe_table_and_json(self):
-    description = describe.describe(tool_fixtures.golden_path("est-tf2"),
-                                      with_values=True)
+    description = describe.describe(
+      tool_fixtures.golden_path("est-tf2"), with_values=True
+    )
     table = render.format_description(description)
     self.assertIn("format      tf2 (object-based)", table)
     self.assertRegex(
-        table, r"\nglobal_step +\[\] +int64 +step/\.ATTRIBUTES/VARIABLE_VALUE"
-        r" +1\n")
+      table,
+      r"\nglobal_step +\[\] +int64 +step/\.ATTRIBUTES/VARIABLE_VALUE"
+      r" +1\n",
+    )
     document = json.loads(render.to_json(description))
     self.assertEqual(document["format"], "tf2")
     self.assertEqual(
-        [(v["name"], v["value"]) for v in document["variables"]],
-        [("global_step", 1), ("var", 4.0)])
+      [(v["name"], v["value"]) for v in document["variables"]],
+      [("global_step", 1), ("var", 4.0)],
+    )
 
   def test_raw_rows_for_the_guide_scenario(self):
     rows = describe.read_rows(tool_fixtures.golden_path("est-tf2"))
-    self.assertEqual([row.key for row in rows], [
-        keys.OBJECT_GRAPH_KEY, "step/.ATTRIBUTES/VARIABLE_VALUE",
-        "var_list/var/.ATTRIBUTES/VARIABLE_VALUE"
-    ])
-    self.assertRegex(render.format_table(rows),
-                     r"var_list/var/\.ATTRIBUTES/VARIABLE_VALUE +\[\] +"
-                     r"float32 +4\.")
+    self.assertEqual(
+      [row.key for row in rows],
+      [
+        keys.OBJECT_GRAPH_KEY,
+        "step/.ATTRIBUTES/VARIABLE_VALUE",
+        "var_list/var/.ATTRIBUTES/VARIABLE_VALUE",
+      ],
+    )
+    self.assertRegex(
+      render.format_table(rows),
+      r"var_list/var/\.ATTRIBUTES/VARIABLE_VALUE +\[\] +"
+      r"float32 +4\.",
+    )
 
 
 if __name__ == "__main__":

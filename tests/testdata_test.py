@@ -23,7 +23,6 @@ tf1 = tf.compat.v1
 
 
 class TestdataTest(parameterized.TestCase, tf.test.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
@@ -32,16 +31,21 @@ class TestdataTest(parameterized.TestCase, tf.test.TestCase):
   @parameterized.parameters(*fixtures.GOLDENS)
   def test_manifest_matches_files(self, name):
     self.assertEqual(
-        fixtures.checkpoint_manifest(fixtures.testdata_path(
-            fixtures.GOLDENS[name])),
-        self.manifest[name])
+      fixtures.checkpoint_manifest(
+        fixtures.testdata_path(fixtures.GOLDENS[name])
+      ),
+      self.manifest[name],
+    )
 
   def _assert_digests(self, name, values_by_key):
     """Values a real restore produced equal the manifest's digests."""
     expected = self.manifest[name]
     for key, value in values_by_key.items():
-      self.assertEqual(fixtures.array_digest(value), expected[key]["sha256"],
-                       msg=f"{name}: {key}")
+      self.assertEqual(
+        fixtures.array_digest(value),
+        expected[key]["sha256"],
+        msg=f"{name}: {key}",
+      )
 
   def test_tf1_ckpt_restores_with_saver(self):
     with tf.Graph().as_default():
@@ -49,7 +53,8 @@ class TestdataTest(parameterized.TestCase, tf.test.TestCase):
       variables = [tf1.get_variable(n, shape=[]) for n in names]
       with tf1.Session() as sess:
         tf1.train.Saver().restore(
-            sess, fixtures.testdata_path(fixtures.GOLDENS["tf1-ckpt"]))
+          sess, fixtures.testdata_path(fixtures.GOLDENS["tf1-ckpt"])
+        )
         values = sess.run(variables)
     self.assertEqual(values, [1.0, 2.0, 3.0])
     self._assert_digests("tf1-ckpt", dict(zip(names, values)))
@@ -57,13 +62,16 @@ class TestdataTest(parameterized.TestCase, tf.test.TestCase):
   def test_tf2_ckpt_restores_with_checkpoint(self):
     variables = [tf.Variable(0.0) for _ in range(3)]
     tf.train.Checkpoint(variables=variables).restore(
-        fixtures.testdata_path(fixtures.GOLDENS["tf2-ckpt"])
+      fixtures.testdata_path(fixtures.GOLDENS["tf2-ckpt"])
     ).assert_existing_objects_matched()
     values = [v.numpy() for v in variables]
     self.assertEqual(values, [5.0, 6.0, 7.0])
-    self._assert_digests("tf2-ckpt", {
-        f"variables/{i}/.ATTRIBUTES/VARIABLE_VALUE": values[i]
-        for i in range(3)})
+    self._assert_digests(
+      "tf2-ckpt",
+      {
+        f"variables/{i}/.ATTRIBUTES/VARIABLE_VALUE": values[i] for i in range(3)
+      },
+    )
 
   def test_est_tf1_restores_with_saver(self):
     model_dir = fixtures.testdata_path(fixtures.GOLDENS["est-tf1"])
@@ -88,9 +96,13 @@ class TestdataTest(parameterized.TestCase, tf.test.TestCase):
         ckpt.restore(tf.train.latest_checkpoint(model_dir)).run_restore_ops()
         values = sess.run([step, var])
     self.assertEqual(values, [1, 4.0])
-    self._assert_digests("est-tf2", {
+    self._assert_digests(
+      "est-tf2",
+      {
         "step/.ATTRIBUTES/VARIABLE_VALUE": values[0],
-        "var_list/var/.ATTRIBUTES/VARIABLE_VALUE": values[1]})
+        "var_list/var/.ATTRIBUTES/VARIABLE_VALUE": values[1],
+      },
+    )
 
   def test_guide_model_fns_cannot_predict(self):
     """Real behaviour: the guide's `predictions=v` is a Variable, not a Tensor.
@@ -98,8 +110,9 @@ class TestdataTest(parameterized.TestCase, tf.test.TestCase):
     Estimator.predict rejects it, so its est-* dirs are checked by restore.
     """
     est = tf.estimator.Estimator(
-        guide_models.model_fn_tf1_ckpt,
-        fixtures.testdata_path(fixtures.GOLDENS["est-tf1"]))
+      guide_models.model_fn_tf1_ckpt,
+      fixtures.testdata_path(fixtures.GOLDENS["est-tf1"]),
+    )
     with self.assertRaisesRegex(ValueError, "must be a Tensor"):
       next(est.predict(guide_models.train_input_fn))
 
@@ -107,10 +120,16 @@ class TestdataTest(parameterized.TestCase, tf.test.TestCase):
     model_dir = fixtures.testdata_path(fixtures.GOLDENS["est-tf1-ranking"])
     params = ranking_model.RankingParams()
     with tf.Graph().as_default():
-      features = {ranking_model.USER_ID: tf.constant([0], tf.int64),
-                  ranking_model.ITEM_ID: tf.constant([0], tf.int64)}
-      ranking_model.model_fn(features, tf.constant([1.0]),
-                             tf.estimator.ModeKeys.TRAIN, params.as_dict())
+      features = {
+        ranking_model.USER_ID: tf.constant([0], tf.int64),
+        ranking_model.ITEM_ID: tf.constant([0], tf.int64),
+      }
+      ranking_model.model_fn(
+        features,
+        tf.constant([1.0]),
+        tf.estimator.ModeKeys.TRAIN,
+        params.as_dict(),
+      )
       saver = tf1.train.Saver()
       # Partitioned variables restore whole; read each logical variable.
       parts_by_name = collections.defaultdict(list)
@@ -121,30 +140,42 @@ class TestdataTest(parameterized.TestCase, tf.test.TestCase):
         values = {}
         for name, parts in parts_by_name.items():
           # Partitions (axis 0) in order: part_0, part_1, ...
-          parts.sort(key=lambda v: v._get_save_slice_info().var_offset  # pylint: disable=protected-access
-                     if v._get_save_slice_info() else [0])  # pylint: disable=protected-access
-          values[name] = np.concatenate(sess.run(parts)) if len(
-              parts) > 1 else sess.run(parts[0])
+          parts.sort(
+            key=lambda v: (
+              v._get_save_slice_info().var_offset  # pylint: disable=protected-access
+              if v._get_save_slice_info()
+              else [0]
+            )
+          )  # pylint: disable=protected-access
+          values[name] = (
+            np.concatenate(sess.run(parts))
+            if len(parts) > 1
+            else sess.run(parts[0])
+          )
     self.assertEqual(set(values), set(self.manifest["est-tf1-ranking"]))
     self._assert_digests("est-tf1-ranking", values)
     self.assertEqual(values["global_step"], 20)
     self.assertEqual(values["user_embedding"].shape, (params.num_users, 8))
-    self.assertNotAllClose(values["batch_norm/moving_variance"],
-                           np.ones(params.hidden_units))
+    self.assertNotAllClose(
+      values["batch_norm/moving_variance"], np.ones(params.hidden_units)
+    )
     reader = tf.train.load_checkpoint(model_dir)
     self.assertLen(reader.get_variable_to_shape_map(), len(values))
 
   def test_ranking_data_reads(self):
     params = ranking_model.RankingParams()
     train = ranking_data.read_csv(
-        fixtures.testdata_path("ranking", "train.csv"), params)
+      fixtures.testdata_path("ranking", "train.csv"), params
+    )
     self.assertLen(train, 4000)
     self.assertBetween(float(train.label.mean()), 0.3, 0.7)
 
   def test_goldens_are_small(self):
-    total = sum(os.path.getsize(os.path.join(root, f))
-                for root, _, files in os.walk(fixtures.TESTDATA_DIR)
-                for f in files)
+    total = sum(
+      os.path.getsize(os.path.join(root, f))
+      for root, _, files in os.walk(fixtures.TESTDATA_DIR)
+      for f in files
+    )
     self.assertLess(total, 5 * 2**20)
 
 

@@ -27,16 +27,17 @@ from estimator_ckpt._src.format import varint
 # Hand-made index records spell out LevelDB varints.
 _varint = varint.encode_varint
 
-TESTDATA_DIR = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "testdata")
+TESTDATA_DIR = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testdata"
+)
 
 # Golden checkpoints (as tests/fixtures.py names them): path under testdata/.
 GOLDENS = {
-    "tf1-ckpt": "tf1-ckpt/tf1-ckpt",
-    "tf2-ckpt": "tf2-ckpt/tf2-ckpt-1",
-    "est-tf1": "est-tf1",
-    "est-tf2": "est-tf2",
-    "est-tf1-ranking": "est-tf1-ranking",
+  "tf1-ckpt": "tf1-ckpt/tf1-ckpt",
+  "tf2-ckpt": "tf2-ckpt/tf2-ckpt-1",
+  "est-tf1": "est-tf1",
+  "est-tf2": "est-tf2",
+  "est-tf1-ranking": "est-tf1-ranking",
 }
 TF1_GOLDENS = ("tf1-ckpt", "est-tf1", "est-tf1-ranking")
 TF2_GOLDENS = ("tf2-ckpt", "est-tf2")
@@ -47,12 +48,16 @@ def golden_path(name: str) -> str:
 
 
 def copy_golden(name: str, parent: str) -> str:
-  """Copies a golden's directory under `parent`; returns the same kind of
-  path (prefix or model dir) as `golden_path`."""
+  """Copies a golden's directory under `parent`.
+
+  Returns:
+    The same kind of path (prefix or model dir) as `golden_path`.
+  """
   relative = GOLDENS[name]
   directory = relative.split("/")[0]
-  shutil.copytree(os.path.join(TESTDATA_DIR, directory),
-                  os.path.join(parent, directory))
+  shutil.copytree(
+    os.path.join(TESTDATA_DIR, directory), os.path.join(parent, directory)
+  )
   return os.path.join(parent, relative)
 
 
@@ -64,7 +69,9 @@ def tree_digest(root: str) -> Dict[str, Tuple[str, int]]:
       path = os.path.join(directory, name)
       with open(path, "rb") as f:
         digests[os.path.relpath(path, root)] = (
-            hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mode)
+          hashlib.sha256(f.read()).hexdigest(),
+          os.stat(path).st_mode,
+        )
   return digests
 
 
@@ -75,7 +82,7 @@ def flip_byte(path: str, offset: int) -> None:
     f.seek(offset % size)
     byte = f.read(1)
     f.seek(offset % size)
-    f.write(bytes([byte[0] ^ 0xff]))
+    f.write(bytes([byte[0] ^ 0xFF]))
 
 
 def truncate(path: str, size: int) -> None:
@@ -89,8 +96,11 @@ def entries(prefix: str) -> Dict[bytes, protos.BundleEntryProto]:
     items = table.decode_table(prefix, f.read())
   out = {}
   for key, value in items:
-    message = (protos.BundleHeaderProto() if key == bundle.HEADER_KEY else
-               protos.BundleEntryProto())
+    message = (
+      protos.BundleHeaderProto()
+      if key == bundle.HEADER_KEY
+      else protos.BundleEntryProto()
+    )
     message.ParseFromString(value)
     out[key] = message
   return out
@@ -106,37 +116,48 @@ def write_raw_index(prefix: str, items: Iterable[Tuple[bytes, bytes]]) -> None:
   out = bytearray()
 
   def write_block(block: bytes, num_restarts: int = 1) -> bytes:
-    raw = block + b"\x00\x00\x00\x00" * num_restarts + (
-        num_restarts.to_bytes(4, "little"))
+    raw = (
+      block
+      + b"\x00\x00\x00\x00" * num_restarts
+      + (num_restarts.to_bytes(4, "little"))
+    )
     handle = _varint(len(out)) + _varint(len(raw))
     out.extend(raw + b"\x00")
     out.extend(crc32c.mask(crc32c.crc32c(raw + b"\x00")).to_bytes(4, "little"))
     return handle
 
   items = list(items)
-  data = b"".join(_varint(0) + _varint(len(key)) + _varint(len(value)) + key +
-                  value for key, value in items)
+  data = b"".join(
+    _varint(0) + _varint(len(key)) + _varint(len(value)) + key + value
+    for key, value in items
+  )
   data_handle = write_block(data)
   meta_handle = write_block(b"")
   last_key = max(key for key, _ in items)
   index_handle = write_block(
-      _varint(0) + _varint(len(last_key) + 1) + _varint(len(data_handle)) +
-      last_key + b"\xff" + data_handle)
+    _varint(0)
+    + _varint(len(last_key) + 1)
+    + _varint(len(data_handle))
+    + last_key
+    + b"\xff"
+    + data_handle
+  )
   footer = (meta_handle + index_handle).ljust(40, b"\x00")
-  out.extend(footer + (0xdb4775248b80fb57).to_bytes(8, "little"))
+  out.extend(footer + (0xDB4775248B80FB57).to_bytes(8, "little"))
   with open(bundle.index_filename(prefix), "wb") as f:
     f.write(out)
 
 
-def rewrite_index(prefix: str,
-                  edit: Callable[[Dict[bytes, protos.BundleEntryProto]],
-                                 None]) -> None:
+def rewrite_index(
+  prefix: str, edit: Callable[[Dict[bytes, protos.BundleEntryProto]], None]
+) -> None:
   """Edits the parsed entries (header under b'') and rewrites the index."""
   items = entries(prefix)
   edit(items)
   header = items.pop(bundle.HEADER_KEY, None)
-  serialized = sorted((key, entry.SerializeToString())
-                      for key, entry in items.items())
+  serialized = sorted(
+    (key, entry.SerializeToString()) for key, entry in items.items()
+  )
   if header is not None:
     serialized.insert(0, (bundle.HEADER_KEY, header.SerializeToString()))
   with open(bundle.index_filename(prefix), "wb") as f:
@@ -158,8 +179,9 @@ def binary_command(name: str) -> List[str]:
   return [sys.executable, "-m", f"estimator_ckpt.{name}_main"]
 
 
-def run_main(main: Callable[[List[str]], None],
-             argv: List[str]) -> Tuple[str, str]:
+def run_main(
+  main: Callable[[List[str]], None], argv: List[str]
+) -> Tuple[str, str]:
   """Runs a binary's `main` in-process with flags parsed from `argv`.
 
   Returns:
@@ -168,21 +190,24 @@ def run_main(main: Callable[[List[str]], None],
   with flagsaver.flagsaver():
     remaining = flags.FLAGS(argv)
     stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(
-        stderr):
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
       main(remaining)
   return stdout.getvalue(), stderr.getvalue()
 
 
 def set_dimension(prefix: str, key: bytes, axis: int, size: int) -> None:
   """Rewrites one entry's shape, e.g. to a negative dimension."""
+
   def edit(items):
     items[key].shape.dim[axis].size = size
+
   rewrite_index(prefix, edit)
 
 
 def replace_entry_bytes(prefix: str, key: bytes, value: bytes) -> None:
   """Replaces one entry's serialized proto, e.g. with unparseable bytes."""
-  items = [(k, value if k == key else entry.SerializeToString())
-           for k, entry in sorted(entries(prefix).items())]
+  items = [
+    (k, value if k == key else entry.SerializeToString())
+    for k, entry in sorted(entries(prefix).items())
+  ]
   write_raw_index(prefix, items)

@@ -51,23 +51,31 @@ def _model_fn(values, partitions=None, scope="", tf2_checkpoint=False):
     step = tf1.train.get_or_create_global_step()
     with tf1.variable_scope(scope):
       checkpoint_layouts.create_variables(
-          {name: np.zeros_like(v) for name, v in values.items()}, partitions)
-    train_op = tf.group([v.assign_add(tf.ones_like(v))
-                         for v in tf1.trainable_variables()] +
-                        [step.assign_add(1)])
+        {name: np.zeros_like(v) for name, v in values.items()}, partitions
+      )
+    train_op = tf.group(
+      [v.assign_add(tf.ones_like(v)) for v in tf1.trainable_variables()]
+      + [step.assign_add(1)]
+    )
     scaffold = None
     if tf2_checkpoint:  # The guide's "Save a TF2 checkpoint in TF1".
-      scaffold = tf1.train.Scaffold(saver=tf.train.Checkpoint(var_list={
-          v.name.split(":")[0]: v for v in tf1.global_variables()}))
+      scaffold = tf1.train.Scaffold(
+        saver=tf.train.Checkpoint(
+          var_list={v.name.split(":")[0]: v for v in tf1.global_variables()}
+        )
+      )
     return tf.estimator.EstimatorSpec(
-        mode, predictions=tf.constant(1.0), loss=tf.constant(1.0),
-        train_op=train_op, scaffold=scaffold)
+      mode,
+      predictions=tf.constant(1.0),
+      loss=tf.constant(1.0),
+      train_op=train_op,
+      scaffold=scaffold,
+    )
 
   return model_fn
 
 
 class _StepCounter(tf.estimator.SessionRunHook):
-
   def __init__(self):
     self.steps = 0
 
@@ -76,85 +84,99 @@ class _StepCounter(tf.estimator.SessionRunHook):
 
 
 class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
-
   def _dir(self, name):
     return os.path.join(self.create_tempdir().full_path, name)
 
   # Source 1.
   @parameterized.named_parameters(
-      ("guide_tf2_scaffold", guide_models.model_fn_tf2_ckpt, _TF2_VAR,
-       _TF2_STEP),
-      ("estimator_ckpt_scaffold",
-       estimator_ckpt.tf2_checkpoints(guide_models.model_fn_tf1_ckpt),
-       _TF2_VAR, _TF2_STEP),
-      ("tf1_saver", guide_models.model_fn_tf1_ckpt, "var", "global_step"),
+    ("guide_tf2_scaffold", guide_models.model_fn_tf2_ckpt, _TF2_VAR, _TF2_STEP),
+    (
+      "estimator_ckpt_scaffold",
+      estimator_ckpt.tf2_checkpoints(guide_models.model_fn_tf1_ckpt),
+      _TF2_VAR,
+      _TF2_STEP,
+    ),
+    ("tf1_saver", guide_models.model_fn_tf1_ckpt, "var", "global_step"),
   )
   def test_source1_est_tf1_dir(self, model_fn, var_key, step_key):
     source = fixtures.copy_golden("est-tf1", self._dir("est-tf1"))
     est = tf.estimator.Estimator(
-        model_fn, self._dir("est-tf2"),
-        warm_start_from=warm_start.warm_start_settings(source))
+      model_fn,
+      self._dir("est-tf2"),
+      warm_start_from=warm_start.warm_start_settings(source),
+    )
     est.train(guide_models.train_input_fn, steps=1)
     self.assertEqual(est.get_variable_value(var_key), 4.0)  # 2 + 2.
     self.assertEqual(est.get_variable_value(step_key), 1)  # Fresh step.
 
   # Source 2.
   @parameterized.named_parameters(
-      ("scaffold_same_count", "scaffold", 2, False),
-      ("scaffold_different_count", "scaffold", 3, False),
-      ("scaffold_into_tf2_scaffold", "scaffold", 4, True),
-      ("stock_tf2_same_count", "stock_tf2", 2, False),
-      ("stock_tf2_different_count", "stock_tf2", 3, False),
-      ("stock_tf2_into_tf2_scaffold", "stock_tf2", 1, True),
+    ("scaffold_same_count", "scaffold", 2, False),
+    ("scaffold_different_count", "scaffold", 3, False),
+    ("scaffold_into_tf2_scaffold", "scaffold", 4, True),
+    ("stock_tf2_same_count", "stock_tf2", 2, False),
+    ("stock_tf2_different_count", "stock_tf2", 3, False),
+    ("stock_tf2_into_tf2_scaffold", "stock_tf2", 1, True),
   )
-  def test_source2_partitioned_est_tf2(self, layout, partitions,
-                                       tf2_checkpoint):
+  def test_source2_partitioned_est_tf2(
+    self, layout, partitions, tf2_checkpoint
+  ):
     source = self._dir("est-tf2")
     checkpoint_layouts.write(layout, source, {"emb": _EMB}, {"emb": 2})
     model_dir = self._dir("target")
     est = tf.estimator.Estimator(
-        fixtures.partitioned_model_fn(partitions,
-                                      tf2_checkpoint=tf2_checkpoint),
-        model_dir, warm_start_from=warm_start.warm_start_settings(
-            source, strict=True))
+      fixtures.partitioned_model_fn(partitions, tf2_checkpoint=tf2_checkpoint),
+      model_dir,
+      warm_start_from=warm_start.warm_start_settings(source, strict=True),
+    )
     # partitioned_model_fn initialises `emb` to row indices: warm start must
     # replace that.
     est.train(fixtures.one_example_input_fn, steps=1)
     reader = tf.train.load_checkpoint(model_dir)
     if tf2_checkpoint:
-      emb = np.concatenate([
-          reader.get_tensor(f"var_list/emb.Spart_{i}/.ATTRIBUTES/"
-                            "VARIABLE_VALUE") for i in range(partitions)])
+      emb = np.concatenate(
+        [
+          reader.get_tensor(
+            f"var_list/emb.Spart_{i}/.ATTRIBUTES/VARIABLE_VALUE"
+          )
+          for i in range(partitions)
+        ]
+      )
     else:
       emb = reader.get_tensor("emb")
     self.assertAllEqual(emb, _EMB + 1)
 
   @parameterized.named_parameters(
-      ("same_count", 2, False),
-      ("different_count", 3, False),
-      ("unpartitioned", 1, False),
-      ("into_the_scaffold_factory", 4, True),
+    ("same_count", 2, False),
+    ("different_count", 3, False),
+    ("unpartitioned", 1, False),
+    ("into_the_scaffold_factory", 4, True),
   )
-  def test_source2_est_tf2_dir_of_the_scaffold_factory(self, partitions,
-                                                       tf2_target):
+  def test_source2_est_tf2_dir_of_the_scaffold_factory(
+    self, partitions, tf2_target
+  ):
     """The real estimator_ckpt.scaffold() writes the source model_dir."""
     source = self._dir("est-tf2")
     tf.estimator.Estimator(
-        estimator_ckpt.tf2_checkpoints(
-            fixtures.partitioned_model_fn(2, tf2_checkpoint=False)),
-        source).train(fixtures.one_example_input_fn, steps=3)
+      estimator_ckpt.tf2_checkpoints(
+        fixtures.partitioned_model_fn(2, tf2_checkpoint=False)
+      ),
+      source,
+    ).train(fixtures.one_example_input_fn, steps=3)
     rows = np.tile(np.arange(8, dtype=np.float32)[:, None], [1, 2])
     stored = tf.train.load_checkpoint(source).get_tensor(
-        keys.variable_key("emb"))
+      keys.variable_key("emb")
+    )
     self.assertAllEqual(stored, rows + 3)  # Initialised to rows, 3 steps.
 
     model_fn = fixtures.partitioned_model_fn(partitions, tf2_checkpoint=False)
     if tf2_target:
       model_fn = estimator_ckpt.tf2_checkpoints(model_fn)
     est = tf.estimator.Estimator(
-        model_fn, self._dir("target"),
-        warm_start_from=warm_start.warm_start_settings(source,
-                                                          strict=True))
+      model_fn,
+      self._dir("target"),
+      warm_start_from=warm_start.warm_start_settings(source, strict=True),
+    )
     est.train(fixtures.one_example_input_fn, steps=1)
     name = keys.variable_key("emb") if tf2_target else "emb"
     self.assertAllEqual(est.get_variable_value(name), rows + 4)
@@ -166,30 +188,39 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
     source = fixtures.copy_golden("est-tf1-ranking", self._dir("source"))
     params = ranking_model.RankingParams()
     examples = ranking_data.read_csv(
-        fixtures.testdata_path("ranking", "train.csv"), params)
+      fixtures.testdata_path("ranking", "train.csv"), params
+    )
     # Resumes the TF1 dir in place; the next save is TF2 (scaffolding.py).
     tf.estimator.Estimator(
-        estimator_ckpt.tf2_checkpoints(ranking_model.model_fn), source,
-        params=params.as_dict()).train(
-            ranking_data.input_fn(examples, batch_size=32, shuffle=False),
-            steps=1)
+      estimator_ckpt.tf2_checkpoints(ranking_model.model_fn),
+      source,
+      params=params.as_dict(),
+    ).train(
+      ranking_data.input_fn(examples, batch_size=32, shuffle=False), steps=1
+    )
     reader = tf.train.load_checkpoint(source)
     self.assertTrue(reader.has_tensor(keys.OBJECT_GRAPH_KEY))
 
     with tf.Graph().as_default():
-      features = {ranking_model.USER_ID: tf.constant([0], tf.int64),
-                  ranking_model.ITEM_ID: tf.constant([0], tf.int64)}
+      features = {
+        ranking_model.USER_ID: tf.constant([0], tf.int64),
+        ranking_model.ITEM_ID: tf.constant([0], tf.int64),
+      }
       ranking_model.model_fn(
-          features, tf.constant([1.0]), tf.estimator.ModeKeys.TRAIN,
-          ranking_model.RankingParams(num_partitions=3).as_dict())
+        features,
+        tf.constant([1.0]),
+        tf.estimator.ModeKeys.TRAIN,
+        ranking_model.RankingParams(num_partitions=3).as_dict(),
+      )
       summary = warm_start.warm_start(source, strict=True)
       values = checkpoint_layouts.read_values(summary.warm_started)
     self.assertIn("batch_norm/moving_variance", summary.warm_started)
     self.assertIn("user_embedding/Adam", summary.excluded)
     self.assertLen(summary.warm_started, 10)
     for name, value in values.items():
-      self.assertAllEqual(value, reader.get_tensor(keys.variable_key(name)),
-                          msg=name)
+      self.assertAllEqual(
+        value, reader.get_tensor(keys.variable_key(name)), msg=name
+      )
 
   @parameterized.named_parameters(("same_count", 2), ("different_count", 3))
   def test_source2_stock_fails_on_stock_tf2_layout(self, partitions):
@@ -197,37 +228,41 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
     source = self._dir("est-tf2")
     checkpoint_layouts.write("stock_tf2", source, {"emb": _EMB}, {"emb": 2})
     est = tf.estimator.Estimator(
-        fixtures.partitioned_model_fn(partitions, tf2_checkpoint=False),
-        self._dir("target"), warm_start_from=source)
+      fixtures.partitioned_model_fn(partitions, tf2_checkpoint=False),
+      self._dir("target"),
+      warm_start_from=source,
+    )
     with self.assertRaises(tf.errors.InvalidArgumentError):
       est.train(fixtures.one_example_input_fn, steps=1)
 
   # Source 3.
   def test_source3_guide_convert_tf1_to_tf2(self):
     converted = converter.convert_tf1_to_tf2(
-        fixtures.testdata_path(fixtures.GOLDENS["tf1-ckpt"]),
-        os.path.join(self._dir("converted"), "converted-tf1-to-tf2"))
-    values = {"a": np.float32(0), "b": np.float32(0),
-              "scoped/c": np.float32(0)}
+      fixtures.testdata_path(fixtures.GOLDENS["tf1-ckpt"]),
+      os.path.join(self._dir("converted"), "converted-tf1-to-tf2"),
+    )
+    values = {"a": np.float32(0), "b": np.float32(0), "scoped/c": np.float32(0)}
     # Stock: every object-graph full_name is `Variable`, so it cannot map.
-    stock = tf.estimator.Estimator(_model_fn(values), self._dir("stock"),
-                                   warm_start_from=converted)
+    stock = tf.estimator.Estimator(
+      _model_fn(values), self._dir("stock"), warm_start_from=converted
+    )
     with self.assertRaisesRegex(ValueError, "did not contain values for all"):
       stock.train(fixtures.one_example_input_fn, steps=1)
 
     est = tf.estimator.Estimator(
-        _model_fn(values, tf2_checkpoint=True), self._dir("target"),
-        warm_start_from=warm_start.warm_start_settings(converted,
-                                                          strict=True))
+      _model_fn(values, tf2_checkpoint=True),
+      self._dir("target"),
+      warm_start_from=warm_start.warm_start_settings(converted, strict=True),
+    )
     est.train(fixtures.one_example_input_fn, steps=1)
     for name, value in (("a", 2.0), ("b", 3.0), ("scoped.Sc", 4.0)):
       self.assertEqual(
-          est.get_variable_value(
-              f"var_list/{name}/.ATTRIBUTES/VARIABLE_VALUE"), value)
+        est.get_variable_value(f"var_list/{name}/.ATTRIBUTES/VARIABLE_VALUE"),
+        value,
+      )
 
   def test_source3_guide_var_list_by_hand(self):
-    values = {"a": np.float32(1), "b": np.float32(2),
-              "scoped/c": np.float32(3)}
+    values = {"a": np.float32(1), "b": np.float32(2), "scoped/c": np.float32(3)}
     prefix = os.path.join(self._dir("by-hand"), "tf2-ckpt-saved-in-session")
     # The guide's "Save a TF2 checkpoint in TF1", verbatim but the values.
     with tf.Graph().as_default():
@@ -235,56 +270,75 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
       with tf1.Session() as sess:
         sess.run(tf1.global_variables_initializer())
         ckpt = tf.train.Checkpoint(
-            var_list={v.name.split(":")[0]: v for v in tf1.global_variables()})
+          var_list={v.name.split(":")[0]: v for v in tf1.global_variables()}
+        )
         path = ckpt.save(prefix)
     est = tf.estimator.Estimator(
-        _model_fn({name: np.float32(0) for name in values}),
-        self._dir("target"),
-        warm_start_from=warm_start.warm_start_settings(path, strict=True))
+      _model_fn({name: np.float32(0) for name in values}),
+      self._dir("target"),
+      warm_start_from=warm_start.warm_start_settings(path, strict=True),
+    )
     est.train(fixtures.one_example_input_fn, steps=1)
     for name, value in values.items():
       self.assertEqual(est.get_variable_value(name), value + 1)
 
   # Source 4.
   @parameterized.named_parameters(
-      ("partitioned_into_unpartitioned", 3, 0),
-      ("unpartitioned_into_partitioned", 0, 3),
+    ("partitioned_into_unpartitioned", 3, 0),
+    ("unpartitioned_into_partitioned", 0, 3),
   )
-  def test_source4_rename_regex_and_partitioning(self, source_parts,
-                                                 target_parts):
-    values = {"emb": _EMB, "dense/kernel": checkpoint_layouts.distinct_values(
-        [2, 2]), "other": np.float32(9)}
+  def test_source4_rename_regex_and_partitioning(
+    self, source_parts, target_parts
+  ):
+    values = {
+      "emb": _EMB,
+      "dense/kernel": checkpoint_layouts.distinct_values([2, 2]),
+      "other": np.float32(9),
+    }
     source = self._dir("source")
     checkpoint_layouts.write("tf1", source, values, {"emb": source_parts})
     est = tf.estimator.Estimator(
-        _model_fn(values, {"emb": target_parts}, scope="tower"),
-        self._dir("target"),
-        warm_start_from=warm_start.warm_start_settings(
-            source, vars_to_warm_start=["tower/emb", "tower/dense/"],
-            rename={"tower/": ""}, strict=True))
+      _model_fn(values, {"emb": target_parts}, scope="tower"),
+      self._dir("target"),
+      warm_start_from=warm_start.warm_start_settings(
+        source,
+        vars_to_warm_start=["tower/emb", "tower/dense/"],
+        rename={"tower/": ""},
+        strict=True,
+      ),
+    )
     est.train(fixtures.one_example_input_fn, steps=1)
     self.assertAllEqual(est.get_variable_value("tower/emb"), _EMB + 1)
-    self.assertAllEqual(est.get_variable_value("tower/dense/kernel"),
-                        values["dense/kernel"] + 1)
+    self.assertAllEqual(
+      est.get_variable_value("tower/dense/kernel"), values["dense/kernel"] + 1
+    )
     # Not selected: its initial 0, trained one step.
     self.assertEqual(est.get_variable_value("tower/other"), 1.0)
 
   # Source 5.
   @parameterized.named_parameters(
-      ("shape", np.zeros([3], np.float32),
-       r"`var`: the model's variable has shape \[3\] and dtype float32; the "
-       r"checkpoint's `var` has shape \[\] and dtype float32"),
-      ("dtype", np.int64(0),
-       r"`var`: the model's variable has shape \[\] and dtype int64; the "
-       r"checkpoint's `var` has shape \[\] and dtype float32"),
+    (
+      "shape",
+      np.zeros([3], np.float32),
+      r"`var`: the model's variable has shape \[3\] and dtype float32; the "
+      r"checkpoint's `var` has shape \[\] and dtype float32",
+    ),
+    (
+      "dtype",
+      np.int64(0),
+      r"`var`: the model's variable has shape \[\] and dtype int64; the "
+      r"checkpoint's `var` has shape \[\] and dtype float32",
+    ),
   )
   def test_source5_mismatch_raises_before_any_step(self, value, pattern):
     source = fixtures.copy_golden("est-tf1", self._dir("est-tf1"))
     model_dir = self._dir("target")
     model_fn = fixtures.CallCounter(_model_fn({"var": value}))
     est = tf.estimator.Estimator(
-        model_fn, model_dir,
-        warm_start_from=warm_start.warm_start_settings(source))
+      model_fn,
+      model_dir,
+      warm_start_from=warm_start.warm_start_settings(source),
+    )
     counter = _StepCounter()
     with self.assertRaisesRegex(errors.ShapeMismatchError, pattern):
       est.train(fixtures.one_example_input_fn, steps=1, hooks=[counter])
@@ -294,19 +348,25 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
 
   # Source 6.
   @parameterized.named_parameters(
-      ("v2", tf.estimator.Estimator),
-      ("v1", tf.compat.v1.estimator.Estimator),
+    ("v2", tf.estimator.Estimator),
+    ("v1", tf.compat.v1.estimator.Estimator),
   )
   def test_source6_one_shot_rule_is_logged(self, estimator_class):
     source = fixtures.copy_golden("est-tf1", self._dir("est-tf1"))
     model_dir = self._dir("est-tf2")
     est = estimator_class(
-        guide_models.model_fn_tf2_ckpt, model_dir,
-        warm_start_from=warm_start.warm_start_settings(source))
+      guide_models.model_fn_tf2_ckpt,
+      model_dir,
+      warm_start_from=warm_start.warm_start_settings(source),
+    )
     with self.assertLogs(logging.get_absl_logger(), "INFO") as first:
       est.train(guide_models.train_input_fn, steps=1)
-    self.assertTrue(any("Warm-started 1 of 1 selected variables" in line
-                        for line in first.output))
+    self.assertTrue(
+      any(
+        "Warm-started 1 of 1 selected variables" in line
+        for line in first.output
+      )
+    )
     self.assertFalse(any("Not warm-starting" in line for line in first.output))
     self.assertEqual(est.get_variable_value(_TF2_VAR), 4.0)
 
@@ -314,10 +374,12 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
       est.train(guide_models.train_input_fn, steps=1)
     self.assertLen(second.records, 1)
     message = second.output[0]
-    self.assertIn(f"Not warm-starting from `{source}`: model_dir "
-                  f"`{model_dir}` already has checkpoint", message)
-    self.assertIn("Estimator warm-starts only into an empty model_dir",
-                  message)
+    self.assertIn(
+      f"Not warm-starting from `{source}`: model_dir "
+      f"`{model_dir}` already has checkpoint",
+      message,
+    )
+    self.assertIn("Estimator warm-starts only into an empty model_dir", message)
     # Restored from model_dir (4 + 2), not warm-started again (2 + 2).
     self.assertEqual(est.get_variable_value(_TF2_VAR), 6.0)
     self.assertEqual(est.get_variable_value(_TF2_STEP), 2)
@@ -331,19 +393,25 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
     source = fixtures.testdata_path(fixtures.GOLDENS["est-tf1-ranking"])
     params = ranking_model.RankingParams()
     examples = ranking_data.read_csv(
-        fixtures.testdata_path("ranking", "eval.csv"), params)
-    input_fn = ranking_data.input_fn(examples, batch_size=100, shuffle=False,
-                                     num_epochs=1)
+      fixtures.testdata_path("ranking", "eval.csv"), params
+    )
+    input_fn = ranking_data.input_fn(
+      examples, batch_size=100, shuffle=False, num_epochs=1
+    )
 
     def predict(est):
       return np.array([p["probability"] for p in est.predict(input_fn)])
 
-    expected = predict(ranking_model.estimator(
-        fixtures.copy_golden("est-tf1-ranking", self._dir("source"))))
+    expected = predict(
+      ranking_model.estimator(
+        fixtures.copy_golden("est-tf1-ranking", self._dir("source"))
+      )
+    )
     warm = ranking_model.estimator(
-        self._dir("warm"), params,
-        warm_start_from=warm_start.warm_start_settings(source,
-                                                          strict=True))
+      self._dir("warm"),
+      params,
+      warm_start_from=warm_start.warm_start_settings(source, strict=True),
+    )
     self.assertLen(expected, len(examples))
     self.assertAllEqual(predict(warm), expected)
 

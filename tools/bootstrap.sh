@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what this workspace needs, once: Debian's Bazel 4.2.3 with the
-# rules it loads offline, and the project venv (.venv) from requirements.txt.
+# rules it loads offline, and the project venv (.venv) from requirements.txt
+# (the package's dependencies) and requirements-dev.txt (lint and type check).
 #
 # Idempotent and fast when nothing is missing: it only checks files and a
-# hash of requirements.txt. Safe to run before every command.
+# hash of the requirements files. Safe to run before every command.
 set -euo pipefail
 
 readonly WORKSPACE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly VENV="${WORKSPACE_DIR}/.venv"
 readonly REQUIREMENTS="${WORKSPACE_DIR}/requirements.txt"
+readonly DEV_REQUIREMENTS="${WORKSPACE_DIR}/requirements-dev.txt"
 readonly STAMP="${VENV}/.requirements.sha256"
 readonly DEBIAN_PACKAGES=(bazel-bootstrap bazel-rules-java bazel-platforms)
 # Files that prove each Debian package is installed (see WORKSPACE).
@@ -59,7 +61,8 @@ pick_python() {
 
 install_venv() {
   local want
-  want="$(sha256sum "${REQUIREMENTS}" | cut -d' ' -f1)"
+  want="$(cat "${REQUIREMENTS}" "${DEV_REQUIREMENTS}" | sha256sum |
+          cut -d' ' -f1)"
   if [[ -x "${VENV}/bin/python3" && -f "${STAMP}" &&
         "$(cat "${STAMP}")" == "${want}" ]]; then
     return
@@ -68,9 +71,10 @@ install_venv() {
     log "creating ${VENV}"
     "$(pick_python)" -m venv "${VENV}"
   fi
-  log "installing requirements.txt into ${VENV} (a few minutes the first time)"
+  log "installing requirements.txt and requirements-dev.txt into ${VENV}" \
+      "(a few minutes the first time)"
   "${VENV}/bin/python3" -m pip install --quiet --disable-pip-version-check \
-    -r "${REQUIREMENTS}"
+    -r "${REQUIREMENTS}" -r "${DEV_REQUIREMENTS}"
   echo "${want}" > "${STAMP}"
 }
 

@@ -58,12 +58,16 @@ class StagedCheckpoint:
     basename: Its prefix's file name, e.g. `model.ckpt-100`.
     num_shards: How many `.data-*-of-*` files it has.
   """
+
   basename: str
   num_shards: int
 
 
-def write_checkpoints(dst_dir: str, checkpoints: Sequence[StagedCheckpoint],
-                      write: Callable[[str], None]) -> None:
+def write_checkpoints(
+  dst_dir: str,
+  checkpoints: Sequence[StagedCheckpoint],
+  write: Callable[[str], None],
+) -> None:
   """Writes checkpoints into `dst_dir` atomically, with a new state file.
 
   Args:
@@ -88,13 +92,17 @@ def write_checkpoints(dst_dir: str, checkpoints: Sequence[StagedCheckpoint],
     raise checkpoint_files.io_error(e, dst_dir, "writing") from None
 
 
-def _write_locked(dst_dir: str, parent: str,
-                  checkpoints: Sequence[StagedCheckpoint],
-                  write: Callable[[str], None]) -> None:
+def _write_locked(
+  dst_dir: str,
+  parent: str,
+  checkpoints: Sequence[StagedCheckpoint],
+  write: Callable[[str], None],
+) -> None:
   # A new or empty directory appears in one rename (not through a symlink,
   # which rename would replace).
   whole_dir = not os.path.lexists(dst_dir) or (
-      not os.path.islink(dst_dir) and not os.listdir(dst_dir))
+    not os.path.islink(dst_dir) and not os.listdir(dst_dir)
+  )
   if whole_dir:
     tag = _hidden_name(os.path.basename(dst_dir), _STAGING_TAG)
     staging_parent = parent
@@ -102,13 +110,16 @@ def _write_locked(dst_dir: str, parent: str,
     tag = _STAGING_TAG
     staging_parent = dst_dir
   _remove_stale_staging(staging_parent, tag)
-  staging = os.path.join(staging_parent,
-                         f"{tag}{os.getpid()}-{secrets.token_hex(4)}")
+  staging = os.path.join(
+    staging_parent, f"{tag}{os.getpid()}-{secrets.token_hex(4)}"
+  )
   os.mkdir(staging)  # Mode 0o777 minus the umask, as the final dir gets.
   try:
     write(staging)
-    file_copy.write_file(os.path.join(staging, state_file.STATE_FILENAME),
-                         state_file.encode([c.basename for c in checkpoints]))
+    file_copy.write_file(
+      os.path.join(staging, state_file.STATE_FILENAME),
+      state_file.encode([c.basename for c in checkpoints]),
+    )
     file_copy.fsync_dir(staging)
     if whole_dir:
       os.rename(staging, dst_dir)  # Atomic, also onto an empty directory.
@@ -130,7 +141,7 @@ def _hidden_name(basename: str, tag: str) -> str:
   if len(os.fsencode(name)) + _SUFFIX_ROOM <= _NAME_MAX:
     return name
   digest = hashlib.sha256(os.fsencode(basename)).hexdigest()[:16]
-  keep = os.fsencode(basename)[:_NAME_MAX - _SUFFIX_ROOM - len(tag) - 18]
+  keep = os.fsencode(basename)[: _NAME_MAX - _SUFFIX_ROOM - len(tag) - 18]
   return f".{os.fsdecode(keep)}~{digest}{tag}"
 
 
@@ -167,30 +178,42 @@ def writer_lock(dst_dir: str) -> Iterator[None]:
       on another host (which cannot be checked from here).
   """
   parent = os.path.dirname(dst_dir)
-  path = os.path.join(parent,
-                      _hidden_name(os.path.basename(dst_dir), _LOCK_SUFFIX))
+  path = os.path.join(
+    parent, _hidden_name(os.path.basename(dst_dir), _LOCK_SUFFIX)
+  )
   owner = f"{socket.gethostname()} {os.getpid()}\n".encode()
   for _ in range(2):
     if _try_create(path, owner):
       break
     recorded = _lock_owner(path)
-    if (recorded is not None and recorded[0] == socket.gethostname() and
-        not _is_running(recorded[1])):
-      logging.info("Removing %s, left by an interrupted conversion (pid %d).",
-                   path, recorded[1])
+    if (
+      recorded is not None
+      and recorded[0] == socket.gethostname()
+      and not _is_running(recorded[1])
+    ):
+      logging.info(
+        "Removing %s, left by an interrupted conversion (pid %d).",
+        path,
+        recorded[1],
+      )
       with contextlib.suppress(FileNotFoundError):
         os.remove(path)
       continue
-    who = (f"process {recorded[1]} on {recorded[0]}" if recorded else
-           "another process")
+    who = (
+      f"process {recorded[1]} on {recorded[0]}"
+      if recorded
+      else "another process"
+    )
     raise errors.DestinationLockedError(
-        f"`{dst_dir}` is being written by {who} (lock file `{path}`). Wait "
-        "for it to finish, or write elsewhere; if no conversion is running "
-        "there any more, delete the lock file.")
+      f"`{dst_dir}` is being written by {who} (lock file `{path}`). Wait "
+      "for it to finish, or write elsewhere; if no conversion is running "
+      "there any more, delete the lock file."
+    )
   else:
     raise errors.DestinationLockedError(
-        f"Could not take the lock `{path}` of `{dst_dir}`: another writer "
-        "took it at the same time. Write elsewhere or try again.")
+      f"Could not take the lock `{path}` of `{dst_dir}`: another writer "
+      "took it at the same time. Write elsewhere or try again."
+    )
   try:
     yield
   finally:
@@ -213,8 +236,9 @@ def _try_create(path: str, contents: bytes) -> bool:
   finally:
     os.remove(staged)
   try:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                 0o644)
+    fd = os.open(
+      path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+    )
   except FileExistsError:
     return False
   try:
@@ -233,7 +257,7 @@ def _remove_stale_staging(directory: str, tag: str) -> None:
   for name in names:
     if not name.startswith(tag):
       continue
-    pid_text = name[len(tag):].split("-", 1)[0]
+    pid_text = name[len(tag) :].split("-", 1)[0]
     if not pid_text.isdigit() or int(pid_text) == os.getpid():
       continue
     try:
@@ -243,13 +267,16 @@ def _remove_stale_staging(directory: str, tag: str) -> None:
       pass
     except PermissionError:
       continue
-    logging.info("Removing %s, left by an interrupted conversion.",
-                 os.path.join(directory, name))
+    logging.info(
+      "Removing %s, left by an interrupted conversion.",
+      os.path.join(directory, name),
+    )
     shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
 
-def _withdraw_from_state(staging: str, dst_dir: str,
-                         basenames: Sequence[str]) -> None:
+def _withdraw_from_state(
+  staging: str, dst_dir: str, basenames: Sequence[str]
+) -> None:
   """Stops `dst_dir`'s state file naming checkpoints about to be replaced.
 
   Until the new state file lands, TensorFlow then sees only the other
@@ -277,16 +304,18 @@ def _withdraw_from_state(staging: str, dst_dir: str,
   else:
     latest = state.model_checkpoint_path
     interim = protos.CheckpointState(
-        model_checkpoint_path=latest if latest in kept else kept[-1],
-        all_model_checkpoint_paths=kept)
+      model_checkpoint_path=latest if latest in kept else kept[-1],
+      all_model_checkpoint_paths=kept,
+    )
     staged = os.path.join(staging, state_file.STATE_FILENAME + ".interim")
     file_copy.write_file(staged, state_file.encode_state(interim))
     os.rename(staged, path)
   file_copy.fsync_dir(dst_dir)
 
 
-def _commit_into(staging: str, dst_dir: str,
-                 checkpoints: Sequence[StagedCheckpoint]) -> None:
+def _commit_into(
+  staging: str, dst_dir: str, checkpoints: Sequence[StagedCheckpoint]
+) -> None:
   """Moves staged files into an existing, non-empty `dst_dir`.
 
   Each step leaves `dst_dir` consistent for TensorFlow: the state file stops
@@ -300,21 +329,24 @@ def _commit_into(staging: str, dst_dir: str,
   for p in checkpoints:
     final = os.path.join(dst_dir, p.basename)
     for name in [p.basename + ".index"] + sorted(
-        n for n in os.listdir(dst_dir) if n.startswith(p.basename + ".data-")):
+      n for n in os.listdir(dst_dir) if n.startswith(p.basename + ".data-")
+    ):
       try:
         os.remove(os.path.join(dst_dir, name))
       except FileNotFoundError:
         pass
     file_copy.fsync_dir(dst_dir)
     for out_id in range(p.num_shards):
-      name = os.path.basename(bundle.data_filename(final, out_id,
-                                                   p.num_shards))
+      name = os.path.basename(bundle.data_filename(final, out_id, p.num_shards))
       os.rename(os.path.join(staging, name), os.path.join(dst_dir, name))
     file_copy.fsync_dir(dst_dir)
-    os.rename(os.path.join(staging, p.basename + ".index"),
-              bundle.index_filename(final))
+    os.rename(
+      os.path.join(staging, p.basename + ".index"), bundle.index_filename(final)
+    )
   file_copy.fsync_dir(dst_dir)
-  os.rename(os.path.join(staging, state_file.STATE_FILENAME),
-            os.path.join(dst_dir, state_file.STATE_FILENAME))
+  os.rename(
+    os.path.join(staging, state_file.STATE_FILENAME),
+    os.path.join(dst_dir, state_file.STATE_FILENAME),
+  )
   file_copy.fsync_dir(dst_dir)
   shutil.rmtree(staging, ignore_errors=True)

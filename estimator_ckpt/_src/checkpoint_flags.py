@@ -47,14 +47,17 @@ FORMAT_BOTH = "both"
 FORMATS = (FORMAT_TF2, FORMAT_TF1, FORMAT_BOTH)
 
 # Flags that only mean something with --warm_start_from.
-_WARM_START_OPTION_FLAGS = ("warm_start_vars", "warm_start_rename",
-                            "warm_start_optimizer_slots", "warm_start_strict")
+_WARM_START_OPTION_FLAGS = (
+  "warm_start_vars",
+  "warm_start_rename",
+  "warm_start_optimizer_slots",
+  "warm_start_strict",
+)
 
 
 def define_checkpoint_flags(
-    flag_values: flags.FlagValues = flags.FLAGS,
-    *,
-    require_model_dir: bool = True) -> None:
+  flag_values: flags.FlagValues = flags.FLAGS, *, require_model_dir: bool = True
+) -> None:
   """Defines the checkpoint and warm-start flags and their validators.
 
   Call once, from a binary, before `app.run`.
@@ -68,82 +71,112 @@ def define_checkpoint_flags(
     flags.DuplicateFlagError: Called twice on the same `flag_values`.
   """
   flags.DEFINE_string(
-      "model_dir", None,
-      "Estimator model_dir: checkpoints are written (and resumed) here.",
-      flag_values=flag_values)
+    "model_dir",
+    None,
+    "Estimator model_dir: checkpoints are written (and resumed) here.",
+    flag_values=flag_values,
+  )
   flags.DEFINE_string(
-      "warm_start_from", None,
-      "Warm-start a fresh --model_dir from this model_dir (its latest "
-      "checkpoint), checkpoint prefix or SavedModel dir; TF1 name-based or "
-      "TF2 object-based. Ignored (and logged) once --model_dir has a "
-      "checkpoint: Estimator warm-starts only into an empty model_dir.",
-      flag_values=flag_values)
+    "warm_start_from",
+    None,
+    "Warm-start a fresh --model_dir from this model_dir (its latest "
+    "checkpoint), checkpoint prefix or SavedModel dir; TF1 name-based or "
+    "TF2 object-based. Ignored (and logged) once --model_dir has a "
+    "checkpoint: Estimator warm-starts only into an empty model_dir.",
+    flag_values=flag_values,
+  )
   flags.DEFINE_multi_string(
-      "warm_start_vars", None,
-      "Regex over current variable names (re.match); repeat for several. "
-      "Default: every model variable, trainable or not, except the global "
-      "step and optimizer state.",
-      flag_values=flag_values)
+    "warm_start_vars",
+    None,
+    "Regex over current variable names (re.match); repeat for several. "
+    "Default: every model variable, trainable or not, except the global "
+    "step and optimizer state.",
+    flag_values=flag_values,
+  )
   flags.DEFINE_multi_string(
-      "warm_start_rename", None,
-      "`current=in_checkpoint`; repeatable. A name ending in `/` is a scope: "
-      "`tower/=` reads `tower/dense/kernel` from `dense/kernel`.",
-      flag_values=flag_values)
+    "warm_start_rename",
+    None,
+    "`current=in_checkpoint`; repeatable. A name ending in `/` is a scope: "
+    "`tower/=` reads `tower/dense/kernel` from `dense/kernel`.",
+    flag_values=flag_values,
+  )
   flags.DEFINE_bool(
-      "warm_start_optimizer_slots", False,
-      "Also warm-start optimizer state (Adam's m/v, beta1_power, ...).",
-      flag_values=flag_values)
+    "warm_start_optimizer_slots",
+    False,
+    "Also warm-start optimizer state (Adam's m/v, beta1_power, ...).",
+    flag_values=flag_values,
+  )
   flags.DEFINE_bool(
-      "warm_start_strict", False,
-      "Fail if a selected variable is not in the checkpoint (default: log "
-      "it and keep its initializer).",
-      flag_values=flag_values)
+    "warm_start_strict",
+    False,
+    "Fail if a selected variable is not in the checkpoint (default: log "
+    "it and keep its initializer).",
+    flag_values=flag_values,
+  )
   flags.DEFINE_enum(
-      "checkpoint_format", FORMAT_TF2, FORMATS,
-      "What checkpoints to write: `tf2` (object-based, estimator_ckpt's "
-      "Scaffold), `tf1` (name-based, Estimator's stock Saver) or `both` "
-      "(TF2 plus a TF1 copy for TF1 readers such as serving).",
-      flag_values=flag_values)
+    "checkpoint_format",
+    FORMAT_TF2,
+    FORMATS,
+    "What checkpoints to write: `tf2` (object-based, estimator_ckpt's "
+    "Scaffold), `tf1` (name-based, Estimator's stock Saver) or `both` "
+    "(TF2 plus a TF1 copy for TF1 readers such as serving).",
+    flag_values=flag_values,
+  )
   flags.DEFINE_integer(
-      "keep_checkpoint_max", 5,
-      "How many recent checkpoints to keep (at least 1).",
-      flag_values=flag_values)
+    "keep_checkpoint_max",
+    5,
+    "How many recent checkpoints to keep (at least 1).",
+    flag_values=flag_values,
+  )
   flags.DEFINE_integer(
-      "save_checkpoints_steps", None,
-      "Save a checkpoint every this many steps (default: every 600 s, "
-      "Estimator's default).",
-      flag_values=flag_values)
+    "save_checkpoints_steps",
+    None,
+    "Save a checkpoint every this many steps (default: every 600 s, "
+    "Estimator's default).",
+    flag_values=flag_values,
+  )
 
   if require_model_dir:
     flags.mark_flag_as_required("model_dir", flag_values=flag_values)
   flags.register_validator(
-      "keep_checkpoint_max", lambda value: value is not None and value >= 1,
-      message="--keep_checkpoint_max must be at least 1 (the number of "
-      "recent checkpoints kept); pass e.g. --keep_checkpoint_max=5, "
-      "Estimator's default.",
-      flag_values=flag_values)
+    "keep_checkpoint_max",
+    lambda value: value is not None and value >= 1,
+    message="--keep_checkpoint_max must be at least 1 (the number of "
+    "recent checkpoints kept); pass e.g. --keep_checkpoint_max=5, "
+    "Estimator's default.",
+    flag_values=flag_values,
+  )
   flags.register_validator(
-      "save_checkpoints_steps", lambda value: value is None or value >= 1,
-      message="--save_checkpoints_steps must be at least 1; leave it unset to "
-      "save every 600 seconds.",
-      flag_values=flag_values)
+    "save_checkpoints_steps",
+    lambda value: value is None or value >= 1,
+    message="--save_checkpoints_steps must be at least 1; leave it unset to "
+    "save every 600 seconds.",
+    flag_values=flag_values,
+  )
   flags.register_validator(
-      "warm_start_vars", _check_regexes,
-      message="--warm_start_vars holds a regex that does not compile.",
-      flag_values=flag_values)
+    "warm_start_vars",
+    _check_regexes,
+    message="--warm_start_vars holds a regex that does not compile.",
+    flag_values=flag_values,
+  )
   flags.register_validator(
-      "warm_start_rename", _check_renames,
-      message="--warm_start_rename values are `current=in_checkpoint`.",
-      flag_values=flag_values)
+    "warm_start_rename",
+    _check_renames,
+    message="--warm_start_rename values are `current=in_checkpoint`.",
+    flag_values=flag_values,
+  )
   flags.register_multi_flags_validator(
-      ("warm_start_from",) + _WARM_START_OPTION_FLAGS,
-      _check_options_need_source,
-      message="--warm_start_* options need --warm_start_from.",
-      flag_values=flag_values)
+    ("warm_start_from",) + _WARM_START_OPTION_FLAGS,
+    _check_options_need_source,
+    message="--warm_start_* options need --warm_start_from.",
+    flag_values=flag_values,
+  )
   flags.register_multi_flags_validator(
-      ("model_dir", "warm_start_from"), _check_not_same_dir,
-      message="--warm_start_from must differ from --model_dir.",
-      flag_values=flag_values)
+    ("model_dir", "warm_start_from"),
+    _check_not_same_dir,
+    message="--warm_start_from must differ from --model_dir.",
+    flag_values=flag_values,
+  )
 
 
 def _check_regexes(values) -> bool:
@@ -152,8 +185,9 @@ def _check_regexes(values) -> bool:
       re.compile(value)
     except re.error as e:
       raise flags.ValidationError(
-          f"--warm_start_vars={value} is not a regex: {e}. Escape special "
-          "characters, e.g. `dense\\.v2/`.") from None
+        f"--warm_start_vars={value} is not a regex: {e}. Escape special "
+        "characters, e.g. `dense\\.v2/`."
+      ) from None
   return True
 
 
@@ -171,20 +205,28 @@ def _check_options_need_source(values: Mapping[str, Any]) -> bool:
   given = [name for name in _WARM_START_OPTION_FLAGS if values[name]]
   if given:
     raise flags.ValidationError(
-        f"--{given[0]} needs --warm_start_from: it only configures a warm "
-        "start. Pass --warm_start_from=<model_dir or checkpoint prefix>, or "
-        f"drop --{given[0]}.")
+      f"--{given[0]} needs --warm_start_from: it only configures a warm "
+      "start. Pass --warm_start_from=<model_dir or checkpoint prefix>, or "
+      f"drop --{given[0]}."
+    )
   return True
 
 
 def _check_not_same_dir(values: Mapping[str, Any]) -> bool:
   model_dir, source = values["model_dir"], values["warm_start_from"]
-  if model_dir and source and (os.path.abspath(model_dir.rstrip("/")) ==
-                               os.path.abspath(source.rstrip("/"))):
+  if (
+    model_dir
+    and source
+    and (
+      os.path.abspath(model_dir.rstrip("/"))
+      == os.path.abspath(source.rstrip("/"))
+    )
+  ):
     raise flags.ValidationError(
-        f"--warm_start_from={source} is --model_dir itself. To resume "
-        "training, drop --warm_start_from (Estimator restores model_dir); to "
-        "warm-start, pass a new --model_dir.")
+      f"--warm_start_from={source} is --model_dir itself. To resume "
+      "training, drop --warm_start_from (Estimator restores model_dir); to "
+      "warm-start, pass a new --model_dir."
+    )
   return True
 
 
@@ -201,6 +243,7 @@ class CheckpointSettings:
       and `estimator_ckpt.tf2_checkpoints(model_fn, ...)`, read-only; None
       for `tf1` (keep Estimator's stock TF1 Saver).
   """
+
   run_config: tf.estimator.RunConfig
   warm_start_from: Optional[warm_start.WarmStartSettings]
   checkpoint_format: str
@@ -209,17 +252,23 @@ class CheckpointSettings:
   def __post_init__(self):
     if self.checkpoint_format not in FORMATS:
       raise errors.InvalidArgumentError(
-          f"checkpoint_format must be one of {FORMATS}, got "
-          f"{self.checkpoint_format!r}.")
+        f"checkpoint_format must be one of {FORMATS}, got "
+        f"{self.checkpoint_format!r}."
+      )
     if (self.scaffold_options is None) != (
-        self.checkpoint_format == FORMAT_TF1):
+      self.checkpoint_format == FORMAT_TF1
+    ):
       raise errors.InvalidArgumentError(
-          "scaffold_options must be None exactly for checkpoint_format "
-          f"`{FORMAT_TF1}` (stock Saver), got {self.scaffold_options!r} for "
-          f"`{self.checkpoint_format}`.")
+        "scaffold_options must be None exactly for checkpoint_format "
+        f"`{FORMAT_TF1}` (stock Saver), got {self.scaffold_options!r} for "
+        f"`{self.checkpoint_format}`."
+      )
     if self.scaffold_options is not None:
-      object.__setattr__(self, "scaffold_options",
-                         types.MappingProxyType(dict(self.scaffold_options)))
+      object.__setattr__(
+        self,
+        "scaffold_options",
+        types.MappingProxyType(dict(self.scaffold_options)),
+      )
 
   @property
   def model_dir(self) -> str:
@@ -227,7 +276,8 @@ class CheckpointSettings:
 
 
 def checkpoint_settings_from_flags(
-    flag_values: flags.FlagValues = flags.FLAGS) -> CheckpointSettings:
+  flag_values: flags.FlagValues = flags.FLAGS,
+) -> CheckpointSettings:
   """Turns parsed checkpoint flags into a `CheckpointSettings`.
 
   Also logs plainly when --warm_start_from will be ignored because
@@ -244,8 +294,9 @@ def checkpoint_settings_from_flags(
       no checkpoint (binaries turn this into `app.UsageError`).
   """
   fv = flag_values
-  config_args = dict(model_dir=fv.model_dir,
-                     keep_checkpoint_max=fv.keep_checkpoint_max)
+  config_args = dict(
+    model_dir=fv.model_dir, keep_checkpoint_max=fv.keep_checkpoint_max
+  )
   if fv.save_checkpoints_steps is not None:
     config_args["save_checkpoints_steps"] = fv.save_checkpoints_steps
   run_config = tf.estimator.RunConfig(**config_args)
@@ -253,11 +304,12 @@ def checkpoint_settings_from_flags(
   warm_start_from = None
   if fv.warm_start_from:
     warm_start_from = warm_start.warm_start_settings(
-        fv.warm_start_from,
-        vars_to_warm_start=list(fv.warm_start_vars or ()) or None,
-        rename=rename_rules.parse_flag_values(fv.warm_start_rename or ()),
-        with_optimizer_slots=fv.warm_start_optimizer_slots,
-        strict=fv.warm_start_strict)
+      fv.warm_start_from,
+      vars_to_warm_start=list(fv.warm_start_vars or ()) or None,
+      rename=rename_rules.parse_flag_values(fv.warm_start_rename or ()),
+      with_optimizer_slots=fv.warm_start_optimizer_slots,
+      strict=fv.warm_start_strict,
+    )
     warm_start.log_if_warm_start_skipped(fv.model_dir, fv.warm_start_from)
 
   scaffold_options = None
@@ -265,7 +317,9 @@ def checkpoint_settings_from_flags(
     scaffold_options = {"max_to_keep": fv.keep_checkpoint_max}
     if fv.checkpoint_format == FORMAT_BOTH:
       scaffold_options["also_write_tf1"] = True
-  return CheckpointSettings(run_config=run_config,
-                            warm_start_from=warm_start_from,
-                            checkpoint_format=fv.checkpoint_format,
-                            scaffold_options=scaffold_options)
+  return CheckpointSettings(
+    run_config=run_config,
+    warm_start_from=warm_start_from,
+    checkpoint_format=fv.checkpoint_format,
+    scaffold_options=scaffold_options,
+  )

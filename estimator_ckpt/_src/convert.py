@@ -70,6 +70,7 @@ class VariableMapping:
     name: Its TF1 name in the destination (after `rename`).
     key: Its key in the destination.
   """
+
   source_name: str
   source_keys: Tuple[str, ...]
   name: str
@@ -93,6 +94,7 @@ class Plan:
     checked_keys: Per source shard, the data-owning keys the output uses,
       whose checksums a copy verifies.
   """
+
   source: reader.Contents
   to: str
   basename: str
@@ -122,14 +124,16 @@ def _check_name(name: str, source_name: str, to: str, prefix: str) -> None:
     problem = "would make the TF1 output look object-based (TF2)"
   elif to == TF2 and not _is_utf8(name):
     raise errors.KeyEncodingError(
-        f"`{prefix}` has a variable named {_raw(name)} (from "
-        f"{_raw(source_name)}), which is not valid UTF-8; a TF2 checkpoint's "
-        "object graph holds names as UTF-8 text. Convert to tf1, or rename "
-        "the variable (a `rename` regex such as `(regex, replacement)`).")
+      f"`{prefix}` has a variable named {_raw(name)} (from "
+      f"{_raw(source_name)}), which is not valid UTF-8; a TF2 checkpoint's "
+      "object graph holds names as UTF-8 text. Convert to tf1, or rename "
+      "the variable (a `rename` regex such as `(regex, replacement)`)."
+    )
   if problem:
     raise errors.InvalidArgumentError(
-        f"Renaming `{source_name}` of `{prefix}` gives `{name}`, which "
-        f"{problem}. Fix the rename spec.")
+      f"Renaming `{source_name}` of `{prefix}` gives `{name}`, which "
+      f"{problem}. Fix the rename spec."
+    )
 
 
 def _is_utf8(text: str) -> bool:
@@ -150,8 +154,9 @@ def _copied_entry(entry: protos.BundleEntryProto) -> protos.BundleEntryProto:
   return copy
 
 
-def _plan_one(contents: reader.Contents, to: str,
-              renamer: rename_rules.Renamer) -> Plan:
+def _plan_one(
+  contents: reader.Contents, to: str, renamer: rename_rules.Renamer
+) -> Plan:
   """Plans one output checkpoint: names, keys, entries, shards."""
   prefix = contents.prefix
   renamed: Dict[str, reader.Variable] = {}
@@ -164,15 +169,17 @@ def _plan_one(contents: reader.Contents, to: str,
   clashes = {new: old for new, old in sources_of.items() if len(old) > 1}
   if clashes:
     raise errors.InvalidArgumentError(
-        f"Renaming the variables of `{prefix}` maps several onto one name: " +
-        "; ".join(f"{errors.format_names(old)} -> `{new}`"
-                  for new, old in sorted(clashes.items())) +
-        ". Fix the rename spec so that every name stays unique.")
+      f"Renaming the variables of `{prefix}` maps several onto one name: "
+      + "; ".join(
+        f"{errors.format_names(old)} -> `{new}`"
+        for new, old in sorted(clashes.items())
+      )
+      + ". Fix the rename spec so that every name stays unique."
+    )
 
   has_step = to == TF2 and keys.GLOBAL_STEP_NAME in renamed
   key_of = {
-      name: (keys.variable_key(name) if to == TF2 else name)
-      for name in renamed
+    name: (keys.variable_key(name) if to == TF2 else name) for name in renamed
   }
   entries: Dict[bytes, protos.BundleEntryProto] = {}
   for name, variable in renamed.items():
@@ -184,11 +191,14 @@ def _plan_one(contents: reader.Contents, to: str,
     for dim in variable.shape:
       full.shape.dim.add(size=dim)
     for part in variable.parts:
+      assert part.slice is not None  # Partitioned: every part is a slice.
       part.slice.to_proto(full.slices.add())
-      entries[tensor_slice.slice_key(key, part.slice)] = _copied_entry(part.entry)
+      entries[tensor_slice.slice_key(key, part.slice)] = _copied_entry(
+        part.entry
+      )
     entries[key] = full
   step = renamed.get(keys.GLOBAL_STEP_NAME)
-  if has_step and not step.partitioned:
+  if has_step and step is not None and not step.partitioned:
     entries[_ALIAS_KEY] = _copied_entry(step.parts[0].entry)
 
   checked_keys: Dict[int, List[bytes]] = {}
@@ -204,13 +214,18 @@ def _plan_one(contents: reader.Contents, to: str,
   extra_shard = None
   if to == TF2:
     graph = keys.object_graph(
-        [n for n in renamed if n != keys.GLOBAL_STEP_NAME],
-        step_name=keys.GLOBAL_STEP_NAME if has_step else None,
-        graph=protos.TrackableObjectGraph())
+      [n for n in renamed if n != keys.GLOBAL_STEP_NAME],
+      step_name=keys.GLOBAL_STEP_NAME if has_step else None,
+      graph=protos.TrackableObjectGraph(),
+    )
     extra_shard, crc = values.encode_strings([graph.SerializeToString()])
     entries[_OBJECT_GRAPH_KEY] = protos.BundleEntryProto(
-        dtype=dtypes.STRING.enum, shard_id=len(shards), offset=0,
-        size=len(extra_shard), crc32c=crc)
+      dtype=dtypes.STRING.enum,
+      shard_id=len(shards),
+      offset=0,
+      size=len(extra_shard),
+      crc32c=crc,
+    )
   elif not shards:
     extra_shard = b""  # Every checkpoint has at least one data file.
   header = protos.BundleHeaderProto()
@@ -218,11 +233,24 @@ def _plan_one(contents: reader.Contents, to: str,
   header.num_shards = len(shards) + (extra_shard is not None)
 
   mappings = sorted(
-      (VariableMapping(old, variable.keys, new, key_of[new])
-       for new, variable in renamed.items()
-       for old in sources_of[new]), key=lambda m: m.source_name)
-  return Plan(contents, to, os.path.basename(prefix), mappings, header,
-              entries, shards, extra_shard, checked_keys)
+    (
+      VariableMapping(old, variable.keys, new, key_of[new])
+      for new, variable in renamed.items()
+      for old in sources_of[new]
+    ),
+    key=lambda m: m.source_name,
+  )
+  return Plan(
+    contents,
+    to,
+    os.path.basename(prefix),
+    mappings,
+    header,
+    entries,
+    shards,
+    extra_shard,
+    checked_keys,
+  )
 
 
 def _sources(src: str, all_checkpoints: bool) -> List[str]:
@@ -230,9 +258,10 @@ def _sources(src: str, all_checkpoints: bool) -> List[str]:
     return [state_file.resolve(src)]
   if not os.path.isdir(src):
     raise errors.InvalidArgumentError(
-        f"all_checkpoints=True converts every checkpoint of a model_dir, but "
-        f"`{src}` is not a directory. Pass the model_dir, or convert this "
-        "one checkpoint with all_checkpoints=False.")
+      f"all_checkpoints=True converts every checkpoint of a model_dir, but "
+      f"`{src}` is not a directory. Pass the model_dir, or convert this "
+      "one checkpoint with all_checkpoints=False."
+    )
   return state_file.all_checkpoints(src)
 
 
@@ -244,15 +273,21 @@ def _unique_sources(src: str, all_checkpoints: bool) -> List[str]:
     seen = by_basename.setdefault(basename, prefix)
     if os.path.realpath(seen) != os.path.realpath(prefix):
       raise errors.InvalidArgumentError(
-          f"`{src}` lists two different checkpoints named `{basename}` "
-          f"(`{seen}` and `{prefix}`); a converted model dir can hold only "
-          "one. Convert them into separate directories (pass each prefix), "
-          "or fix the `checkpoint` state file.")
+        f"`{src}` lists two different checkpoints named `{basename}` "
+        f"(`{seen}` and `{prefix}`); a converted model dir can hold only "
+        "one. Convert them into separate directories (pass each prefix), "
+        "or fix the `checkpoint` state file."
+      )
   return list(by_basename.values())
 
 
-def plan(src: str, *, to: str, rename: Optional[rename_rules.RenameSpec] = None,
-         all_checkpoints: bool = False) -> List[Plan]:
+def plan(
+  src: str,
+  *,
+  to: str,
+  rename: Optional[rename_rules.RenameArg] = None,
+  all_checkpoints: bool = False,
+) -> List[Plan]:
   """Plans a conversion without touching any file (see `convert`).
 
   Returns:
@@ -263,28 +298,32 @@ def plan(src: str, *, to: str, rename: Optional[rename_rules.RenameSpec] = None,
   """
   if to not in reader.FORMATS:
     raise errors.InvalidArgumentError(
-        f"to={to!r} is not a checkpoint format; pass to='tf2' (object-based) "
-        "or to='tf1' (name-based).")
+      f"to={to!r} is not a checkpoint format; pass to='tf2' (object-based) "
+      "or to='tf1' (name-based)."
+    )
   renamer = rename_rules.parse(rename)
   plans = []
   for prefix in _unique_sources(src, all_checkpoints):
     if not _is_utf8(os.path.basename(prefix)):
       raise errors.InvalidArgumentError(
-          f"The checkpoint file name {_raw(os.path.basename(prefix))} of "
-          f"`{src}` is not valid UTF-8, and the `checkpoint` state file that "
-          "names it is UTF-8 text. Rename the checkpoint's files (a valid "
-          "UTF-8 prefix), then convert.")
+        f"The checkpoint file name {_raw(os.path.basename(prefix))} of "
+        f"`{src}` is not valid UTF-8, and the `checkpoint` state file that "
+        "names it is UTF-8 text. Rename the checkpoint's files (a valid "
+        "UTF-8 prefix), then convert."
+      )
     plans.append(_plan_one(reader.read(prefix), to, renamer))
-  used = {renamer.matching_rule(m.source_name)
-          for p in plans for m in p.mappings}
+  used = {
+    renamer.matching_rule(m.source_name) for p in plans for m in p.mappings
+  }
   unused = [rule for rule in renamer.rules() if rule not in used]
   if unused:
     names = sorted({m.source_name for p in plans for m in p.mappings})
     raise errors.InvalidRenameError(
-        f"rename rules matched no variable of `{src}`: "
-        f"{errors.format_names(unused)}. A misspelled rule would silently "
-        f"rename nothing, so this is an error. Its variables: "
-        f"{errors.format_names(names) or 'none'}.")
+      f"rename rules matched no variable of `{src}`: "
+      f"{errors.format_names(unused)}. A misspelled rule would silently "
+      f"rename nothing, so this is an error. Its variables: "
+      f"{errors.format_names(names) or 'none'}."
+    )
   return plans
 
 
@@ -292,8 +331,7 @@ def plan(src: str, *, to: str, rename: Optional[rename_rules.RenameSpec] = None,
 
 
 def _is_within(path: str, directory: str) -> bool:
-  return path == directory or path.startswith(directory.rstrip(os.sep) +
-                                              os.sep)
+  return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 def _existing_outputs(dst_dir: str, plans: Sequence[Plan]) -> List[str]:
@@ -304,41 +342,55 @@ def _existing_outputs(dst_dir: str, plans: Sequence[Plan]) -> List[str]:
   if state_file.STATE_FILENAME in names:
     existing.append(state_file.STATE_FILENAME)
   for p in plans:
-    existing += [n for n in names
-                 if n == p.basename + ".index" or
-                 n.startswith(p.basename + ".data-")]
+    existing += [
+      n
+      for n in names
+      if n == p.basename + ".index" or n.startswith(p.basename + ".data-")
+    ]
   return sorted(existing)
 
 
-def _check_destination(src: str, dst_dir: str, plans: Sequence[Plan],
-                       overwrite: bool) -> None:
+def _check_destination(
+  src: str, dst_dir: str, plans: Sequence[Plan], overwrite: bool
+) -> None:
   real_dst = os.path.realpath(dst_dir)
   # The source model dir too: its state file may name checkpoints elsewhere.
   source_dirs = [os.path.realpath(src)] if os.path.isdir(src) else []
-  source_dirs += [os.path.dirname(os.path.realpath(p.source.prefix))
-                  for p in plans]
+  source_dirs += [
+    os.path.dirname(os.path.realpath(p.source.prefix)) for p in plans
+  ]
   for source_dir in source_dirs:
     if _is_within(real_dst, source_dir):
       raise errors.DestinationExistsError(
-          f"dst_dir `{dst_dir}` is the source's directory `{source_dir}` or "
-          "inside it. Converting in place would mix the formats in one model "
-          "dir; pass a new directory outside the source.")
+        f"dst_dir `{dst_dir}` is the source's directory `{source_dir}` or "
+        "inside it. Converting in place would mix the formats in one model "
+        "dir; pass a new directory outside the source."
+      )
   if os.path.exists(dst_dir) and not os.path.isdir(dst_dir):
     raise errors.DestinationExistsError(
-        f"dst_dir `{dst_dir}` exists and is not a directory.")
+      f"dst_dir `{dst_dir}` exists and is not a directory."
+    )
   existing = _existing_outputs(dst_dir, plans)
   if existing and not overwrite:
     raise errors.DestinationExistsError(
-        f"dst_dir `{dst_dir}` already holds {errors.format_names(existing)}. "
-        "Pass overwrite=True (--overwrite) to replace them, or a new "
-        "directory.")
+      f"dst_dir `{dst_dir}` already holds {errors.format_names(existing)}. "
+      "Pass overwrite=True (--overwrite) to replace them, or a new "
+      "directory."
+    )
 
 
-def _copy_verified(source: bundle.Bundle, shard_id: int,
-                   checked_keys: Sequence[bytes], dst: str,
-                   on_bytes: Callable[[int], None]) -> None:
-  """Copies a source data file, verifying the checksums of the bytes it
-  writes (of `checked_keys`' entries): a damaged source is refused."""
+def _copy_verified(
+  source: bundle.Bundle,
+  shard_id: int,
+  checked_keys: Sequence[bytes],
+  dst: str,
+  on_bytes: Callable[[int], None],
+) -> None:
+  """Copies a source data file, verifying the bytes it writes.
+
+  The checksums of `checked_keys`' entries are checked on the bytes as they
+  are written: a damaged source is refused.
+  """
   ranges = checksums.data_ranges(source, shard_id, checked_keys)
   checkers: List[checksums.StreamChecker] = []
 
@@ -350,33 +402,43 @@ def _copy_verified(source: bundle.Bundle, shard_id: int,
   problems = checkers[-1].finish()
   if problems:
     raise errors.CorruptCheckpointError(
-        f"Not converting `{source.prefix}`: {len(problems)} tensors fail "
-        f"their checksums. First: {problems[0]}")
+      f"Not converting `{source.prefix}`: {len(problems)} tensors fail "
+      f"their checksums. First: {problems[0]}"
+    )
 
 
-def _write_plan(p: Plan, staging: str, link: bool,
-                reporter: progress.Progress,
-                link_state: Dict[str, bool]) -> None:
+def _write_plan(
+  p: Plan,
+  staging: str,
+  link: bool,
+  reporter: progress.Progress,
+  link_state: Dict[str, bool],
+) -> None:
   """Writes one output checkpoint into the staging directory."""
   source = p.source.bundle
   out_prefix = os.path.join(staging, p.basename)
   for out_id, source_id in enumerate(p.shards):
     src_path = source.data_path(source_id)
     dst_path = bundle.data_filename(out_prefix, out_id, p.num_shards)
-    if link and file_copy.try_link(src_path, dst_path, reporter.add, link_state):
+    if link and file_copy.try_link(
+      src_path, dst_path, reporter.add, link_state
+    ):
       continue  # Linked: the source's own bytes; `verify` checks them.
-    _copy_verified(source, source_id, p.checked_keys[source_id], dst_path,
-                   reporter.add)
+    _copy_verified(
+      source, source_id, p.checked_keys[source_id], dst_path, reporter.add
+    )
   if p.extra_shard is not None:
     file_copy.write_file(
-        bundle.data_filename(out_prefix, len(p.shards), p.num_shards),
-        p.extra_shard)
-  file_copy.write_file(bundle.index_filename(out_prefix),
-              bundle.encode_index(p.header, p.entries.items()))
+      bundle.data_filename(out_prefix, len(p.shards), p.num_shards),
+      p.extra_shard,
+    )
+  file_copy.write_file(
+    bundle.index_filename(out_prefix),
+    bundle.encode_index(p.header, p.entries.items()),
+  )
 
 
-def _write(plans: Sequence[Plan], dst_dir: str, link: bool,
-           total: int) -> bool:
+def _write(plans: Sequence[Plan], dst_dir: str, link: bool, total: int) -> bool:
   """Writes the planned checkpoints atomically; returns whether it linked.
 
   Args:
@@ -385,8 +447,9 @@ def _write(plans: Sequence[Plan], dst_dir: str, link: bool,
     link: Try hard links for data files.
     total: Bytes of data files, for progress.
   """
-  reporter = progress.Progress(f"{'Linking' if link else 'Copying'} data",
-                               total)
+  reporter = progress.Progress(
+    f"{'Linking' if link else 'Copying'} data", total
+  )
   link_state: Dict[str, bool] = {}
 
   def write(staging: str) -> None:
@@ -394,20 +457,24 @@ def _write(plans: Sequence[Plan], dst_dir: str, link: bool,
       _write_plan(p, staging, link, reporter, link_state)
 
   atomic.write_checkpoints(
-      dst_dir, [atomic.StagedCheckpoint(p.basename, p.num_shards)
-                for p in plans], write)
+    dst_dir,
+    [atomic.StagedCheckpoint(p.basename, p.num_shards) for p in plans],
+    write,
+  )
   return link and not link_state.get("no_links")
 
 
-def convert(src: str,
-            dst_dir: str,
-            *,
-            to: str,
-            rename: Optional[rename_rules.RenameSpec] = None,
-            link: bool = False,
-            all_checkpoints: bool = False,
-            overwrite: bool = False,
-            dry_run: bool = False) -> str:
+def convert(
+  src: str,
+  dst_dir: str,
+  *,
+  to: str,
+  rename: Optional[rename_rules.RenameArg] = None,
+  link: bool = False,
+  all_checkpoints: bool = False,
+  overwrite: bool = False,
+  dry_run: bool = False,
+) -> str:
   """Converts a checkpoint to TF2 (object-based) or TF1 (name-based).
 
   Estimator resumes from `dst_dir`: it gets a `checkpoint` state file with
@@ -426,9 +493,9 @@ def convert(src: str,
       `"tf1"`: variables by TF1 name, from this package's layout, the guide's
       (`var_list/`, `vars/`), or any object-based checkpoint whose variables
       carry names.
-    rename: A rename spec (`rename_rules.parse`: a dict `{from: to}` with `/`-scope
-      prefixes, or `(regex, replacement)` pairs) from source TF1 names to
-      destination names. Default: keep names.
+    rename: A rename spec (`rename_rules.parse`: a dict `{from: to}` with
+      `/`-scope prefixes, or `(regex, replacement)` pairs) from source TF1
+      names to destination names. Default: keep names.
     link: Hard-link the data files instead of copying them (instant, no extra
       disk), falling back to copying where the file system does not allow it.
       Linked bytes are not re-read, so their checksums are not verified (run
@@ -462,25 +529,37 @@ def convert(src: str,
   start = time.monotonic()
   if not dst_dir:
     raise errors.InvalidArgumentError(
-        "dst_dir is empty. Pass the directory to write the converted "
-        "checkpoint to (`.` for the current directory).")
+      "dst_dir is empty. Pass the directory to write the converted "
+      "checkpoint to (`.` for the current directory)."
+    )
   plans = plan(src, to=to, rename=rename, all_checkpoints=all_checkpoints)
   dst_dir = os.path.normpath(dst_dir)
   _check_destination(src, dst_dir, plans, overwrite)
   result = os.path.join(dst_dir, plans[-1].basename)
   for p in plans:
-    logging.info("%s %s (%s, %d variables) -> %s (%s, %d data file%s)",
-                 "Would convert" if dry_run else "Converting", p.source.prefix,
-                 p.source.format, len(p.mappings),
-                 os.path.join(dst_dir, p.basename), p.to, p.num_shards,
-                 "s" if p.num_shards > 1 else "")
+    logging.info(
+      "%s %s (%s, %d variables) -> %s (%s, %d data file%s)",
+      "Would convert" if dry_run else "Converting",
+      p.source.prefix,
+      p.source.format,
+      len(p.mappings),
+      os.path.join(dst_dir, p.basename),
+      p.to,
+      p.num_shards,
+      "s" if p.num_shards > 1 else "",
+    )
   if dry_run:
     return result
 
   total = sum(p.copy_bytes for p in plans)
   linked = _write(plans, os.path.abspath(dst_dir), link, total)
-  logging.info("Wrote %s (%d checkpoint%s, %s of data %s) in %.2f s.", result,
-               len(plans), "s" if len(plans) > 1 else "",
-               progress.size_text(total), "linked" if linked else "copied",
-               time.monotonic() - start)
+  logging.info(
+    "Wrote %s (%d checkpoint%s, %s of data %s) in %.2f s.",
+    result,
+    len(plans),
+    "s" if len(plans) > 1 else "",
+    progress.size_text(total),
+    "linked" if linked else "copied",
+    time.monotonic() - start,
+  )
   return result

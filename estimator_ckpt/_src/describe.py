@@ -1,5 +1,4 @@
-"""What a checkpoint holds, for display: its variables with small values, and
-its raw keys.
+"""What a checkpoint holds, for display: variables with small values, raw keys.
 
 The inspect binary shows a `Description`; the guide scenario shows raw-key
 `TensorRow`s, as `tf.train.load_checkpoint(...).get_variable_to_shape_map()`
@@ -25,6 +24,7 @@ _OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
 @dataclasses.dataclass(frozen=True)
 class Description:
   """What the inspect binary prints about a checkpoint."""
+
   contents: reader.Contents
   values: Dict[str, np.ndarray]
 
@@ -33,8 +33,12 @@ class Description:
     return sum(self.contents.bundle.shard_sizes)
 
 
-def describe(path: str, *, with_values: bool = False,
-             max_value_elements: int = MAX_VALUE_ELEMENTS) -> Description:
+def describe(
+  path: str,
+  *,
+  with_values: bool = False,
+  max_value_elements: int = MAX_VALUE_ELEMENTS,
+) -> Description:
   """Reads a checkpoint for display; values only of small tensors.
 
   Args:
@@ -58,6 +62,7 @@ def describe(path: str, *, with_values: bool = False,
 @dataclasses.dataclass(frozen=True)
 class TensorRow:
   """One tensor of a checkpoint, by raw key, as a table shows it."""
+
   key: str
   shape: Sequence[int]
   dtype: str
@@ -77,12 +82,16 @@ def read_rows(path: str, with_values: bool = True) -> List[TensorRow]:
     entry = checkpoint.entries[key]
     shape = bundle.shape_of(entry)
     value = None
-    if with_values and (key == _OBJECT_GRAPH_KEY or
-                        bundle.num_elements(shape) <= MAX_VALUE_ELEMENTS):
-      value = reader.variable_value(contents,
-                                    reader.key_variable(contents, key))
-    rows.append(TensorRow(reader.key_name(key), list(shape),
-                          bundle.dtype_of(entry).name, value))
+    if with_values and (
+      key == _OBJECT_GRAPH_KEY
+      or bundle.num_elements(shape) <= MAX_VALUE_ELEMENTS
+    ):
+      value = reader.variable_value(
+        contents, reader.key_variable(contents, key)
+      )
+    rows.append(
+      TensorRow(
+        reader.key_name(key), list(shape), bundle.dtype_of(entry).name, value
+      )
+    )
   return rows
-
-

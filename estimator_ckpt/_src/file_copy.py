@@ -31,8 +31,15 @@ _COPY_BUFFERS = 4
 _COPY_WRITERS = 2
 # Hard links fail with these where the file system does not allow them.
 _NO_LINK_ERRNOS = frozenset(
-    (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
-     errno.EACCES))
+  (
+    errno.EXDEV,
+    errno.EPERM,
+    errno.EMLINK,
+    errno.ENOTSUP,
+    errno.EOPNOTSUPP,
+    errno.EACCES,
+  )
+)
 # O_DIRECT opens or writes fail with these where the file system lacks it.
 _NO_DIRECT_ERRNOS = frozenset((errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP))
 
@@ -55,7 +62,7 @@ def write_file(path: str, data: bytes) -> None:
     os.fsync(f.fileno())
 
 
-class _DirectIOUnsupported(Exception):
+class _DirectIOUnsupportedError(Exception):
   """The destination's file system does not take O_DIRECT writes."""
 
 
@@ -63,12 +70,15 @@ def _open_direct(path: str) -> int:
   """Creates `path` for O_DIRECT writes.
 
   Raises:
-    _DirectIOUnsupported: The file system refuses O_DIRECT (`path` is then
+    _DirectIOUnsupportedError: The file system refuses O_DIRECT (`path` is then
       removed again: Linux creates the file before it checks the flag).
   """
   try:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT |
-                   os.O_CLOEXEC, 0o666)
+    return os.open(
+      path,
+      os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT | os.O_CLOEXEC,
+      0o666,
+    )
   except OSError as e:
     if e.errno not in _NO_DIRECT_ERRNOS:
       raise
@@ -76,12 +86,18 @@ def _open_direct(path: str) -> int:
       os.remove(path)
     except FileNotFoundError:
       pass
-    raise _DirectIOUnsupported() from e
+    raise _DirectIOUnsupportedError() from e
 
 
-def _pipelined_copy(source: int, target: int, size: int, direct: bool,
-                    on_bytes: Callable[[int], None], observe: Observer,
-                    src: str) -> None:
+def _pipelined_copy(
+  source: int,
+  target: int,
+  size: int,
+  direct: bool,
+  on_bytes: Callable[[int], None],
+  observe: Observer,
+  src: str,
+) -> None:
   """Copies `source` to `target` through a few reused buffers, then fsyncs.
 
   The calling thread reads the source into page-aligned buffers and shows
@@ -91,7 +107,8 @@ def _pipelined_copy(source: int, target: int, size: int, direct: bool,
   written O_DIRECT and the tail past the last block buffered.
 
   Raises:
-    _DirectIOUnsupported: With `direct`, a write was refused as unsupported.
+    _DirectIOUnsupportedError: With `direct`, a write was refused as
+      unsupported.
     errors.CorruptCheckpointError: The source shrank while being copied.
   """
   end = size - size % _DIRECT_ALIGNMENT if direct else size
@@ -124,8 +141,11 @@ def _pipelined_copy(source: int, target: int, size: int, direct: bool,
       # another that reuses the number.
       fd = os.dup(target)
       try:
-        writers.append(threading.Thread(target=write, args=(fd,), daemon=True,
-                                        name=f"copy-writer-{i}"))
+        writers.append(
+          threading.Thread(
+            target=write, args=(fd,), daemon=True, name=f"copy-writer-{i}"
+          )
+        )
         writers[-1].start()
       except BaseException:
         writers.pop()
@@ -147,9 +167,12 @@ def _pipelined_copy(source: int, target: int, size: int, direct: bool,
       thread.join()
   if failures:
     failure = failures[0]
-    if direct and isinstance(
-        failure, OSError) and failure.errno in _NO_DIRECT_ERRNOS:
-      raise _DirectIOUnsupported() from failure
+    if (
+      direct
+      and isinstance(failure, OSError)
+      and failure.errno in _NO_DIRECT_ERRNOS
+    ):
+      raise _DirectIOUnsupportedError() from failure
     raise failure
   if end < size:
     tail = bytearray(size - end)
@@ -162,8 +185,9 @@ def _pipelined_copy(source: int, target: int, size: int, direct: bool,
   os.fsync(target)
 
 
-def _read_at(fd: int, view: memoryview, offset: int, src: str,
-             size: int) -> None:
+def _read_at(
+  fd: int, view: memoryview, offset: int, src: str, size: int
+) -> None:
   """Fills `view` from `fd` at `offset`."""
   done = 0
   while done < len(view):
@@ -173,8 +197,9 @@ def _read_at(fd: int, view: memoryview, offset: int, src: str,
       raise checkpoint_files.io_error(e, src) from None
     if not count:
       raise errors.CorruptCheckpointError(
-          f"`{src}` shrank to {offset + done} bytes while being copied (it "
-          f"was {size}). Is something else writing the checkpoint?")
+        f"`{src}` shrank to {offset + done} bytes while being copied (it "
+        f"was {size}). Is something else writing the checkpoint?"
+      )
     done += count
 
 
@@ -184,8 +209,12 @@ def _write_at(fd: int, view: memoryview, offset: int) -> None:
     done += os.pwrite(fd, view[done:], offset + done)
 
 
-def copy_file(src: str, dst: str, on_bytes: Callable[[int], None],
-               new_observer: Callable[[], Observer]) -> None:
+def copy_file(
+  src: str,
+  dst: str,
+  on_bytes: Callable[[int], None],
+  new_observer: Callable[[], Observer],
+) -> None:
   """Copies a file's bytes to a new file `dst`, durably (fsynced).
 
   The source is read once; `new_observer()` sees every byte (the checksum
@@ -209,16 +238,17 @@ def copy_file(src: str, dst: str, on_bytes: Callable[[int], None],
 
     try:
       target = _open_direct(dst)
-    except _DirectIOUnsupported:
+    except _DirectIOUnsupportedError:
       target = None
     if target is not None:
       try:
-        _pipelined_copy(source, target, size, True, report, new_observer(),
-                        src)
+        _pipelined_copy(source, target, size, True, report, new_observer(), src)
         return
-      except _DirectIOUnsupported:
-        logging.info("%s refuses O_DIRECT writes; copying through the page "
-                     "cache.", os.path.dirname(dst))
+      except _DirectIOUnsupportedError:
+        logging.info(
+          "%s refuses O_DIRECT writes; copying through the page cache.",
+          os.path.dirname(dst),
+        )
         os.remove(dst)
       finally:
         os.close(target)
@@ -230,19 +260,22 @@ def copy_file(src: str, dst: str, on_bytes: Callable[[int], None],
       if new:
         on_bytes(new)
 
-    target = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                     0o666)
+    target = os.open(
+      dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
+    )
     try:
-      _pipelined_copy(source, target, size, False, report_new, new_observer(),
-                      src)
+      _pipelined_copy(
+        source, target, size, False, report_new, new_observer(), src
+      )
     finally:
       os.close(target)
   finally:
     os.close(source)
 
 
-def try_link(src: str, dst: str, on_bytes: Callable[[int], None],
-              state: Dict[str, bool]) -> bool:
+def try_link(
+  src: str, dst: str, on_bytes: Callable[[int], None], state: Dict[str, bool]
+) -> bool:
   """Hard-links `src` to `dst`; False where the file system does not allow it.
 
   After the first refusal (logged once), later calls do not try again.
@@ -254,8 +287,12 @@ def try_link(src: str, dst: str, on_bytes: Callable[[int], None],
   except OSError as e:
     if e.errno not in _NO_LINK_ERRNOS:
       raise
-    logging.warning("Cannot hard-link %s into %s (%s); copying instead.", src,
-                    os.path.dirname(dst), os.strerror(e.errno))
+    logging.warning(
+      "Cannot hard-link %s into %s (%s); copying instead.",
+      src,
+      os.path.dirname(dst),
+      os.strerror(e.errno),
+    )
     state["no_links"] = True
     return False
   on_bytes(os.stat(dst).st_size)

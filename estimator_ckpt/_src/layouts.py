@@ -97,6 +97,7 @@ _GUIDE_VARS_PREFIX = keys.GUIDE_CONVERTED_VAR_LIST + "/"
 
 class Layout(enum.Enum):
   """How a checkpoint key names its variable (see the module docstring)."""
+
   TF1_NAME = "tf1_name"
   VAR_LIST = "var_list"
   GUIDE_VARS = "vars"
@@ -107,12 +108,12 @@ class Layout(enum.Enum):
 
 # The precedence of each layout's claim: lower first.
 _RANK = {
-    Layout.VAR_LIST: 0,
-    Layout.GUIDE_VARS: 0,
-    Layout.STOCK_PARTS: 0,
-    Layout.FULL_NAME: 1,
-    Layout.TF1_NAME: 2,
-    Layout.KEY: 2,
+  Layout.VAR_LIST: 0,
+  Layout.GUIDE_VARS: 0,
+  Layout.STOCK_PARTS: 0,
+  Layout.FULL_NAME: 1,
+  Layout.TF1_NAME: 2,
+  Layout.KEY: 2,
 }
 
 
@@ -125,6 +126,7 @@ class Part:
     slice: Which part of the variable; None for all of it.
     entry: The key's entry (dtype, shape, shard, offset, size, crc).
   """
+
   key: bytes
   slice: Optional[tensor_slice.TensorSlice]
   entry: protos.BundleEntryProto
@@ -146,6 +148,7 @@ class Variable:
       position for stock partitions.
     layout: The layout of `keys[0]`.
   """
+
   name: str
   keys: Tuple[str, ...]
   dtype: dtypes.DType
@@ -165,6 +168,7 @@ class Variable:
 @dataclasses.dataclass(frozen=True)
 class _Claim:
   """One key's claim to a name."""
+
   key: bytes
   entry: protos.BundleEntryProto
   layout: Layout
@@ -187,9 +191,12 @@ def _decoded_name(key: str) -> Optional[str]:
 
 
 def _object_graph_claim(
-    key: bytes, entry: protos.BundleEntryProto,
-    full_names: Mapping[str, str], full_name_counts: Mapping[str, int],
-    graph_keys: frozenset) -> Tuple[str, _Claim]:
+  key: bytes,
+  entry: protos.BundleEntryProto,
+  full_names: Mapping[str, str],
+  full_name_counts: Mapping[str, int],
+  graph_keys: frozenset,
+) -> Tuple[str, _Claim]:
   """The name an object-based checkpoint's key claims, in precedence order."""
   text = key_name(key)
   full_name = full_names.get(text)
@@ -197,10 +204,14 @@ def _object_graph_claim(
   if decoded is not None:
     match = _PART_RE.match(decoded)
     if match and match.group(1) == full_name and not entry.slices:
-      return match.group(1), _Claim(key, entry, Layout.STOCK_PARTS,
-                                    int(match.group(2)))
-    layout = (Layout.GUIDE_VARS if text.startswith(_GUIDE_VARS_PREFIX)
-              else Layout.VAR_LIST)
+      return match.group(1), _Claim(
+        key, entry, Layout.STOCK_PARTS, int(match.group(2))
+      )
+    layout = (
+      Layout.GUIDE_VARS
+      if text.startswith(_GUIDE_VARS_PREFIX)
+      else Layout.VAR_LIST
+    )
     return decoded, _Claim(key, entry, layout)
   if full_name and full_name_counts[full_name] == 1:
     return full_name, _Claim(key, entry, Layout.FULL_NAME)
@@ -208,32 +219,37 @@ def _object_graph_claim(
   return text, _Claim(key, entry, layout)
 
 
-def _claims(checkpoint: bundle.Bundle,
-            graph: Optional[protos.TrackableObjectGraph]
-            ) -> Dict[str, List[_Claim]]:
+def _claims(
+  checkpoint: bundle.Bundle, graph: Optional[protos.TrackableObjectGraph]
+) -> Dict[str, List[_Claim]]:
   """Every tensor key's claim, grouped by the name claimed."""
   claims: Dict[str, List[_Claim]] = {}
   if graph is None:
     for key in checkpoint.tensor_keys():
       claims.setdefault(key_name(key), []).append(
-          _Claim(key, checkpoint.entries[key], Layout.TF1_NAME))
+        _Claim(key, checkpoint.entries[key], Layout.TF1_NAME)
+      )
     return claims
   full_names = keys.full_names_by_key(graph)
   full_name_counts = collections.Counter(full_names.values())
-  graph_keys = frozenset(attribute.checkpoint_key for node in graph.nodes
-                         for attribute in node.attributes)
+  graph_keys = frozenset(
+    attribute.checkpoint_key
+    for node in graph.nodes
+    for attribute in node.attributes
+  )
   for key in checkpoint.tensor_keys():
     if key == _OBJECT_GRAPH_KEY:
       continue
-    name, claim = _object_graph_claim(key, checkpoint.entries[key],
-                                      full_names, full_name_counts,
-                                      graph_keys)
+    name, claim = _object_graph_claim(
+      key, checkpoint.entries[key], full_names, full_name_counts, graph_keys
+    )
     claims.setdefault(name, []).append(claim)
   return claims
 
 
-def concat_axis(shapes: Sequence[Sequence[int]],
-                full_shape: Optional[Sequence[int]] = None) -> Optional[int]:
+def concat_axis(
+  shapes: Sequence[Sequence[int]], full_shape: Optional[Sequence[int]] = None
+) -> Optional[int]:
   """The axis along which stock partitions of these shapes concatenate.
 
   Args:
@@ -256,23 +272,29 @@ def concat_axis(shapes: Sequence[Sequence[int]],
   if rank == 0 or any(len(shape) != rank for shape in shapes):
     return None
   if full_shape is None:
-    differing = [axis for axis in range(rank)
-                 if len({shape[axis] for shape in shapes}) > 1]
+    differing = [
+      axis for axis in range(rank) if len({shape[axis] for shape in shapes}) > 1
+    ]
     if len(differing) > 1:
       return None
     return differing[0] if differing else 0
   if len(full_shape) != rank:
     return None
   for axis in range(rank):
-    others_match = all(shape[d] == full_shape[d] for shape in shapes
-                       for d in range(rank) if d != axis)
+    others_match = all(
+      shape[d] == full_shape[d]
+      for shape in shapes
+      for d in range(rank)
+      if d != axis
+    )
     if others_match and sum(s[axis] for s in shapes) == full_shape[axis]:
       return axis
   return None
 
 
-def _stock_partition(name: str, claims: Sequence[_Claim],
-                     prefix: str) -> Tuple[Tuple[int, ...], List[Part]]:
+def _stock_partition(
+  name: str, claims: Sequence[_Claim], prefix: str
+) -> Tuple[Tuple[int, ...], List[Part]]:
   """Reassembles stock TF2 `<name>/part_<i>` variables as slices.
 
   Raises:
@@ -284,9 +306,10 @@ def _stock_partition(name: str, claims: Sequence[_Claim],
 
   def fail(why: str) -> errors.IncompatibleCheckpointError:
     return errors.IncompatibleCheckpointError(
-        f"`{prefix}` stores variable `{name}` as parts "
-        f"{errors.format_names(key_name(c.key) for c in claims)}, but {why}, "
-        "so they cannot be reassembled; they are listed under their keys.")
+      f"`{prefix}` stores variable `{name}` as parts "
+      f"{errors.format_names(key_name(c.key) for c in claims)}, but {why}, "
+      "so they cannot be reassembled; they are listed under their keys."
+    )
 
   if indices != list(range(len(claims))):
     raise fail(f"the part numbers are {indices}, not 0..{len(claims) - 1}")
@@ -302,10 +325,13 @@ def _stock_partition(name: str, claims: Sequence[_Claim],
   slices = []
   start = 0
   for claim, shape in zip(claims, shapes):
-    extents = tuple((start, shape[d]) if d == axis else (0, shape[d])
-                    for d in range(len(shape)))
-    slices.append(Part(claim.key, tensor_slice.TensorSlice(extents),
-                       claim.entry))
+    extents = tuple(
+      (start, shape[d]) if d == axis else (0, shape[d])
+      for d in range(len(shape))
+    )
+    slices.append(
+      Part(claim.key, tensor_slice.TensorSlice(extents), claim.entry)
+    )
     start += shape[axis]
   if len(slices) == 1:
     return tuple(full_shape), [dataclasses.replace(slices[0], slice=None)]
@@ -317,9 +343,9 @@ def _stock_partition(name: str, claims: Sequence[_Claim],
 _MAX_MULTI_AXIS_SLICES = 2000
 
 
-def _coverage_problem(shape: Sequence[int],
-                      slices: Sequence[tensor_slice.TensorSlice]
-                      ) -> Optional[str]:
+def _coverage_problem(
+  shape: Sequence[int], slices: Sequence[tensor_slice.TensorSlice]
+) -> Optional[str]:
   """Why slices do not tile a tensor exactly, or None.
 
   Slices along one axis (what TensorFlow writes) are sorted and checked end
@@ -327,16 +353,22 @@ def _coverage_problem(shape: Sequence[int],
   sort by their first axis, up to `_MAX_MULTI_AXIS_SLICES`.
   """
   boxes = [part.bounds(shape) for part in slices]
-  sizes = [bundle.num_elements([end - start for start, end in box])
-           for box in boxes]
+  sizes = [
+    bundle.num_elements([end - start for start, end in box]) for box in boxes
+  ]
   volume = sum(sizes)
   if volume != bundle.num_elements(shape):
-    return (f"its {len(slices)} slices cover {volume} of its "
-            f"{bundle.num_elements(shape)} elements (first slices: "
-            f"{errors.format_list((f'`{s}`' for s in slices), limit=3)})")
-  split_axes = {axis for box in boxes
-                for axis, ((start, end), dim) in enumerate(zip(box, shape))
-                if (start, end) != (0, dim)}
+    return (
+      f"its {len(slices)} slices cover {volume} of its "
+      f"{bundle.num_elements(shape)} elements (first slices: "
+      f"{errors.format_list((f'`{s}`' for s in slices), limit=3)})"
+    )
+  split_axes = {
+    axis
+    for box in boxes
+    for axis, ((start, end), dim) in enumerate(zip(box, shape))
+    if (start, end) != (0, dim)
+  }
   if not shape:
     return None  # A scalar's one slice; the volumes add up.
   if len(split_axes) <= 1:
@@ -351,26 +383,37 @@ def _coverage_problem(shape: Sequence[int],
       previous = i
     return None  # No overlaps and the volumes add up: an exact tiling.
   if len(boxes) > _MAX_MULTI_AXIS_SLICES:
-    return (f"it has {len(boxes)} slices along several axes; this tool "
-            f"checks at most {_MAX_MULTI_AXIS_SLICES} (TensorFlow's "
-            "partitioners split one axis)")
-  order = sorted((i for i in range(len(boxes)) if sizes[i]),
-                 key=lambda i: boxes[i][0])
+    return (
+      f"it has {len(boxes)} slices along several axes; this tool "
+      f"checks at most {_MAX_MULTI_AXIS_SLICES} (TensorFlow's "
+      "partitioners split one axis)"
+    )
+  order = sorted(
+    (i for i in range(len(boxes)) if sizes[i]), key=lambda i: boxes[i][0]
+  )
   active: List[int] = []
   for i in order:
     start = boxes[i][0][0]
     active = [j for j in active if boxes[j][0][1] > start]
     for j in active:
-      if all(a < other_end and other_start < b for (a, b), (
-          other_start, other_end) in zip(boxes[i], boxes[j])):
+      if all(
+        a < other_end and other_start < b
+        for (a, b), (other_start, other_end) in zip(boxes[i], boxes[j])
+      ):
         return f"slices `{slices[j]}` and `{slices[i]}` overlap"
     active.append(i)
   return None
 
 
 def _data_location(entry: protos.BundleEntryProto) -> Tuple[int, ...]:
-  return (entry.dtype, entry.shard_id, entry.offset, entry.size, entry.crc32c,
-          *bundle.shape_of(entry))
+  return (
+    entry.dtype,
+    entry.shard_id,
+    entry.offset,
+    entry.size,
+    entry.crc32c,
+    *bundle.shape_of(entry),
+  )
 
 
 def _value_signature(entry: protos.BundleEntryProto) -> Tuple[int, ...]:
@@ -378,8 +421,9 @@ def _value_signature(entry: protos.BundleEntryProto) -> Tuple[int, ...]:
   return (entry.dtype, entry.size, entry.crc32c, *bundle.shape_of(entry))
 
 
-def _variable(name: str, claims: Sequence[_Claim],
-              checkpoint: bundle.Bundle) -> Optional[Variable]:
+def _variable(
+  name: str, claims: Sequence[_Claim], checkpoint: bundle.Bundle
+) -> Optional[Variable]:
   """Builds one Variable; None if its keys hold different values.
 
   Raises:
@@ -393,9 +437,14 @@ def _variable(name: str, claims: Sequence[_Claim],
     if len(stock) != len(claims):
       return None
     shape, stock_slices = _stock_partition(name, stock, checkpoint.prefix)
-    return Variable(name, tuple(sorted(key_name(c.key) for c in stock)),
-                    bundle.dtype_of(primary.entry), shape,
-                    tuple(stock_slices), Layout.STOCK_PARTS)
+    return Variable(
+      name,
+      tuple(sorted(key_name(c.key) for c in stock)),
+      bundle.dtype_of(primary.entry),
+      shape,
+      tuple(stock_slices),
+      Layout.STOCK_PARTS,
+    )
   whole = [claim for claim in ordered if not claim.entry.slices]
   if whole and len(whole) != len(ordered):
     return None
@@ -406,14 +455,21 @@ def _variable(name: str, claims: Sequence[_Claim],
     # the Scaffold factory saves a second copy).
     if len({_value_signature(claim.entry) for claim in ordered}) != 1:
       return None
-    return Variable(name, keys_held, bundle.dtype_of(primary.entry),
-                    bundle.shape_of(primary.entry),
-                    (Part(primary.key, None, primary.entry),), primary.layout)
+    return Variable(
+      name,
+      keys_held,
+      bundle.dtype_of(primary.entry),
+      bundle.shape_of(primary.entry),
+      (Part(primary.key, None, primary.entry),),
+      primary.layout,
+    )
   shape = bundle.shape_of(primary.entry)
   parts: Dict[tensor_slice.TensorSlice, Part] = {}
   for claim in ordered:
-    if (claim.entry.dtype != primary.entry.dtype or
-        bundle.shape_of(claim.entry) != shape):
+    if (
+      claim.entry.dtype != primary.entry.dtype
+      or bundle.shape_of(claim.entry) != shape
+    ):
       return None
     for part_slice, child_key in checkpoint.slices(claim.key):
       child = checkpoint.entries[child_key]
@@ -424,13 +480,20 @@ def _variable(name: str, claims: Sequence[_Claim],
   problem = _coverage_problem(shape, list(parts))
   if problem:
     raise errors.CorruptCheckpointError(
-        f"Partitioned variable `{name}` in "
-        f"`{bundle.index_filename(checkpoint.prefix)}` (key "
-        f"{errors.format_names(keys_held)}) is incomplete: {problem}. The "
-        "checkpoint is damaged or was assembled from different saves; "
-        "restore it from a backup or use an earlier checkpoint.")
-  return Variable(name, keys_held, bundle.dtype_of(primary.entry), shape,
-                  tuple(parts.values()), primary.layout)
+      f"Partitioned variable `{name}` in "
+      f"`{bundle.index_filename(checkpoint.prefix)}` (key "
+      f"{errors.format_names(keys_held)}) is incomplete: {problem}. The "
+      "checkpoint is damaged or was assembled from different saves; "
+      "restore it from a backup or use an earlier checkpoint."
+    )
+  return Variable(
+    name,
+    keys_held,
+    bundle.dtype_of(primary.entry),
+    shape,
+    tuple(parts.values()),
+    primary.layout,
+  )
 
 
 def key_variable(checkpoint: bundle.Bundle, key: bytes) -> Variable:
@@ -441,16 +504,18 @@ def key_variable(checkpoint: bundle.Bundle, key: bytes) -> Variable:
   Raises:
     errors.CorruptCheckpointError: Its slices do not tile it.
   """
-  variable = _variable(key_name(key),
-                       [_Claim(key, checkpoint.entries[key], Layout.KEY)],
-                       checkpoint)
+  variable = _variable(
+    key_name(key),
+    [_Claim(key, checkpoint.entries[key], Layout.KEY)],
+    checkpoint,
+  )
   assert variable is not None  # One claim never conflicts.
   return variable
 
 
-def resolve(checkpoint: bundle.Bundle,
-            graph: Optional[protos.TrackableObjectGraph]
-            ) -> Dict[str, Variable]:
+def resolve(
+  checkpoint: bundle.Bundle, graph: Optional[protos.TrackableObjectGraph]
+) -> Dict[str, Variable]:
   """Every variable of a checkpoint, by TF1 name, in the precedence above.
 
   Args:
@@ -478,16 +543,20 @@ def resolve(checkpoint: bundle.Bundle,
         variables[name] = variable
         continue
       logging.warning(
-          "%s: keys %s all claim variable name %s with different values; "
-          "listing each under its key.", checkpoint.prefix,
-          errors.format_names(sorted(key_name(c.key) for c in claims)), name)
+        "%s: keys %s all claim variable name %s with different values; "
+        "listing each under its key.",
+        checkpoint.prefix,
+        errors.format_names(sorted(key_name(c.key) for c in claims)),
+        name,
+      )
     for claim in claims:
       variables[key_name(claim.key)] = key_variable(checkpoint, claim.key)
   return dict(sorted(variables.items()))
 
 
-def find(checkpoint: bundle.Bundle, variables: Mapping[str, Variable],
-         name: str) -> Optional[Variable]:
+def find(
+  checkpoint: bundle.Bundle, variables: Mapping[str, Variable], name: str
+) -> Optional[Variable]:
   """The variable with a TF1 name, or the tensor under a raw key.
 
   Args:

@@ -21,8 +21,8 @@ tf1 = tf.compat.v1
 ModelFn = Callable[..., tf.estimator.EstimatorSpec]
 
 _RUN_CONFIG_DEFAULTS = {
-    "max_to_keep": "keep_checkpoint_max",
-    "keep_checkpoint_every_n_hours": "keep_checkpoint_every_n_hours",
+  "max_to_keep": "keep_checkpoint_max",
+  "keep_checkpoint_every_n_hours": "keep_checkpoint_every_n_hours",
 }
 
 
@@ -40,7 +40,8 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
       kwargs["labels"] = labels
     elif labels is not None:
       raise errors.InvalidArgumentError(
-          "model_fn does not take labels, but input_fn returns labels.")
+        "model_fn does not take labels, but input_fn returns labels."
+      )
     if "mode" in accepted:
       kwargs["mode"] = mode
     if "params" in accepted:
@@ -50,8 +51,9 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
     spec = model_fn(features=features, **kwargs)
     if not isinstance(spec, tf.estimator.EstimatorSpec):
       raise errors.ArgumentTypeError(
-          f"estimator_ckpt.tf2_checkpoints supports model_fns returning "
-          f"tf.estimator.EstimatorSpec; {model_fn} returned {type(spec)}.")
+        f"estimator_ckpt.tf2_checkpoints supports model_fns returning "
+        f"tf.estimator.EstimatorSpec; {model_fn} returned {type(spec)}."
+      )
     saver_options = dict(options)
     for option, field in _RUN_CONFIG_DEFAULTS.items():
       if option not in saver_options and config is not None:
@@ -59,25 +61,28 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
     user_scaffold = spec.scaffold
     if user_scaffold is not None and user_scaffold.saver is not None:
       tf1.logging.warning(
-          "estimator_ckpt.tf2_checkpoints replaces the saver %s set by the "
-          "model_fn with a TF2 checkpoint saver.", user_scaffold.saver)
-    new_scaffold = scaffold.scaffold(copy_from_scaffold=user_scaffold,
-                                         **saver_options)
+        "estimator_ckpt.tf2_checkpoints replaces the saver %s set by the "
+        "model_fn with a TF2 checkpoint saver.",
+        user_scaffold.saver,
+      )
+    new_scaffold = scaffold.scaffold(
+      copy_from_scaffold=user_scaffold, **saver_options
+    )
     return spec._replace(scaffold=new_scaffold)
 
-  if "params" in accepted:
+  # Estimator passes `params` only to a model_fn that names it.
+  def with_params(features, labels, mode, params, config):
+    return call(features, labels, mode, params, config)
 
-    def wrapped(features, labels, mode, params, config):
-      return call(features, labels, mode, params, config)
-  else:
+  def without_params(features, labels, mode, config):
+    return call(features, labels, mode, None, config)
 
-    def wrapped(features, labels, mode, config):
-      return call(features, labels, mode, None, config)
-
-  return functools.update_wrapper(wrapped, model_fn,
-                                  assigned=("__module__", "__name__",
-                                            "__qualname__", "__doc__"),
-                                  updated=())
+  return functools.update_wrapper(
+    with_params if "params" in accepted else without_params,
+    model_fn,
+    assigned=("__module__", "__name__", "__qualname__", "__doc__"),
+    updated=(),
+  )
 
 
 def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
@@ -100,14 +105,16 @@ def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
   """
   if "saver" in options:
     raise errors.ArgumentTypeError(
-        "tf2_checkpoints provides the saver; do not pass `saver`.")
+      "tf2_checkpoints provides the saver; do not pass `saver`."
+    )
   if model_fn is None:
     return lambda fn: _wrap(fn, options)
   return _wrap(model_fn, options)
 
 
-def migrate_estimator(estimator: tf.estimator.Estimator,
-                      **options) -> tf.estimator.Estimator:
+def migrate_estimator(
+  estimator: tf.estimator.Estimator, **options
+) -> tf.estimator.Estimator:
   """The same Estimator, saving TF2 object-based checkpoints.
 
   Same model_fn, model_dir, config, params and warm start; works for canned
@@ -129,9 +136,10 @@ def migrate_estimator(estimator: tf.estimator.Estimator,
   """
   # pylint: disable=protected-access
   return tf.estimator.Estimator(
-      model_fn=tf2_checkpoints(estimator._model_fn, **options),
-      model_dir=estimator.model_dir,
-      config=estimator.config,
-      params=estimator.params or None,
-      warm_start_from=estimator._warm_start_settings)
+    model_fn=tf2_checkpoints(estimator._model_fn, **options),
+    model_dir=estimator.model_dir,
+    config=estimator.config,
+    params=estimator.params or None,
+    warm_start_from=estimator._warm_start_settings,
+  )
   # pylint: enable=protected-access

@@ -48,6 +48,11 @@ class Progress:
       self._last = now
       done = self._done
     rate = done / max(now - self._start, 1e-9)
-    logging.info("%s: %s of %s (%d%%), %s/s", self._what, size_text(done),
-                 size_text(self._total), 100 * done // max(self._total, 1),
-                 size_text(rate))
+    logging.info(
+      "%s: %s of %s (%d%%), %s/s",
+      self._what,
+      size_text(done),
+      size_text(self._total),
+      100 * done // max(self._total, 1),
+      size_text(rate),
+    )

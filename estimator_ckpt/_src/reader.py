@@ -71,6 +71,7 @@ class Contents:
     variables: By TF1 name, sorted.
     object_graph: The TF2 object graph; None for TF1.
   """
+
   prefix: str
   format: str
   bundle: bundle.Bundle
@@ -78,21 +79,27 @@ class Contents:
   object_graph: Optional[protos.TrackableObjectGraph]
 
 
-def _read_object_graph(checkpoint: bundle.Bundle
-                       ) -> protos.TrackableObjectGraph:
+def _read_object_graph(
+  checkpoint: bundle.Bundle,
+) -> protos.TrackableObjectGraph:
   entry = checkpoint.entries[_OBJECT_GRAPH_KEY]
   if entry.dtype != dtypes.STRING.enum or bundle.shape_of(entry):
-    raise checksums.data_error(checkpoint, _OBJECT_GRAPH_KEY, entry,
-                            "it is not a scalar string")
+    raise checksums.data_error(
+      checkpoint, _OBJECT_GRAPH_KEY, entry, "it is not a scalar string"
+    )
   value = values.decode_value(
-      entry, values.read_entry_bytes(checkpoint, _OBJECT_GRAPH_KEY, entry))
+    entry, values.read_entry_bytes(checkpoint, _OBJECT_GRAPH_KEY, entry)
+  )
   graph = protos.TrackableObjectGraph()
   try:
     graph.ParseFromString(value.item())
   except Exception:  # pylint: disable=broad-except  (DecodeError and kin)
-    raise checksums.data_error(checkpoint, _OBJECT_GRAPH_KEY, entry,
-                            "it does not parse as a TrackableObjectGraph"
-                            ) from None
+    raise checksums.data_error(
+      checkpoint,
+      _OBJECT_GRAPH_KEY,
+      entry,
+      "it does not parse as a TrackableObjectGraph",
+    ) from None
   return graph
 
 
@@ -116,8 +123,13 @@ def read(path: str) -> Contents:
   graph = None
   if _OBJECT_GRAPH_KEY in checkpoint.entries:
     graph = _read_object_graph(checkpoint)
-  return Contents(prefix, TF2 if graph is not None else TF1, checkpoint,
-                  layouts.resolve(checkpoint, graph), graph)
+  return Contents(
+    prefix,
+    TF2 if graph is not None else TF1,
+    checkpoint,
+    layouts.resolve(checkpoint, graph),
+    graph,
+  )
 
 
 def checkpoint_format(path: str) -> str:
@@ -153,8 +165,10 @@ def list_variables(path: str) -> List[Tuple[str, List[int]]]:
   Raises:
     errors.Error: No checkpoint at `path`, or it is damaged.
   """
-  return [(name, list(variable.shape))
-          for name, variable in read(path).variables.items()]
+  return [
+    (name, list(variable.shape))
+    for name, variable in read(path).variables.items()
+  ]
 
 
 def variable_value(contents: Contents, variable: Variable) -> np.ndarray:
@@ -164,17 +178,22 @@ def variable_value(contents: Contents, variable: Variable) -> np.ndarray:
   if not variable.partitioned:
     part = variable.parts[0]
     return values.decode_value(
-        part.entry, values.read_entry_bytes(checkpoint, part.key, part.entry),
-        where)
+      part.entry,
+      values.read_entry_bytes(checkpoint, part.key, part.entry),
+      where,
+    )
   values.check_numpy_shape(variable.shape, variable.dtype, where)
   value = np.empty(variable.shape, dtype=variable.dtype.numpy_dtype())
   for part in variable.parts:
     assert part.slice is not None  # Partitioned: every part is a slice.
-    index = tuple(slice(start, end)
-                  for start, end in part.slice.bounds(variable.shape))
+    index = tuple(
+      slice(start, end) for start, end in part.slice.bounds(variable.shape)
+    )
     value[index] = values.decode_value(
-        part.entry, values.read_entry_bytes(checkpoint, part.key, part.entry),
-        where)
+      part.entry,
+      values.read_entry_bytes(checkpoint, part.key, part.entry),
+      where,
+    )
   return value
 
 
@@ -184,13 +203,16 @@ def _not_found(contents: Contents, name: str) -> errors.VariableNotFoundError:
   hint = f" Did you mean {errors.format_names(close)}?" if close else ""
   layout = ""
   if contents.format == TF1 and keys.variable_name(name) is not None:
-    layout = (f" `{contents.prefix}` is a name-based (TF1) checkpoint, but "
-              f"`{name}` is a TF2 key: pass the TF1 name "
-              f"`{keys.variable_name(name)}`.")
+    layout = (
+      f" `{contents.prefix}` is a name-based (TF1) checkpoint, but "
+      f"`{name}` is a TF2 key: pass the TF1 name "
+      f"`{keys.variable_name(name)}`."
+    )
   return errors.VariableNotFoundError(
-      f"`{contents.prefix}` ({contents.format}) has no variable or key "
-      f"`{name}`.{layout}{hint} It has {len(names)} variables: "
-      f"{errors.format_names(names)}.")
+    f"`{contents.prefix}` ({contents.format}) has no variable or key "
+    f"`{name}`.{layout}{hint} It has {len(names)} variables: "
+    f"{errors.format_names(names)}."
+  )
 
 
 def load_variable(path: str, name: str) -> np.ndarray:

@@ -37,6 +37,7 @@ class Renamer:
       scope is the empty prefix.
     patterns: Compiled `(regex, replacement)` rules, in order.
   """
+
   exact: Mapping[str, str] = dataclasses.field(default_factory=dict)
   prefixes: Tuple[Tuple[str, str], ...] = ()
   patterns: Tuple[Tuple["re.Pattern[str]", str], ...] = ()
@@ -46,7 +47,7 @@ class Renamer:
       return self.exact[name]
     for old, new in self.prefixes:
       if name.startswith(old):
-        return new + name[len(old):]
+        return new + name[len(old) :]
     for pattern, replacement in self.patterns:
       if pattern.search(name):
         return pattern.sub(replacement, name, count=1)
@@ -81,16 +82,22 @@ class Renamer:
 
   def rules(self) -> Tuple[str, ...]:
     """Every rule, as `matching_rule` names them."""
-    return (tuple(self.exact) +
-            tuple(old or _ROOT for old, _ in self.prefixes) +
-            tuple(pattern.pattern for pattern, _ in self.patterns))
+    return (
+      tuple(self.exact)
+      + tuple(old or _ROOT for old, _ in self.prefixes)
+      + tuple(pattern.pattern for pattern, _ in self.patterns)
+    )
+
+
+# What `parse` takes: a spec, or one already parsed.
+RenameArg = Union[RenameSpec, Renamer]
 
 
 def _scope(prefix: str) -> str:
   return "" if prefix == _ROOT else prefix
 
 
-def parse(spec: Optional[Union[RenameSpec, Renamer]]) -> Renamer:
+def parse(spec: Optional[Union[RenameSpec, "Renamer"]]) -> "Renamer":
   """Parses a rename spec (see the module docstring).
 
   Args:
@@ -101,8 +108,8 @@ def parse(spec: Optional[Union[RenameSpec, Renamer]]) -> Renamer:
     A `Renamer`.
 
   Raises:
-    errors.InvalidRenameError: A scope key maps to a value that is not a scope, a
-      regex does not compile, or the spec has another type.
+    errors.InvalidRenameError: A scope key maps to a value that is not a
+      scope, a regex does not compile, or the spec has another type.
   """
   if spec is None:
     return Renamer()
@@ -113,18 +120,21 @@ def parse(spec: Optional[Union[RenameSpec, Renamer]]) -> Renamer:
     for old, new in spec.items():
       if not isinstance(old, str) or not isinstance(new, str):
         raise errors.InvalidRenameError(
-            f"rename entry {old!r}: {new!r} must map a string to a string.")
+          f"rename entry {old!r}: {new!r} must map a string to a string."
+        )
       if old.endswith("/"):
         if new and not new.endswith("/"):
           raise errors.InvalidRenameError(
-              f"rename entry `{old}` -> `{new}`: `{old}` is a scope (it ends "
-              f"in `/`), so `{new}` must be one too. Write `{new}/`, or `` for "
-              "the root scope.")
+            f"rename entry `{old}` -> `{new}`: `{old}` is a scope (it ends "
+            f"in `/`), so `{new}` must be one too. Write `{new}/`, or `` for "
+            "the root scope."
+          )
         prefixes.append((_scope(old), _scope(new)))
       else:
         if not old:
           raise errors.InvalidRenameError(
-              "rename entry with an empty name: write `/` for the root scope.")
+            "rename entry with an empty name: write `/` for the root scope."
+          )
         exact[old] = new
     prefixes.sort(key=lambda rule: len(rule[0]), reverse=True)
     return Renamer(exact=exact, prefixes=tuple(prefixes))
@@ -133,16 +143,19 @@ def parse(spec: Optional[Union[RenameSpec, Renamer]]) -> Renamer:
     for rule in spec:
       if not (isinstance(rule, (list, tuple)) and len(rule) == 2):
         raise errors.InvalidRenameError(
-            f"rename rule {rule!r} is not a (regex, replacement) pair.")
+          f"rename rule {rule!r} is not a (regex, replacement) pair."
+        )
       try:
         patterns.append((re.compile(rule[0]), rule[1]))
       except re.error as e:
         raise errors.InvalidRenameError(
-            f"rename regex `{rule[0]}` does not compile: {e}.") from None
+          f"rename regex `{rule[0]}` does not compile: {e}."
+        ) from None
     return Renamer(patterns=tuple(patterns))
   raise errors.InvalidRenameError(
-      f"rename spec {spec!r} must be a dict {{from: to}} or a list of "
-      "(regex, replacement) pairs.")
+    f"rename spec {spec!r} must be a dict {{from: to}} or a list of "
+    "(regex, replacement) pairs."
+  )
 
 
 def parse_flag_values(values: Sequence[str]) -> Renamer:
@@ -156,7 +169,8 @@ def parse_flag_values(values: Sequence[str]) -> Renamer:
     old, sep, new = value.partition("=")
     if not sep:
       raise errors.InvalidRenameError(
-          f"rename `{value}` is not `current=in_checkpoint`; write e.g. "
-          "`tower/=` to drop the scope `tower/`.")
+        f"rename `{value}` is not `current=in_checkpoint`; write e.g. "
+        "`tower/=` to drop the scope `tower/`."
+      )
     spec[old] = new
   return parse(spec)

@@ -76,8 +76,9 @@ class _SaveOnlySaveable(saveable_object.SaveableObject):
   """
 
   def __init__(self, tensor: tf.Tensor, name: str):
-    spec = saveable_object.SaveSpec(tensor, "", name, dtype=tensor.dtype,
-                                    device=tensor.device)
+    spec = saveable_object.SaveSpec(
+      tensor, "", name, dtype=tensor.dtype, device=tensor.device
+    )
     super().__init__(tensor, [spec], name)
 
   def restore(self, restored_tensors, restored_shapes):
@@ -98,29 +99,37 @@ class _RemappableKeysSaverBuilder(saver_lib.BulkSaverBuilder):
     # (keys tensor, default keys) per restore op (one per device shard).
     self.key_feeds: List[Tuple[tf.Tensor, Tuple[str, ...]]] = []
 
-  def bulk_restore(self, filename_tensor, saveables, preferred_shard,
-                   restore_sequentially):
+  def bulk_restore(
+    self, filename_tensor, saveables, preferred_shard, restore_sequentially
+  ):
     del preferred_shard, restore_sequentially  # As BulkSaverBuilder.
-    specs = [spec for saveable in saveables
-             if not isinstance(saveable, _SaveOnlySaveable)
-             for spec in saveable.specs]
+    specs = [
+      spec
+      for saveable in saveables
+      if not isinstance(saveable, _SaveOnlySaveable)
+      for spec in saveable.specs
+    ]
     restored = []
     if specs:
       names = tuple(spec.name for spec in specs)
       with tf.device("cpu:0"):
         names_tensor = array_ops.placeholder_with_default(
-            constant_op.constant(names, dtype=dtypes.string),
-            shape=[len(names)], name="checkpoint_keys")
+          constant_op.constant(names, dtype=dtypes.string),
+          shape=[len(names)],
+          name="checkpoint_keys",
+        )
         restored = io_ops.restore_v2(
-            filename_tensor, names_tensor,
-            [spec.slice_spec for spec in specs],
-            [spec.dtype for spec in specs])
+          filename_tensor,
+          names_tensor,
+          [spec.slice_spec for spec in specs],
+          [spec.dtype for spec in specs],
+        )
       self.key_feeds.append((names_tensor, names))
     # Save-only saveables get placeholders their restore() ignores.
     tensors = iter(restored)
-    result = []
+    result: List[Any] = []
     for saveable in saveables:
-      for spec in saveable.specs:
+      for _ in saveable.specs:
         if isinstance(saveable, _SaveOnlySaveable):
           result.append(None)
         else:
@@ -130,8 +139,11 @@ class _RemappableKeysSaverBuilder(saver_lib.BulkSaverBuilder):
 
 def _partitioned_shape_and_dtype(value) -> Optional[Tuple[List[int], str]]:
   """Full shape and dtype name of a partitioned variable, else None."""
-  parts = list(value) if isinstance(
-      value, (list, tuple, variables_lib.PartitionedVariable)) else None
+  parts = (
+    list(value)
+    if isinstance(value, (list, tuple, variables_lib.PartitionedVariable))
+    else None
+  )
   if not parts:
     return None
   info = parts[0]._get_save_slice_info()  # pylint: disable=protected-access
@@ -158,20 +170,25 @@ class Tf2Saver(saver_lib.Saver):
   (`isinstance(scaffold.saver, estimator_ckpt.Tf2Saver)`). Graph mode only.
   """
 
-  def __init__(self,
-               *,
-               var_list: Optional[VarList] = None,
-               step: Optional[tf.Variable] = None,
-               max_to_keep: int = 5,
-               keep_checkpoint_every_n_hours: float = 10000.0,
-               restore_name_based: bool = True,
-               also_write_tf1: bool = False):
+  def __init__(
+    self,
+    *,
+    var_list: Optional[VarList] = None,
+    step: Optional[tf.Variable] = None,
+    max_to_keep: int = 5,
+    keep_checkpoint_every_n_hours: float = 10000.0,
+    restore_name_based: bool = True,
+    also_write_tf1: bool = False,
+  ):
     if tf.executing_eagerly():
       raise RuntimeError(
-          "estimator_ckpt.scaffold() builds graph-mode savers for Estimator "
-          "and MonitoredSession; in eager code use tf.train.Checkpoint.")
+        "estimator_ckpt.scaffold() builds graph-mode savers for Estimator "
+        "and MonitoredSession; in eager code use tf.train.Checkpoint."
+      )
     if max_to_keep is not None and max_to_keep < 0:
-      raise ValueError(f"max_to_keep must be >= 0 or None, got {max_to_keep}.")
+      raise errors.InvalidArgumentError(
+        f"max_to_keep must be >= 0 or None, got {max_to_keep}."
+      )
     self._requested_var_list = var_list
     self._requested_step = step
     self._restore_name_based = restore_name_based
@@ -182,13 +199,14 @@ class Tf2Saver(saver_lib.Saver):
     self._tf1_saver: Optional[saver_lib.Saver] = None
     self._key_builder = _RemappableKeysSaverBuilder()
     super().__init__(
-        var_list=None,
-        sharded=True,
-        max_to_keep=max_to_keep,
-        keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
-        builder=self._key_builder,
-        defer_build=True,
-        save_relative_paths=True)
+      var_list=None,
+      sharded=True,
+      max_to_keep=max_to_keep,
+      keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
+      builder=self._key_builder,
+      defer_build=True,
+      save_relative_paths=True,
+    )
 
   # --- Building -------------------------------------------------------------
 
@@ -218,8 +236,11 @@ class Tf2Saver(saver_lib.Saver):
       step = tf1.train.get_global_step()
     if step is not None:
       step_name = keys.tensor_name(step)
-      by_name = {name: value for name, value in by_name.items()
-                 if value is not step and name != step_name}
+      by_name = {
+        name: value
+        for name, value in by_name.items()
+        if value is not step and name != step_name
+      }
     by_key = {}
     for name, value in by_name.items():
       if isinstance(value, saveable_object.SaveableObject):
@@ -230,34 +251,48 @@ class Tf2Saver(saver_lib.Saver):
         key = keys.variable_key(name)
       self._tf1_name_by_key[key] = name
       by_key[key] = value
-    names = [self._tf1_name_by_key[k] for k in by_key
-             if not isinstance(by_key[k], saveable_object.SaveableObject)]
+    names = [
+      self._tf1_name_by_key[k]
+      for k in by_key
+      if not isinstance(by_key[k], saveable_object.SaveableObject)
+    ]
     if step is not None:
       by_key[keys.STEP_KEY] = step
       self._tf1_name_by_key[keys.STEP_KEY] = keys.GLOBAL_STEP_NAME
     self._values_by_key = dict(by_key)
 
     graph = keys.object_graph(
-        names, step_name=keys.GLOBAL_STEP_NAME if step is not None else None)
+      names, step_name=keys.GLOBAL_STEP_NAME if step is not None else None
+    )
     with tf.device("cpu:0"):
-      graph_tensor = constant_op.constant(graph.SerializeToString(),
-                                          name="object_graph")
-    by_key[keys.OBJECT_GRAPH_KEY] = _SaveOnlySaveable(graph_tensor,
-                                                      keys.OBJECT_GRAPH_KEY)
+      graph_tensor = constant_op.constant(
+        graph.SerializeToString(), name="object_graph"
+      )
+    by_key[keys.OBJECT_GRAPH_KEY] = _SaveOnlySaveable(
+      graph_tensor, keys.OBJECT_GRAPH_KEY
+    )
     if step is not None:
       with tf.device(step.device):
-        alias = tf.identity(step.read_value() if hasattr(step, "read_value")
-                            else step, name="global_step_alias")
+        alias = tf.identity(
+          step.read_value() if hasattr(step, "read_value") else step,
+          name="global_step_alias",
+        )
       by_key[keys.GLOBAL_STEP_NAME] = _SaveOnlySaveable(
-          alias, keys.GLOBAL_STEP_NAME)
+        alias, keys.GLOBAL_STEP_NAME
+      )
 
     if self._also_write_tf1:
-      tf1_var_list = {name: self._values_by_key[key]
-                      for key, name in self._tf1_name_by_key.items()}
+      tf1_var_list = {
+        name: self._values_by_key[key]
+        for key, name in self._tf1_name_by_key.items()
+      }
       self._tf1_saver = saver_lib.Saver(
-          var_list=tf1_var_list, sharded=True, max_to_keep=self._max_to_keep,
-          keep_checkpoint_every_n_hours=self._keep_checkpoint_every_n_hours,
-          save_relative_paths=True)
+        var_list=tf1_var_list,
+        sharded=True,
+        max_to_keep=self._max_to_keep,
+        keep_checkpoint_every_n_hours=self._keep_checkpoint_every_n_hours,
+        save_relative_paths=True,
+      )
     return by_key
 
   def _ensure_built(self):
@@ -266,9 +301,18 @@ class Tf2Saver(saver_lib.Saver):
 
   # --- Saving ---------------------------------------------------------------
 
-  def save(self, sess, save_path, global_step=None, latest_filename=None,
-           meta_graph_suffix="meta", write_meta_graph=True, write_state=True,
-           strip_default_attrs=False, save_debug_info=False):
+  def save(
+    self,
+    sess,
+    save_path,
+    global_step=None,
+    latest_filename=None,
+    meta_graph_suffix="meta",
+    write_meta_graph=True,
+    write_state=True,
+    strip_default_attrs=False,
+    save_debug_info=False,
+  ):
     """Saves a TF2 checkpoint (and its TF1 copy); see `tf1.train.Saver.save`.
 
     With `also_write_tf1`, a name-based copy goes to `<dir>/tf1/` with its own
@@ -277,31 +321,39 @@ class Tf2Saver(saver_lib.Saver):
     """
     self._ensure_built()
     path = super().save(
-        sess, save_path, global_step=global_step,
-        latest_filename=latest_filename, meta_graph_suffix=meta_graph_suffix,
-        write_meta_graph=write_meta_graph, write_state=write_state,
-        strip_default_attrs=strip_default_attrs,
-        save_debug_info=save_debug_info)
+      sess,
+      save_path,
+      global_step=global_step,
+      latest_filename=latest_filename,
+      meta_graph_suffix=meta_graph_suffix,
+      write_meta_graph=write_meta_graph,
+      write_state=write_state,
+      strip_default_attrs=strip_default_attrs,
+      save_debug_info=save_debug_info,
+    )
     if self._tf1_saver is not None and write_state and path:
       tf1_dir = os.path.join(os.path.dirname(save_path), TF1_SUBDIR)
       tf.io.gfile.makedirs(tf1_dir)
       self._tf1_saver.save(
-          sess, os.path.join(tf1_dir, os.path.basename(save_path)),
-          global_step=global_step, meta_graph_suffix=meta_graph_suffix,
-          write_meta_graph=write_meta_graph,
-          strip_default_attrs=strip_default_attrs)
+        sess,
+        os.path.join(tf1_dir, os.path.basename(save_path)),
+        global_step=global_step,
+        meta_graph_suffix=meta_graph_suffix,
+        write_meta_graph=write_meta_graph,
+        strip_default_attrs=strip_default_attrs,
+      )
     return path
 
   def recover_last_checkpoints(self, checkpoint_paths):
     """Also recovers the TF1 copies, so their retention survives restarts."""
     super().recover_last_checkpoints(checkpoint_paths)
     if self._tf1_saver is not None and checkpoint_paths:
-      tf1_dir = os.path.join(os.path.dirname(checkpoint_paths[-1]),
-                             TF1_SUBDIR)
+      tf1_dir = os.path.join(os.path.dirname(checkpoint_paths[-1]), TF1_SUBDIR)
       state = tf.train.get_checkpoint_state(tf1_dir)
       if state is not None:
         self._tf1_saver.recover_last_checkpoints(
-            list(state.all_model_checkpoint_paths))
+          list(state.all_model_checkpoint_paths)
+        )
 
   # --- Restoring ------------------------------------------------------------
 
@@ -323,10 +375,11 @@ class Tf2Saver(saver_lib.Saver):
     if self._is_empty:
       return
     if save_path is None:
-      raise ValueError("Can't load save_path when it is None.")
+      raise errors.InvalidArgumentError("Can't load save_path when it is None.")
     if not checkpoint_management.checkpoint_exists_internal(save_path):
-      raise ValueError(
-          f"The passed save_path is not a valid checkpoint: {save_path}")
+      raise errors.InvalidArgumentError(
+        f"The passed save_path is not a valid checkpoint: {save_path}"
+      )
     tf1.logging.info("Restoring parameters from %s", save_path)
     feed = {self.saver_def.filename_tensor_name: save_path}
     try:
@@ -348,14 +401,18 @@ class Tf2Saver(saver_lib.Saver):
 
   def _restored_keys(self) -> List[str]:
     """Each key the restore ops read, once, in order."""
-    return list(dict.fromkeys(name for _, names in self._key_builder.key_feeds
-                              for name in names))
+    return list(
+      dict.fromkeys(
+        name for _, names in self._key_builder.key_feeds for name in names
+      )
+    )
 
   def _tf1_name(self, key: str) -> str:
     return self._tf1_name_by_key.get(key, key)
 
-  def _locate(self, contents: reader.Contents,
-              key: str) -> Optional[layouts.Variable]:
+  def _locate(
+    self, contents: reader.Contents, key: str
+  ) -> Optional[layouts.Variable]:
     """What `contents` holds for this saver's `key`, or None.
 
     The key itself first (this layout; a saveable's own name), then, with
@@ -367,13 +424,15 @@ class Tf2Saver(saver_lib.Saver):
     if variable is not None or not self._restore_name_based:
       return variable
     variable = contents.variables.get(self._tf1_name(key))
-    if variable is None or (variable.layout is layouts.Layout.STOCK_PARTS and
-                            variable.partitioned):
+    if variable is None or (
+      variable.layout is layouts.Layout.STOCK_PARTS and variable.partitioned
+    ):
       return None
     return variable
 
-  def _choose_layout(self, save_path: str, contents: reader.Contents
-                     ) -> Dict[str, Tuple[str, layouts.Variable]]:
+  def _choose_layout(
+    self, save_path: str, contents: reader.Contents
+  ) -> Dict[str, Tuple[str, layouts.Variable]]:
     """Key -> (stored key, what is stored) for every key restored.
 
     Raises:
@@ -389,56 +448,72 @@ class Tf2Saver(saver_lib.Saver):
       else:
         # The key itself if it is stored, else where the variable's value is
         # read from (an alias's first key).
-        located[key] = (key if key in variable.keys else variable.keys[0],
-                        variable)
+        located[key] = (
+          key if key in variable.keys else variable.keys[0],
+          variable,
+        )
     if missing and not self._restore_name_based:
       raise errors.IncompatibleCheckpointError(
-          f"`{save_path}` lacks {len(missing)} of the {len(wanted)} keys "
-          f"this model restores: {errors.format_names(missing)}. "
-          "`restore_name_based=False`, so TF1 names were not tried; pass "
-          "`restore_name_based=True` to resume a TF1 checkpoint, or "
-          "warm-start a fresh model_dir from it.")
+        f"`{save_path}` lacks {len(missing)} of the {len(wanted)} keys "
+        f"this model restores: {errors.format_names(missing)}. "
+        "`restore_name_based=False`, so TF1 names were not tried; pass "
+        "`restore_name_based=True` to resume a TF1 checkpoint, or "
+        "warm-start a fresh model_dir from it."
+      )
     if missing:
       names = sorted(self._tf1_name(key) for key in missing)
-      parts = [name for name in names
-               if name in contents.variables and
-               contents.variables[name].layout is layouts.Layout.STOCK_PARTS]
+      parts = [
+        name
+        for name in names
+        if name in contents.variables
+        and contents.variables[name].layout is layouts.Layout.STOCK_PARTS
+      ]
       hint = ""
       if parts:
-        hint = (f" {errors.format_names(parts)} are stored one tensor per "
-                "partition (stock tf.train.Checkpoint), which restore cannot "
-                "read; warm start can.")
+        hint = (
+          f" {errors.format_names(parts)} are stored one tensor per "
+          "partition (stock tf.train.Checkpoint), which restore cannot "
+          "read; warm start can."
+        )
       raise errors.IncompatibleCheckpointError(
-          f"`{save_path}` does not hold this model's variables: looked up "
-          "by key and by TF1 name (TF1 names, `var_list/`, `vars/`, "
-          f"object-graph names), {len(missing)} of {len(wanted)} are "
-          f"missing: {errors.format_names(names)}.{hint} If the model "
-          "changed on purpose, train it in a fresh model_dir warm-started "
-          "from this checkpoint (estimator_ckpt.warm_start_settings, with "
-          "`rename` for renamed scopes); if the model_dir is the wrong one, "
-          "point model_dir at the right one.")
+        f"`{save_path}` does not hold this model's variables: looked up "
+        "by key and by TF1 name (TF1 names, `var_list/`, `vars/`, "
+        f"object-graph names), {len(missing)} of {len(wanted)} are "
+        f"missing: {errors.format_names(names)}.{hint} If the model "
+        "changed on purpose, train it in a fresh model_dir warm-started "
+        "from this checkpoint (estimator_ckpt.warm_start_settings, with "
+        "`rename` for renamed scopes); if the model_dir is the wrong one, "
+        "point model_dir at the right one."
+      )
 
-    moved = [variable.layout for key, (stored, variable) in located.items()
-             if stored != key]
+    moved = [
+      variable.layout
+      for key, (stored, variable) in located.items()
+      if stored != key
+    ]
     if moved and contents.format == reader.TF1:
       tf1.logging.info(
-          "%s is a name-based (TF1) checkpoint; restoring %d variables by "
-          "name (TensorFlow's NOT_FOUND warning for the TF2 keys just above "
-          "is expected). The next save writes a TF2 checkpoint.", save_path,
-          len(wanted))
+        "%s is a name-based (TF1) checkpoint; restoring %d variables by "
+        "name (TensorFlow's NOT_FOUND warning for the TF2 keys just above "
+        "is expected). The next save writes a TF2 checkpoint.",
+        save_path,
+        len(wanted),
+      )
     elif moved:
       counts = collections.Counter(layout.value for layout in moved)
       tf1.logging.info(
-          "%s is an object-based checkpoint of another layout; restoring %d "
-          "of %d variables by TF1 name (%s).", save_path, len(moved),
-          len(wanted),
-          ", ".join(f"{n} as {layout}" for layout, n in sorted(
-              counts.items())))
+        "%s is an object-based checkpoint of another layout; restoring %d "
+        "of %d variables by TF1 name (%s).",
+        save_path,
+        len(moved),
+        len(wanted),
+        ", ".join(f"{n} as {layout}" for layout, n in sorted(counts.items())),
+      )
     return located
 
-  def _check_shapes(self, save_path: str,
-                    located: Mapping[str, Tuple[str, layouts.Variable]]
-                    ) -> None:
+  def _check_shapes(
+    self, save_path: str, located: Mapping[str, Tuple[str, layouts.Variable]]
+  ) -> None:
     """Raises ShapeMismatchError before any restore op runs."""
     for key, (stored_key, variable) in located.items():
       value = self._values_by_key.get(key)
@@ -448,22 +523,25 @@ class Tf2Saver(saver_lib.Saver):
       stored = (list(variable.shape), variable.dtype.name)
       if stored != tuple(expected):
         raise errors.ShapeMismatchError(
-            f"`{save_path}`: `{stored_key}` is stored with shape {stored[0]} "
-            f"and dtype {stored[1]}, but variable "
-            f"`{self._tf1_name(key)}` has shape "
-            f"{expected[0]} and dtype {expected[1]}. Restore into a model of "
-            "the same shapes, or warm-start only the variables that match "
-            "(vars_to_warm_start).")
+          f"`{save_path}`: `{stored_key}` is stored with shape {stored[0]} "
+          f"and dtype {stored[1]}, but variable "
+          f"`{self._tf1_name(key)}` has shape "
+          f"{expected[0]} and dtype {expected[1]}. Restore into a model of "
+          "the same shapes, or warm-start only the variables that match "
+          "(vars_to_warm_start)."
+        )
 
 
-def scaffold(*,
-             var_list: Optional[VarList] = None,
-             step: Optional[tf.Variable] = None,
-             max_to_keep: int = 5,
-             keep_checkpoint_every_n_hours: float = 10000.0,
-             restore_name_based: bool = True,
-             also_write_tf1: bool = False,
-             **scaffold_kwargs) -> tf1.train.Scaffold:
+def scaffold(
+  *,
+  var_list: Optional[VarList] = None,
+  step: Optional[tf.Variable] = None,
+  max_to_keep: int = 5,
+  keep_checkpoint_every_n_hours: float = 10000.0,
+  restore_name_based: bool = True,
+  also_write_tf1: bool = False,
+  **scaffold_kwargs,
+) -> "tf.compat.v1.train.Scaffold":
   """A Scaffold whose saver writes TF2 object-based checkpoints.
 
   Call it inside `model_fn` and pass it as `EstimatorSpec(scaffold=...)`, or
@@ -497,11 +575,16 @@ def scaffold(*,
     TypeError: `saver` was passed.
   """
   if "saver" in scaffold_kwargs:
-    raise TypeError(
-        "estimator_ckpt.scaffold() provides the saver; do not pass `saver`. "
-        "Use `var_list` to choose what it saves.")
+    raise errors.ArgumentTypeError(
+      "estimator_ckpt.scaffold() provides the saver; do not pass `saver`. "
+      "Use `var_list` to choose what it saves."
+    )
   saver = Tf2Saver(
-      var_list=var_list, step=step, max_to_keep=max_to_keep,
-      keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
-      restore_name_based=restore_name_based, also_write_tf1=also_write_tf1)
+    var_list=var_list,
+    step=step,
+    max_to_keep=max_to_keep,
+    keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
+    restore_name_based=restore_name_based,
+    also_write_tf1=also_write_tf1,
+  )
   return tf1.train.Scaffold(saver=saver, **scaffold_kwargs)

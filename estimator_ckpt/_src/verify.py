@@ -38,6 +38,7 @@ class Report:
     against: The checkpoint compared with, if any.
     against_format: Its format.
   """
+
   prefix: str
   format: str
   num_variables: int
@@ -48,14 +49,20 @@ class Report:
 
   def summary(self) -> str:
     """One line for people, e.g. `OK /m/model.ckpt-20 (tf1): ...`."""
-    checked = (f"{self.num_tensors} tensors, "
-               f"{progress.size_text(self.num_bytes)} checksummed")
+    checked = (
+      f"{self.num_tensors} tensors, "
+      f"{progress.size_text(self.num_bytes)} checksummed"
+    )
     if not self.against:
-      return (f"OK {self.prefix} ({self.format}): {self.num_variables} "
-              f"variables, {checked}")
-    return (f"OK {self.prefix} ({self.format}) and {self.against} "
-            f"({self.against_format}): the same {self.num_variables} variables "
-            f"by TF1 name, bit-identical; {checked} in both")
+      return (
+        f"OK {self.prefix} ({self.format}): {self.num_variables} "
+        f"variables, {checked}"
+      )
+    return (
+      f"OK {self.prefix} ({self.format}) and {self.against} "
+      f"({self.against_format}): the same {self.num_variables} variables "
+      f"by TF1 name, bit-identical; {checked} in both"
+    )
 
 
 def _listed(problems: List[str]) -> str:
@@ -66,18 +73,20 @@ def _check_object_graph(contents: reader.Contents) -> List[str]:
   """Keys the TF2 object graph names but the index lacks."""
   if contents.object_graph is None:
     return []
-  missing = sorted(set(keys.full_names_by_key(contents.object_graph)) -
-                   {k.decode("utf-8", "surrogateescape")
-                    for k in contents.bundle.entries})
+  missing = sorted(
+    set(keys.full_names_by_key(contents.object_graph))
+    - {k.decode("utf-8", "surrogateescape") for k in contents.bundle.entries}
+  )
   return [
-      f"The object graph of `{contents.bundle.index_path}` names key `{key}`, "
-      "which the index lacks; TensorFlow cannot restore that variable."
-      for key in missing
+    f"The object graph of `{contents.bundle.index_path}` names key `{key}`, "
+    "which the index lacks; TensorFlow cannot restore that variable."
+    for key in missing
   ]
 
 
-def _check_data(contents: reader.Contents,
-                reporter: progress.Progress) -> Tuple[int, int]:
+def _check_data(
+  contents: reader.Contents, reporter: progress.Progress
+) -> Tuple[int, int]:
   """Checks every stored tensor's checksum; returns (tensors, bytes)."""
   checkpoint = contents.bundle
   problems = _check_object_graph(contents)
@@ -87,38 +96,52 @@ def _check_data(contents: reader.Contents,
     ranges = checksums.data_ranges(checkpoint, shard_id)
     count += len(ranges)
     size += sum(r.size for r in ranges)
-    problems += checksums.check_ranges(checkpoint, shard_id, ranges, reporter.add)
+    problems += checksums.check_ranges(
+      checkpoint, shard_id, ranges, reporter.add
+    )
   if problems:
     raise errors.CorruptCheckpointError(
-        f"`{contents.prefix}` is damaged: {len(problems)} problem"
-        f"{'s' if len(problems) > 1 else ''}:\n  {_listed(problems)}")
+      f"`{contents.prefix}` is damaged: {len(problems)} problem"
+      f"{'s' if len(problems) > 1 else ''}:\n  {_listed(problems)}"
+    )
   return count, size
 
 
-def _same_bytes(a: reader.Contents, a_part: reader.Part,
-                b: reader.Contents, b_part: reader.Part) -> bool:
+def _same_bytes(
+  a: reader.Contents,
+  a_part: reader.Part,
+  b: reader.Contents,
+  b_part: reader.Part,
+) -> bool:
   if a_part.entry.size != b_part.entry.size:
     return False
   if a_part.entry.crc32c != b_part.entry.crc32c:
     return False
   a_path = a.bundle.data_path(a_part.entry.shard_id)
   b_path = b.bundle.data_path(b_part.entry.shard_id)
-  with checkpoint_files.open_regular(a_path, "data file") as fa, \
-      checkpoint_files.open_regular(b_path, "data file") as fb:
+  with (
+    checkpoint_files.open_regular(a_path, "data file") as fa,
+    checkpoint_files.open_regular(b_path, "data file") as fb,
+  ):
     done = 0
     while done < a_part.entry.size:
       size = min(a_part.entry.size - done, checksums.CHUNK_SIZE)
-      if (checkpoint_files.pread_exact(fa, size, a_part.entry.offset + done,
-                                       a_path) !=
-          checkpoint_files.pread_exact(fb, size, b_part.entry.offset + done,
-                                       b_path)):
+      if checkpoint_files.pread_exact(
+        fa, size, a_part.entry.offset + done, a_path
+      ) != checkpoint_files.pread_exact(
+        fb, size, b_part.entry.offset + done, b_path
+      ):
         return False
       done += size
   return True
 
 
-def _same_values(a: reader.Contents, a_var: reader.Variable,
-                 b: reader.Contents, b_var: reader.Variable) -> bool:
+def _same_values(
+  a: reader.Contents,
+  a_var: reader.Variable,
+  b: reader.Contents,
+  b_var: reader.Variable,
+) -> bool:
   """Bit-for-bit equality, streaming when both store the same slices."""
   a_parts = {part.slice: part for part in a_var.parts}
   b_parts = {part.slice: part for part in b_var.parts}
@@ -128,12 +151,13 @@ def _same_values(a: reader.Contents, a_var: reader.Variable,
   b_value = reader.variable_value(b, b_var)
   if a_value.dtype == object:
     return a_value.tolist() == b_value.tolist()
-  return np.ascontiguousarray(a_value).tobytes() == np.ascontiguousarray(
-      b_value).tobytes()
+  return (
+    np.ascontiguousarray(a_value).tobytes()
+    == np.ascontiguousarray(b_value).tobytes()
+  )
 
 
-def _differences(a: reader.Contents,
-                 b: reader.Contents) -> List[str]:
+def _differences(a: reader.Contents, b: reader.Contents) -> List[str]:
   differences = []
   for name in sorted(set(a.variables) | set(b.variables)):
     a_var = a.variables.get(name)
@@ -144,10 +168,12 @@ def _differences(a: reader.Contents,
       differences.append(f"`{name}`: only in {b.prefix}")
     elif a_var.dtype != b_var.dtype:
       differences.append(
-          f"`{name}`: dtype {a_var.dtype.name} vs {b_var.dtype.name}")
+        f"`{name}`: dtype {a_var.dtype.name} vs {b_var.dtype.name}"
+      )
     elif a_var.shape != b_var.shape:
       differences.append(
-          f"`{name}`: shape {list(a_var.shape)} vs {list(b_var.shape)}")
+        f"`{name}`: shape {list(a_var.shape)} vs {list(b_var.shape)}"
+      )
     elif not _same_values(a, a_var, b, b_var):
       differences.append(f"`{name}`: values differ")
   return differences
@@ -182,20 +208,33 @@ def verify(path: str, *, against: Optional[str] = None) -> Report:
   contents = reader.read(path)
   other = reader.read(against) if against is not None else None
   total = sum(contents.bundle.shard_sizes) + (
-      sum(other.bundle.shard_sizes) if other else 0)
+    sum(other.bundle.shard_sizes) if other else 0
+  )
   reporter = progress.Progress("Verifying checksums", total)
   num_tensors, num_bytes = _check_data(contents, reporter)
   if other is None:
-    return Report(contents.prefix, contents.format, len(contents.variables),
-                  num_tensors, num_bytes)
+    return Report(
+      contents.prefix,
+      contents.format,
+      len(contents.variables),
+      num_tensors,
+      num_bytes,
+    )
   other_tensors, other_bytes = _check_data(other, reporter)
   differences = _differences(contents, other)
   if differences:
     raise errors.CheckpointsDifferError(
-        f"`{contents.prefix}` ({contents.format}) and `{other.prefix}` "
-        f"({other.format}) differ in {len(differences)} variable"
-        f"{'s' if len(differences) > 1 else ''}:\n  {_listed(differences)}",
-        differences)
-  return Report(contents.prefix, contents.format, len(contents.variables),
-                num_tensors + other_tensors, num_bytes + other_bytes,
-                other.prefix, other.format)
+      f"`{contents.prefix}` ({contents.format}) and `{other.prefix}` "
+      f"({other.format}) differ in {len(differences)} variable"
+      f"{'s' if len(differences) > 1 else ''}:\n  {_listed(differences)}",
+      differences,
+    )
+  return Report(
+    contents.prefix,
+    contents.format,
+    len(contents.variables),
+    num_tensors + other_tensors,
+    num_bytes + other_bytes,
+    other.prefix,
+    other.format,
+  )

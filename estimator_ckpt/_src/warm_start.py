@@ -67,11 +67,22 @@ import dataclasses
 import re
 import sys
 import types
-from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+from typing import (
+  Any,
+  Dict,
+  Iterator,
+  List,
+  Mapping,
+  Optional,
+  Sequence,
+  Set,
+  Tuple,
+  Union,
+)
 
 from absl import logging
 import tensorflow as tf
+
 # `tf.compat.v1.get_variable` returns PartitionedVariable, which TF does not
 # export; stock warm start accepts it in `vars_to_warm_start`.
 from tensorflow.python.ops import variables as tf_variables
@@ -97,6 +108,7 @@ _SAVED_MODEL_VARIABLES = ("variables", "variables")
 @dataclasses.dataclass(frozen=True)
 class _Options:
   """Validated options of one warm start (not public)."""
+
   vars_to_warm_start: VarsToWarmStart
   renamer: rename_rules.Renamer
   with_optimizer_slots: bool
@@ -120,6 +132,7 @@ class WarmStartSummary:
       optimizer state unless `with_optimizer_slots`.
     not_selected: Variables that `vars_to_warm_start` does not match, sorted.
   """
+
   checkpoint: str
   object_based: bool
   warm_started: Mapping[str, str]
@@ -132,27 +145,38 @@ class WarmStartSummary:
     """A multi-line, human-readable account (what gets logged)."""
     kind = "TF2 object-based" if self.object_based else "TF1 name-based"
     lines = [
-        f"Warm-started {len(self.warm_started)} of "
-        f"{len(self.warm_started) + len(self.not_found)} selected variables "
-        f"from `{self.checkpoint}` ({kind})."
+      f"Warm-started {len(self.warm_started)} of "
+      f"{len(self.warm_started) + len(self.not_found)} selected variables "
+      f"from `{self.checkpoint}` ({kind})."
     ]
     if self.warm_started:
-      lines.append("  warm-started: " + errors.format_names(
+      lines.append(
+        "  warm-started: "
+        + errors.format_names(
           name if source == name else f"{name} <- {source}"
-          for name, source in self.warm_started.items()))
+          for name, source in self.warm_started.items()
+        )
+      )
     if self.not_found:
-      lines.append("  not found in checkpoint (keep their initializers): " +
-                   errors.format_names(self.not_found))
+      lines.append(
+        "  not found in checkpoint (keep their initializers): "
+        + errors.format_names(self.not_found)
+      )
     if self.unused_in_checkpoint:
-      lines.append("  unused in checkpoint (no variable maps to them): " +
-                   errors.format_names(self.unused_in_checkpoint))
+      lines.append(
+        "  unused in checkpoint (no variable maps to them): "
+        + errors.format_names(self.unused_in_checkpoint)
+      )
     if self.excluded:
       lines.append(
-          "  start fresh (global step; optimizer state unless "
-          "with_optimizer_slots=True): " + errors.format_names(self.excluded))
+        "  start fresh (global step; optimizer state unless "
+        "with_optimizer_slots=True): " + errors.format_names(self.excluded)
+      )
     if self.not_selected:
-      lines.append("  not selected by vars_to_warm_start: " +
-                   errors.format_names(self.not_selected))
+      lines.append(
+        "  not selected by vars_to_warm_start: "
+        + errors.format_names(self.not_selected)
+      )
     return "\n".join(lines)
 
 
@@ -163,6 +187,7 @@ class _GraphVariable:
   Not public. `name` is its TF1 checkpoint name (a partitioned variable's
   `full_name`), the name stock `warm_start` groups partitions under.
   """
+
   name: str
   parts: Tuple[tf.Variable, ...]
   shape: Tuple[int, ...]
@@ -178,6 +203,7 @@ class _Source:
   slices), or the keys of its partitions stored one full tensor each,
   concatenated along `axis`.
   """
+
   name: str
   keys: Tuple[str, ...]
   shapes: Tuple[Tuple[int, ...], ...]
@@ -209,8 +235,9 @@ class WarmStartSettings(tf.estimator.WarmStartSettings):
     vars_field = options.vars_to_warm_start
     if isinstance(vars_field, (list, tuple)):
       vars_field = list(vars_field)
-    self = super().__new__(cls, ckpt_to_initialize_from,
-                           vars_to_warm_start=vars_field)
+    self = super().__new__(
+      cls, ckpt_to_initialize_from, vars_to_warm_start=vars_field
+    )
     self._options = options
     return self
 
@@ -220,17 +247,18 @@ class WarmStartSettings(tf.estimator.WarmStartSettings):
 
   def _asdict(self) -> Dict[str, Any]:
     return {
-        "ckpt_to_initialize_from": self.ckpt_to_initialize_from,
-        "vars_to_warm_start": self._options.vars_to_warm_start,
-        "rename": self._options.renamer.rules(),
-        "with_optimizer_slots": self._options.with_optimizer_slots,
-        "strict": self._options.strict,
+      "ckpt_to_initialize_from": self.ckpt_to_initialize_from,
+      "vars_to_warm_start": self._options.vars_to_warm_start,
+      "rename": self._options.renamer.rules(),
+      "with_optimizer_slots": self._options.with_optimizer_slots,
+      "strict": self._options.strict,
     }
 
   def _replace(self, **kwargs):
-    raise TypeError(
-        "estimator_ckpt warm-start settings are immutable; call "
-        "estimator_ckpt.warm_start_settings(...) again with new options.")
+    raise errors.ArgumentTypeError(
+      "estimator_ckpt warm-start settings are immutable; call "
+      "estimator_ckpt.warm_start_settings(...) again with new options."
+    )
 
   def __repr__(self) -> str:
     fields = ", ".join(f"{k}={v!r}" for k, v in self._asdict().items())
@@ -268,12 +296,14 @@ class WarmStartSettings(tf.estimator.WarmStartSettings):
     return iter(arguments)
 
 
-def warm_start_settings(ckpt_to_initialize_from: str,
-                        *,
-                        vars_to_warm_start: VarsToWarmStart = None,
-                        rename: Optional[rename_rules.RenameSpec] = None,
-                        with_optimizer_slots: bool = False,
-                        strict: bool = False) -> WarmStartSettings:
+def warm_start_settings(
+  ckpt_to_initialize_from: str,
+  *,
+  vars_to_warm_start: VarsToWarmStart = None,
+  rename: Optional[rename_rules.RenameArg] = None,
+  with_optimizer_slots: bool = False,
+  strict: bool = False,
+) -> WarmStartSettings:
   """Warm-start settings for `tf.estimator.Estimator(warm_start_from=...)`.
 
   Args:
@@ -315,19 +345,22 @@ def warm_start_settings(ckpt_to_initialize_from: str,
   path = _checkpoint_location(ckpt_to_initialize_from)
   state_file.resolve(path)  # Fails now, naming the path.
   options = _Options(
-      vars_to_warm_start=_validate_selection(vars_to_warm_start),
-      renamer=rename_rules.parse(rename),
-      with_optimizer_slots=bool(with_optimizer_slots),
-      strict=bool(strict))
+    vars_to_warm_start=_validate_selection(vars_to_warm_start),
+    renamer=rename_rules.parse(rename),
+    with_optimizer_slots=bool(with_optimizer_slots),
+    strict=bool(strict),
+  )
   return WarmStartSettings(path, options)
 
 
-def warm_start(ckpt_to_initialize_from: str,
-               *,
-               vars_to_warm_start: VarsToWarmStart = None,
-               rename: Optional[rename_rules.RenameSpec] = None,
-               with_optimizer_slots: bool = False,
-               strict: bool = False) -> WarmStartSummary:
+def warm_start(
+  ckpt_to_initialize_from: str,
+  *,
+  vars_to_warm_start: VarsToWarmStart = None,
+  rename: Optional[rename_rules.RenameArg] = None,
+  with_optimizer_slots: bool = False,
+  strict: bool = False,
+) -> WarmStartSummary:
   """Warm-starts the default graph's variables now, for plain graph code.
 
   Like `tf.compat.v1.train.warm_start`: it replaces the selected variables'
@@ -345,16 +378,21 @@ def warm_start(ckpt_to_initialize_from: str,
     errors.InvalidRenameError (unused rule) of the resolution.
   """
   settings = warm_start_settings(
-      ckpt_to_initialize_from, vars_to_warm_start=vars_to_warm_start,
-      rename=rename, with_optimizer_slots=with_optimizer_slots, strict=strict)
+    ckpt_to_initialize_from,
+    vars_to_warm_start=vars_to_warm_start,
+    rename=rename,
+    with_optimizer_slots=with_optimizer_slots,
+    strict=strict,
+  )
   options = settings._options  # pylint: disable=protected-access
   arguments, summary = _prepare(settings.ckpt_to_initialize_from, options)
   tf.compat.v1.train.warm_start(*arguments)
   return summary
 
 
-def log_if_warm_start_skipped(model_dir: Optional[str],
-                              ckpt_to_initialize_from: Optional[str]) -> bool:
+def log_if_warm_start_skipped(
+  model_dir: Optional[str], ckpt_to_initialize_from: Optional[str]
+) -> bool:
   """Logs plainly if Estimator will skip warm start into `model_dir`.
 
   Args:
@@ -375,10 +413,14 @@ def _log_if_skipped(model_dir: str, source: str) -> bool:
   if latest is None:
     return False
   logging.warning(
-      "Not warm-starting from `%s`: model_dir `%s` already has checkpoint "
-      "`%s`, and Estimator restores that instead. Estimator warm-starts only "
-      "into an empty model_dir (its first run); to warm-start again, use a "
-      "new model_dir or delete this one.", source, model_dir, latest)
+    "Not warm-starting from `%s`: model_dir `%s` already has checkpoint "
+    "`%s`, and Estimator restores that instead. Estimator warm-starts only "
+    "into an empty model_dir (its first run); to warm-start again, use a "
+    "new model_dir or delete this one.",
+    source,
+    model_dir,
+    latest,
+  )
   return True
 
 
@@ -388,6 +430,7 @@ def _calling_estimator() -> Optional[tf.compat.v1.estimator.Estimator]:
   `tf.compat.v1.estimator.Estimator` is the base of `tf.estimator.Estimator`
   and of canned estimators, so both API versions are found.
   """
+  frame: Optional[types.FrameType]
   try:
     frame = sys._getframe(2)  # pylint: disable=protected-access
   except ValueError:  # Called from the top of the stack.
@@ -406,8 +449,9 @@ def _checkpoint_location(path: str) -> str:
   """A SavedModel export dir's variables prefix; other paths unchanged."""
   if not isinstance(path, str) or not path:
     raise errors.CheckpointNotFoundError(
-        f"ckpt_to_initialize_from must be a model_dir or checkpoint prefix, "
-        f"got {path!r}.")
+      f"ckpt_to_initialize_from must be a model_dir or checkpoint prefix, "
+      f"got {path!r}."
+    )
   variables = "/".join((path.rstrip("/"),) + _SAVED_MODEL_VARIABLES)
   if tf.io.gfile.exists(variables + ".index"):
     return variables
@@ -427,19 +471,22 @@ def _validate_selection(selection: VarsToWarmStart) -> VarsToWarmStart:
       return tuple(selection)
     else:
       kinds = sorted({type(item).__name__ for item in selection})
-      raise TypeError(
-          "vars_to_warm_start must be a regex, a list of regexes or a list of "
-          f"variables, got a list of {kinds}.")
+      raise errors.ArgumentTypeError(
+        "vars_to_warm_start must be a regex, a list of regexes or a list of "
+        f"variables, got a list of {kinds}."
+      )
   else:
-    raise TypeError(
-        "vars_to_warm_start must be None, a regex, a list of regexes or a "
-        f"list of variables, got {type(selection).__name__}.")
+    raise errors.ArgumentTypeError(
+      "vars_to_warm_start must be None, a regex, a list of regexes or a "
+      f"list of variables, got {type(selection).__name__}."
+    )
   for pattern in patterns:
     try:
       re.compile(pattern)
     except re.error as e:
-      raise ValueError(f"vars_to_warm_start regex `{pattern}` does not "
-                       f"compile: {e}.") from None
+      raise errors.InvalidArgumentError(
+        f"vars_to_warm_start regex `{pattern}` does not compile: {e}."
+      ) from None
   return selection if isinstance(selection, str) else tuple(selection)
 
 
@@ -447,8 +494,9 @@ def _is_variable_like(item: Any) -> bool:
   return isinstance(item, (tf.Variable, tf_variables.PartitionedVariable))
 
 
-def _prepare(path: str, options: _Options
-            ) -> Tuple[Tuple[Any, ...], WarmStartSummary]:
+def _prepare(
+  path: str, options: _Options
+) -> Tuple[Tuple[Any, ...], WarmStartSummary]:
   """Resolves against the default graph; sets up what stock code cannot.
 
   Returns:
@@ -477,30 +525,33 @@ def _prepare(path: str, options: _Options
   unused = tuple(sorted(set(index.names) - consumed - _BOOKKEEPING_NAMES))
   if options.strict and not_found:
     raise errors.IncompatibleCheckpointError(
-        f"{len(not_found)} of {len(selected)} selected variables are not in "
-        f"`{checkpoint}`: {errors.format_names(not_found)}. Checkpoint "
-        "variables no model variable maps to: "
-        f"{errors.format_names(unused) or 'none'}. Map names with "
-        "rename={current: in_checkpoint} (e.g. {'tower/': ''}), narrow "
-        "vars_to_warm_start, or pass strict=False to warm-start what "
-        "matches.")
+      f"{len(not_found)} of {len(selected)} selected variables are not in "
+      f"`{checkpoint}`: {errors.format_names(not_found)}. Checkpoint "
+      "variables no model variable maps to: "
+      f"{errors.format_names(unused) or 'none'}. Map names with "
+      "rename={current: in_checkpoint} (e.g. {'tower/': ''}), narrow "
+      "vars_to_warm_start, or pass strict=False to warm-start what "
+      "matches."
+    )
 
   summary = WarmStartSummary(
-      checkpoint=checkpoint,
-      object_based=index.object_based,
-      warm_started=types.MappingProxyType(
-          {name: source.name for name, source in sorted(sources.items())}),
-      not_found=tuple(sorted(not_found)),
-      unused_in_checkpoint=unused,
-      excluded=tuple(sorted(v.name for v in excluded)),
-      not_selected=tuple(sorted(v.name for v in not_selected)))
+    checkpoint=checkpoint,
+    object_based=index.object_based,
+    warm_started=types.MappingProxyType(
+      {name: source.name for name, source in sorted(sources.items())}
+    ),
+    not_found=tuple(sorted(not_found)),
+    unused_in_checkpoint=unused,
+    excluded=tuple(sorted(v.name for v in excluded)),
+    not_selected=tuple(sorted(v.name for v in not_selected)),
+  )
   if not_found or not sources:
     logging.warning("%s", summary.format())
   else:
     logging.info("%s", summary.format())
 
   by_name = {variable.name: variable for variable in selected}
-  stock_vars = []
+  stock_vars: List[Any] = []
   prev_names = {}
   for name, source in sorted(sources.items()):
     if source.assembled:
@@ -515,7 +566,7 @@ def _graph_variables(graph: tf.Graph) -> List[_GraphVariable]:
   """The graph's global variables, partitions grouped (TF1 save names)."""
   grouped: Dict[str, List[tf.Variable]] = {}
   for var in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES):
-    grouped.setdefault(_save_name(var), []).append(var)
+    grouped.setdefault(keys.save_name(var), []).append(var)
   result = []
   for name, parts in grouped.items():
     slice_info = _slice_info(parts[0])
@@ -524,10 +575,15 @@ def _graph_variables(graph: tf.Graph) -> List[_GraphVariable]:
       shape = tuple(slice_info.full_shape)
     else:
       shape = tuple(parts[0].shape.as_list())
-    result.append(_GraphVariable(
-        name=name, parts=tuple(parts), shape=shape,
+    result.append(
+      _GraphVariable(
+        name=name,
+        parts=tuple(parts),
+        shape=shape,
         dtype=parts[0].dtype.base_dtype,
-        trainable=all(p.trainable for p in parts)))
+        trainable=all(p.trainable for p in parts),
+      )
+    )
   return sorted(result, key=lambda v: v.name)
 
 
@@ -541,34 +597,34 @@ def _slice_info(var: tf.Variable):
   return getattr(var, "_save_slice_info", None)
 
 
-def _save_name(var: tf.Variable) -> str:
-  slice_info = _slice_info(var)
-  return slice_info.full_name if slice_info is not None else var.op.name
-
-
-def _select(graph: tf.Graph, graph_variables: Sequence[_GraphVariable],
-            options: _Options
-           ) -> Tuple[List[_GraphVariable], List[_GraphVariable],
-                      List[_GraphVariable]]:
+def _select(
+  graph: tf.Graph, graph_variables: Sequence[_GraphVariable], options: _Options
+) -> Tuple[List[_GraphVariable], List[_GraphVariable], List[_GraphVariable]]:
   """Splits variables into (excluded by default, selected, not selected)."""
   step = tf.compat.v1.train.get_global_step(graph)
   step_name = step.op.name if step is not None else keys.GLOBAL_STEP_NAME
   optimizer_state = _optimizer_state_names(graph_variables)
   selection = options.vars_to_warm_start
-  chosen_ids = None
-  if selection is not None and not isinstance(selection, str) and all(
-      _is_variable_like(item) for item in selection):
+  chosen_ids: Optional[Set[int]] = None
+  if (
+    selection is not None
+    and not isinstance(selection, str)
+    and all(_is_variable_like(item) for item in selection)
+  ):
     chosen_ids = set()
     for item in selection:
-      members = (list(item)
-                 if isinstance(item, tf_variables.PartitionedVariable)
-                 else [item])
+      members = (
+        list(item)
+        if isinstance(item, tf_variables.PartitionedVariable)
+        else [item]
+      )
       chosen_ids.update(id(member) for member in members)
 
   excluded, selected, not_selected = [], [], []
   for variable in graph_variables:
     if variable.name in (step_name, keys.GLOBAL_STEP_NAME) or (
-        not options.with_optimizer_slots and variable.name in optimizer_state):
+      not options.with_optimizer_slots and variable.name in optimizer_state
+    ):
       excluded.append(variable)
     elif chosen_ids is not None:
       if any(id(part) in chosen_ids for part in variable.parts):
@@ -593,12 +649,12 @@ def _matches(variable: _GraphVariable, selection: VarsToWarmStart) -> bool:
   else:
     patterns = list(selection)
   names = [variable.name] + [part.name for part in variable.parts]
-  return any(re.match(pattern, name) for pattern in patterns
-             for name in names)
+  return any(re.match(pattern, name) for pattern in patterns for name in names)
 
 
 def _optimizer_state_names(
-    graph_variables: Sequence[_GraphVariable]) -> frozenset:
+  graph_variables: Sequence[_GraphVariable],
+) -> frozenset:
   """Names of non-trainable variables colocated with another variable.
 
   `slot_creator.create_slot` and `Optimizer._create_non_slot_variable`
@@ -612,59 +668,70 @@ def _optimizer_state_names(
     if variable.trainable:
       continue
     for part in variable.parts:
-      groups = {group.decode() if isinstance(group, bytes) else group
-                for group in part.op.colocation_groups()}
-      others = {group[len("loc:@"):] for group in groups
-                if group.startswith("loc:@")} - {part.op.name}
+      groups = {
+        group.decode() if isinstance(group, bytes) else group
+        for group in part.op.colocation_groups()
+      }
+      others = {
+        group[len("loc:@") :] for group in groups if group.startswith("loc:@")
+      } - {part.op.name}
       if others & op_names:
         names.add(variable.name)
         break
   return frozenset(names)
 
 
-def _check_unused_rules(renamer: rename_rules.Renamer,
-                        selected: Sequence[_GraphVariable]) -> None:
+def _check_unused_rules(
+  renamer: rename_rules.Renamer, selected: Sequence[_GraphVariable]
+) -> None:
   used = {renamer.matching_rule(variable.name) for variable in selected}
   unused = [rule for rule in renamer.rules() if rule not in used]
   if unused:
     raise errors.InvalidRenameError(
-        f"rename rules matched no selected variable: "
-        f"{errors.format_names(unused)}. A misspelled rule would silently "
-        "warm-start nothing, so this is an error (as with stock "
-        "var_name_to_prev_var_name). Selected variables: "
-        f"{errors.format_names(v.name for v in selected) or 'none'}.")
+      f"rename rules matched no selected variable: "
+      f"{errors.format_names(unused)}. A misspelled rule would silently "
+      "warm-start nothing, so this is an error (as with stock "
+      "var_name_to_prev_var_name). Selected variables: "
+      f"{errors.format_names(v.name for v in selected) or 'none'}."
+    )
 
 
-def _check_compatible(checkpoint: str, selected: Sequence[_GraphVariable],
-                      sources: Mapping[str, _Source]) -> None:
+def _check_compatible(
+  checkpoint: str,
+  selected: Sequence[_GraphVariable],
+  sources: Mapping[str, _Source],
+) -> None:
   """Raises one error listing every shape or dtype mismatch."""
   by_name = {variable.name: variable for variable in selected}
   problems = []
   for name, source in sorted(sources.items()):
     variable = by_name[name]
     shape_ok = source.axis is not None or (
-        len(source.shapes) == 1 and source.shapes[0] == variable.shape)
+      len(source.shapes) == 1 and source.shapes[0] == variable.shape
+    )
     if shape_ok and source.dtype == variable.dtype:
       continue
     stored = " + ".join(_format_shape(s) for s in source.shapes)
     if len(source.shapes) > 1:
       stored = f"{len(source.shapes)} partitions {stored}"
     problems.append(
-        f"`{name}`: the model's variable has shape "
-        f"{_format_shape(variable.shape)} and dtype {variable.dtype.name}; "
-        f"the checkpoint's `{source.name}` has shape {stored} and dtype "
-        f"{source.dtype.name}")
+      f"`{name}`: the model's variable has shape "
+      f"{_format_shape(variable.shape)} and dtype {variable.dtype.name}; "
+      f"the checkpoint's `{source.name}` has shape {stored} and dtype "
+      f"{source.dtype.name}"
+    )
   if problems:
     listed = ";\n  ".join(problems[:_MAX_LISTED_PROBLEMS])
     more = ""
     if len(problems) > _MAX_LISTED_PROBLEMS:
       more = f"\n  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more"
     raise errors.ShapeMismatchError(
-        f"Cannot warm-start from `{checkpoint}`: {len(problems)} variable(s) "
-        f"differ from their checkpoint tensors:\n  {listed}{more}.\nWarm "
-        "start copies values exactly, so shapes and dtypes must match. Leave "
-        "such a variable out with vars_to_warm_start, map it to another "
-        "tensor with rename, or change the model.")
+      f"Cannot warm-start from `{checkpoint}`: {len(problems)} variable(s) "
+      f"differ from their checkpoint tensors:\n  {listed}{more}.\nWarm "
+      "start copies values exactly, so shapes and dtypes must match. Leave "
+      "such a variable out with vars_to_warm_start, map it to another "
+      "tensor with rename, or change the model."
+    )
 
 
 def _format_shape(shape: Sequence[int]) -> str:
@@ -704,20 +771,29 @@ class _CheckpointIndex:
       return None
     dtype = tf.dtypes.as_dtype(variable.dtype.enum)
     if variable.layout is not layouts.Layout.STOCK_PARTS or (
-        not variable.partitioned):
+      not variable.partitioned
+    ):
       # One key holds the whole logical tensor (maybe as slices); an alias's
       # first key is the one it aliases.
-      return _Source(name=name, keys=(variable.keys[0],),
-                     shapes=(variable.shape,), dtype=dtype)
+      return _Source(
+        name=name,
+        keys=(variable.keys[0],),
+        shapes=(variable.shape,),
+        dtype=dtype,
+      )
     shapes = tuple(bundle.shape_of(part.entry) for part in variable.parts)
-    return _Source(name=name,
-                   keys=tuple(reader.key_name(p.key) for p in variable.parts),
-                   shapes=shapes, dtype=dtype,
-                   axis=layouts.concat_axis(shapes, tuple(shape)))
+    return _Source(
+      name=name,
+      keys=tuple(reader.key_name(p.key) for p in variable.parts),
+      shapes=shapes,
+      dtype=dtype,
+      axis=layouts.concat_axis(shapes, tuple(shape)),
+    )
 
 
-def _init_from_parts(checkpoint: str, variable: _GraphVariable,
-                     source: _Source) -> None:
+def _init_from_parts(
+  checkpoint: str, variable: _GraphVariable, source: _Source
+) -> None:
   """Initialises `variable` from per-partition tensors, re-slicing them.
 
   Each of the variable's partitions (or the whole variable) reads, from every
@@ -728,6 +804,7 @@ def _init_from_parts(checkpoint: str, variable: _GraphVariable,
   TensorFlow itself warm-starts.
   """
   axis = source.axis
+  assert axis is not None  # Stock parts reassemble along one axis.
   bounds = []
   start = 0
   for shape in source.shapes:
@@ -743,8 +820,9 @@ def _init_from_parts(checkpoint: str, variable: _GraphVariable,
     dtype = part.dtype.base_dtype
     with tf.compat.v1.device(part.device), tf.compat.v1.device("/cpu:0"):
       pieces = []
-      for key, shape, (part_low, part_high) in zip(source.keys, source.shapes,
-                                                   bounds):
+      for key, shape, (part_low, part_high) in zip(
+        source.keys, source.shapes, bounds
+      ):
         overlap_low, overlap_high = max(low, part_low), min(high, part_high)
         if overlap_low >= overlap_high:
           continue
@@ -753,15 +831,26 @@ def _init_from_parts(checkpoint: str, variable: _GraphVariable,
         piece_offset[axis] = overlap_low - part_low
         piece_extent[axis] = overlap_high - overlap_low
         spec = tf.compat.v1.Variable.SaveSliceInfo(
-            key, list(shape), piece_offset, piece_extent).spec
-        pieces.append(tf.raw_ops.RestoreV2(
-            prefix=checkpoint, tensor_names=[key], shape_and_slices=[spec],
-            dtypes=[dtype], name="warm_start_restore")[0])
+          key, list(shape), piece_offset, piece_extent
+        ).spec
+        pieces.append(
+          tf.raw_ops.RestoreV2(
+            prefix=checkpoint,
+            tensor_names=[key],
+            shape_and_slices=[spec],
+            dtypes=[dtype],
+            name="warm_start_restore",
+          )[0]
+        )
       value = pieces[0] if len(pieces) == 1 else tf.concat(pieces, axis)
       value.set_shape(part.shape)
     # pylint: disable=protected-access
     part._initializer_op = part.assign(value, read_value=False)
     part._initial_value = value
     # pylint: enable=protected-access
-  logging.debug("Warm-started %s from %d per-partition tensors %s.",
-                variable.name, len(source.keys), ", ".join(source.keys))
+  logging.debug(
+    "Warm-started %s from %d per-partition tensors %s.",
+    variable.name,
+    len(source.keys),
+    ", ".join(source.keys),
+  )

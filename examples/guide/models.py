@@ -16,14 +16,15 @@ def model_fn_tf1_ckpt(features, labels, mode):
   del features, labels  # Unused, as in the guide.
   # This model adds 2 to the variable `v` in every train step.
   train_step = tf1.train.get_or_create_global_step()
-  v = tf1.get_variable('var', shape=[], dtype=tf.float32,
-                       initializer=tf1.constant_initializer(0))
+  v = tf1.get_variable(
+    "var", shape=[], dtype=tf.float32, initializer=tf1.constant_initializer(0)
+  )
   return tf.estimator.EstimatorSpec(
-      mode,
-      predictions=v,
-      train_op=tf.group(v.assign_add(2), train_step.assign_add(1)),
-      loss=tf.constant(1.),
-      scaffold=None
+    mode,
+    predictions=v,
+    train_op=tf.group(v.assign_add(2), train_step.assign_add(1)),
+    loss=tf.constant(1.0),
+    scaffold=None,
   )
 
 
@@ -32,15 +33,16 @@ def model_fn_tf2_ckpt(features, labels, mode):
   del features, labels  # Unused, as in the guide.
   # This model adds 2 to the variable `v` in every train step.
   train_step = tf1.train.get_or_create_global_step()
-  v = tf1.get_variable('var', shape=[], dtype=tf.float32,
-                       initializer=tf1.constant_initializer(0))
-  ckpt = tf.train.Checkpoint(var_list={'var': v}, step=train_step)
+  v = tf1.get_variable(
+    "var", shape=[], dtype=tf.float32, initializer=tf1.constant_initializer(0)
+  )
+  ckpt = tf.train.Checkpoint(var_list={"var": v}, step=train_step)
   return tf.estimator.EstimatorSpec(
-      mode,
-      predictions=v,
-      train_op=tf.group(v.assign_add(2), train_step.assign_add(1)),
-      loss=tf.constant(1.),
-      scaffold=tf1.train.Scaffold(saver=ckpt)
+    mode,
+    predictions=v,
+    train_op=tf.group(v.assign_add(2), train_step.assign_add(1)),
+    loss=tf.constant(1.0),
+    scaffold=tf1.train.Scaffold(saver=ckpt),
   )
 
 

@@ -24,17 +24,23 @@ from estimator_ckpt._src.cli import render
 from examples.guide import models as guide_models
 
 _EST_TF1 = flags.DEFINE_string(
-    "est_tf1", None,
-    "TF1 model dir to warm-start from. Default: the shipped testdata/est-tf1.")
+  "est_tf1",
+  None,
+  "TF1 model dir to warm-start from. Default: the shipped testdata/est-tf1.",
+)
 _OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", None,
-    "Fresh model dir for est-tf2 (must not hold a checkpoint). Default: a new "
-    "temporary directory.")
+  "output_dir",
+  None,
+  "Fresh model dir for est-tf2 (must not hold a checkpoint). Default: a new "
+  "temporary directory.",
+)
 
 # The repository's testdata/ (a data dependency of the Bazel target).
 _SHIPPED_EST_TF1 = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-        __file__)))), "testdata", "est-tf1")
+  os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+  "testdata",
+  "est-tf1",
+)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -45,15 +51,17 @@ def main(argv: Sequence[str]) -> None:
   est_tf2 = _OUTPUT_DIR.value or tempfile.mkdtemp(prefix="est-tf2-")
   if tf.train.latest_checkpoint(est_tf2) is not None:
     raise app.UsageError(
-        f"--output_dir `{est_tf2}` already holds a checkpoint, so Estimator "
-        "would skip the warm start. Pass an empty or new directory.")
+      f"--output_dir `{est_tf2}` already holds a checkpoint, so Estimator "
+      "would skip the warm start. Pass an empty or new directory."
+    )
   try:
     tf1_rows = describe.read_rows(est_tf1)
   except reader.errors.Error as e:
     raise app.UsageError(f"--est_tf1: {e}") from None
 
-  est = tf.estimator.Estimator(guide_models.model_fn_tf2_ckpt, est_tf2,
-                               warm_start_from=est_tf1)
+  est = tf.estimator.Estimator(
+    guide_models.model_fn_tf2_ckpt, est_tf2, warm_start_from=est_tf1
+  )
   est.train(guide_models.train_input_fn, steps=1)
   value = est.get_variable_value("var_list/var/.ATTRIBUTES/VARIABLE_VALUE")
 
@@ -61,8 +69,10 @@ def main(argv: Sequence[str]) -> None:
   print(render.format_table(tf1_rows))
   print(f"\nest-tf2 (TF2 object-based): {tf.train.latest_checkpoint(est_tf2)}")
   print(render.format_table(describe.read_rows(est_tf2)))
-  print(f"\nvar_list/var/.ATTRIBUTES/VARIABLE_VALUE == {value} "
-        f"(the guide expects 4.0): {'OK' if value == 4 else 'MISMATCH'}")
+  print(
+    f"\nvar_list/var/.ATTRIBUTES/VARIABLE_VALUE == {value} "
+    f"(the guide expects 4.0): {'OK' if value == 4 else 'MISMATCH'}"
+  )
   if value != 4:
     raise SystemExit(1)
 

@@ -9,10 +9,10 @@ _BINARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenario")
 
 
 class GuideScenarioMainTest(absltest.TestCase):
-
   def _run(self, *args):
-    return subprocess.run([_BINARY, *args], capture_output=True, text=True,
-                          check=False, timeout=300)
+    return subprocess.run(
+      [_BINARY, *args], capture_output=True, text=True, check=False, timeout=300
+    )
 
   def test_prints_both_checkpoints(self):
     output_dir = os.path.join(self.create_tempdir().full_path, "est-tf2")
@@ -21,8 +21,9 @@ class GuideScenarioMainTest(absltest.TestCase):
     self.assertIn("est-tf1 (TF1 name-based)", result.stdout)
     self.assertRegex(result.stdout, r"\nvar +\[\] +float32 +2\.")
     self.assertRegex(
-        result.stdout,
-        r"var_list/var/\.ATTRIBUTES/VARIABLE_VALUE +\[\] +float32 +4\.")
+      result.stdout,
+      r"var_list/var/\.ATTRIBUTES/VARIABLE_VALUE +\[\] +float32 +4\.",
+    )
     self.assertIn("(the guide expects 4.0): OK", result.stdout)
 
   def test_refuses_output_dir_with_a_checkpoint(self):

@@ -32,6 +32,7 @@ class RankingParams:
     hidden_units: Width of the hidden layer.
     learning_rate: Adam's learning rate.
   """
+
   num_users: int = 200
   num_items: int = 300
   embedding_dim: int = 8
@@ -43,8 +44,9 @@ class RankingParams:
     for field in dataclasses.fields(self):
       if getattr(self, field.name) <= 0:
         raise ValueError(
-            f"RankingParams.{field.name} must be positive, got "
-            f"{getattr(self, field.name)!r}.")
+          f"RankingParams.{field.name} must be positive, got "
+          f"{getattr(self, field.name)!r}."
+        )
 
   def as_dict(self) -> Mapping[str, float]:
     return dataclasses.asdict(self)
@@ -52,9 +54,12 @@ class RankingParams:
 
 def _embed(name: str, ids: tf.Tensor, vocab_size: int, params: RankingParams):
   table = tf1.get_variable(
-      name, shape=[vocab_size, params.embedding_dim], dtype=tf.float32,
-      initializer=tf1.truncated_normal_initializer(stddev=0.1),
-      partitioner=tf1.fixed_size_partitioner(params.num_partitions))
+    name,
+    shape=[vocab_size, params.embedding_dim],
+    dtype=tf.float32,
+    initializer=tf1.truncated_normal_initializer(stddev=0.1),
+    partitioner=tf1.fixed_size_partitioner(params.num_partitions),
+  )
   # "div" keeps id i at row i of the logical table whatever the partition
   # count, so the model can be resumed or warm-started with another count
   # (the default "mod" strategy maps ids to rows by the count).
@@ -76,32 +81,35 @@ def model_fn(features, labels, mode, params):
   """
   hparams = RankingParams(**params)
   training = mode == tf.estimator.ModeKeys.TRAIN
-  user = _embed("user_embedding", features[USER_ID], hparams.num_users,
-                hparams)
-  item = _embed("item_embedding", features[ITEM_ID], hparams.num_items,
-                hparams)
+  user = _embed("user_embedding", features[USER_ID], hparams.num_users, hparams)
+  item = _embed("item_embedding", features[ITEM_ID], hparams.num_items, hparams)
   net = tf.concat([user, item, user * item], axis=1)
-  net = tf1.layers.dense(net, hparams.hidden_units, activation=tf.nn.relu,
-                         name="hidden")
-  net = tf1.layers.batch_normalization(net, training=training,
-                                       name="batch_norm")
+  net = tf1.layers.dense(
+    net, hparams.hidden_units, activation=tf.nn.relu, name="hidden"
+  )
+  net = tf1.layers.batch_normalization(
+    net, training=training, name="batch_norm"
+  )
   logits = tf.squeeze(tf1.layers.dense(net, 1, name="logits"), axis=1)
   probabilities = tf.sigmoid(logits)
 
   if mode == tf.estimator.ModeKeys.PREDICT:
     predictions = {"probability": probabilities, "logit": logits}
     return tf.estimator.EstimatorSpec(
-        mode, predictions=predictions,
-        export_outputs={
-            "serving_default":
-                tf.estimator.export.PredictOutput(predictions)})
+      mode,
+      predictions=predictions,
+      export_outputs={
+        "serving_default": tf.estimator.export.PredictOutput(predictions)
+      },
+    )
 
   labels = tf.cast(labels, tf.float32)
   loss = tf1.losses.sigmoid_cross_entropy(labels, logits)
   eval_metric_ops = {
-      "auc": tf1.metrics.auc(labels, probabilities),
-      "accuracy": tf1.metrics.accuracy(
-          labels, tf.cast(probabilities > 0.5, tf.float32)),
+    "auc": tf1.metrics.auc(labels, probabilities),
+    "accuracy": tf1.metrics.accuracy(
+      labels, tf.cast(probabilities > 0.5, tf.float32)
+    ),
   }
   train_op = None
   if training:
@@ -109,26 +117,33 @@ def model_fn(features, labels, mode, params):
     # Batch norm updates its moving statistics through UPDATE_OPS.
     with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
       train_op = optimizer.minimize(
-          loss, global_step=tf1.train.get_or_create_global_step())
+        loss, global_step=tf1.train.get_or_create_global_step()
+      )
   return tf.estimator.EstimatorSpec(
-      mode, loss=loss, train_op=train_op, eval_metric_ops=eval_metric_ops)
+    mode, loss=loss, train_op=train_op, eval_metric_ops=eval_metric_ops
+  )
 
 
 def serving_input_receiver_fn() -> tf.estimator.export.ServingInputReceiver:
   """Serving inputs: int64 `user_id` and `item_id` of shape [batch]."""
   receivers = {
-      USER_ID: tf1.placeholder(tf.int64, [None], name=USER_ID),
-      ITEM_ID: tf1.placeholder(tf.int64, [None], name=ITEM_ID),
+    USER_ID: tf1.placeholder(tf.int64, [None], name=USER_ID),
+    ITEM_ID: tf1.placeholder(tf.int64, [None], name=ITEM_ID),
   }
   return tf.estimator.export.ServingInputReceiver(receivers, receivers)
 
 
-def estimator(model_dir: str,
-              params: Optional[RankingParams] = None,
-              config: Optional[tf.estimator.RunConfig] = None,
-              warm_start_from=None) -> tf.estimator.Estimator:
+def estimator(
+  model_dir: str,
+  params: Optional[RankingParams] = None,
+  config: Optional[tf.estimator.RunConfig] = None,
+  warm_start_from=None,
+) -> tf.estimator.Estimator:
   """The ranking model as a TF1-checkpoint Estimator."""
   return tf.estimator.Estimator(
-      model_fn, model_dir=model_dir, config=config,
-      params=(params or RankingParams()).as_dict(),
-      warm_start_from=warm_start_from)
+    model_fn,
+    model_dir=model_dir,
+    config=config,
+    params=(params or RankingParams()).as_dict(),
+    warm_start_from=warm_start_from,
+  )

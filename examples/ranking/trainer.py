@@ -32,8 +32,9 @@ from examples.ranking import model as ranking_model
 
 # The repository's testdata/ (a data dependency of the Bazel targets).
 _TESTDATA = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-        __file__)))), "testdata")
+  os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+  "testdata",
+)
 SHIPPED_TF1_MODEL_DIR = os.path.join(_TESTDATA, "est-tf1-ranking")
 DEFAULT_TRAIN_DATA = os.path.join(_TESTDATA, "ranking", "train.csv")
 DEFAULT_EVAL_DATA = os.path.join(_TESTDATA, "ranking", "eval.csv")
@@ -57,6 +58,7 @@ class TrainerOptions:
     eval_throttle_secs: In `train_and_evaluate`, evaluate a new checkpoint at
       most this often (`EvalSpec.throttle_secs`).
   """
+
   mode: str = "train_and_evaluate"
   train_steps: int = 200
   train_data: str = DEFAULT_TRAIN_DATA
@@ -84,38 +86,46 @@ class _PrintSaves(tf.estimator.CheckpointSaverListener):
     print(f"checkpoint saved: step {global_step_value}", flush=True)
 
 
-def build_estimator(model_dir: Optional[str],
-                    *,
-                    checkpoint_format: str = checkpoint_flags.FORMAT_TF2,
-                    scaffold_options: Optional[Mapping] = None,
-                    run_config: Optional[tf.estimator.RunConfig] = None,
-                    warm_start_from=None) -> tf.estimator.Estimator:
+def build_estimator(
+  model_dir: Optional[str],
+  *,
+  checkpoint_format: str = checkpoint_flags.FORMAT_TF2,
+  scaffold_options: Optional[Mapping] = None,
+  run_config: Optional[tf.estimator.RunConfig] = None,
+  warm_start_from=None,
+) -> tf.estimator.Estimator:
   """The ranking model as an Estimator writing `checkpoint_format`."""
   model_fn = ranking_model.model_fn
   if checkpoint_format != checkpoint_flags.FORMAT_TF1:
-    model_fn = migrate.tf2_checkpoints(model_fn,
-                                         **dict(scaffold_options or {}))
+    model_fn = migrate.tf2_checkpoints(model_fn, **dict(scaffold_options or {}))
   return tf.estimator.Estimator(
-      model_fn, model_dir=model_dir, config=run_config,
-      params=ranking_model.RankingParams().as_dict(),
-      warm_start_from=warm_start_from)
+    model_fn,
+    model_dir=model_dir,
+    config=run_config,
+    params=ranking_model.RankingParams().as_dict(),
+    warm_start_from=warm_start_from,
+  )
 
 
 def _train_input_fn(options: TrainerOptions):
-  examples = ranking_data.read_csv(options.train_data,
-                                   ranking_model.RankingParams())
-  return ranking_data.input_fn(examples, batch_size=options.batch_size,
-                               shuffle=True)
+  examples = ranking_data.read_csv(
+    options.train_data, ranking_model.RankingParams()
+  )
+  return ranking_data.input_fn(
+    examples, batch_size=options.batch_size, shuffle=True
+  )
 
 
 def _eval_input_fn(path: str, batch_size: int):
   examples = ranking_data.read_csv(path, ranking_model.RankingParams())
-  return ranking_data.input_fn(examples, batch_size=batch_size,
-                               shuffle=False, num_epochs=1)
+  return ranking_data.input_fn(
+    examples, batch_size=batch_size, shuffle=False, num_epochs=1
+  )
 
 
-def run(options: TrainerOptions,
-        settings: checkpoint_flags.CheckpointSettings) -> Dict[str, object]:
+def run(
+  options: TrainerOptions, settings: checkpoint_flags.CheckpointSettings
+) -> Dict[str, object]:
   """Runs one mode of the trainer.
 
   Args:
@@ -131,13 +141,18 @@ def run(options: TrainerOptions,
     FileNotFoundError: A data file does not exist.
   """
   est = build_estimator(
-      settings.model_dir, checkpoint_format=settings.checkpoint_format,
-      scaffold_options=settings.scaffold_options,
-      run_config=settings.run_config,
-      warm_start_from=settings.warm_start_from)
+    settings.model_dir,
+    checkpoint_format=settings.checkpoint_format,
+    scaffold_options=settings.scaffold_options,
+    run_config=settings.run_config,
+    warm_start_from=settings.warm_start_from,
+  )
   if options.mode == "train":
-    est.train(_train_input_fn(options), max_steps=options.train_steps,
-              saving_listeners=[_PrintSaves()])
+    est.train(
+      _train_input_fn(options),
+      max_steps=options.train_steps,
+      saving_listeners=[_PrintSaves()],
+    )
     return {"global_step": est.get_variable_value("global_step")}
   if options.mode == "evaluate":
     return est.evaluate(_eval_input_fn(options.eval_data, options.batch_size))
@@ -145,17 +160,23 @@ def run(options: TrainerOptions,
     # Returns (metrics, export results) where this task evaluated (local
     # runs, the evaluator task); None on chief, worker and ps tasks.
     result = tf.estimator.train_and_evaluate(
-        est,
-        tf.estimator.TrainSpec(_train_input_fn(options),
-                               max_steps=options.train_steps,
-                               saving_listeners=[_PrintSaves()]),
-        tf.estimator.EvalSpec(
-            _eval_input_fn(options.eval_data, options.batch_size),
-            steps=None, start_delay_secs=0,
-            throttle_secs=options.eval_throttle_secs))
+      est,
+      tf.estimator.TrainSpec(
+        _train_input_fn(options),
+        max_steps=options.train_steps,
+        saving_listeners=[_PrintSaves()],
+      ),
+      tf.estimator.EvalSpec(
+        _eval_input_fn(options.eval_data, options.batch_size),
+        steps=None,
+        start_delay_secs=0,
+        throttle_secs=options.eval_throttle_secs,
+      ),
+    )
     return (result[0] if result else None) or {}
-  path = est.export_saved_model(options.export_dir,
-                                ranking_model.serving_input_receiver_fn)
+  path = est.export_saved_model(
+    options.export_dir, ranking_model.serving_input_receiver_fn
+  )
   return {"export_path": path.decode() if isinstance(path, bytes) else path}
 
 
@@ -175,6 +196,7 @@ class MigrationReport:
     trained_metrics: Evaluation after training on with TF2 checkpoints.
     tf2_checkpoints: Checkpoint prefixes in tf2_model_dir after training.
   """
+
   tf1_model_dir: str
   tf2_model_dir: str
   format_before: str
@@ -195,28 +217,29 @@ class MigrationReport:
     names = sorted(self.tf1_metrics)
     width = max(len(n) for n in names)
     lines = [
-        "Migration of the shipped TF1 ranking model",
-        f"  source (TF1):        {self.tf1_model_dir}",
-        f"  migrated (TF2):      {self.tf2_model_dir}",
-        f"  formats:             {self.format_before} -> {self.format_after}",
-        f"  variables carried:   {self.variables} "
-        f"({self.variable_bytes:,} bytes, optimizer slots and global_step "
-        "included)",
-        "",
-        f"  {'metric':{width}s}  {'TF1 checkpoint':>16s}  "
-        f"{'TF2 checkpoint':>16s}  {'after training':>16s}",
+      "Migration of the shipped TF1 ranking model",
+      f"  source (TF1):        {self.tf1_model_dir}",
+      f"  migrated (TF2):      {self.tf2_model_dir}",
+      f"  formats:             {self.format_before} -> {self.format_after}",
+      f"  variables carried:   {self.variables} "
+      f"({self.variable_bytes:,} bytes, optimizer slots and global_step "
+      "included)",
+      "",
+      f"  {'metric':{width}s}  {'TF1 checkpoint':>16s}  "
+      f"{'TF2 checkpoint':>16s}  {'after training':>16s}",
     ]
     for name in names:
       lines.append(
-          f"  {name:{width}s}  {self.tf1_metrics[name]:16.8g}  "
-          f"{self.tf2_metrics[name]:16.8g}  "
-          f"{self.trained_metrics[name]:16.8g}")
+        f"  {name:{width}s}  {self.tf1_metrics[name]:16.8g}  "
+        f"{self.tf2_metrics[name]:16.8g}  "
+        f"{self.trained_metrics[name]:16.8g}"
+      )
     lines += [
-        "",
-        "  metrics before/after migration: " +
-        ("IDENTICAL" if self.metrics_identical else "DIFFERENT"),
-        "  TF2 checkpoints now: " + ", ".join(
-            os.path.basename(p) for p in self.tf2_checkpoints),
+      "",
+      "  metrics before/after migration: "
+      + ("IDENTICAL" if self.metrics_identical else "DIFFERENT"),
+      "  TF2 checkpoints now: "
+      + ", ".join(os.path.basename(p) for p in self.tf2_checkpoints),
     ]
     return "\n".join(lines)
 
@@ -225,11 +248,12 @@ def _as_floats(metrics: Mapping[str, object]) -> Dict[str, float]:
   return {name: float(np.asarray(value)) for name, value in metrics.items()}
 
 
-def migrate_shipped_model(*,
-                          output_dir: Optional[str] = None,
-                          train_steps: int = 100,
-                          options: Optional[TrainerOptions] = None
-                          ) -> MigrationReport:
+def migrate_shipped_model(
+  *,
+  output_dir: Optional[str] = None,
+  train_steps: int = 100,
+  options: Optional[TrainerOptions] = None,
+) -> MigrationReport:
   """The default run: TF1 model dir -> TF2, compared, then trained on.
 
   Args:
@@ -250,8 +274,9 @@ def migrate_shipped_model(*,
     output_dir = tempfile.mkdtemp(prefix="estimator_ckpt-migration-")
   elif tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir):
     raise errors.DestinationExistsError(
-        f"`{output_dir}` is not empty. Pass a new or empty directory; the "
-        "default run never overwrites.")
+      f"`{output_dir}` is not empty. Pass a new or empty directory; the "
+      "default run never overwrites."
+    )
   tf1_dir = os.path.join(output_dir, "est-tf1")
   tf2_dir = os.path.join(output_dir, "est-tf2")
   # Estimator writes eval summaries into model_dir: work on a copy.
@@ -262,23 +287,27 @@ def migrate_shipped_model(*,
   convert.convert(tf1_dir, tf2_dir, to="tf2")
   eval_input_fn = _eval_input_fn(options.eval_data, options.batch_size)
   tf1_metrics = build_estimator(
-      tf1_dir, checkpoint_format=checkpoint_flags.FORMAT_TF1).evaluate(
-          eval_input_fn, name="tf1")
+    tf1_dir, checkpoint_format=checkpoint_flags.FORMAT_TF1
+  ).evaluate(eval_input_fn, name="tf1")
   tf2_est = build_estimator(tf2_dir)
   tf2_metrics = tf2_est.evaluate(eval_input_fn, name="tf2")
   start_step = int(tf2_metrics["global_step"])
-  tf2_est.train(_train_input_fn(options), max_steps=start_step + train_steps,
-                saving_listeners=[_PrintSaves()])
+  tf2_est.train(
+    _train_input_fn(options),
+    max_steps=start_step + train_steps,
+    saving_listeners=[_PrintSaves()],
+  )
   trained_metrics = tf2_est.evaluate(eval_input_fn, name="trained")
   state = tf.train.get_checkpoint_state(tf2_dir)
   return MigrationReport(
-      tf1_model_dir=tf1_dir,
-      tf2_model_dir=tf2_dir,
-      format_before=source.format,
-      format_after=reader.checkpoint_format(tf2_dir),
-      variables=len(source.variables),
-      variable_bytes=sum(v.nbytes for v in source.variables.values()),
-      tf1_metrics=_as_floats(tf1_metrics),
-      tf2_metrics=_as_floats(tf2_metrics),
-      trained_metrics=_as_floats(trained_metrics),
-      tf2_checkpoints=list(state.all_model_checkpoint_paths))
+    tf1_model_dir=tf1_dir,
+    tf2_model_dir=tf2_dir,
+    format_before=source.format,
+    format_after=reader.checkpoint_format(tf2_dir),
+    variables=len(source.variables),
+    variable_bytes=sum(v.nbytes for v in source.variables.values()),
+    tf1_metrics=_as_floats(tf1_metrics),
+    tf2_metrics=_as_floats(tf2_metrics),
+    trained_metrics=_as_floats(trained_metrics),
+    tf2_checkpoints=list(state.all_model_checkpoint_paths),
+  )

@@ -5,6 +5,9 @@ Not public API.
 
 import os
 import sys
+from typing import List, Sequence
+
+from absl import app
 
 
 def use_callers_directory() -> None:
@@ -14,6 +17,25 @@ def use_callers_directory() -> None:
   where the user ran it. Run directly, the directory stays as it is.
   """
   os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
+
+
+def positional_arguments(
+  argv: Sequence[str], count: int, what: str
+) -> List[str]:
+  """The binary's positional arguments, after `use_callers_directory`.
+
+  Args:
+    argv: As `main` gets it (the program name first).
+    count: How many the binary takes.
+    what: Them, for the usage error ("one checkpoint (model dir or prefix)").
+
+  Raises:
+    app.UsageError: Another number of arguments.
+  """
+  use_callers_directory()
+  if len(argv) != count + 1:
+    raise app.UsageError(f"Pass {what}; got {len(argv) - 1}.")
+  return list(argv[1:])
 
 
 def print_result(text: str) -> None:

@@ -31,30 +31,35 @@ def _kind(mode: int) -> str:
   return "not a regular file"
 
 
-def io_error(error: OSError, path: str,
-             action: str = "reading") -> errors.CheckpointIOError:
+def io_error(
+  error: OSError, path: str, action: str = "reading"
+) -> errors.CheckpointIOError:
   """An `OSError` as a `CheckpointIOError` naming `path` and what to do."""
   reason = error.strerror or str(error)
   hint = {
-      errno.ENOSPC: "Free space on that file system or write elsewhere.",
-      errno.EDQUOT: "Free space (quota) or write elsewhere.",
-      errno.EACCES: "Check the permissions of the path and its directories.",
-      errno.EPERM: "Check the permissions of the path and its directories.",
-      errno.EROFS: "The file system is read-only; write elsewhere.",
-      errno.ELOOP: "A symbolic link on the path points to itself; fix it.",
-      errno.ENAMETOOLONG: "Use a shorter path.",
-  }.get(error.errno, "Check the path and the file system.")
+    errno.ENOSPC: "Free space on that file system or write elsewhere.",
+    errno.EDQUOT: "Free space (quota) or write elsewhere.",
+    errno.EACCES: "Check the permissions of the path and its directories.",
+    errno.EPERM: "Check the permissions of the path and its directories.",
+    errno.EROFS: "The file system is read-only; write elsewhere.",
+    errno.ELOOP: "A symbolic link on the path points to itself; fix it.",
+    errno.ENAMETOOLONG: "Use a shorter path.",
+  }.get(error.errno or 0, "Check the path and the file system.")
   return errors.CheckpointIOError(
-      f"{action.capitalize()} `{path}` failed: {reason}. {hint}",
-      errno=error.errno, filename=path)
+    f"{action.capitalize()} `{path}` failed: {reason}. {hint}",
+    errno=error.errno,
+    filename=path,
+  )
 
 
-def not_regular_error(path: str, mode: int,
-                      what: str) -> errors.CorruptCheckpointError:
+def not_regular_error(
+  path: str, mode: int, what: str
+) -> errors.CorruptCheckpointError:
   return errors.CorruptCheckpointError(
-      f"`{path}` is {_kind(mode)}, not a regular file, so it cannot be the "
-      f"{what}. Replace it with the checkpoint's own file (copy the whole "
-      "checkpoint again).")
+    f"`{path}` is {_kind(mode)}, not a regular file, so it cannot be the "
+    f"{what}. Replace it with the checkpoint's own file (copy the whole "
+    "checkpoint again)."
+  )
 
 
 def regular_size(path: str, what: str) -> int:
@@ -122,9 +127,10 @@ def pread_exact(fd: int, size: int, offset: int, path: str) -> bytes:
       raise io_error(e, path) from None
     if not chunk:
       raise errors.CorruptCheckpointError(
-          f"`{path}` ends at byte {offset + done}, before the "
-          f"{size} bytes at offset {offset} its checkpoint needs. Is "
-          "something else writing it? Copy the checkpoint again.")
+        f"`{path}` ends at byte {offset + done}, before the "
+        f"{size} bytes at offset {offset} its checkpoint needs. Is "
+        "something else writing it? Copy the checkpoint again."
+      )
     chunks.append(chunk)
     done += len(chunk)
   return b"".join(chunks)
@@ -142,7 +148,8 @@ def read_small(path: str, what: str, max_size: int) -> bytes:
     size = os.fstat(fd).st_size
     if size > max_size:
       raise errors.CorruptCheckpointError(
-          f"`{path}` has {size} bytes, more than any {what} holds "
-          f"({max_size} at most here). It is not a {what}; replace or "
-          "delete it.")
+        f"`{path}` has {size} bytes, more than any {what} holds "
+        f"({max_size} at most here). It is not a {what}; replace or "
+        "delete it."
+      )
     return pread_exact(fd, size, 0, path)

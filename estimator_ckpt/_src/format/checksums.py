@@ -9,11 +9,11 @@ varint64 length, bytes, and a running masked crc (`WriteVariantTensor`).
 writes, so the checksummed bytes are the written bytes.
 """
 
+import collections
 import dataclasses
 import os
 import struct
-import collections
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from estimator_ckpt import errors
 from estimator_ckpt._src.format import bundle as bundle_lib
@@ -34,7 +34,7 @@ CHUNK_SIZE = 4 << 20
 class Checksummer:
   """Computes an entry's checksum from its bytes, fed in order.
 
-  Follows `tensor_bundle.cc`: plain crc32c.crc32c for fixed-size types; for strings
+  Follows `tensor_bundle.cc`: plain crc32c for fixed-size types; for strings
   the lengths as uint32/uint64, the stored length checksum (checked too), then
   the bytes; for variants per element the uint64 length, the bytes and the
   stored running checksum (checked too).
@@ -46,10 +46,12 @@ class Checksummer:
     self._count = bundle_lib.num_elements(bundle_lib.shape_of(entry))
     self._crc = 0
     self._seen = 0
-    self._buffer = bytearray() if self._dtype.variable_length else None
+    self._buffer: Optional[bytearray] = (
+      bytearray() if self._dtype.variable_length else None
+    )
     self._string_body = False
 
-  def update(self, chunk: bytes) -> None:
+  def update(self, chunk: "bytes | bytearray | memoryview") -> None:
     self._seen += len(chunk)
     if self._buffer is None or self._string_body:
       self._crc = crc32c.crc32c(chunk, self._crc)
@@ -60,25 +62,30 @@ class Checksummer:
 
   def _try_string_header(self) -> None:
     """Once the lengths and their checksum are buffered, checksum them."""
+    buffer = self._buffer
+    assert buffer is not None  # Strings buffer until their lengths parse.
     pos = 0
     lengths = bytearray()
     try:
       for _ in range(self._count):
-        length, pos = varint.decode_varint(self._buffer, pos, len(self._buffer))
-        lengths += (_UINT32.pack(length) if length <= 0xffffffff else
-                    struct.pack("<Q", length))
+        length, pos = varint.decode_varint(buffer, pos, len(buffer))
+        lengths += (
+          _UINT32.pack(length)
+          if length <= 0xFFFFFFFF
+          else struct.pack("<Q", length)
+        )
     except ValueError:
-      if len(self._buffer) >= 10 * self._count + 4:
+      if len(buffer) >= 10 * self._count + 4:
         raise ValueError("string lengths do not parse") from None
       return  # Need more bytes.
-    if pos + 4 > len(self._buffer):
+    if pos + 4 > len(buffer):
       return
     crc = crc32c.crc32c(lengths)
-    (stored,) = _UINT32.unpack_from(self._buffer, pos)
+    (stored,) = _UINT32.unpack_from(buffer, pos)
     if crc32c.unmask(stored) != crc:
       raise ValueError("the string length checksum does not match")
     # The checksum covers the stored length checksum and the string bytes.
-    self._crc = crc32c.crc32c(self._buffer[pos:], crc)
+    self._crc = crc32c.crc32c(buffer[pos:], crc)
     self._string_body = True
     self._buffer = None
 
@@ -86,18 +93,24 @@ class Checksummer:
     """After all bytes: None if the checksum matches, else what is wrong."""
     try:
       if self._dtype is dtypes.VARIANT:
-        self._crc = _variant_crc(bytes(self._buffer), self._count)
-      elif self._dtype is dtypes.STRING and not self._string_body and self._count:
+        self._crc = _variant_crc(bytes(self._buffer or b""), self._count)
+      elif (
+        self._dtype is dtypes.STRING and not self._string_body and self._count
+      ):
         raise ValueError("the string lengths are truncated")
     except ValueError as e:
       return str(e)
-    if self._dtype is dtypes.STRING and not self._count and self._entry.size == 0:
+    if (
+      self._dtype is dtypes.STRING and not self._count and self._entry.size == 0
+    ):
       return None
     if self._seen != self._entry.size:
       return f"read {self._seen} of {self._entry.size} bytes"
     if crc32c.mask(self._crc) != self._entry.crc32c:
-      return (f"checksum mismatch: stored {crc32c.unmask(self._entry.crc32c):08x}, "
-              f"computed {self._crc:08x}")
+      return (
+        f"checksum mismatch: stored {crc32c.unmask(self._entry.crc32c):08x}, "
+        f"computed {self._crc:08x}"
+      )
     return None
 
 
@@ -109,36 +122,45 @@ def _variant_crc(data: bytes, count: int) -> int:
     crc = crc32c.crc32c(struct.pack("<Q", length), crc)
     if after + length + 4 > len(data):
       raise ValueError("a variant element runs past the entry")
-    crc = crc32c.crc32c(data[after:after + length], crc)
+    crc = crc32c.crc32c(data[after : after + length], crc)
     (stored,) = _UINT32.unpack_from(data, after + length)
     if crc32c.unmask(stored) != crc:
       raise ValueError("a variant element's checksum does not match")
-    crc = crc32c.crc32c(data[after + length:after + length + 4], crc)
+    crc = crc32c.crc32c(data[after + length : after + length + 4], crc)
     pos = after + length + 4
   return crc
 
 
-def data_error(bundle: bundle_lib.Bundle, key: bytes, entry: protos.BundleEntryProto,
-               problem: str) -> errors.CorruptCheckpointError:
+def data_error(
+  bundle: bundle_lib.Bundle,
+  key: bytes,
+  entry: protos.BundleEntryProto,
+  problem: str,
+) -> errors.CorruptCheckpointError:
   path = bundle.data_path(entry.shard_id)
   return errors.CorruptCheckpointError(
-      f"`{tensor_slice.key_text(key)}` in `{path}` (bytes [{entry.offset}, "
-      f"{entry.offset + entry.size})) is damaged: {problem}. The data file "
-      "is corrupt or from a different save than the index; restore the "
-      "checkpoint from a backup or use an earlier one.")
+    f"`{tensor_slice.key_text(key)}` in `{path}` (bytes [{entry.offset}, "
+    f"{entry.offset + entry.size})) is damaged: {problem}. The data file "
+    "is corrupt or from a different save than the index; restore the "
+    "checkpoint from a backup or use an earlier one."
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class DataRange:
   """Bytes of one data file that one or more entries own."""
+
   offset: int
   size: int
   key: bytes
   entry: protos.BundleEntryProto
 
 
-def data_ranges(bundle: bundle_lib.Bundle, shard_id: int,
-                keys: Optional[Iterable[bytes]] = None) -> List[DataRange]:
+def data_ranges(
+  bundle: bundle_lib.Bundle,
+  shard_id: int,
+  keys: Optional[Iterable[bytes]] = None,
+) -> List[DataRange]:
   """The distinct byte ranges of a shard's entries, by offset.
 
   Args:
@@ -147,13 +169,18 @@ def data_ranges(bundle: bundle_lib.Bundle, shard_id: int,
     keys: Data-owning keys to include (default: all). Entries sharing the
       same bytes (an alias) are checked once.
   """
-  selected = bundle.data_entries() if keys is None else (
-      (key, bundle.entries[key]) for key in keys)
-  ranges = {}
+  selected = (
+    bundle.data_entries()
+    if keys is None
+    else ((key, bundle.entries[key]) for key in keys)
+  )
+  ranges: Dict[Tuple[int, int, int], DataRange] = {}
   for key, entry in selected:
     if entry.shard_id == shard_id:
-      ranges.setdefault((entry.offset, entry.size, entry.crc32c),
-                        DataRange(entry.offset, entry.size, key, entry))
+      ranges.setdefault(
+        (entry.offset, entry.size, entry.crc32c),
+        DataRange(entry.offset, entry.size, key, entry),
+      )
   return sorted(ranges.values(), key=lambda r: (r.offset, r.size))
 
 
@@ -188,7 +215,7 @@ class StreamChecker:
       start, stop = max(data_range.offset, offset), min(range_end, end)
       try:
         if stop > start:
-          checksummer.update(view[start - offset:stop - offset])
+          checksummer.update(view[start - offset : stop - offset])
       except ValueError as e:
         self._fail(data_range, str(e))
         continue
@@ -199,9 +226,11 @@ class StreamChecker:
     self._active = active
 
   def finish(self) -> List[str]:
-    """After the last bytes (or the file's end): one message per damaged
-    entry, naming file and key, by offset; ranges not fed in full count as
-    truncated."""
+    """One message per damaged entry, after the last bytes (or file end).
+
+    Messages name file and key, by offset; ranges not fed in full count as
+    truncated.
+    """
     self._active += [(r, Checksummer(r.entry)) for r in self._pending]
     self._pending.clear()
     for data_range, checksummer in self._active:
@@ -216,9 +245,14 @@ class StreamChecker:
 
   def _fail(self, data_range: DataRange, problem: str) -> None:
     self._problems.append(
-        (data_range.offset, data_range.size,
-         str(data_error(self._bundle, data_range.key, data_range.entry,
-                        problem))))
+      (
+        data_range.offset,
+        data_range.size,
+        str(
+          data_error(self._bundle, data_range.key, data_range.entry, problem)
+        ),
+      )
+    )
 
 
 def _spans(ranges: Sequence[DataRange]) -> List[Tuple[int, int]]:
@@ -233,9 +267,13 @@ def _spans(ranges: Sequence[DataRange]) -> List[Tuple[int, int]]:
   return [(start, end) for start, end in spans]
 
 
-def check_ranges(bundle: bundle_lib.Bundle, shard_id: int, ranges: Sequence[DataRange],
-                 on_bytes: Optional[Callable[[int], None]] = None,
-                 path: Optional[str] = None) -> List[str]:
+def check_ranges(
+  bundle: bundle_lib.Bundle,
+  shard_id: int,
+  ranges: Sequence[DataRange],
+  on_bytes: Optional[Callable[[int], None]] = None,
+  path: Optional[str] = None,
+) -> List[str]:
   """Verifies the checksums of byte ranges of one data file, streaming.
 
   Args:
@@ -258,8 +296,9 @@ def check_ranges(bundle: bundle_lib.Bundle, shard_id: int, ranges: Sequence[Data
         offset = start
         while offset < end:
           try:
-            count = os.preadv(fd, [buffer[:min(end - offset, CHUNK_SIZE)]],
-                              offset)
+            count = os.preadv(
+              fd, [buffer[: min(end - offset, CHUNK_SIZE)]], offset
+            )
           except OSError as e:
             raise checkpoint_files.io_error(e, path) from None
           if not count:
@@ -270,6 +309,7 @@ def check_ranges(bundle: bundle_lib.Bundle, shard_id: int, ranges: Sequence[Data
             on_bytes(count)
   except FileNotFoundError:
     raise errors.CorruptCheckpointError(
-        f"Data file `{path}` of `{bundle.prefix}` disappeared while it was "
-        "read. Is something else deleting the checkpoint?") from None
+      f"Data file `{path}` of `{bundle.prefix}` disappeared while it was "
+      "read. Is something else deleting the checkpoint?"
+    ) from None
   return checker.finish()

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import google_crc32c
 
-_MASK_DELTA = 0xa282ead8
+_MASK_DELTA = 0xA282EAD8
 
 
 def _native_crc32c_extend() -> Optional[Callable[..., int]]:
@@ -24,6 +24,7 @@ def _native_crc32c_extend() -> Optional[Callable[..., int]]:
   """
   try:
     from google_crc32c import _crc32c  # pylint: disable=g-import-not-at-top
+
     function = ctypes.CDLL(_crc32c.__file__).crc32c_extend
   except (ImportError, OSError, AttributeError):
     return None
@@ -46,14 +47,15 @@ def crc32c(data, crc: int = 0) -> int:
     return google_crc32c.extend(crc, view.tobytes())
   # ctypes releases the GIL for the call, so other threads keep running.
   return _NATIVE_CRC32C_EXTEND(
-      crc, (ctypes.c_char * len(view)).from_buffer(view), len(view))
+    crc, (ctypes.c_char * len(view)).from_buffer(view), len(view)
+  )
 
 
 def mask(crc: int) -> int:
   """TensorFlow's masked crc (`tsl/lib/hash/crc32c.h: Mask`)."""
-  return ((((crc >> 15) | (crc << 17)) & 0xffffffff) + _MASK_DELTA) & 0xffffffff
+  return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
 
 
 def unmask(masked: int) -> int:
-  rot = (masked - _MASK_DELTA) & 0xffffffff
-  return ((rot >> 17) | (rot << 15)) & 0xffffffff
+  rot = (masked - _MASK_DELTA) & 0xFFFFFFFF
+  return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF

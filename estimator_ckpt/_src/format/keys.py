@@ -63,16 +63,17 @@ def unescape(escaped: str) -> str:
       out.append(char)
       i += 1
       continue
-    follower = escaped[i + 1:i + 2]
+    follower = escaped[i + 1 : i + 2]
     if follower == _ESCAPE:
       out.append(_ESCAPE)
     elif follower == "S":
       out.append("/")
     else:
       raise errors.KeyEncodingError(
-          f"`{escaped}` is not an escaped TF2 checkpoint name: `.` at offset "
-          f"{i} is followed by `{follower}`, but TensorFlow only writes `..` "
-          "(for `.`) and `.S` (for `/`). Pass the raw key instead.")
+        f"`{escaped}` is not an escaped TF2 checkpoint name: `.` at offset "
+        f"{i} is followed by `{follower}`, but TensorFlow only writes `..` "
+        "(for `.`) and `.S` (for `/`). Pass the raw key instead."
+      )
     i += 2
   return "".join(out)
 
@@ -111,11 +112,28 @@ def tensor_name(var) -> str:
   return var.name[:-2] if var.name.endswith(":0") else var.name
 
 
-def object_graph(names: Iterable[str],
-                 step_name: Optional[str] = GLOBAL_STEP_NAME,
-                 *,
-                 graph: Optional[message.Message] = None
-                 ) -> message.Message:
+def save_name(var) -> str:
+  """The TF1 name a graph variable is saved under; one partition's too.
+
+  A partition of a partitioned variable saves as a slice of the whole
+  variable's name (`emb`, not `emb/part_0`): TensorFlow records it in the
+  partition's `_save_slice_info`, which stock warm start and `Saver` read
+  the same way (`saveable_object_util.op_list_to_dict`); TensorFlow has no
+  public accessor.
+
+  Args:
+    var: A graph-mode `tf.Variable` (or anything with `op.name`).
+  """
+  slice_info = getattr(var, "_save_slice_info", None)
+  return slice_info.full_name if slice_info is not None else var.op.name
+
+
+def object_graph(
+  names: Iterable[str],
+  step_name: Optional[str] = GLOBAL_STEP_NAME,
+  *,
+  graph: Optional[message.Message] = None,
+) -> message.Message:
   """Builds the object graph of `Checkpoint(var_list={...}, step=...)`.
 
   The graph is what TensorFlow itself writes for that Checkpoint (checked in
@@ -145,29 +163,32 @@ def object_graph(names: Iterable[str],
   def add_variable_node(full_name: str, key: str) -> int:
     node_id = len(graph.nodes)
     node = graph.nodes.add()
-    node.attributes.add(name="VARIABLE_VALUE", full_name=full_name,
-                        checkpoint_key=key)
+    node.attributes.add(
+      name="VARIABLE_VALUE", full_name=full_name, checkpoint_key=key
+    )
     node.has_checkpoint_values.value = True
     return node_id
 
   if step_name is not None:
-    root.children.add(node_id=add_variable_node(step_name, STEP_KEY),
-                      local_name=STEP)
+    root.children.add(
+      node_id=add_variable_node(step_name, STEP_KEY), local_name=STEP
+    )
   var_list_id = len(graph.nodes)
   var_list = graph.nodes.add()
   var_list.has_checkpoint_values.value = True
   root.children.add(node_id=var_list_id, local_name=VAR_LIST)
   for name in sorted(names):
     var_list.children.add(
-        node_id=add_variable_node(name, variable_key(name)), local_name=name)
+      node_id=add_variable_node(name, variable_key(name)), local_name=name
+    )
   return graph
 
 
 def full_names_by_key(graph: message.Message) -> Mapping[str, str]:
   """Maps each checkpoint key of an object graph to its variable's full name."""
   return {
-      attribute.checkpoint_key: attribute.full_name
-      for node in graph.nodes
-      for attribute in node.attributes
-      if attribute.name == "VARIABLE_VALUE" and attribute.full_name
+    attribute.checkpoint_key: attribute.full_name
+    for node in graph.nodes
+    for attribute in node.attributes
+    if attribute.name == "VARIABLE_VALUE" and attribute.full_name
   }

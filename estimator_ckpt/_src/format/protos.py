@@ -33,17 +33,21 @@ _FieldSpec = Tuple[str, int, str]  # (name, number, type or .message.Name)
 _OPTIONAL = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
 _REPEATED = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
 _SCALAR_TYPES = {
-    "int32": descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
-    "int64": descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
-    "fixed32": descriptor_pb2.FieldDescriptorProto.TYPE_FIXED32,
-    "double": descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE,
-    "bool": descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
-    "string": descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+  "int32": descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
+  "int64": descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+  "fixed32": descriptor_pb2.FieldDescriptorProto.TYPE_FIXED32,
+  "double": descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE,
+  "bool": descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
+  "string": descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
 }
 
 
-def _message(parent, name: str, fields: Sequence[_FieldSpec],
-             oneofs: Sequence[Tuple[str, str]] = ()):
+def _message(
+  parent,
+  name: str,
+  fields: Sequence[_FieldSpec],
+  oneofs: Sequence[Tuple[str, str]] = (),
+):
   """Adds message `name` to `parent` (a file or message descriptor proto).
 
   Args:
@@ -57,19 +61,23 @@ def _message(parent, name: str, fields: Sequence[_FieldSpec],
   Returns:
     The new `DescriptorProto`, to add nested messages to.
   """
-  message = (parent.message_type.add() if hasattr(parent, "message_type")
-             else parent.nested_type.add())
+  message = (
+    parent.message_type.add()
+    if hasattr(parent, "message_type")
+    else parent.nested_type.add()
+  )
   message.name = name
   oneof_of_field = {}
   for oneof_name, field_name in oneofs:
     oneof_of_field[field_name] = len(message.oneof_decl)
     message.oneof_decl.add(name=oneof_name)
-  for field_name, number, type_name in fields:
+  for field_name, number, spec in fields:
     field = message.field.add(name=field_name, number=number)
     field.label = _OPTIONAL
+    type_name = spec
     if type_name.startswith("repeated "):
       field.label = _REPEATED
-      type_name = type_name[len("repeated "):]
+      type_name = type_name[len("repeated ") :]
     if type_name.startswith("."):
       field.type = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
       field.type_name = type_name
@@ -83,31 +91,55 @@ def _message(parent, name: str, fields: Sequence[_FieldSpec],
 def _checkpoint_file() -> descriptor_pb2.FileDescriptorProto:
   """All mirrored messages in one file of package `tensorflow`."""
   f = descriptor_pb2.FileDescriptorProto(
-      name="estimator_ckpt/tensorflow_checkpoint_mirror.proto",
-      package="tensorflow", syntax="proto3",
-      dependency=["google/protobuf/wrappers.proto"])
-  shape = _message(f, "TensorShapeProto", [
+    name="estimator_ckpt/tensorflow_checkpoint_mirror.proto",
+    package="tensorflow",
+    syntax="proto3",
+    dependency=["google/protobuf/wrappers.proto"],
+  )
+  shape = _message(
+    f,
+    "TensorShapeProto",
+    [
       ("dim", 2, "repeated .tensorflow.TensorShapeProto.Dim"),
       ("unknown_rank", 3, "bool"),
-  ])
+    ],
+  )
   _message(shape, "Dim", [("size", 1, "int64"), ("name", 2, "string")])
-  tensor_slice = _message(f, "TensorSliceProto", [
+  tensor_slice = _message(
+    f,
+    "TensorSliceProto",
+    [
       ("extent", 1, "repeated .tensorflow.TensorSliceProto.Extent"),
-  ])
-  _message(tensor_slice, "Extent",
-           [("start", 1, "int64"), ("length", 2, "int64")],
-           oneofs=[("has_length", "length")])
-  _message(f, "VersionDef", [
+    ],
+  )
+  _message(
+    tensor_slice,
+    "Extent",
+    [("start", 1, "int64"), ("length", 2, "int64")],
+    oneofs=[("has_length", "length")],
+  )
+  _message(
+    f,
+    "VersionDef",
+    [
       ("producer", 1, "int32"),
       ("min_consumer", 2, "int32"),
       ("bad_consumers", 3, "repeated int32"),
-  ])
-  _message(f, "BundleHeaderProto", [
+    ],
+  )
+  _message(
+    f,
+    "BundleHeaderProto",
+    [
       ("num_shards", 1, "int32"),
       ("endianness", 2, "int32"),  # Enum Endianness: LITTLE = 0, BIG = 1.
       ("version", 3, ".tensorflow.VersionDef"),
-  ])
-  _message(f, "BundleEntryProto", [
+    ],
+  )
+  _message(
+    f,
+    "BundleEntryProto",
+    [
       ("dtype", 1, "int32"),  # Enum DataType.
       ("shape", 2, ".tensorflow.TensorShapeProto"),
       ("shard_id", 3, "int32"),
@@ -115,39 +147,63 @@ def _checkpoint_file() -> descriptor_pb2.FileDescriptorProto:
       ("size", 5, "int64"),
       ("crc32c", 6, "fixed32"),
       ("slices", 7, "repeated .tensorflow.TensorSliceProto"),
-  ])
-  graph = _message(f, "TrackableObjectGraph", [
-      ("nodes", 1,
-       "repeated .tensorflow.TrackableObjectGraph.TrackableObject"),
-  ])
+    ],
+  )
+  graph = _message(
+    f,
+    "TrackableObjectGraph",
+    [
+      ("nodes", 1, "repeated .tensorflow.TrackableObjectGraph.TrackableObject"),
+    ],
+  )
   node_type = ".tensorflow.TrackableObjectGraph.TrackableObject"
-  node = _message(graph, "TrackableObject", [
+  node = _message(
+    graph,
+    "TrackableObject",
+    [
       ("children", 1, f"repeated {node_type}.ObjectReference"),
       ("attributes", 2, f"repeated {node_type}.SerializedTensor"),
       ("slot_variables", 3, f"repeated {node_type}.SlotVariableReference"),
       ("registered_saver", 4, ".tensorflow.RegisteredSaver"),
       ("has_checkpoint_values", 5, ".google.protobuf.BoolValue"),
-  ])
-  _message(node, "ObjectReference",
-           [("node_id", 1, "int32"), ("local_name", 2, "string")])
-  _message(node, "SerializedTensor", [
+    ],
+  )
+  _message(
+    node,
+    "ObjectReference",
+    [("node_id", 1, "int32"), ("local_name", 2, "string")],
+  )
+  _message(
+    node,
+    "SerializedTensor",
+    [
       ("name", 1, "string"),
       ("full_name", 2, "string"),
       ("checkpoint_key", 3, "string"),
-  ])
-  _message(node, "SlotVariableReference", [
+    ],
+  )
+  _message(
+    node,
+    "SlotVariableReference",
+    [
       ("original_variable_node_id", 1, "int32"),
       ("slot_name", 2, "string"),
       ("slot_variable_node_id", 3, "int32"),
-  ])
-  _message(f, "RegisteredSaver",
-           [("name", 1, "string"), ("object_name", 2, "string")])
-  _message(f, "CheckpointState", [
+    ],
+  )
+  _message(
+    f, "RegisteredSaver", [("name", 1, "string"), ("object_name", 2, "string")]
+  )
+  _message(
+    f,
+    "CheckpointState",
+    [
       ("model_checkpoint_path", 1, "string"),
       ("all_model_checkpoint_paths", 2, "repeated string"),
       ("all_model_checkpoint_timestamps", 3, "repeated double"),
       ("last_preserved_timestamp", 4, "double"),
-  ])
+    ],
+  )
   return f
 
 
@@ -177,10 +233,16 @@ CheckpointState = _class("tensorflow.CheckpointState")
 
 # The mirrored messages, by full name, for tests and tools.
 MESSAGES = {
-    cls.DESCRIPTOR.full_name: cls
-    for cls in (TensorShapeProto, TensorSliceProto, VersionDef,
-                BundleHeaderProto, BundleEntryProto, TrackableObjectGraph,
-                CheckpointState)
+  cls.DESCRIPTOR.full_name: cls
+  for cls in (
+    TensorShapeProto,
+    TensorSliceProto,
+    VersionDef,
+    BundleHeaderProto,
+    BundleEntryProto,
+    TrackableObjectGraph,
+    CheckpointState,
+  )
 }
 
 # BundleHeaderProto.Endianness.

@@ -36,8 +36,9 @@ def read(model_dir: str) -> Optional[protos.CheckpointState]:
   """
   path = os.path.join(model_dir, STATE_FILENAME)
   try:
-    text = checkpoint_files.read_small(path, "checkpoint state file",
-                                       _MAX_STATE_FILE_BYTES)
+    text = checkpoint_files.read_small(
+      path, "checkpoint state file", _MAX_STATE_FILE_BYTES
+    )
   except FileNotFoundError:
     return None
   state = protos.CheckpointState()
@@ -45,28 +46,36 @@ def read(model_dir: str) -> Optional[protos.CheckpointState]:
     text_format.Parse(text.decode("utf-8"), state)
   except (text_format.ParseError, UnicodeDecodeError) as e:
     raise errors.CorruptCheckpointError(
-        f"The checkpoint state file `{path}` does not parse ({e}). "
-        "TensorFlow would ignore it and start over from step 0, overwriting "
-        "checkpoints. Fix or delete it; it should read like "
-        "`model_checkpoint_path: \"model.ckpt-100\"`.") from None
+      f"The checkpoint state file `{path}` does not parse ({e}). "
+      "TensorFlow would ignore it and start over from step 0, overwriting "
+      "checkpoints. Fix or delete it; it should read like "
+      '`model_checkpoint_path: "model.ckpt-100"`.'
+    ) from None
   if not state.model_checkpoint_path:
     raise errors.CorruptCheckpointError(
-        f"The checkpoint state file `{path}` names no "
-        "`model_checkpoint_path`. Fix or delete it.")
+      f"The checkpoint state file `{path}` names no "
+      "`model_checkpoint_path`. Fix or delete it."
+    )
   return state
 
 
 def _locate(model_dir: str, recorded: str) -> str:
   """A prefix recorded in the state file, as a path that exists if possible."""
-  path = recorded if os.path.isabs(recorded) else os.path.join(
-      model_dir, recorded)
+  path = (
+    recorded if os.path.isabs(recorded) else os.path.join(model_dir, recorded)
+  )
   if os.path.exists(bundle.index_filename(path)):
     return path
   moved = os.path.join(model_dir, os.path.basename(recorded))
   if os.path.exists(bundle.index_filename(moved)):
     logging.warning(
-        "%s/%s names %s, which does not exist; using %s (the model dir was "
-        "moved?).", model_dir, STATE_FILENAME, recorded, moved)
+      "%s/%s names %s, which does not exist; using %s (the model dir was "
+      "moved?).",
+      model_dir,
+      STATE_FILENAME,
+      recorded,
+      moved,
+    )
     return moved
   return path
 
@@ -74,10 +83,11 @@ def _locate(model_dir: str, recorded: str) -> str:
 def _require_index(prefix: str, model_dir: str) -> str:
   if not os.path.exists(bundle.index_filename(prefix)):
     raise errors.CheckpointNotFoundError(
-        f"`{os.path.join(model_dir, STATE_FILENAME)}` names checkpoint "
-        f"`{prefix}`, but `{bundle.index_filename(prefix)}` does not exist. "
-        "The model dir is incomplete; copy the whole directory, or point to "
-        "an existing checkpoint prefix.")
+      f"`{os.path.join(model_dir, STATE_FILENAME)}` names checkpoint "
+      f"`{prefix}`, but `{bundle.index_filename(prefix)}` does not exist. "
+      "The model dir is incomplete; copy the whole directory, or point to "
+      "an existing checkpoint prefix."
+    )
   return prefix
 
 
@@ -92,11 +102,13 @@ def latest_checkpoint(model_dir: str) -> str:
   state = read(model_dir)
   if state is None:
     raise errors.CheckpointNotFoundError(
-        f"`{model_dir}` is a directory without a `{STATE_FILENAME}` state "
-        "file. Pass a model_dir that has been trained, or a checkpoint prefix "
-        "such as `model_dir/model.ckpt-100`.")
-  return _require_index(_locate(model_dir, state.model_checkpoint_path),
-                        model_dir)
+      f"`{model_dir}` is a directory without a `{STATE_FILENAME}` state "
+      "file. Pass a model_dir that has been trained, or a checkpoint prefix "
+      "such as `model_dir/model.ckpt-100`."
+    )
+  return _require_index(
+    _locate(model_dir, state.model_checkpoint_path), model_dir
+  )
 
 
 def all_checkpoints(model_dir: str) -> List[str]:
@@ -111,9 +123,10 @@ def all_checkpoints(model_dir: str) -> List[str]:
   """
   latest = latest_checkpoint(model_dir)
   state = read(model_dir)
+  assert state is not None  # latest_checkpoint found it.
   prefixes = [
-      _require_index(_locate(model_dir, recorded), model_dir)
-      for recorded in state.all_model_checkpoint_paths
+    _require_index(_locate(model_dir, recorded), model_dir)
+    for recorded in state.all_model_checkpoint_paths
   ]
   prefixes = [p for p in prefixes if p != latest] + [latest]
   return prefixes
@@ -132,19 +145,21 @@ def resolve(path: str) -> str:
     return path
   for suffix in (".index", ".meta"):
     if path.endswith(suffix):
-      raise _one_file_error(path, path[:-len(suffix)])
+      raise _one_file_error(path, path[: -len(suffix)])
   if ".data-" in os.path.basename(path):
-    raise _one_file_error(path, path[:path.rindex(".data-")])
+    raise _one_file_error(path, path[: path.rindex(".data-")])
   raise errors.CheckpointNotFoundError(
-      f"`{path}` is neither a model_dir nor a checkpoint prefix (there is no "
-      f"`{bundle.index_filename(path)}`). Pass a model_dir or a prefix such "
-      "as `model_dir/model.ckpt-100`.")
+    f"`{path}` is neither a model_dir nor a checkpoint prefix (there is no "
+    f"`{bundle.index_filename(path)}`). Pass a model_dir or a prefix such "
+    "as `model_dir/model.ckpt-100`."
+  )
 
 
 def _one_file_error(path: str, prefix: str) -> errors.CheckpointNotFoundError:
   return errors.CheckpointNotFoundError(
-      f"`{path}` is one file of a checkpoint; pass its prefix `{prefix}` "
-      "(or the model_dir) instead.")
+    f"`{path}` is one file of a checkpoint; pass its prefix `{prefix}` "
+    "(or the model_dir) instead."
+  )
 
 
 def encode(prefixes: Sequence[str]) -> bytes:
@@ -154,9 +169,11 @@ def encode(prefixes: Sequence[str]) -> bytes:
   `tf.train.latest_checkpoint` resolve them against the model dir.
   """
   return encode_state(
-      protos.CheckpointState(
-          model_checkpoint_path=os.path.basename(prefixes[-1]),
-          all_model_checkpoint_paths=[os.path.basename(p) for p in prefixes]))
+    protos.CheckpointState(
+      model_checkpoint_path=os.path.basename(prefixes[-1]),
+      all_model_checkpoint_paths=[os.path.basename(p) for p in prefixes],
+    )
+  )
 
 
 def encode_state(state: protos.CheckpointState) -> bytes:

@@ -25,7 +25,7 @@ from estimator_ckpt._src.format import varint
 
 _FOOTER_SIZE = 48
 _HANDLES_SIZE = 40  # 2 * BlockHandle::kMaxEncodedLength.
-_MAGIC = 0xdb4775248b80fb57
+_MAGIC = 0xDB4775248B80FB57
 _TRAILER_SIZE = 5
 _NO_COMPRESSION = 0
 _SNAPPY_COMPRESSION = 1
@@ -86,7 +86,7 @@ def _shortest_separator(start: bytes, limit: bytes) -> bytes:
   if common >= shortest:
     return start
   byte = start[common]
-  if byte < 0xff and byte + 1 < limit[common]:
+  if byte < 0xFF and byte + 1 < limit[common]:
     return start[:common] + bytes([byte + 1])
   return start
 
@@ -94,7 +94,7 @@ def _shortest_separator(start: bytes, limit: bytes) -> bytes:
 def _short_successor(key: bytes) -> bytes:
   """`FindShortSuccessor` of tsl/lib/io/table_builder.cc."""
   for i, byte in enumerate(key):
-    if byte != 0xff:
+    if byte != 0xFF:
       return key[:i] + bytes([byte + 1])
   return key
 
@@ -123,7 +123,9 @@ def encode_table(items: Iterable[Tuple[bytes, bytes]]) -> bytes:
     handle = varint.encode_varint(len(out)) + varint.encode_varint(len(raw))
     out.extend(raw)
     out.append(_NO_COMPRESSION)
-    out.extend(_UINT32.pack(crc32c.mask(crc32c.crc32c(raw + bytes([_NO_COMPRESSION])))))
+    out.extend(
+      _UINT32.pack(crc32c.mask(crc32c.crc32c(raw + bytes([_NO_COMPRESSION]))))
+    )
     block.reset()
     return handle
 
@@ -133,11 +135,14 @@ def encode_table(items: Iterable[Tuple[bytes, bytes]]) -> bytes:
   for key, value in items:
     if last_key is not None:
       if key <= last_key:
-        raise ValueError(f"table keys out of order: {tensor_slice.key_text(key)!r} after "
-                         f"{tensor_slice.key_text(last_key)!r}")
+        raise ValueError(
+          f"table keys out of order: {tensor_slice.key_text(key)!r} after "
+          f"{tensor_slice.key_text(last_key)!r}"
+        )
       if len(key) + len(value) >= 2 * _BLOCK_SIZE and not data_block.empty():
         pending_handle = flush()
     if pending_handle is not None:
+      assert last_key is not None  # A block was flushed: it had keys.
       index_block.add(_shortest_separator(last_key, key), pending_handle)
       pending_handle = None
     last_key = key
@@ -149,45 +154,54 @@ def encode_table(items: Iterable[Tuple[bytes, bytes]]) -> bytes:
     pending_handle = handle
   metaindex_handle = write_block(_BlockBuilder(_DATA_RESTART_INTERVAL))
   if pending_handle is not None:
+    assert last_key is not None
     index_block.add(_short_successor(last_key), pending_handle)
   index_handle = write_block(index_block)
   footer = (metaindex_handle + index_handle).ljust(_HANDLES_SIZE, b"\x00")
-  footer += _UINT32.pack(_MAGIC & 0xffffffff) + _UINT32.pack(_MAGIC >> 32)
+  footer += _UINT32.pack(_MAGIC & 0xFFFFFFFF) + _UINT32.pack(_MAGIC >> 32)
   out.extend(footer)
   return bytes(out)
 
 
 def _corrupt(path: str, detail: str) -> errors.CorruptCheckpointError:
   return errors.CorruptCheckpointError(
-      f"`{path}` is not a valid checkpoint index: {detail}. The file is "
-      "damaged or incomplete (a crash during save?); restore it from a backup "
-      "or use an earlier checkpoint.")
+    f"`{path}` is not a valid checkpoint index: {detail}. The file is "
+    "damaged or incomplete (a crash during save?); restore it from a backup "
+    "or use an earlier checkpoint."
+  )
 
 
-def _read_block(path: str, data: bytes, handle: Tuple[int, int],
-                what: str) -> bytes:
+def _read_block(
+  path: str, data: varint.BytesLike, handle: Tuple[int, int], what: str
+) -> bytes:
   offset, size = handle
   if offset + size + _TRAILER_SIZE > len(data) - _FOOTER_SIZE:
-    raise _corrupt(path, f"the {what} at offset {offset} ({size} bytes) runs "
-                   f"past the end of the {len(data)}-byte file")
-  contents = data[offset:offset + size]
+    raise _corrupt(
+      path,
+      f"the {what} at offset {offset} ({size} bytes) runs "
+      f"past the end of the {len(data)}-byte file",
+    )
+  contents = data[offset : offset + size]
   block_type = data[offset + size]
   (stored,) = _UINT32.unpack_from(data, offset + size + 1)
-  if crc32c.unmask(stored) != crc32c.crc32c(data[offset:offset + size + 1]):
+  if crc32c.unmask(stored) != crc32c.crc32c(data[offset : offset + size + 1]):
     raise _corrupt(path, f"the {what} at offset {offset} fails its checksum")
   if block_type == _SNAPPY_COMPRESSION:
     raise errors.IncompatibleCheckpointError(
-        f"`{path}` uses Snappy-compressed blocks (written by TensorFlow 1.1 "
-        "or older), which this tool does not read. Re-save it with a newer "
-        "TensorFlow.")
+      f"`{path}` uses Snappy-compressed blocks (written by TensorFlow 1.1 "
+      "or older), which this tool does not read. Re-save it with a newer "
+      "TensorFlow."
+    )
   if block_type != _NO_COMPRESSION:
-    raise _corrupt(path, f"the {what} at offset {offset} has unknown block "
-                   f"type {block_type}")
-  return contents
+    raise _corrupt(
+      path, f"the {what} at offset {offset} has unknown block type {block_type}"
+    )
+  return bytes(contents)
 
 
-def _block_entries(path: str, block: bytes,
-                   what: str) -> List[Tuple[bytes, bytes]]:
+def _block_entries(
+  path: str, block: bytes, what: str
+) -> List[Tuple[bytes, bytes]]:
   """Decodes a block, checking its restart points."""
   if len(block) < 4:
     raise _corrupt(path, f"the {what} is {len(block)} bytes, too short")
@@ -210,18 +224,22 @@ def _block_entries(path: str, block: bytes,
         raise ValueError("entry out of bounds")
       if shared == 0:
         restart_points.add(start)
-      key = key[:shared] + block[pos:pos + unshared]
+      key = key[:shared] + block[pos : pos + unshared]
       pos += unshared
-      entries.append((key, block[pos:pos + value_length]))
+      entries.append((key, block[pos : pos + value_length]))
       pos += value_length
   except ValueError:
-    raise _corrupt(path, f"the {what} has a malformed entry at byte {pos}"
-                   ) from None
-  if entries and (restarts[0] != 0 or
-                  any(r not in restart_points for r in restarts) or
-                  list(restarts) != sorted(set(restarts))):
-    raise _corrupt(path, f"the {what} has restart points that do not start "
-                   "entries")
+    raise _corrupt(
+      path, f"the {what} has a malformed entry at byte {pos}"
+    ) from None
+  if entries and (
+    restarts[0] != 0
+    or any(r not in restart_points for r in restarts)
+    or list(restarts) != sorted(set(restarts))
+  ):
+    raise _corrupt(
+      path, f"the {what} has restart points that do not start entries"
+    )
   return entries
 
 
@@ -236,7 +254,9 @@ def _decode_handle(path: str, value: bytes, what: str) -> Tuple[int, int]:
   return offset, size
 
 
-def decode_table(path: str, data: bytes) -> List[Tuple[bytes, bytes]]:
+def decode_table(
+  path: str, data: varint.BytesLike
+) -> List[Tuple[bytes, bytes]]:
   """Decodes a table file, checking checksums, bounds and key order.
 
   Args:
@@ -252,13 +272,19 @@ def decode_table(path: str, data: bytes) -> List[Tuple[bytes, bytes]]:
       index separators that do not bracket their blocks.
   """
   if len(data) < _FOOTER_SIZE:
-    raise _corrupt(path, f"it is {len(data)} bytes long, shorter than the "
-                   f"{_FOOTER_SIZE}-byte table footer (empty or truncated)")
+    raise _corrupt(
+      path,
+      f"it is {len(data)} bytes long, shorter than the "
+      f"{_FOOTER_SIZE}-byte table footer (empty or truncated)",
+    )
   footer = data[-_FOOTER_SIZE:]
   magic_lo, magic_hi = struct.unpack_from("<II", footer, _HANDLES_SIZE)
   if (magic_hi << 32) | magic_lo != _MAGIC:
-    raise _corrupt(path, "its footer lacks the table magic number (truncated, "
-                   "or not an index file)")
+    raise _corrupt(
+      path,
+      "its footer lacks the table magic number (truncated, "
+      "or not an index file)",
+    )
   try:
     meta_offset, pos = varint.decode_varint(footer, 0, _HANDLES_SIZE)
     meta_size, pos = varint.decode_varint(footer, pos, _HANDLES_SIZE)
@@ -270,30 +296,42 @@ def decode_table(path: str, data: bytes) -> List[Tuple[bytes, bytes]]:
   if meta_offset + meta_size + _TRAILER_SIZE > len(data) - _FOOTER_SIZE:
     raise _corrupt(path, "its metaindex handle points past the end")
   index = _block_entries(
-      path, _read_block(path, data, (index_offset, index_size),
-                        "index block"), "index block")
+    path,
+    _read_block(path, data, (index_offset, index_size), "index block"),
+    "index block",
+  )
   items: List[Tuple[bytes, bytes]] = []
   previous_separator = None
   for block_number, (separator, handle_bytes) in enumerate(index):
     what = f"data block {block_number}"
     handle = _decode_handle(path, handle_bytes, what)
-    block_items = _block_entries(path, _read_block(path, data, handle, what),
-                                 what)
+    block_items = _block_entries(
+      path, _read_block(path, data, handle, what), what
+    )
     if not block_items:
       raise _corrupt(path, f"{what} is empty")
     for key, value in block_items:
       if items and key == items[-1][0]:
-        raise _corrupt(path, f"key `{tensor_slice.key_text(key)}` appears twice "
-                       "(TensorFlow would silently use one of them)")
+        raise _corrupt(
+          path,
+          f"key `{tensor_slice.key_text(key)}` appears twice "
+          "(TensorFlow would silently use one of them)",
+        )
       if items and key < items[-1][0]:
-        raise _corrupt(path, f"key `{tensor_slice.key_text(key)}` comes after "
-                       f"`{tensor_slice.key_text(items[-1][0])}`, out of order "
-                       "(TensorFlow would silently miss entries)")
+        raise _corrupt(
+          path,
+          f"key `{tensor_slice.key_text(key)}` comes after "
+          f"`{tensor_slice.key_text(items[-1][0])}`, out of order "
+          "(TensorFlow would silently miss entries)",
+        )
       items.append((key, value))
-    if (block_items[-1][0] > separator or
-        (previous_separator is not None and
-         block_items[0][0] <= previous_separator)):
-      raise _corrupt(path, f"the index entry of {what} does not bracket its "
-                     "keys (TensorFlow would miss entries)")
+    if block_items[-1][0] > separator or (
+      previous_separator is not None and block_items[0][0] <= previous_separator
+    ):
+      raise _corrupt(
+        path,
+        f"the index entry of {what} does not bracket its "
+        "keys (TensorFlow would miss entries)",
+      )
     previous_separator = separator
   return items

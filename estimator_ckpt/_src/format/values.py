@@ -17,8 +17,9 @@ from estimator_ckpt._src.format import varint
 _UINT32 = struct.Struct("<I")
 
 
-def read_entry_bytes(bundle: bundle_lib.Bundle, key: bytes,
-                     entry: protos.BundleEntryProto) -> bytes:
+def read_entry_bytes(
+  bundle: bundle_lib.Bundle, key: bytes, entry: protos.BundleEntryProto
+) -> bytes:
   """An entry's bytes, checksum verified.
 
   Raises:
@@ -30,8 +31,9 @@ def read_entry_bytes(bundle: bundle_lib.Bundle, key: bytes,
       data = checkpoint_files.pread_exact(fd, entry.size, entry.offset, path)
   except FileNotFoundError:
     raise errors.CorruptCheckpointError(
-        f"Data file `{path}` of `{bundle.prefix}` disappeared while it was "
-        "read. Is something else deleting the checkpoint?") from None
+      f"Data file `{path}` of `{bundle.prefix}` disappeared while it was "
+      "read. Is something else deleting the checkpoint?"
+    ) from None
   checksummer = checksums.Checksummer(entry)
   try:
     checksummer.update(data)
@@ -43,8 +45,9 @@ def read_entry_bytes(bundle: bundle_lib.Bundle, key: bytes,
   return data
 
 
-def check_numpy_shape(shape: Sequence[int], dtype: dtypes.DType,
-                      where: str) -> None:
+def check_numpy_shape(
+  shape: Sequence[int], dtype: dtypes.DType, where: str
+) -> None:
   """Raises unless numpy can hold an array of `shape` (even with 0 elements).
 
   numpy refuses any shape whose non-zero dimensions multiply past its index
@@ -59,14 +62,16 @@ def check_numpy_shape(shape: Sequence[int], dtype: dtypes.DType,
     extent *= max(dim, 1)
   if extent > np.iinfo(np.intp).max:
     raise errors.IncompatibleCheckpointError(
-        f"{where} has shape {list(shape)}, which numpy cannot represent (its "
-        "non-zero dimensions multiply past 2^63 bytes), so it cannot be "
-        "returned as an array. Read it with TensorFlow, or check how the "
-        "checkpoint was written.")
+      f"{where} has shape {list(shape)}, which numpy cannot represent (its "
+      "non-zero dimensions multiply past 2^63 bytes), so it cannot be "
+      "returned as an array. Read it with TensorFlow, or check how the "
+      "checkpoint was written."
+    )
 
 
-def decode_value(entry: protos.BundleEntryProto, data: bytes,
-                 where: str = "The tensor") -> np.ndarray:
+def decode_value(
+  entry: protos.BundleEntryProto, data: bytes, where: str = "The tensor"
+) -> np.ndarray:
   """An entry's value from its (checked) bytes.
 
   Strings come back as an object array of `bytes`, as TensorFlow's
@@ -87,7 +92,8 @@ def decode_value(entry: protos.BundleEntryProto, data: bytes,
   count = bundle_lib.num_elements(shape)
   if not dtype.variable_length:
     return np.frombuffer(bytearray(data), dtype=dtype.numpy_dtype()).reshape(
-        shape)
+      shape
+    )
   values = np.empty(count, dtype=object)
   pos = 0
   if dtype is dtypes.STRING:
@@ -99,12 +105,12 @@ def decode_value(entry: protos.BundleEntryProto, data: bytes,
       lengths.append(length)
     pos += 4
     for i, length in enumerate(lengths):
-      values[i] = bytes(data[pos:pos + length])
+      values[i] = bytes(data[pos : pos + length])
       pos += length
   else:
     for i in range(count):
       length, pos = varint.decode_varint(data, pos, len(data))
-      values[i] = bytes(data[pos:pos + length])
+      values[i] = bytes(data[pos : pos + length])
       pos += length + 4
   return values.reshape(shape)
 
@@ -116,9 +122,14 @@ def encode_strings(values: Sequence[bytes]) -> Tuple[bytes, int]:
     The bytes to store and the entry's (masked) `crc32c`.
   """
   lengths = b"".join(varint.encode_varint(len(v)) for v in values)
-  crc = crc32c.crc32c(b"".join(
-      _UINT32.pack(len(v)) if len(v) <= 0xffffffff else
-      struct.pack("<Q", len(v)) for v in values))
+  crc = crc32c.crc32c(
+    b"".join(
+      _UINT32.pack(len(v))
+      if len(v) <= 0xFFFFFFFF
+      else struct.pack("<Q", len(v))
+      for v in values
+    )
+  )
   length_checksum = _UINT32.pack(crc32c.mask(crc))
   crc = crc32c.crc32c(length_checksum, crc)
   for value in values:

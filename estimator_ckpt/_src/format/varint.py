@@ -1,27 +1,32 @@
 """LevelDB/protobuf varints, as tables and string tensors encode lengths."""
 
-from typing import Tuple
+import mmap
+from typing import Tuple, Union
+
+# Anything indexable by position into byte values: a table, a mapped file.
+BytesLike = Union[bytes, bytearray, memoryview, mmap.mmap]
 
 
 def encode_varint(value: int) -> bytes:
   """LevelDB/protobuf varint encoding of a non-negative int."""
   out = bytearray()
   while value >= 0x80:
-    out.append((value & 0x7f) | 0x80)
+    out.append((value & 0x7F) | 0x80)
     value >>= 7
   out.append(value)
   return bytes(out)
 
 
-def decode_varint(data: bytes, pos: int, limit: int,
-                max_bits: int = 64) -> Tuple[int, int]:
+def decode_varint(
+  data: BytesLike, pos: int, limit: int, max_bits: int = 64
+) -> Tuple[int, int]:
   """Decodes a varint at `pos`; raises ValueError past `limit` or `max_bits`."""
   result = 0
   shift = 0
   while pos < limit and shift < max_bits:
     byte = data[pos]
     pos += 1
-    result |= (byte & 0x7f) << shift
+    result |= (byte & 0x7F) << shift
     if byte < 0x80:
       return result, pos
     shift += 7
