@@ -8,9 +8,12 @@ key), a decoded name against a `full_name`, stock parts that do not fit.
 """
 
 import os
+import subprocess
+import sys
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import numpy as np
 import tensorflow as tf
 
 import estimator_ckpt
@@ -366,6 +369,106 @@ class PrecedenceTest(parameterized.TestCase, tf.test.TestCase):
   )
   def test_concat_axis(self, shapes, full_shape, expected):
     self.assertEqual(layouts.concat_axis(shapes, full_shape), expected)
+
+
+# Saves, under ParameterServerStrategy on a real in-process cluster (one
+# worker, two ps on 127.0.0.1, as TF's multi_worker_test_base
+# create_in_process_cluster), a 6x2 table the strategy shards in two (a
+# ShardedVariable) and a variable it does not, as the guide does
+# (`var_list/`) and as plain attributes. In a child process: the strategy
+# connects the eager context to the cluster for good, and in-process servers
+# cannot be stopped.
+_PARAMETER_SERVER_WRITER = """
+import os
+import socket
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+jobs = {"worker": 1, "ps": 2}
+spec = tf.train.ClusterSpec({
+  job: [f"127.0.0.1:{free_port()}" for _ in range(count)]
+  for job, count in jobs.items()
+})
+servers = [
+  tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc")
+  for job, count in jobs.items()
+  for i in range(count)
+]
+strategy = tf.distribute.experimental.ParameterServerStrategy(
+  tf.distribute.cluster_resolver.SimpleClusterResolver(spec, rpc_layer="grpc"),
+  variable_partitioner=(
+    tf.distribute.experimental.partitioners.FixedShardsPartitioner(2)
+  ),
+)
+with strategy.scope():
+  emb = tf.Variable(np.arange(12, dtype=np.float32).reshape(6, 2), name="emb")
+  bias = tf.Variable([7.0], name="bias")  # One row: not sharded.
+assert type(emb).__name__ == "ShardedVariable", type(emb)
+directory = sys.argv[1]
+tf.train.Checkpoint(var_list={"emb": emb, "dense/bias": bias}).write(
+  os.path.join(directory, "var_list", "ckpt"))
+tf.train.Checkpoint(emb=emb, bias=bias).write(
+  os.path.join(directory, "attributes", "ckpt"))
+"""
+
+
+class ShardedVariableTest(tf.test.TestCase):
+  def test_sharded_table_is_named_by_its_key_never_sharded_variable(self):
+    directory = self.create_tempdir().full_path
+    subprocess.run(
+      [sys.executable, "-c", _PARAMETER_SERVER_WRITER, directory],
+      check=True,
+      timeout=120,
+    )
+    var_list_prefix = os.path.join(directory, "var_list", "ckpt")
+    # What TensorFlow writes: the table's slices, recorded in the object
+    # graph under the ShardedVariable's default name.
+    graph = protos.TrackableObjectGraph.FromString(
+      tf.train.load_checkpoint(var_list_prefix).get_tensor(
+        keys.OBJECT_GRAPH_KEY
+      )
+    )
+    self.assertEqual(keys.full_names_by_key(graph)[_EMB_KEY], "ShardedVariable")
+    _, variables = _resolve(var_list_prefix)
+    self.assertEqual(
+      _where(variables),
+      {
+        "dense/bias": (Layout.VAR_LIST, (_var_list_key("dense/bias"),), 1),
+        "emb": (Layout.VAR_LIST, (_EMB_KEY,), 2),
+      },
+    )
+    tf1_dir = os.path.join(self.create_tempdir().full_path, "tf1")
+    estimator_ckpt.convert(var_list_prefix, tf1_dir, to="tf1")
+    self.assertEqual(
+      tf.train.list_variables(tf1_dir), [("dense/bias", [1]), ("emb", [6, 2])]
+    )
+    self.assertAllEqual(
+      tf.train.load_variable(tf1_dir, "emb"),
+      np.arange(12, dtype=np.float32).reshape(6, 2),
+    )
+    # Without a `var_list/` key the table has no name: it is listed under
+    # its key, not as `ShardedVariable`.
+    _, variables = _resolve(os.path.join(directory, "attributes", "ckpt"))
+    self.assertEqual(
+      _where(variables),
+      {
+        "bias": (Layout.FULL_NAME, ("bias/.ATTRIBUTES/VARIABLE_VALUE",), 1),
+        "emb/.ATTRIBUTES/VARIABLE_VALUE": (
+          Layout.KEY,
+          ("emb/.ATTRIBUTES/VARIABLE_VALUE",),
+          2,
+        ),
+      },
+    )
 
 
 if __name__ == "__main__":

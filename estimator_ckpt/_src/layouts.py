@@ -20,7 +20,11 @@ Layouts (`Layout`), by how a key names its variable:
 * `GUIDE_VARS`: `vars/<escaped name>/...`, the guide's `convert_tf1_to_tf2`.
 * `FULL_NAME`: any other object-graph key, named by the `full_name` the graph
   records for it (e.g. `tf.train.Checkpoint(v=var)` of a graph-mode
-  variable), if no other key of the graph carries the same `full_name`.
+  variable), if no other key of the graph carries the same `full_name`. A
+  sliced key's `full_name` `ShardedVariable` names nothing: it is the default
+  name of every `tf.distribute` ShardedVariable (ParameterServerStrategy
+  gives its sharded tables no other), so a sharded table is named by its
+  `var_list/` key, or listed under its key.
 * `STOCK_PARTS`: one tensor per partition, `var_list/emb.Spart_<i>/...`, as
   stock `tf.train.Checkpoint(var_list={v.name: v for v in
   global_variables()})` writes a partitioned variable: a decoded
@@ -92,6 +96,10 @@ from estimator_ckpt._src.format import tensor_slice
 
 _OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
 _PART_RE = re.compile(r"^(.*)/part_(\d+)$")
+# The `full_name` of a ShardedVariable's slices unless it was given a name,
+# which ParameterServerStrategy never does (tensorflow/python/distribute/
+# sharded_variable.py, parameter_server_strategy_v2.py `_create_variable`).
+_SHARDED_VARIABLE_FULL_NAME = "ShardedVariable"
 _GUIDE_VARS_PREFIX = keys.GUIDE_CONVERTED_VAR_LIST + "/"
 
 
@@ -200,6 +208,8 @@ def _object_graph_claim(
   """The name an object-based checkpoint's key claims, in precedence order."""
   text = key_name(key)
   full_name = full_names.get(text)
+  if entry.slices and full_name == _SHARDED_VARIABLE_FULL_NAME:
+    full_name = None  # Every ShardedVariable's; no variable's name.
   decoded = _decoded_name(text)
   if decoded is not None:
     match = _PART_RE.match(decoded)
