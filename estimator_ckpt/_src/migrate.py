@@ -5,15 +5,24 @@ carries `scaffold.scaffold()`; `migrate_estimator` rebuilds an Estimator
 (canned ones included) around the wrapped model_fn. Both take the saver's
 retention from the `RunConfig` Estimator passes, as Estimator's own TF1 saver
 does (`keep_checkpoint_max`, `keep_checkpoint_every_n_hours`).
+
+The Estimator `migrate_estimator` returns also answers `get_variable_names()`
+and `get_variable_value(name)` by TF1 variable name, whatever the format of
+the checkpoint in model_dir, through `reader` (`layouts` decides which keys
+hold each name). Estimator forbids subclasses to override those methods
+(`_assert_members_are_not_overridden`), so they are set on the instance.
 """
 
 import functools
-from typing import Any, Callable, Optional
+import re
+from typing import Any, Callable, List, Optional
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import function_utils
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import reader
 from estimator_ckpt._src import scaffold
 
 tf1 = tf.compat.v1
@@ -24,6 +33,9 @@ _RUN_CONFIG_DEFAULTS = {
   "max_to_keep": "keep_checkpoint_max",
   "keep_checkpoint_every_n_hours": "keep_checkpoint_every_n_hours",
 }
+
+# `gs://bucket/dir`, `hdfs://...`: file systems only TensorFlow reads.
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
@@ -94,6 +106,15 @@ def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
   model_fn keeps every field of its `EstimatorSpec` and of a Scaffold it set
   (init_fn, ready_op, ...); only the saver changes.
 
+  A `tf.estimator.Estimator` you build around the wrapped model_fn keeps
+  stock `get_variable_names()` and `get_variable_value()`: a model_fn cannot
+  change the Estimator's methods, so they list and take the checkpoint's
+  raw index keys (TF2 keys such as `var_list/<escaped name>/.ATTRIBUTES/
+  VARIABLE_VALUE`, `_CHECKPOINTABLE_OBJECT_GRAPH`, ...). Read by TF1 name with
+  `estimator_ckpt.list_variables(est.model_dir)` and
+  `estimator_ckpt.load_variable(est.model_dir, name)`, or build the
+  Estimator with `migrate_estimator`, whose methods take TF1 names.
+
   Args:
     model_fn: The model_fn; None when used as `@tf2_checkpoints(...)`.
     **options: Keyword arguments of `estimator_ckpt.scaffold()`.
@@ -122,10 +143,26 @@ def migrate_estimator(
   ...). If model_dir holds TF1 checkpoints, training resumes from them by
   name and the next save is TF2.
 
-  `get_variable_names()` of the result lists checkpoint keys: TF2 keys
-  (`var_list/<escaped name>/.ATTRIBUTES/VARIABLE_VALUE`), `global_step` and
-  `_CHECKPOINTABLE_OBJECT_GRAPH`; `get_variable_value()` takes those keys.
-  For TF1 names in either format, use `estimator_ckpt.keys.variable_key`.
+  The result reads its checkpoints by TF1 variable name, as the Estimator
+  did before migration, whichever format model_dir holds:
+
+  * `get_variable_names()` returns what a stock Estimator of the same model
+    returns for a TF1 checkpoint: every variable's TF1 name once (optimizer
+    slots and `global_step` included, a partitioned variable under its own
+    name), sorted. TF2 keys (`var_list/...`), `_CHECKPOINTABLE_OBJECT_GRAPH`
+    and `save_counter` are not variables and are not listed.
+  * `get_variable_value(name)` takes a TF1 name (`dnn/hiddenlayer_0/kernel`,
+    with or without `:0`, as stock) and returns the value as stock does, a
+    partitioned variable whole; it also still takes a raw checkpoint key
+    (`var_list/dense.Skernel/.ATTRIBUTES/VARIABLE_VALUE`). Names no layout
+    holds raise what stock raises (`tf.errors.NotFoundError`).
+
+  Both read local paths (`estimator_ckpt.list_variables` and
+  `load_variable`); for a model_dir with a URL scheme (`gs://...`) they
+  behave as stock Estimator's, which lists raw keys. So do
+  `tf.estimator.Estimator`s you build yourself around a `tf2_checkpoints`
+  model_fn: Estimator's methods cannot be replaced from a model_fn, so read
+  those by name with `estimator_ckpt.load_variable(est.model_dir, name)`.
 
   Args:
     estimator: A `tf.estimator.Estimator`.
@@ -135,7 +172,7 @@ def migrate_estimator(
     A new `tf.estimator.Estimator`.
   """
   # pylint: disable=protected-access
-  return tf.estimator.Estimator(
+  migrated = tf.estimator.Estimator(
     model_fn=tf2_checkpoints(estimator._model_fn, **options),
     model_dir=estimator.model_dir,
     config=estimator.config,
@@ -143,3 +180,66 @@ def migrate_estimator(
     warm_start_from=estimator._warm_start_settings,
   )
   # pylint: enable=protected-access
+  _read_by_tf1_name(migrated)
+  return migrated
+
+
+def _read_by_tf1_name(estimator: tf.estimator.Estimator) -> None:
+  """Makes `estimator` list and read its checkpoints by TF1 variable name.
+
+  Sets `get_variable_names` and `get_variable_value` on the instance (a
+  subclass may not override them; see the module docstring). Whatever they
+  do not handle goes to the stock methods, so their errors stay Estimator's:
+  no checkpoint yet (`ValueError`), a non-string name, a model_dir with a URL
+  scheme, a name no layout of the checkpoint holds.
+  """
+  stock_names = estimator.get_variable_names
+  stock_value = estimator.get_variable_value
+
+  def readable() -> bool:
+    model_dir = estimator.model_dir
+    return (
+      not _URL_SCHEME.match(model_dir)
+      and tf.train.latest_checkpoint(model_dir) is not None
+    )
+
+  def get_variable_names() -> List[str]:
+    """TF1 names of the latest checkpoint's variables (see migrate_estimator).
+
+    Returns:
+      Sorted TF1 variable names, as a stock Estimator lists a TF1 checkpoint.
+
+    Raises:
+      ValueError: The Estimator has not produced a checkpoint yet.
+    """
+    if not readable():
+      return stock_names()
+    return [name for name, _ in reader.list_variables(estimator.model_dir)]
+
+  def get_variable_value(name: str) -> Any:
+    """A variable's value by TF1 name or raw key (see migrate_estimator).
+
+    Args:
+      name: A TF1 variable name (`:0` suffix optional) or a checkpoint key.
+
+    Returns:
+      The value as a numpy array (a numpy scalar for a scalar, as stock).
+
+    Raises:
+      ValueError: The Estimator has not produced a checkpoint yet.
+      tf.errors.NotFoundError: The checkpoint holds no such name or key.
+    """
+    if not isinstance(name, str) or not readable():
+      return stock_value(name)
+    # Stock `tf.train.load_variable` drops the tensor suffix the same way.
+    tf1_name = name[: -len(":0")] if name.endswith(":0") else name
+    try:
+      value = reader.load_variable(estimator.model_dir, tf1_name)
+    except errors.VariableNotFoundError:
+      return stock_value(name)
+    if isinstance(value, np.ndarray) and not value.shape:
+      return value[()]  # A numpy scalar (or `bytes`), as stock returns it.
+    return value
+
+  estimator.get_variable_names = get_variable_names
+  estimator.get_variable_value = get_variable_value
