@@ -47,15 +47,32 @@ not (batch-norm moving statistics included), except
 
 * the global step, which always starts fresh (the guide: "The train step
   value doesn't carry over from the warm_start checkpoint."), and
-* optimizer state, unless `with_optimizer_slots=True`: non-trainable variables
-  that TensorFlow colocates with another variable. That is exactly what
-  `slot_creator` makes (Adam's `m`/`v`, Momentum, Adagrad and Ftrl
-  accumulators, also ExponentialMovingAverage shadows) and what
-  `Optimizer._create_non_slot_variable` makes (Adam's `beta1_power` and
-  `beta2_power`, colocated with the first variable); both colocate with the
-  primary variable (tensorflow/python/training/slot_creator.py,
-  optimizer.py). Model variables, including batch-norm statistics, are
-  colocated only with themselves.
+* optimizer state, unless `with_optimizer_slots=True`: all of it, i.e. the
+  non-trainable variables that are either
+
+  - colocated with another variable: exactly what `slot_creator` makes
+    (Adam's `m`/`v`, Momentum, Adagrad and Ftrl accumulators, also
+    ExponentialMovingAverage shadows), what
+    `Optimizer._create_non_slot_variable` makes (Adam's `beta1_power` and
+    `beta2_power`, colocated with the first variable), and the slots of Keras
+    optimizers (`OptimizerV2.add_slot`); all colocate with the primary
+    variable (tensorflow/python/training/slot_creator.py, optimizer.py,
+    keras/src/optimizers/legacy/optimizer_v2.py); or
+  - aggregated `ONLY_FIRST_REPLICA`: the settings and step counters a Keras
+    optimizer keeps as variables, which canned estimators create under
+    `training/<Optimizer>/` (`learning_rate`, `momentum`, `decay`, `beta_1`,
+    ..., `iter`, Nadam's `momentum_cache`). Keras creates exactly those with
+    `aggregation=ONLY_FIRST_REPLICA` (`OptimizerV2._create_hypers`,
+    `iterations`), as TensorFlow does the global step
+    (training_util.create_global_step): values that advance once per step
+    however many replicas run, never model state. They are colocated with
+    nothing, so the first rule misses them, and warm-starting them would
+    override the new model's settings (a model configured with learning
+    rate 0.0 would train with the old rate).
+
+  Model variables are colocated only with themselves and are aggregated
+  `NONE` (Keras layers, `get_variable`) or `MEAN` (batch-norm moving
+  statistics), so they are all warm-started.
 
 Estimator's one-shot rule: warm start happens only into an empty model_dir;
 once model_dir has a checkpoint, Estimator restores it and silently ignores
@@ -326,8 +343,10 @@ def warm_start_settings(
       `var_name_to_prev_var_name`, a rule that matches no selected variable
       is an error when the warm start runs.
     with_optimizer_slots: Also warm-start optimizer state (slots such as
-      Adam's `m`/`v`, and `beta1_power`/`beta2_power`), e.g. to continue
-      training a model in a new model_dir.
+      Adam's `m`/`v`, `beta1_power`/`beta2_power`, and the settings and
+      counters of Keras optimizers such as `training/SGD/learning_rate`),
+      e.g. to continue training a model in a new model_dir with the old
+      optimizer settings.
     strict: Raise if any selected variable is not in the checkpoint. Default:
       warm-start what is there and log what is not.
 
@@ -655,17 +674,22 @@ def _matches(variable: _GraphVariable, selection: VarsToWarmStart) -> bool:
 def _optimizer_state_names(
   graph_variables: Sequence[_GraphVariable],
 ) -> frozenset:
-  """Names of non-trainable variables colocated with another variable.
+  """Names of the optimizer's variables (see the module docstring).
 
-  `slot_creator.create_slot` and `Optimizer._create_non_slot_variable`
-  create their variables under `colocate_with(primary)`, so their op's
-  `_class` attribute names another variable (`loc:@hidden/kernel`); a model
-  variable's names only itself.
+  Non-trainable variables that are colocated with another variable
+  (`slot_creator.create_slot`, `Optimizer._create_non_slot_variable` and
+  Keras' `OptimizerV2.add_slot` create theirs under `colocate_with(primary)`,
+  so their op's `_class` attribute names another variable,
+  `loc:@hidden/kernel`; a model variable's names only itself), or aggregated
+  `ONLY_FIRST_REPLICA` (Keras' optimizer hyperparameters and `iterations`).
   """
   op_names = {part.op.name for v in graph_variables for part in v.parts}
   names = set()
   for variable in graph_variables:
     if variable.trainable:
+      continue
+    if any(_is_per_step_setting(part) for part in variable.parts):
+      names.add(variable.name)
       continue
     for part in variable.parts:
       groups = {
@@ -679,6 +703,20 @@ def _optimizer_state_names(
         names.add(variable.name)
         break
   return frozenset(names)
+
+
+def _is_per_step_setting(part: tf.Variable) -> bool:
+  """Whether a variable is aggregated `ONLY_FIRST_REPLICA`.
+
+  `tf.VariableAggregation` and the `VariableAggregationV2` Keras passes are
+  distinct enums with the same values (tensorflow/python/ops/variables.py),
+  so compare values.
+  """
+  aggregation = getattr(part, "aggregation", None)
+  return (
+    aggregation is not None
+    and aggregation.value == tf.VariableAggregation.ONLY_FIRST_REPLICA.value
+  )
 
 
 def _check_unused_rules(
