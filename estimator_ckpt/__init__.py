@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     define_checkpoint_flags as define_checkpoint_flags,
   )
   from estimator_ckpt._src.convert import convert as convert
+  from estimator_ckpt._src.keras_load import load_weights as load_weights
+  from estimator_ckpt._src.keras_load import LoadReport as LoadReport
   from estimator_ckpt._src.migrate import migrate_estimator as migrate_estimator
   from estimator_ckpt._src.migrate import tf2_checkpoints as tf2_checkpoints
   from estimator_ckpt._src.reader import checkpoint_format as checkpoint_format
@@ -81,10 +83,14 @@ _EXPORTS: Dict[str, Tuple[str, Optional[str]]] = {
     "estimator_ckpt._src.checkpoint_flags",
     "CheckpointSettings",
   ),
+  # Leaving Estimator: its checkpoints into Keras models and optimizers.
+  "load_weights": ("estimator_ckpt._src.keras_load", "load_weights"),
+  "LoadReport": ("estimator_ckpt._src.keras_load", "LoadReport"),
 }
 
 __all__ = [
   "CheckpointSettings",
+  "LoadReport",
   "Tf2Saver",
   "WarmStartSummary",
   "checkpoint_format",
@@ -95,6 +101,7 @@ __all__ = [
   "keys",
   "list_variables",
   "load_variable",
+  "load_weights",
   "migrate_estimator",
   "scaffold",
   "tf2_checkpoints",

@@ -1,0 +1,546 @@
+"""`load_weights`: an Estimator's checkpoint into a Keras model and optimizer.
+
+Public: `load_weights` and `LoadReport` (re-exported by `estimator_ckpt`).
+
+The way off Estimator: a TF1 name-based checkpoint (or any TF2 layout this
+package reads) into a Keras model, layer, `tf.Module` or dict of variables,
+with the TF1 optimizer's slots as the Keras optimizer's state, so that
+`model.fit` continues where the Estimator stopped. Names go through the one
+resolver (`reader.read`), partitioned variables come back whole (or in the
+rows of each shard of a `ShardedVariable`), and the optimizer mapping lives
+in `keras_optimizers`.
+
+Everything is checked before anything is assigned: every name found (with
+`strict=True`), every shape and dtype equal, the optimizer state present,
+`global_step` consistent with Adam's beta powers, and every value read (its
+checksum verified). Only then are the variables assigned, so a failed load
+leaves the model and optimizer as they were.
+"""
+
+import dataclasses
+import difflib
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from estimator_ckpt import errors
+from estimator_ckpt._src import keras_optimizers
+from estimator_ckpt._src import keras_targets
+from estimator_ckpt._src import layouts
+from estimator_ckpt._src import reader
+from estimator_ckpt._src import rename_rules
+
+# For how many missing names an error looks for near misses.
+_NAMES_WITH_SUGGESTIONS = 10
+# How many loaded pairs `LoadReport.summary` lists.
+_LISTED_PAIRS = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadReport:
+  """What `load_weights` loaded.
+
+  Attributes:
+    checkpoint: The checkpoint prefix read.
+    format: Its format, `tf1` or `tf2`.
+    loaded: Target variable name -> the checkpoint name it was loaded from.
+    missing: Target variable names the checkpoint lacks (only with
+      `strict=False`), sorted; they keep their values.
+    unused: Checkpoint variable names nothing was loaded from, sorted.
+    optimizer: The Keras optimizer class (`tf.keras.optimizers.Adam`), or
+      None.
+    optimizer_state: `<target name>/<Keras state>` (and `iterations`) ->
+      the checkpoint name it was loaded from.
+    missing_optimizer_state: TF1 names of optimizer state the checkpoint
+      lacks (only with `strict=False`), sorted; that state keeps its
+      initial value.
+    iterations: The optimizer's `iterations` after loading, or None.
+    advice: Optimizer settings that make Keras continue differently from
+      TF1, each with the setting to pass instead.
+  """
+
+  checkpoint: str
+  format: str
+  loaded: Mapping[str, str]
+  missing: Tuple[str, ...] = ()
+  unused: Tuple[str, ...] = ()
+  optimizer: Optional[str] = None
+  optimizer_state: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  missing_optimizer_state: Tuple[str, ...] = ()
+  iterations: Optional[int] = None
+  advice: Tuple[str, ...] = ()
+
+  def summary(self) -> str:
+    """A readable multi-line account, for logs and binaries."""
+    total = len(self.loaded) + len(self.missing)
+    lines = [
+      f"Loaded {len(self.loaded)} of {total} variables from "
+      f"{self.checkpoint} ({self.format}):"
+    ]
+    width = max((len(name) for name in self.loaded), default=0)
+    pairs = [
+      f"{name:{width}s}  <- {source}" if name != source else name
+      for name, source in sorted(self.loaded.items())
+    ]
+    if pairs:
+      lines.append(
+        "  " + errors.format_list(pairs, limit=_LISTED_PAIRS, separator="\n  ")
+      )
+    if self.missing:
+      lines.append(
+        f"Not in the checkpoint (kept their values): {len(self.missing)}: "
+        + errors.format_names(self.missing)
+      )
+    if self.optimizer is not None:
+      slots = len(self.optimizer_state) - (self.iterations is not None)
+      lines.append(
+        f"Optimizer {self.optimizer}: {slots} state variables"
+        + (
+          f", iterations = {self.iterations} (from `global_step`)"
+          if self.iterations is not None
+          else ""
+        )
+      )
+      if self.missing_optimizer_state:
+        lines.append(
+          "  not in the checkpoint (kept their initial values): "
+          + errors.format_names(self.missing_optimizer_state)
+        )
+    if self.unused:
+      lines.append(
+        f"Unused in the checkpoint: {len(self.unused)}: "
+        + errors.format_names(self.unused)
+      )
+    if self.advice:
+      lines.append("Advice:")
+      lines.extend(f"  - {tip}" for tip in self.advice)
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Assignment:
+  """A checkpoint variable going into a target (or an optimizer state)."""
+
+  target: keras_targets.Target
+  source: layouts.Variable
+
+
+def _suggest_rename(
+  lookups: Sequence[str], names: Mapping[str, Any]
+) -> Dict[str, str]:
+  """Rename rules that would find missing names, where one is evident."""
+  rules: Dict[str, str] = {}
+  for lookup in lookups:
+    # A Keras Embedding's weight is `<layer>/embeddings`, a TF1 table just
+    # `<name>`.
+    base, _, leaf = lookup.rpartition("/")
+    if base and leaf == "embeddings" and base in names:
+      rules[lookup] = base
+      continue
+    # A subclassed model's scope in front of every layer name.
+    scope, _, rest = lookup.partition("/")
+    if rest and rest in names:
+      rules.setdefault(scope + "/", "")
+  return rules
+
+
+def _describe_missing(name: str, lookup: str, available: Sequence[str]) -> str:
+  text = f"`{name}`"
+  if lookup != name:
+    text += f" (renamed `{lookup}`)"
+  close = difflib.get_close_matches(lookup, available, n=1)
+  if close:
+    text += f" (did you mean `{close[0]}`?)"
+  return text
+
+
+def _missing_error(
+  contents: reader.Contents,
+  missing: Sequence[Tuple[str, str]],
+  total: int,
+  available: Sequence[str],
+  strict: bool,
+) -> errors.IncompatibleCheckpointError:
+  """The error for target variables the checkpoint lacks."""
+  missing = sorted(missing)
+  shown = _NAMES_WITH_SUGGESTIONS
+  # Near misses only for the names the message shows (difflib is linear in
+  # the checkpoint's size per name).
+  described = [
+    _describe_missing(name, lookup, available)
+    for name, lookup in missing[:shown]
+  ]
+  described += [f"`{name}`" for name, _ in missing[shown:]]
+  listed = errors.format_list(described, limit=shown)
+  rules = _suggest_rename([lookup for _, lookup in missing], contents.variables)
+  fix = f"Pass rename={rules!r}" if rules else "Pass a rename spec"
+  if strict:
+    fix += ", or strict=False to load the others and keep these as they are"
+  return errors.IncompatibleCheckpointError(
+    f"`{contents.prefix}` ({contents.format}) has no variable for "
+    f"{len(missing)} of the target's {total} variables: {listed}. Target "
+    "variables are looked up by their name without `:0` (Keras: "
+    f"`<layer>/<weight>`). {fix}. Nothing was assigned."
+  )
+
+
+def _shape_text(shape: Sequence[int], dtype: str) -> str:
+  return f"[{', '.join(str(d) for d in shape)}] {dtype}"
+
+
+def _check_compatible(
+  contents: reader.Contents, assignments: Sequence[_Assignment], what: str
+) -> None:
+  """Raises ShapeMismatchError naming every pair that differs."""
+  problems = []
+  for a in assignments:
+    target_dtype = a.target.dtype.name
+    if tuple(a.source.shape) != a.target.shape or (
+      a.source.dtype.name != target_dtype
+    ):
+      problems.append(
+        f"`{a.target.name}` is "
+        f"{_shape_text(a.target.shape, target_dtype)} but `{a.source.name}` "
+        f"is {_shape_text(a.source.shape, a.source.dtype.name)}"
+      )
+  if problems:
+    raise errors.ShapeMismatchError(
+      f"{len(problems)} {what} of the target differ from `{contents.prefix}` "
+      f"in shape or dtype: {errors.format_list(sorted(problems))}. Build the "
+      "model with the checkpoint's shapes and dtypes, or leave these "
+      "variables out (a dict target without them, or a rename to a name the "
+      "checkpoint lacks with strict=False). Nothing was assigned."
+    )
+
+
+def _which_tf1_optimizer(
+  contents: reader.Contents, variable_names: Sequence[str]
+) -> str:
+  """Says which TF1 optimizer made the slots a checkpoint has, if any."""
+  found = set()
+  for name in variable_names[:50]:
+    for suffix, optimizer in keras_optimizers.TF1_SLOT_SUFFIXES.items():
+      if f"{name}/{suffix}" in contents.variables:
+        found.add(optimizer)
+  if not found:
+    return (
+      " It has no TF1 optimizer slots for these variables at all: load "
+      "without the optimizer (optimizer=None)."
+    )
+  return (
+    " It has the slots of "
+    + " and ".join(sorted(found))
+    + ": pass that optimizer, or optimizer=None to load the weights alone."
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class _StateAssignment:
+  """A TF1 slot going into one Keras optimizer state of one target."""
+
+  target: keras_targets.Target
+  slot: keras_optimizers.Slot
+  source: layouts.Variable
+
+  @property
+  def label(self) -> str:
+    return f"{self.target.name}/{self.slot.keras_name}"
+
+
+@dataclasses.dataclass
+class _OptimizerPlan:
+  """What `load_weights` will do to the optimizer (built after checks)."""
+
+  spec: keras_optimizers.Spec
+  states: List[_StateAssignment]
+  missing: List[str]
+  step: Optional[layouts.Variable]
+  beta_powers: Dict[str, layouts.Variable]
+
+
+def _plan_optimizer(
+  optimizer: Any,
+  contents: reader.Contents,
+  matched: Sequence[Tuple[keras_targets.Target, str]],
+  trainable: Sequence[keras_targets.Target],
+  strict: bool,
+) -> _OptimizerPlan:
+  """Finds every TF1 name of the optimizer's state; raises if one is missing.
+
+  Args:
+    optimizer: The Keras optimizer.
+    contents: The checkpoint.
+    matched: `(target, checkpoint name)` of every loaded variable.
+    trainable: Every trainable target (the optimizer's variables).
+    strict: Missing state raises (True) or is listed (False).
+  """
+  spec = keras_optimizers.spec(optimizer)
+  if keras_optimizers.is_built(
+    optimizer, keras_targets.physical_variables(trainable)
+  ):
+    raise errors.InvalidArgumentError(
+      f"load_weights: {spec.description} already has state for other "
+      "variables (it was used to train another model). Pass a fresh "
+      "optimizer; load_weights builds its state for the target."
+    )
+  states: List[_StateAssignment] = []
+  missing: List[str] = []
+  for target, name in matched:
+    if not target.trainable:
+      continue
+    for slot in spec.slots:
+      tf1_name = keras_optimizers.tf1_slot_name(name, slot)
+      source = contents.variables.get(tf1_name)
+      if source is None:
+        missing.append(tf1_name)
+      else:
+        states.append(_StateAssignment(target, slot, source))
+  step = contents.variables.get(keras_optimizers.GLOBAL_STEP)
+  if step is None:
+    missing.append(keras_optimizers.GLOBAL_STEP)
+  beta_powers = {}
+  for power_name, _ in spec.beta_powers:
+    power = contents.variables.get(power_name)
+    if power is None:
+      missing.append(power_name)
+    else:
+      beta_powers[power_name] = power
+  if missing and strict:
+    loaded_trainable = [n for t, n in matched if t.trainable]
+    raise errors.IncompatibleCheckpointError(
+      f"`{contents.prefix}` ({contents.format}) lacks {len(missing)} TF1 "
+      f"names of the {spec.description} state: "
+      f"{errors.format_names(missing)}. {spec.description} continues TF1's "
+      f"{spec.tf1_optimizer}."
+      + _which_tf1_optimizer(contents, loaded_trainable)
+      + " Or pass strict=False to start the missing state fresh."
+    )
+  return _OptimizerPlan(spec, states, sorted(missing), step, beta_powers)
+
+
+def _scalar(value: np.ndarray) -> float:
+  return float(np.asarray(value).reshape(()))
+
+
+def load_weights(
+  target: Any,
+  checkpoint: str,
+  *,
+  optimizer: Any = None,
+  rename: Optional[rename_rules.RenameArg] = None,
+  strict: bool = True,
+) -> LoadReport:
+  """Loads an Estimator checkpoint into a Keras model and its optimizer.
+
+  A target variable's name without `:0` (Keras: `<layer>/<weight>`), after
+  `rename`, is looked up as a TF1 variable name in the checkpoint. A
+  partitioned TF1 variable comes back whole (into a Keras `Embedding`) or in
+  the rows of each shard of a `ShardedVariable` (any shard count). With an
+  optimizer, its state is built for the target's trainable variables and set
+  from the TF1 optimizer's slots, and `iterations` from `global_step`
+  (checked against Adam's `beta1_power`/`beta2_power`).
+
+  Everything is checked and every value read before anything is assigned:
+  on an error, the target and optimizer are unchanged.
+
+  Args:
+    target: A built Keras model or layer, a `tf.Module`, or a dict
+      `{tf1_name: variable or ShardedVariable}`; eager, inside or outside a
+      `tf.distribute` strategy scope.
+    checkpoint: A model dir (its latest checkpoint) or a checkpoint prefix,
+      TF1 name-based or any TF2 layout this package reads (`convert`'s,
+      `tf.train.Checkpoint(var_list=...)`, the guide's).
+    optimizer: A Keras optimizer of TF 2.15 (`tf.keras.optimizers.Adam`,
+      `Adagrad`, `SGD`, `RMSprop`, `Ftrl` or their `legacy` versions) to set
+      from the TF1 optimizer's state; None (default) loads the weights alone.
+      Settings under which Keras continues differently from TF1 (Adam's
+      epsilon, Adagrad's epsilon, ...) are listed in `LoadReport.advice`.
+    rename: Current name -> name in the checkpoint, as for warm start: a
+      dict (keys ending in `/` are scopes: `{"my_model/": ""}`) or a list of
+      `(regex, replacement)` pairs.
+    strict: If True (default), every target variable and its optimizer
+      state must be in the checkpoint. If False, missing ones keep their
+      values and are listed in the report.
+
+  Returns:
+    A `LoadReport`.
+
+  Raises:
+    errors.IncompatibleCheckpointError: A target variable (strict) or
+      optimizer state (strict) is not in the checkpoint; the message lists
+      them with near misses. Or `global_step` disagrees with Adam's beta
+      powers.
+    errors.ShapeMismatchError: A variable's shape or dtype differs from the
+      checkpoint's (both named, with both shapes).
+    errors.InvalidRenameError: A malformed rename spec.
+    errors.ArgumentTypeError: The target or optimizer is of a type this
+      function does not take.
+    errors.InvalidArgumentError: Not executing eagerly, an unbuilt Keras
+      target, or an optimizer already built for other variables.
+    errors.Error: No checkpoint at `checkpoint`, or it is damaged.
+  """
+  if not tf.executing_eagerly():
+    raise errors.InvalidArgumentError(
+      "load_weights runs eagerly (TF2 code). In graph code (model_fn, "
+      "MonitoredSession) use estimator_ckpt.warm_start or "
+      "warm_start_settings."
+    )
+  renamer = rename_rules.parse(rename)
+  targets = keras_targets.collect(target)
+  spec = None if optimizer is None else keras_optimizers.spec(optimizer)
+  contents = reader.read(checkpoint)
+
+  # Names.
+  matched: List[Tuple[keras_targets.Target, str]] = []
+  missing: List[Tuple[str, str]] = []
+  assignments: List[_Assignment] = []
+  for t in targets:
+    lookup = renamer(t.name)
+    source = layouts.find(contents.bundle, contents.variables, lookup)
+    if source is None:
+      missing.append((t.name, lookup))
+      continue
+    matched.append((t, source.name))
+    assignments.append(_Assignment(t, source))
+  if missing and strict:
+    used = {source for _, source in matched}
+    available = [n for n in contents.variables if n not in used]
+    raise _missing_error(contents, missing, len(targets), available, strict)
+  if not assignments:
+    raise _missing_error(
+      contents, missing, len(targets), list(contents.variables), strict
+    )
+  _check_compatible(contents, assignments, "variables")
+
+  # The optimizer's state, by name, before anything is built.
+  plan = None
+  if optimizer is not None:
+    trainable = [t for t in targets if t.trainable]
+    plan = _plan_optimizer(optimizer, contents, matched, trainable, strict)
+    _check_compatible(
+      contents,
+      [_Assignment(s.target, s.source) for s in plan.states],
+      "optimizer states",
+    )
+
+  # Every value, read and checked, before the first assignment.
+  values: Dict[str, np.ndarray] = {}
+
+  def value_of(source: layouts.Variable) -> np.ndarray:
+    if source.name not in values:
+      values[source.name] = reader.variable_value(contents, source)
+    return values[source.name]
+
+  for a in assignments:
+    value_of(a.source)
+  step: Optional[int] = None
+  rate = 0.0
+  if plan is not None:
+    for s in plan.states:
+      value_of(s.source)
+    if plan.step is not None:
+      step = int(_scalar(value_of(plan.step)))
+      powers = {
+        name: _scalar(value_of(power))
+        for name, power in plan.beta_powers.items()
+      }
+      problems = keras_optimizers.check_beta_powers(plan.spec, step, powers)
+      if problems:
+        raise errors.IncompatibleCheckpointError(
+          f"`{contents.prefix}`: {'; '.join(problems)}. Either the "
+          f"{plan.spec.description}'s beta_1/beta_2 differ from the TF1 "
+          "AdamOptimizer's beta1/beta2 (pass TF1's), or the TF1 optimizer "
+          "did not step once per global step (then pass optimizer=None and "
+          "set the optimizer's state yourself). Nothing was assigned."
+        )
+    rate = keras_optimizers.learning_rate(optimizer, step or 0)
+
+  # All checks passed: build the optimizer's state, find each state
+  # variable, then assign.
+  states: List[Tuple[Any, np.ndarray, str, str]] = []
+  if plan is not None:
+    trainable_variables = _trainable_variables(target, targets)
+    if trainable_variables:
+      keras_optimizers.build(optimizer, trainable_variables)
+    for s in plan.states:
+      value = keras_optimizers.to_keras(s.slot, values[s.source.name], rate)
+      for index, variable in enumerate(s.target.variables):
+        state = keras_optimizers.state_variable(optimizer, s.slot, variable)
+        rows = keras_targets.rows_of(s.target, index, value)
+        states.append((state, rows, s.label, s.source.name))
+  for a in assignments:
+    keras_targets.assign(a.target, values[a.source.name])
+  optimizer_state: Dict[str, str] = {}
+  for state, rows, label, source_name in states:
+    state.assign(rows)
+    optimizer_state[label] = source_name
+  if plan is not None:
+    if step is not None:
+      optimizer.iterations.assign(step)
+      optimizer_state["iterations"] = keras_optimizers.GLOBAL_STEP
+    _reset_moving_averages(optimizer, targets)
+
+  used = {a.source.name for a in assignments}
+  used.update(optimizer_state.values())
+  if plan is not None:
+    used.update(plan.beta_powers)
+  partitioned = any(
+    a.source.partitioned for a in assignments if a.target.trainable
+  )
+  advice: Tuple[str, ...] = ()
+  if plan is not None:
+    advice = tuple(
+      keras_optimizers.advice(
+        optimizer,
+        plan.spec,
+        checkpoint_names=list(contents.variables),
+        partitioned=partitioned,
+        missing_state=bool(plan.missing) or bool(missing),
+      )
+    )
+  report = LoadReport(
+    checkpoint=contents.prefix,
+    format=contents.format,
+    loaded={a.target.name: a.source.name for a in assignments},
+    missing=tuple(sorted(name for name, _ in missing)),
+    unused=tuple(sorted(n for n in contents.variables if n not in used)),
+    optimizer=None if spec is None else spec.description,
+    optimizer_state=optimizer_state,
+    missing_optimizer_state=tuple(plan.missing) if plan else (),
+    iterations=step,
+    advice=advice,
+  )
+  logging.info("%s", report.summary())
+  return report
+
+
+def _trainable_variables(
+  target: Any, targets: Sequence[keras_targets.Target]
+) -> List[Any]:
+  """The variables the optimizer trains, as `fit` will pass them."""
+  if isinstance(target, tf.Module) and not isinstance(target, Mapping):
+    variables = list(target.trainable_variables)
+    if variables:
+      return variables
+  return keras_targets.physical_variables([t for t in targets if t.trainable])
+
+
+def _reset_moving_averages(
+  optimizer: Any, targets: Sequence[keras_targets.Target]
+) -> None:
+  """Sets a `use_ema` optimizer's averages to the loaded weights.
+
+  Keras starts them at the weights when it builds its state; the state was
+  built before the weights were assigned.
+  """
+  averages = getattr(optimizer, "_model_variables_moving_average", None)
+  if not getattr(optimizer, "use_ema", False) or not averages:
+    return
+  index = optimizer._index_dict  # pylint: disable=protected-access
+  for t in targets:
+    for variable in t.variables:
+      position = index.get(optimizer._var_key(variable))  # pylint: disable=protected-access
+      if position is not None:
+        averages[position].assign(variable)
