@@ -8,6 +8,11 @@ ratio ours / TF1 for each phase (target: within 1.05x):
   resume   a new graph: build, finalize, restore the saved checkpoint, run
            one training step
 
+A second table compares the saves of our saver with TF1-name aliases
+(`tf1_names=True`, the default) against `tf1_names=False` and against
+`also_write_tf1=True` (a second, name-based copy): time (target: at most
+1.02x of `tf1_names=False`), data bytes (target: 1.00x) and index bytes.
+
 Models: (a) many small variables (default 5,000), (b) one partitioned table
 (default 1 GiB in 8 partitions). Each phase is repeated, alternating which
 saver goes first, and the fastest run of each is compared (as `timeit` does:
@@ -81,6 +86,65 @@ def make_tf2_scaffold():
   return scaffold.scaffold()
 
 
+def run_save(
+  build_model: Callable[[], tf.Operation],
+  make_scaffold: Callable[[], tf1.train.Scaffold],
+  workdir: str,
+) -> Dict[str, float]:
+  """Times one save; sizes of what it wrote (TF1 copies included)."""
+  with tf.Graph().as_default():
+    build_model()
+    scaffold = make_scaffold()
+    scaffold.finalize()
+    with tf1.Session() as sess:
+      sess.run(scaffold.init_op)
+      start = time.perf_counter()
+      scaffold.saver.save(sess, os.path.join(workdir, "model.ckpt"), 0)
+      seconds = time.perf_counter() - start
+  sizes = {"data": 0, "index": 0}
+  for directory, _, names in os.walk(workdir):
+    for name in names:
+      kind = "index" if name.endswith(".index") else "data"
+      if kind == "index" or ".data-" in name:
+        sizes[kind] += os.path.getsize(os.path.join(directory, name))
+  return {"save": seconds, **sizes}
+
+
+def compare_tf1_names(models: Dict[str, Callable[[], tf.Operation]]) -> None:
+  """The second table: aliases against no aliases and a TF1 copy."""
+  savers = {
+    "tf1_names=False": lambda: scaffold.scaffold(tf1_names=False),
+    "tf1_names=True": lambda: scaffold.scaffold(tf1_names=True),
+    "also_write_tf1": lambda: scaffold.scaffold(
+      tf1_names=False, also_write_tf1=True
+    ),
+  }
+  print(
+    f"\n{'model':36s} {'save':16s} {'s':>8s} {'ratio':>7s} "
+    f"{'data bytes':>14s} {'ratio':>6s} {'index bytes':>12s}"
+  )
+  for model_name, build_model in models.items():
+    samples: Dict[str, Dict[str, list]] = {name: {} for name in savers}
+    for repeat in range(_REPEATS.value):
+      order = list(savers) if repeat % 2 == 0 else list(reversed(savers))
+      for name in order:
+        with tempfile.TemporaryDirectory() as workdir:
+          for key, value in run_save(
+            build_model, savers[name], workdir
+          ).items():
+            samples[name].setdefault(key, []).append(value)
+    base = samples["tf1_names=False"]
+    for name, sample in samples.items():
+      print(
+        f"{model_name:36s} {name:16s} {min(sample['save']):8.3f} "
+        f"{min(sample['save']) / min(base['save']):6.2f}x "
+        f"{int(sample['data'][0]):14,d} "
+        f"{sample['data'][0] / base['data'][0]:5.2f}x "
+        f"{int(sample['index'][0]):12,d}",
+        flush=True,
+      )
+
+
 def run_phases(
   build_model: Callable[[], tf.Operation],
   make_scaffold: Callable[[], tf1.train.Scaffold],
@@ -144,6 +208,7 @@ def main(argv: Sequence[str]) -> None:
         f"{ours_s / tf1_s:6.2f}x",
         flush=True,
       )
+  compare_tf1_names(models)
 
 
 if __name__ == "__main__":

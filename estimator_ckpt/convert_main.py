@@ -50,6 +50,12 @@ _OVERWRITE = flags.DEFINE_bool(
 _DRY_RUN = flags.DEFINE_bool(
   "dry_run", False, "Print what would be written, write nothing."
 )
+_TF1_NAMES = flags.DEFINE_bool(
+  "tf1_names",
+  True,
+  "With --to=tf2, also store every variable under its TF1 name as an index "
+  "alias of the same bytes (no data written twice), for TF1 readers.",
+)
 
 
 def _rename_spec(values: Sequence[str]) -> Dict[str, str]:
@@ -77,7 +83,11 @@ def main(argv: Sequence[str]) -> None:
     lines = []
     if _DRY_RUN.value:
       plans = convert.plan(
-        src, to=_TO.value, rename=rename, all_checkpoints=_ALL_CHECKPOINTS.value
+        src,
+        to=_TO.value,
+        rename=rename,
+        all_checkpoints=_ALL_CHECKPOINTS.value,
+        tf1_names=_TF1_NAMES.value,
       )
       lines += [render.format_plan(p, dst_dir) for p in plans]
     prefix = convert.convert(
@@ -89,6 +99,7 @@ def main(argv: Sequence[str]) -> None:
       all_checkpoints=_ALL_CHECKPOINTS.value,
       overwrite=_OVERWRITE.value,
       dry_run=_DRY_RUN.value,
+      tf1_names=_TF1_NAMES.value,
     )
   except (errors.Error, OSError) as e:
     sys.exit(f"convert: {e}")

@@ -148,3 +148,7 @@ class CheckpointIOError(Error, OSError):
     # OSError would prefix "[Errno N]" and append the filename; the message
     # already says both in prose.
     return str(self.args[0]) if self.args else ""
+
+
+class FileSystemNotSupportedError(Error, ValueError):
+  """A path's URL scheme has no file system here; the message says the fix."""

@@ -13,6 +13,8 @@ from estimator_ckpt._src.format.keys import GLOBAL_STEP_NAME
 from estimator_ckpt._src.format.keys import GUIDE_CONVERTED_VAR_LIST
 from estimator_ckpt._src.format.keys import object_graph
 from estimator_ckpt._src.format.keys import OBJECT_GRAPH_KEY
+from estimator_ckpt._src.format.keys import SAVE_COUNTER
+from estimator_ckpt._src.format.keys import SAVE_COUNTER_KEY
 from estimator_ckpt._src.format.keys import save_name
 from estimator_ckpt._src.format.keys import STEP
 from estimator_ckpt._src.format.keys import STEP_KEY
@@ -27,6 +29,8 @@ __all__ = [
   "GLOBAL_STEP_NAME",
   "GUIDE_CONVERTED_VAR_LIST",
   "OBJECT_GRAPH_KEY",
+  "SAVE_COUNTER",
+  "SAVE_COUNTER_KEY",
   "STEP",
   "STEP_KEY",
   "VARIABLE_VALUE_SUFFIX",

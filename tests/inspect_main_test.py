@@ -35,7 +35,7 @@ class InspectMainTest(absltest.TestCase):
     self.assertEqual(document["format"], "tf2")
     self.assertEqual(
       {v["name"]: v.get("value") for v in document["variables"]},
-      {"a": 5.0, "b": 6.0, "scoped/c": 7.0, "save_counter": 1},
+      {"a": 5.0, "b": 6.0, "scoped/c": 7.0},  # No save_counter: not a variable.
     )
 
   def test_bad_usage(self):

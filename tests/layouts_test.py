@@ -35,7 +35,6 @@ _VALUES = {
 }
 _KERNEL_KEY = keys.variable_key("dense/kernel")
 _EMB_KEY = keys.variable_key("emb")
-_SAVE_COUNTER = ("save_counter/.ATTRIBUTES/VARIABLE_VALUE",)
 
 
 def _vars_key(name: str) -> str:
@@ -148,7 +147,6 @@ class ResolveTest(parameterized.TestCase, tf.test.TestCase):
         "dense/kernel": (Layout.VAR_LIST, (_KERNEL_KEY,), 1),
         "emb": (Layout.VAR_LIST, (_EMB_KEY,), 1),
         "global_step": (Layout.VAR_LIST, (_var_list_key("global_step"),), 1),
-        "save_counter": (Layout.FULL_NAME, _SAVE_COUNTER, 1),
       },
     ),
     (
@@ -158,7 +156,6 @@ class ResolveTest(parameterized.TestCase, tf.test.TestCase):
         "dense/kernel": (Layout.GUIDE_VARS, (_vars_key("dense/kernel"),), 1),
         "emb": (Layout.GUIDE_VARS, (_vars_key("emb"),), 1),
         "global_step": (Layout.GUIDE_VARS, (_vars_key("global_step"),), 1),
-        "save_counter": (Layout.FULL_NAME, _SAVE_COUNTER, 1),
       },
     ),
     (
@@ -183,7 +180,6 @@ class ResolveTest(parameterized.TestCase, tf.test.TestCase):
           3,
         ),
         "global_step": (Layout.VAR_LIST, (_var_list_key("global_step"),), 1),
-        "save_counter": (Layout.FULL_NAME, _SAVE_COUNTER, 1),
       },
     ),
     (

@@ -60,7 +60,8 @@ class InPlaceMigrationTest(_TestCase):
     self.assertEqual(stored[_VAR_KEY], 4.0)  # 2 restored by name, + 2.
     self.assertEqual(stored[keys.STEP_KEY], 2)
     self.assertIn(keys.OBJECT_GRAPH_KEY, stored)
-    self.assertNotIn("var", stored)
+    # The TF1 name is now an index alias of the TF2 key (tf1_names=True).
+    self.assertEqual(stored["var"], stored[_VAR_KEY])
 
   def test_tf2_dir_resumes(self):
     model_dir = fixtures.copy_golden("est-tf2", self.model_dir())
@@ -456,8 +457,10 @@ class ScaffoldArgumentsTest(_TestCase):
       set(_stored(checkpoint_dir)),
       {
         keys.variable_key("renamed"),
+        "renamed",  # Its TF1-name alias (tf1_names=True).
         keys.STEP_KEY,
         keys.GLOBAL_STEP_NAME,
+        keys.SAVE_COUNTER_KEY,
         keys.OBJECT_GRAPH_KEY,
       },
     )

@@ -22,6 +22,20 @@ stale: the next writer removes it. Hidden names stay within the file
 system's 255-byte name limit for any destination name (`_hidden_name`).
 Failures of the file system become `errors.CheckpointIOError` naming the
 destination, never a hidden name.
+
+Destinations behind a URL (`_write_remote`): object stores have no atomic
+directory rename (on GCS and S3 a rename is a copy plus a delete), so the
+commit is by order instead, each object complete before the next names it:
+the state file stops naming checkpoints being replaced, their old index then
+data objects are deleted, the new data objects are written, then each
+`.index` (under a temporary name, then renamed: objects appear whole), then
+the new `checkpoint` state file (the same way). A reader trusts only
+checkpoints the state file names or whose index exists, so during and after a
+failed or killed conversion it sees the old checkpoints, or the new ones, or
+(for replaced names) none, never a mix; what a kill leaves (data objects
+without an index, temporary objects) is never picked up, and converting again
+replaces it. There is no lock on URLs (tf.io.gfile has no exclusive create):
+one writer per remote destination is the caller's to ensure.
 """
 
 import contextlib
@@ -40,6 +54,7 @@ from estimator_ckpt._src import file_copy
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import protos
+from estimator_ckpt._src.format import remote_files
 from estimator_ckpt._src.format import state_file
 
 _STAGING_TAG = ".convert-tmp-"
@@ -79,6 +94,9 @@ def write_checkpoints(
       directory it is given (files created there need no fsync of the
       directory; this function does it).
   """
+  if checkpoint_files.is_url(dst_dir):
+    _write_remote(dst_dir, checkpoints, write)
+    return
   parent = os.path.dirname(dst_dir)
   try:
     with contextlib.suppress(FileNotFoundError):
@@ -128,6 +146,45 @@ def _write_locked(
       _commit_into(staging, dst_dir, checkpoints)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
+    raise
+
+
+def _write_remote(
+  dst_dir: str,
+  checkpoints: Sequence[StagedCheckpoint],
+  write: Callable[[str], None],
+) -> None:
+  """Commits by order where there is no atomic rename (module docstring)."""
+  gfile = remote_files.gfile(dst_dir)
+  written = []
+  try:
+    gfile.makedirs(dst_dir)
+    basenames = [c.basename for c in checkpoints]
+    _withdraw_from_state("", dst_dir, basenames)
+    existing = set(checkpoint_files.listdir(dst_dir))
+    for name in basenames:
+      # The old index first: from then on its checkpoint does not exist.
+      for old in [name + ".index"] + sorted(
+        n for n in existing if n.startswith(name + ".data-")
+      ):
+        if old in existing:
+          gfile.remove(os.path.join(dst_dir, old))
+    written = basenames
+    write(dst_dir)  # Per checkpoint: data objects, then the index.
+    file_copy.write_file(
+      os.path.join(dst_dir, state_file.STATE_FILENAME),
+      state_file.encode(basenames),
+    )
+  except BaseException as failure:
+    # Nothing a reader trusts is left half-written; drop the litter.
+    with contextlib.suppress(Exception):
+      for name in checkpoint_files.listdir(dst_dir):
+        if any(name.startswith(b + ".") for b in written):
+          gfile.remove(os.path.join(dst_dir, name))
+    if isinstance(failure, (errors.Error, KeyboardInterrupt, SystemExit)):
+      raise
+    if isinstance(failure, Exception):
+      raise remote_files.io_error(failure, dst_dir, "writing") from None
     raise
 
 
@@ -284,11 +341,14 @@ def _withdraw_from_state(
   half-replaced one.
   """
   path = os.path.join(dst_dir, state_file.STATE_FILENAME)
+  remote = checkpoint_files.is_url(dst_dir)
+  remove = remote_files.gfile(dst_dir).remove if remote else os.remove
   try:
     state = state_file.read(dst_dir)
   except errors.CorruptCheckpointError:
-    os.remove(path)  # Being replaced; TensorFlow would ignore it anyway.
-    file_copy.fsync_dir(dst_dir)
+    remove(path)  # Being replaced; TensorFlow would ignore it anyway.
+    if not remote:
+      file_copy.fsync_dir(dst_dir)
     return
   if state is None:
     return
@@ -300,17 +360,21 @@ def _withdraw_from_state(
   if len(kept) == len(listed):
     return
   if not kept:
-    os.remove(path)
+    remove(path)
   else:
     latest = state.model_checkpoint_path
     interim = protos.CheckpointState(
       model_checkpoint_path=latest if latest in kept else kept[-1],
       all_model_checkpoint_paths=kept,
     )
+    if remote:  # write_file: a temporary object, then a rename.
+      file_copy.write_file(path, state_file.encode_state(interim))
+      return
     staged = os.path.join(staging, state_file.STATE_FILENAME + ".interim")
     file_copy.write_file(staged, state_file.encode_state(interim))
     os.rename(staged, path)
-  file_copy.fsync_dir(dst_dir)
+  if not remote:
+    file_copy.fsync_dir(dst_dir)
 
 
 def _commit_into(

@@ -122,6 +122,14 @@ def define_checkpoint_flags(
     "(TF2 plus a TF1 copy for TF1 readers such as serving).",
     flag_values=flag_values,
   )
+  flags.DEFINE_bool(
+    "tf1_names",
+    True,
+    "With --checkpoint_format tf2 or both: also store every variable of the "
+    "TF2 checkpoints under its TF1 name, as an index alias of the same bytes "
+    "(no tensor written twice), so TF1 readers find it by name.",
+    flag_values=flag_values,
+  )
   flags.DEFINE_integer(
     "keep_checkpoint_max",
     5,
@@ -317,6 +325,8 @@ def checkpoint_settings_from_flags(
     scaffold_options = {"max_to_keep": fv.keep_checkpoint_max}
     if fv.checkpoint_format == FORMAT_BOTH:
       scaffold_options["also_write_tf1"] = True
+    if not fv.tf1_names:  # The default (True) is scaffold()'s own.
+      scaffold_options["tf1_names"] = False
   return CheckpointSettings(
     run_config=run_config,
     warm_start_from=warm_start_from,

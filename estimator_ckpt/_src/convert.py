@@ -15,17 +15,21 @@ TF2 output has the layout of the Scaffold factory (`keys.object_graph`):
 
   var_list/<escaped TF1 name>/.ATTRIBUTES/VARIABLE_VALUE   every variable
   step/.ATTRIBUTES/VARIABLE_VALUE                          the global step
+  save_counter/.ATTRIBUTES/VARIABLE_VALUE                  alias of `step/...`
   global_step                                              alias of `step/...`
+  <TF1 name>                                               alias (tf1_names)
   _CHECKPOINTABLE_OBJECT_GRAPH                             keys.object_graph
 
 A partitioned variable stays one entry with its slices (slice keys re-encoded
-for the new key), as TF1 stores it. The alias shares the step's bytes, so
-Estimator's `train(max_steps=N)` and `tf.train.load_variable(dir,
-'global_step')` keep working. The object graph goes into a new, last data
-file, so the source's data files are reused unchanged. TF1 output stores every
-variable under its name (sources: see `reader` for how TF2 keys map to
-names). Converting to the source's own format is allowed (to rename, or to
-normalize another TF2 layout).
+for the new key), as TF1 stores it. Aliases are index entries sharing their
+target's bytes (format/aliases.py): Estimator's `train(max_steps=N)` and
+`tf.train.load_variable(dir, 'global_step')` keep working, TF1 readers find
+every variable by name, and `tf.train.Checkpoint(...).restore(path)
+.assert_consumed()` finds its save counter. The object graph goes into a new,
+last data file, so the source's data files are reused unchanged. TF1 output
+stores every variable under its name (sources: see `reader` for how TF2 keys
+map to names). Converting to the source's own format is allowed (to rename,
+or to normalize another TF2 layout).
 
 Writes are atomic (`atomic.write_checkpoints`): a reader sees the old
 checkpoints or the new ones, never a mix, also after a kill.
@@ -44,7 +48,9 @@ from estimator_ckpt._src import file_copy
 from estimator_ckpt._src import progress
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src.format import aliases
 from estimator_ckpt._src.format import bundle
+from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import checksums
 from estimator_ckpt._src.format import dtypes
 from estimator_ckpt._src.format import keys
@@ -58,6 +64,8 @@ TF2 = reader.TF2
 
 _OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
 _ALIAS_KEY = keys.GLOBAL_STEP_NAME.encode()
+_SAVE_COUNTER_KEY = keys.SAVE_COUNTER_KEY.encode()
+_INT64 = 9  # tensorflow.DataType DT_INT64.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +163,10 @@ def _copied_entry(entry: protos.BundleEntryProto) -> protos.BundleEntryProto:
 
 
 def _plan_one(
-  contents: reader.Contents, to: str, renamer: rename_rules.Renamer
+  contents: reader.Contents,
+  to: str,
+  renamer: rename_rules.Renamer,
+  tf1_names: bool,
 ) -> Plan:
   """Plans one output checkpoint: names, keys, entries, shards."""
   prefix = contents.prefix
@@ -198,8 +209,24 @@ def _plan_one(
       )
     entries[key] = full
   step = renamed.get(keys.GLOBAL_STEP_NAME)
+  # Index aliases (no data written): `global_step` and the object graph's
+  # `save_counter` are the step; with `tf1_names`, each TF1 name is its
+  # variable (see format/aliases.py).
+  alias_targets: Dict[bytes, bytes] = {}
+  with_save_counter = False
   if has_step and step is not None and not step.partitioned:
-    entries[_ALIAS_KEY] = _copied_entry(step.parts[0].entry)
+    step_key = keys.STEP_KEY.encode()
+    alias_targets[_ALIAS_KEY] = step_key
+    if step.dtype is dtypes.DTYPES[_INT64] and not step.shape:
+      alias_targets[_SAVE_COUNTER_KEY] = step_key
+      with_save_counter = True
+  if to == TF2 and tf1_names:
+    for name in renamed:
+      if name != keys.GLOBAL_STEP_NAME:
+        alias_targets[name.encode("utf-8", "surrogateescape")] = key_of[
+          name
+        ].encode("utf-8", "surrogateescape")
+  entries.update(aliases.alias_entries(entries, alias_targets, prefix))
 
   checked_keys: Dict[int, List[bytes]] = {}
   for variable in renamed.values():
@@ -217,6 +244,7 @@ def _plan_one(
       [n for n in renamed if n != keys.GLOBAL_STEP_NAME],
       step_name=keys.GLOBAL_STEP_NAME if has_step else None,
       graph=protos.TrackableObjectGraph(),
+      save_counter=with_save_counter,
     )
     extra_shard, crc = values.encode_strings([graph.SerializeToString()])
     entries[_OBJECT_GRAPH_KEY] = protos.BundleEntryProto(
@@ -256,7 +284,7 @@ def _plan_one(
 def _sources(src: str, all_checkpoints: bool) -> List[str]:
   if not all_checkpoints:
     return [state_file.resolve(src)]
-  if not os.path.isdir(src):
+  if not checkpoint_files.isdir(src):
     raise errors.InvalidArgumentError(
       f"all_checkpoints=True converts every checkpoint of a model_dir, but "
       f"`{src}` is not a directory. Pass the model_dir, or convert this "
@@ -265,13 +293,20 @@ def _sources(src: str, all_checkpoints: bool) -> List[str]:
   return state_file.all_checkpoints(src)
 
 
+def _real(path: str) -> str:
+  """A path with symlinks resolved; a URL as it is."""
+  if checkpoint_files.is_url(path):
+    return path.rstrip("/")
+  return os.path.realpath(path)
+
+
 def _unique_sources(src: str, all_checkpoints: bool) -> List[str]:
   """The source prefixes, each once; two with one file name are refused."""
   by_basename: Dict[str, str] = {}
   for prefix in _sources(src, all_checkpoints):
     basename = os.path.basename(prefix)
     seen = by_basename.setdefault(basename, prefix)
-    if os.path.realpath(seen) != os.path.realpath(prefix):
+    if _real(seen) != _real(prefix):
       raise errors.InvalidArgumentError(
         f"`{src}` lists two different checkpoints named `{basename}` "
         f"(`{seen}` and `{prefix}`); a converted model dir can hold only "
@@ -287,6 +322,7 @@ def plan(
   to: str,
   rename: Optional[rename_rules.RenameArg] = None,
   all_checkpoints: bool = False,
+  tf1_names: bool = True,
 ) -> List[Plan]:
   """Plans a conversion without touching any file (see `convert`).
 
@@ -311,7 +347,7 @@ def plan(
         "names it is UTF-8 text. Rename the checkpoint's files (a valid "
         "UTF-8 prefix), then convert."
       )
-    plans.append(_plan_one(reader.read(prefix), to, renamer))
+    plans.append(_plan_one(reader.read(prefix), to, renamer, tf1_names))
   used = {
     renamer.matching_rule(m.source_name) for p in plans for m in p.mappings
   }
@@ -335,9 +371,7 @@ def _is_within(path: str, directory: str) -> bool:
 
 
 def _existing_outputs(dst_dir: str, plans: Sequence[Plan]) -> List[str]:
-  if not os.path.isdir(dst_dir):
-    return []
-  names = set(os.listdir(dst_dir))
+  names = set(checkpoint_files.listdir(dst_dir))
   existing = []
   if state_file.STATE_FILENAME in names:
     existing.append(state_file.STATE_FILENAME)
@@ -353,12 +387,10 @@ def _existing_outputs(dst_dir: str, plans: Sequence[Plan]) -> List[str]:
 def _check_destination(
   src: str, dst_dir: str, plans: Sequence[Plan], overwrite: bool
 ) -> None:
-  real_dst = os.path.realpath(dst_dir)
+  real_dst = _real(dst_dir)
   # The source model dir too: its state file may name checkpoints elsewhere.
-  source_dirs = [os.path.realpath(src)] if os.path.isdir(src) else []
-  source_dirs += [
-    os.path.dirname(os.path.realpath(p.source.prefix)) for p in plans
-  ]
+  source_dirs = [_real(src)] if checkpoint_files.isdir(src) else []
+  source_dirs += [os.path.dirname(_real(p.source.prefix)) for p in plans]
   for source_dir in source_dirs:
     if _is_within(real_dst, source_dir):
       raise errors.DestinationExistsError(
@@ -366,7 +398,7 @@ def _check_destination(
         "inside it. Converting in place would mix the formats in one model "
         "dir; pass a new directory outside the source."
       )
-  if os.path.exists(dst_dir) and not os.path.isdir(dst_dir):
+  if checkpoint_files.exists(dst_dir) and not checkpoint_files.isdir(dst_dir):
     raise errors.DestinationExistsError(
       f"dst_dir `{dst_dir}` exists and is not a directory."
     )
@@ -474,6 +506,7 @@ def convert(
   all_checkpoints: bool = False,
   overwrite: bool = False,
   dry_run: bool = False,
+  tf1_names: bool = True,
 ) -> str:
   """Converts a checkpoint to TF2 (object-based) or TF1 (name-based).
 
@@ -507,6 +540,10 @@ def convert(
     overwrite: Replace output files already in `dst_dir` (its `checkpoint`
       state file and files of the same checkpoint names); other files stay.
     dry_run: Check everything and log the plan, but write nothing.
+    tf1_names: With `to="tf2"`, also store each variable under its TF1 name
+      as an index alias of the same bytes (no data is written twice), so TF1
+      readers (`Saver.restore`, `tf.train.load_variable`, stock warm start)
+      find it by name. The object graph is the same either way.
 
   Returns:
     The prefix of the (latest) converted checkpoint in `dst_dir`.
@@ -532,8 +569,20 @@ def convert(
       "dst_dir is empty. Pass the directory to write the converted "
       "checkpoint to (`.` for the current directory)."
     )
-  plans = plan(src, to=to, rename=rename, all_checkpoints=all_checkpoints)
-  dst_dir = os.path.normpath(dst_dir)
+  plans = plan(
+    src,
+    to=to,
+    rename=rename,
+    all_checkpoints=all_checkpoints,
+    tf1_names=tf1_names,
+  )
+  # Not os.path.normpath on a URL: it would make `gs://b/x` the local path
+  # `gs:/b/x`.
+  dst_dir = (
+    dst_dir.rstrip("/")
+    if checkpoint_files.is_url(dst_dir)
+    else os.path.normpath(dst_dir)
+  )
   _check_destination(src, dst_dir, plans, overwrite)
   result = os.path.join(dst_dir, plans[-1].basename)
   for p in plans:
@@ -552,7 +601,12 @@ def convert(
     return result
 
   total = sum(p.copy_bytes for p in plans)
-  linked = _write(plans, os.path.abspath(dst_dir), link, total)
+  linked = _write(
+    plans,
+    dst_dir if checkpoint_files.is_url(dst_dir) else os.path.abspath(dst_dir),
+    link,
+    total,
+  )
   logging.info(
     "Wrote %s (%d checkpoint%s, %s of data %s) in %.2f s.",
     result,

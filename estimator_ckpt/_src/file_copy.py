@@ -13,6 +13,7 @@ import fcntl
 import mmap
 import os
 import queue
+import secrets
 import threading
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -20,6 +21,7 @@ from absl import logging
 
 from estimator_ckpt import errors
 from estimator_ckpt._src.format import checkpoint_files
+from estimator_ckpt._src.format import remote_files
 
 # Copies: buffers and O_DIRECT offsets and sizes aligned to this (a page; the
 # strictest logical block size in common use). 4 buffers of 8 MiB, 2 writes
@@ -56,7 +58,26 @@ def fsync_dir(path: str) -> None:
 
 
 def write_file(path: str, data: bytes) -> None:
-  """Writes a new file and fsyncs it."""
+  """Writes a new file and fsyncs it.
+
+  Behind a URL the object is written under a temporary name and renamed into
+  place, so a reader never sees it half-written (on stores where an object
+  appears only when complete, the rename is a server-side copy).
+  """
+  if checkpoint_files.is_url(path):
+    gfile = remote_files.gfile(path)
+    staged = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+      with gfile.GFile(staged, "wb") as f:
+        f.write(data)
+      gfile.rename(staged, path, overwrite=True)
+    except errors.Error:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
+      if gfile.exists(staged):
+        gfile.remove(staged)
+      raise remote_files.io_error(e, path, "writing") from None
+    return
   with open(path, "xb", buffering=0) as f:
     _write_at(f.fileno(), memoryview(data), 0)
     os.fsync(f.fileno())
@@ -217,6 +238,9 @@ def copy_file(
 ) -> None:
   """Copies a file's bytes to a new file `dst`, durably (fsynced).
 
+  Either side may be a URL (`tf.io.gfile`); then bounded chunks stream
+  through (`_copy_streaming`). Local to local is the fast path below.
+
   The source is read once; `new_observer()` sees every byte (the checksum
   check). Writes use O_DIRECT where the file system takes them: the bytes go
   to the disk as they are copied instead of piling up in the page cache for
@@ -225,6 +249,9 @@ def copy_file(
   Elsewhere, buffered writes and one fsync.
   """
   # O_NONBLOCK: never blocks, even if `src` was swapped for a FIFO.
+  if checkpoint_files.is_url(src) or checkpoint_files.is_url(dst):
+    _copy_streaming(src, dst, on_bytes, new_observer())
+    return
   source = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
   try:
     size = os.fstat(source).st_size
@@ -273,6 +300,38 @@ def copy_file(
     os.close(source)
 
 
+def _copy_streaming(
+  src: str,
+  dst: str,
+  on_bytes: Callable[[int], None],
+  observe: Observer,
+) -> None:
+  """Copies through `_COPY_CHUNK` buffers where one side is a URL."""
+  with checkpoint_files.open_regular(src, "data file") as source:
+    if checkpoint_files.is_url(dst):
+      target = remote_files.gfile(dst).GFile(dst, "wb")
+    else:
+      target = open(dst, "xb")  # pylint: disable=consider-using-with
+    try:
+      with target:
+        offset = 0
+        while offset < source.size:
+          chunk = source.pread(min(_COPY_CHUNK, source.size - offset), offset)
+          observe(offset, memoryview(chunk))
+          target.write(chunk)
+          offset += len(chunk)
+          on_bytes(len(chunk))
+        if not checkpoint_files.is_url(dst):
+          target.flush()
+          os.fsync(target.fileno())
+    except errors.Error:
+      raise
+    except OSError as e:
+      raise checkpoint_files.io_error(e, dst, "writing") from None
+    except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
+      raise remote_files.io_error(e, dst, "writing") from None
+
+
 def try_link(
   src: str, dst: str, on_bytes: Callable[[int], None], state: Dict[str, bool]
 ) -> bool:
@@ -280,6 +339,8 @@ def try_link(
 
   After the first refusal (logged once), later calls do not try again.
   """
+  if checkpoint_files.is_url(src) or checkpoint_files.is_url(dst):
+    return False  # No hard links across or on object stores: copy.
   if state.get("no_links"):
     return False
   try:

@@ -95,6 +95,8 @@ from estimator_ckpt._src.format import protos
 from estimator_ckpt._src.format import tensor_slice
 
 _OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
+# `tf.train.Checkpoint`'s save counter counts saves; it is no model variable.
+_SAVE_COUNTER_KEY = keys.SAVE_COUNTER_KEY.encode()
 _PART_RE = re.compile(r"^(.*)/part_(\d+)$")
 # The `full_name` of a ShardedVariable's slices unless it was given a name,
 # which ParameterServerStrategy never does (tensorflow/python/distribute/
@@ -248,8 +250,8 @@ def _claims(
     for attribute in node.attributes
   )
   for key in checkpoint.tensor_keys():
-    if key == _OBJECT_GRAPH_KEY:
-      continue
+    if key in (_OBJECT_GRAPH_KEY, _SAVE_COUNTER_KEY):
+      continue  # Not model variables.
     name, claim = _object_graph_claim(
       key, checkpoint.entries[key], full_names, full_name_counts, graph_keys
     )

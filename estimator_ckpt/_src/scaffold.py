@@ -29,16 +29,34 @@ the restore op directly; only when that fails is the index read (`reader`)
 to find, through `layouts` (the resolver inspection and warm start use too),
 the layout each variable is stored in (or to explain a mismatch).
 
-Besides the guide's keys, every checkpoint carries an alias entry
-`global_step` (same value as `step/.ATTRIBUTES/VARIABLE_VALUE`; not in the
-object graph, so TF2 readers ignore it). Estimator reads the step by that name
-(`_load_global_step_from_checkpoint_dir`, `get_variable_value`) to honour
-`train(max_steps=N)`; without it, stock TF2 checkpoints make Estimator rebuild
-and rerun the model.
+Besides the guide's keys, every checkpoint holds the step a second time (8
+bytes) under `save_counter/.ATTRIBUTES/VARIABLE_VALUE`, the value of the
+object graph's `save_counter` node, so that `tf.train.Checkpoint(var_list=...,
+step=...).restore(path).assert_consumed()` passes. It also carries index
+aliases: entries
+that point at the bytes of another key, so no tensor is written twice
+(format/aliases.py). They are not in the object graph, so TF2 readers see
+only the TF2 layout:
+
+* `global_step`, the step by the name Estimator reads it
+  (`_load_global_step_from_checkpoint_dir`, `get_variable_value`) to honour
+  `train(max_steps=N)`; without it, stock TF2 checkpoints make Estimator
+  rebuild and rerun the model;
+* with `tf1_names=True` (the default), every variable's TF1 name (a
+  partitioned one with its slices), for TF1 readers: `Saver.restore`,
+  `tf.train.load_variable`, stock warm start, TF1 inference pipelines.
+
+The aliases are added by rewriting the `.index` after TensorFlow's save (after
+the merge of a sharded save), written whole under a temporary name and renamed
+over the index, and only then does the `checkpoint` state file name the new
+checkpoint: a kill at any point leaves the previous checkpoint named and
+whole, and the new one (not yet named) either without or with its aliases,
+complete for TF2 readers either way, never in between.
 """
 
 import collections
 import os
+import secrets
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
@@ -56,6 +74,7 @@ from tensorflow.python.training.saving import saveable_object_util
 from estimator_ckpt import errors
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
+from estimator_ckpt._src.format import aliases
 from estimator_ckpt._src.format import keys
 
 tf1 = tf.compat.v1
@@ -179,6 +198,7 @@ class Tf2Saver(saver_lib.Saver):
     keep_checkpoint_every_n_hours: float = 10000.0,
     restore_name_based: bool = True,
     also_write_tf1: bool = False,
+    tf1_names: bool = True,
   ):
     if tf.executing_eagerly():
       raise RuntimeError(
@@ -193,6 +213,9 @@ class Tf2Saver(saver_lib.Saver):
     self._requested_step = step
     self._restore_name_based = restore_name_based
     self._also_write_tf1 = also_write_tf1
+    self._tf1_names = tf1_names
+    # Alias key -> key it aliases, added to each saved index.
+    self._aliases: Dict[bytes, bytes] = {}
     # TF2 key -> TF1 name, and TF2 key -> value to save (filled at build).
     self._tf1_name_by_key: Dict[str, str] = {}
     self._values_by_key: Dict[str, Any] = {}
@@ -261,8 +284,17 @@ class Tf2Saver(saver_lib.Saver):
       self._tf1_name_by_key[keys.STEP_KEY] = keys.GLOBAL_STEP_NAME
     self._values_by_key = dict(by_key)
 
+    # The step is an int64 scalar variable in practice; then it doubles as
+    # the Checkpoint's save counter (an index alias, see format/aliases.py).
+    with_save_counter = (
+      step is not None
+      and step.dtype.base_dtype == tf.int64
+      and step.shape.rank == 0
+    )
     graph = keys.object_graph(
-      names, step_name=keys.GLOBAL_STEP_NAME if step is not None else None
+      names,
+      step_name=keys.GLOBAL_STEP_NAME if step is not None else None,
+      save_counter=with_save_counter,
     )
     with tf.device("cpu:0"):
       graph_tensor = constant_op.constant(
@@ -272,14 +304,22 @@ class Tf2Saver(saver_lib.Saver):
       graph_tensor, keys.OBJECT_GRAPH_KEY
     )
     if step is not None:
+      self._aliases[keys.GLOBAL_STEP_NAME.encode()] = keys.STEP_KEY.encode()
+    if with_save_counter:
+      # Saved, not aliased (8 bytes): the object graph names this key, so
+      # the index TensorFlow writes must hold it before any rewrite.
       with tf.device(step.device):
-        alias = tf.identity(
+        counter = tf.identity(
           step.read_value() if hasattr(step, "read_value") else step,
-          name="global_step_alias",
+          name="save_counter",
         )
-      by_key[keys.GLOBAL_STEP_NAME] = _SaveOnlySaveable(
-        alias, keys.GLOBAL_STEP_NAME
+      by_key[keys.SAVE_COUNTER_KEY] = _SaveOnlySaveable(
+        counter, keys.SAVE_COUNTER_KEY
       )
+    if self._tf1_names:
+      for key, name in self._tf1_name_by_key.items():
+        if key != name and key != keys.STEP_KEY:
+          self._aliases[name.encode()] = key.encode()
 
     if self._also_write_tf1:
       tf1_var_list = {
@@ -327,10 +367,23 @@ class Tf2Saver(saver_lib.Saver):
       latest_filename=latest_filename,
       meta_graph_suffix=meta_graph_suffix,
       write_meta_graph=write_meta_graph,
-      write_state=write_state,
+      write_state=False,  # Below, once the index has its aliases.
       strip_default_attrs=strip_default_attrs,
       save_debug_info=save_debug_info,
     )
+    if path:
+      self._add_aliases(path)
+      if write_state:
+        # What `Saver.save` does with write_state=True, after the rewrite.
+        self._RecordLastCheckpoint(path)
+        checkpoint_management.update_checkpoint_state_internal(
+          save_dir=os.path.dirname(save_path),
+          model_checkpoint_path=path,
+          all_model_checkpoint_paths=self.last_checkpoints,
+          latest_filename=latest_filename or "checkpoint",
+          save_relative_paths=self._save_relative_paths,
+        )
+        self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
     if self._tf1_saver is not None and write_state and path:
       tf1_dir = os.path.join(os.path.dirname(save_path), TF1_SUBDIR)
       tf.io.gfile.makedirs(tf1_dir)
@@ -343,6 +396,30 @@ class Tf2Saver(saver_lib.Saver):
         strip_default_attrs=strip_default_attrs,
       )
     return path
+
+  def _add_aliases(self, prefix: str) -> None:
+    """Rewrites a saved checkpoint's index with the aliases, atomically.
+
+    Through `tf.io.gfile`, so model dirs on any file system TensorFlow
+    reads work; the new index is complete under a temporary name before it
+    is renamed over the old one (on object stores, where a rename is a copy,
+    readers still see one whole index or the other).
+    """
+    if not self._aliases:
+      return
+    index = prefix + ".index"
+    with tf.io.gfile.GFile(index, "rb") as f:
+      data = f.read()
+    rewritten = aliases.add_to_index(index, data, self._aliases)
+    staged = f"{index}.aliases-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+      with tf.io.gfile.GFile(staged, "wb") as f:
+        f.write(rewritten)
+      tf.io.gfile.rename(staged, index, overwrite=True)
+    except BaseException:
+      if tf.io.gfile.exists(staged):
+        tf.io.gfile.remove(staged)
+      raise
 
   def recover_last_checkpoints(self, checkpoint_paths):
     """Also recovers the TF1 copies, so their retention survives restarts."""
@@ -540,6 +617,7 @@ def scaffold(
   keep_checkpoint_every_n_hours: float = 10000.0,
   restore_name_based: bool = True,
   also_write_tf1: bool = False,
+  tf1_names: bool = True,
   **scaffold_kwargs,
 ) -> "tf.compat.v1.train.Scaffold":
   """A Scaffold whose saver writes TF2 object-based checkpoints.
@@ -563,7 +641,15 @@ def scaffold(
     restore_name_based: Also restore TF1 name-based checkpoints (by name), so
       an existing model_dir resumes in place.
     also_write_tf1: Write a name-based copy of every save under
-      `<model_dir>/tf1/`, for inference pipelines still on TF1.
+      `<model_dir>/tf1/`, for pipelines that need a directory of TF1
+      checkpoints of their own. It writes every tensor a second time; with
+      `tf1_names` a TF1 reader already finds every variable by name in the
+      TF2 checkpoint itself.
+    tf1_names: Also store every variable under its TF1 name, as an index
+      alias of the same bytes (no tensor is written twice; the index grows
+      by one entry per variable and slice), so TF1 readers (`Saver.restore`,
+      `tf.train.load_variable`, stock warm start) read the TF2 checkpoint by
+      name. TF2 readers see only the object graph, the same either way.
     **scaffold_kwargs: Passed to `tf.compat.v1.train.Scaffold` (init_op,
       init_fn, ready_op, local_init_op, summary_op, copy_from_scaffold, ...).
       `saver` is not accepted: this function provides it.
@@ -586,5 +672,6 @@ def scaffold(
     keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
     restore_name_based=restore_name_based,
     also_write_tf1=also_write_tf1,
+    tf1_names=tf1_names,
   )
   return tf1.train.Scaffold(saver=saver, **scaffold_kwargs)

@@ -126,10 +126,8 @@ def _same_bytes(
     done = 0
     while done < a_part.entry.size:
       size = min(a_part.entry.size - done, checksums.CHUNK_SIZE)
-      if checkpoint_files.pread_exact(
-        fa, size, a_part.entry.offset + done, a_path
-      ) != checkpoint_files.pread_exact(
-        fb, size, b_part.entry.offset + done, b_path
+      if fa.pread(size, a_part.entry.offset + done) != fb.pread(
+        size, b_part.entry.offset + done
       ):
         return False
       done += size

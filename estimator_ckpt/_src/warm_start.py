@@ -578,7 +578,11 @@ def _prepare(
     else:
       stock_vars.extend(by_name[name].parts)
       prev_names[name] = source.keys[0]
-  return (checkpoint, stock_vars, {}, prev_names), summary
+  # Stock code gets the model dir when that is what the user gave (it
+  # resolves the same latest checkpoint): TensorFlow's own ram:// file system
+  # calls any prefix of a file a directory, so a prefix would not load.
+  stock_source = path if checkpoint != path else checkpoint
+  return (stock_source, stock_vars, {}, prev_names), summary
 
 
 def _graph_variables(graph: tf.Graph) -> List[_GraphVariable]:

@@ -260,6 +260,24 @@ def _check_slices(
   return keys
 
 
+class _RangedBytes:
+  """A file behind a URL as the table reader indexes bytes: by range."""
+
+  def __init__(self, file: checkpoint_files.CheckpointFile):
+    self._file = file
+
+  def __len__(self) -> int:
+    return self._file.size
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      start, stop, _ = index.indices(self._file.size)
+      return self._file.pread(max(0, stop - start), start)
+    if index < 0:
+      index += self._file.size
+    return self._file.pread(1, index)[0]
+
+
 def read(prefix: str) -> Bundle:
   """Reads and checks a checkpoint's `.index` and the sizes of its data files.
 
@@ -281,23 +299,23 @@ def read(prefix: str) -> Bundle:
   """
   path = index_filename(prefix)
   try:
-    with checkpoint_files.open_regular(path, "checkpoint index") as fd:
-      size = os.fstat(fd).st_size
-      # Mapped, not read: the table reader touches only the footer and the
-      # blocks its handles promise, so a huge or sparse file costs nothing
-      # until its blocks check out.
-      data = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else b""
+    with checkpoint_files.open_regular(path, "checkpoint index") as file:
+      # Mapped (local) or read by range (URL), never read whole: the table
+      # reader touches only the footer and the blocks its handles promise,
+      # so a huge or sparse file costs nothing until its blocks check out.
+      if not file.size:
+        items = table.decode_table(path, b"")
+      elif file.fd is not None:
+        with mmap.mmap(file.fd, file.size, access=mmap.ACCESS_READ) as data:
+          items = table.decode_table(path, data)
+      else:
+        items = table.decode_table(path, _RangedBytes(file))
   except FileNotFoundError:
     raise errors.CheckpointNotFoundError(
       f"There is no checkpoint index `{path}`. Pass a model_dir or a "
       "checkpoint prefix such as `model_dir/model.ckpt-100` (without "
       "`.index` or `.data-*`)."
     ) from None
-  try:
-    items = table.decode_table(path, data)
-  finally:
-    if isinstance(data, mmap.mmap):
-      data.close()
   if not items or items[0][0] != HEADER_KEY:
     raise errors.CorruptCheckpointError(
       f"`{path}` has no header entry (the empty key), so its shard count "
@@ -375,7 +393,7 @@ def _shard_sizes(
       ]
       present = sorted(
         name
-        for name in os.listdir(os.path.dirname(prefix) or ".")
+        for name in checkpoint_files.listdir(os.path.dirname(prefix) or ".")
         if name.startswith(os.path.basename(prefix) + ".data-")
       )
       found = (

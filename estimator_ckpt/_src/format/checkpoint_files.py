@@ -8,15 +8,100 @@ reader of the format core opens files through here: the open never blocks
 refused with an `errors.Error` naming it, and operating-system failures
 become `errors.CheckpointIOError`, naming the user's path and keeping the
 errno. Reads are bounded by the file's size and by what the caller expects.
+
+A path with a URL scheme (`gs://`, `s3://`, `ram://`, ...) is opened through
+`tf.io.gfile` instead (`remote_files`): objects are always regular files
+there, reads are ranged, and TensorFlow is imported only then. No path
+operation here turns a URL into a local path (`os.path.normpath` would eat
+the `//`).
 """
 
 import contextlib
 import errno
 import os
 import stat
-from typing import Iterator
+from typing import Iterator, List, Optional
 
 from estimator_ckpt import errors
+from estimator_ckpt._src.format import remote_files
+
+
+def is_url(path: str) -> bool:
+  """Whether `path` has a URL scheme (then `tf.io.gfile` opens it)."""
+  return bool(remote_files.scheme(path))
+
+
+def exists(path: str) -> bool:
+  if is_url(path):
+    return remote_files.gfile(path).exists(path)
+  return os.path.exists(path)
+
+
+def isdir(path: str) -> bool:
+  if is_url(path):
+    return remote_files.gfile(path).isdir(path)
+  return os.path.isdir(path)
+
+
+def listdir(path: str) -> List[str]:
+  """Names in a directory; [] if it does not exist."""
+  if is_url(path):
+    if not remote_files.gfile(path).isdir(path):
+      return []
+    return remote_files.listdir(path)
+  try:
+    return os.listdir(path)
+  except (FileNotFoundError, NotADirectoryError):
+    return []
+  except OSError as e:
+    raise io_error(e, path) from None
+
+
+class CheckpointFile:
+  """An open regular file: its size and exact reads at any offset.
+
+  Attributes:
+    path: The user's path.
+    size: Its size in bytes when opened.
+    fd: The descriptor of a local file (for mmap and `preadv`); None for a
+      URL.
+  """
+
+  def __init__(
+    self, path: str, size: int, fd: Optional[int] = None, handle=None
+  ):
+    self.path = path
+    self.size = size
+    self.fd = fd
+    self._handle = handle  # A tf.io.gfile.GFile for a URL.
+
+  def pread(self, size: int, offset: int) -> bytes:
+    """Exactly `size` bytes at `offset`.
+
+    Raises:
+      errors.CorruptCheckpointError: The file ends before `offset + size`.
+      errors.CheckpointIOError: The read failed.
+    """
+    if self.fd is not None:
+      return pread_exact(self.fd, size, offset, self.path)
+    try:
+      self._handle.seek(offset)
+      data = self._handle.read(size) if size else b""
+    except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
+      raise remote_files.io_error(e, self.path, "reading") from None
+    if len(data) != size:
+      raise _shrank_error(self.path, offset + len(data), size, offset)
+    return data
+
+
+def _shrank_error(
+  path: str, end: int, size: int, offset: int
+) -> errors.CorruptCheckpointError:
+  return errors.CorruptCheckpointError(
+    f"`{path}` ends at byte {end}, before the {size} bytes at offset "
+    f"{offset} its checkpoint needs. Is something else writing it? Copy the "
+    "checkpoint again."
+  )
 
 
 def _kind(mode: int) -> str:
@@ -70,6 +155,16 @@ def regular_size(path: str, what: str) -> int:
     errors.CorruptCheckpointError: It is not a regular file.
     errors.CheckpointIOError: Another OS error.
   """
+  if is_url(path):
+    gfile = remote_files.gfile(path)
+    if not gfile.exists(path):
+      raise FileNotFoundError(errno.ENOENT, "no such object", path)
+    if gfile.isdir(path):
+      raise not_regular_error(path, stat.S_IFDIR, what)
+    try:
+      return gfile.stat(path).length
+    except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
+      raise remote_files.io_error(e, path, "reading") from None
   try:
     info = os.stat(path)
   except FileNotFoundError:
@@ -82,8 +177,8 @@ def regular_size(path: str, what: str) -> int:
 
 
 @contextlib.contextmanager
-def open_regular(path: str, what: str) -> Iterator[int]:
-  """Opens a regular file for reading, without blocking; yields the fd.
+def open_regular(path: str, what: str) -> Iterator[CheckpointFile]:
+  """Opens a regular file for reading, without blocking.
 
   Args:
     path: The file.
@@ -94,6 +189,16 @@ def open_regular(path: str, what: str) -> Iterator[int]:
     errors.CorruptCheckpointError: It is a directory, FIFO, device, ...
     errors.CheckpointIOError: Another OS error (permissions, ELOOP, ...).
   """
+  if is_url(path):
+    size = regular_size(path, what)
+    gfile = remote_files.gfile(path)
+    try:
+      handle = gfile.GFile(path, "rb")
+    except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
+      raise remote_files.io_error(e, path, "reading") from None
+    with handle:
+      yield CheckpointFile(path, size, handle=handle)
+    return
   try:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
   except FileNotFoundError:
@@ -103,10 +208,10 @@ def open_regular(path: str, what: str) -> Iterator[int]:
   except OSError as e:
     raise io_error(e, path) from None
   try:
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-      raise not_regular_error(path, mode, what)
-    yield fd
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+      raise not_regular_error(path, info.st_mode, what)
+    yield CheckpointFile(path, info.st_size, fd=fd)
   finally:
     os.close(fd)
 
@@ -126,11 +231,7 @@ def pread_exact(fd: int, size: int, offset: int, path: str) -> bytes:
     except OSError as e:
       raise io_error(e, path) from None
     if not chunk:
-      raise errors.CorruptCheckpointError(
-        f"`{path}` ends at byte {offset + done}, before the "
-        f"{size} bytes at offset {offset} its checkpoint needs. Is "
-        "something else writing it? Copy the checkpoint again."
-      )
+      raise _shrank_error(path, offset + done, size, offset)
     chunks.append(chunk)
     done += len(chunk)
   return b"".join(chunks)
@@ -144,12 +245,12 @@ def read_small(path: str, what: str, max_size: int) -> bytes:
     errors.CorruptCheckpointError: Not a regular file, or too large.
     errors.CheckpointIOError: An OS error.
   """
-  with open_regular(path, what) as fd:
-    size = os.fstat(fd).st_size
+  with open_regular(path, what) as file:
+    size = file.size
     if size > max_size:
       raise errors.CorruptCheckpointError(
         f"`{path}` has {size} bytes, more than any {what} holds "
         f"({max_size} at most here). It is not a {what}; replace or "
         "delete it."
       )
-    return pread_exact(fd, size, 0, path)
+    return file.pread(size, 0)

@@ -291,19 +291,27 @@ def check_ranges(
   buffer = memoryview(bytearray(CHUNK_SIZE))
   path = path or bundle.data_path(shard_id)
   try:
-    with checkpoint_files.open_regular(path, "data file") as fd:
+    with checkpoint_files.open_regular(path, "data file") as file:
       for start, end in _spans(ranges):
         offset = start
         while offset < end:
-          try:
-            count = os.preadv(
-              fd, [buffer[: min(end - offset, CHUNK_SIZE)]], offset
+          wanted = min(end - offset, CHUNK_SIZE)
+          if file.fd is not None:
+            try:
+              count = os.preadv(file.fd, [buffer[:wanted]], offset)
+            except OSError as e:
+              raise checkpoint_files.io_error(e, path) from None
+            chunk = buffer[:count]
+          else:  # A URL: bounded ranged reads.
+            chunk = (
+              memoryview(file.pread(min(wanted, file.size - offset), offset))
+              if offset < file.size
+              else memoryview(b"")
             )
-          except OSError as e:
-            raise checkpoint_files.io_error(e, path) from None
+            count = len(chunk)
           if not count:
             break  # Truncated: `finish` reports the ranges not fed in full.
-          checker.update(offset, buffer[:count])
+          checker.update(offset, chunk)
           offset += count
           if on_bytes:
             on_bytes(count)

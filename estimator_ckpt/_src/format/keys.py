@@ -28,6 +28,9 @@ VAR_LIST = "var_list"
 STEP = "step"
 STEP_KEY = STEP + VARIABLE_VALUE_SUFFIX
 GLOBAL_STEP_NAME = "global_step"
+# `tf.train.Checkpoint`'s own save counter (its `save_counter` attribute).
+SAVE_COUNTER = "save_counter"
+SAVE_COUNTER_KEY = SAVE_COUNTER + VARIABLE_VALUE_SUFFIX
 # The guide's `convert_tf1_to_tf2` stores variables under `vars/`.
 GUIDE_CONVERTED_VAR_LIST = "vars"
 
@@ -133,6 +136,7 @@ def object_graph(
   step_name: Optional[str] = GLOBAL_STEP_NAME,
   *,
   graph: Optional[message.Message] = None,
+  save_counter: bool = False,
 ) -> message.Message:
   """Builds the object graph of `Checkpoint(var_list={...}, step=...)`.
 
@@ -151,6 +155,11 @@ def object_graph(
       Default: a new one of this package's own descriptor
       (`protos.TrackableObjectGraph`), which serializes to the same bytes
       without importing TensorFlow.
+    save_counter: Also a `save_counter` node (key `SAVE_COUNTER_KEY`), as
+      `tf.train.Checkpoint.save` writes: without it,
+      `Checkpoint(...).restore(path).assert_consumed()` fails on the
+      Checkpoint's own unbound save counter. The checkpoint must then hold
+      an int64 scalar under `SAVE_COUNTER_KEY`.
 
   Returns:
     The `TrackableObjectGraph` proto to store under `OBJECT_GRAPH_KEY`.
@@ -172,6 +181,11 @@ def object_graph(
   if step_name is not None:
     root.children.add(
       node_id=add_variable_node(step_name, STEP_KEY), local_name=STEP
+    )
+  if save_counter:
+    root.children.add(
+      node_id=add_variable_node(SAVE_COUNTER, SAVE_COUNTER_KEY),
+      local_name=SAVE_COUNTER,
     )
   var_list_id = len(graph.nodes)
   var_list = graph.nodes.add()

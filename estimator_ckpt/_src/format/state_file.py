@@ -62,12 +62,14 @@ def read(model_dir: str) -> Optional[protos.CheckpointState]:
 def _locate(model_dir: str, recorded: str) -> str:
   """A prefix recorded in the state file, as a path that exists if possible."""
   path = (
-    recorded if os.path.isabs(recorded) else os.path.join(model_dir, recorded)
+    recorded
+    if os.path.isabs(recorded) or checkpoint_files.is_url(recorded)
+    else os.path.join(model_dir, recorded)
   )
-  if os.path.exists(bundle.index_filename(path)):
+  if checkpoint_files.exists(bundle.index_filename(path)):
     return path
   moved = os.path.join(model_dir, os.path.basename(recorded))
-  if os.path.exists(bundle.index_filename(moved)):
+  if checkpoint_files.exists(bundle.index_filename(moved)):
     logging.warning(
       "%s/%s names %s, which does not exist; using %s (the model dir was "
       "moved?).",
@@ -81,7 +83,7 @@ def _locate(model_dir: str, recorded: str) -> str:
 
 
 def _require_index(prefix: str, model_dir: str) -> str:
-  if not os.path.exists(bundle.index_filename(prefix)):
+  if not checkpoint_files.exists(bundle.index_filename(prefix)):
     raise errors.CheckpointNotFoundError(
       f"`{os.path.join(model_dir, STATE_FILENAME)}` names checkpoint "
       f"`{prefix}`, but `{bundle.index_filename(prefix)}` does not exist. "
@@ -139,9 +141,16 @@ def resolve(path: str) -> str:
     errors.CheckpointNotFoundError: Neither; the message says what to pass.
     errors.CorruptCheckpointError: The model dir's state file is garbage.
   """
-  if os.path.isdir(path):
+  if checkpoint_files.is_url(path):
+    # Object stores (and TensorFlow's ram://) may call any prefix of an
+    # object a directory: a prefix with an index is a checkpoint.
+    if checkpoint_files.exists(bundle.index_filename(path)):
+      return path
+    if checkpoint_files.isdir(path):
+      return latest_checkpoint(path)
+  if checkpoint_files.isdir(path):
     return latest_checkpoint(path)
-  if os.path.exists(bundle.index_filename(path)):
+  if checkpoint_files.exists(bundle.index_filename(path)):
     return path
   for suffix in (".index", ".meta"):
     if path.endswith(suffix):

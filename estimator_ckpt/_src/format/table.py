@@ -183,7 +183,7 @@ def _read_block(
     )
   contents = data[offset : offset + size]
   block_type = data[offset + size]
-  (stored,) = _UINT32.unpack_from(data, offset + size + 1)
+  (stored,) = _UINT32.unpack(data[offset + size + 1 : offset + size + 5])
   if crc32c.unmask(stored) != crc32c.crc32c(data[offset : offset + size + 1]):
     raise _corrupt(path, f"the {what} at offset {offset} fails its checksum")
   if block_type == _SNAPPY_COMPRESSION:

@@ -27,8 +27,8 @@ def read_entry_bytes(
   """
   path = bundle.data_path(entry.shard_id)
   try:
-    with checkpoint_files.open_regular(path, "data file") as fd:
-      data = checkpoint_files.pread_exact(fd, entry.size, entry.offset, path)
+    with checkpoint_files.open_regular(path, "data file") as file:
+      data = file.pread(entry.size, entry.offset)
   except FileNotFoundError:
     raise errors.CorruptCheckpointError(
       f"Data file `{path}` of `{bundle.prefix}` disappeared while it was "

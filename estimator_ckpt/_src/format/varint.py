@@ -1,10 +1,18 @@
 """LevelDB/protobuf varints, as tables and string tensors encode lengths."""
 
-import mmap
-from typing import Tuple, Union
+from typing import Any, overload, Protocol, Tuple
 
-# Anything indexable by position into byte values: a table, a mapped file.
-BytesLike = Union[bytes, bytearray, memoryview, mmap.mmap]
+
+class BytesLike(Protocol):
+  """Bytes by position: `bytes`, a mapped file, a file read by range."""
+
+  def __len__(self) -> int: ...
+
+  @overload
+  def __getitem__(self, index: int) -> int: ...
+
+  @overload
+  def __getitem__(self, index: slice) -> Any: ...
 
 
 def encode_varint(value: int) -> bytes:

@@ -1,0 +1,194 @@
+"""Every entry point on a URL: TensorFlow's in-process `ram://` file system.
+
+`ram://` is registered by TensorFlow itself and behaves like an object store
+to `tf.io.gfile` (no local path, any prefix of an object may look like a
+directory), so the tools' URL paths (format/remote_files.py, the remote
+commit order in atomic.py) run here without a server. Each test also checks
+that nothing appeared under the working directory: no code path may turn a
+URL into a local path (`os.path.normpath("gs://b/x")` is `gs:/b/x`).
+"""
+
+import os
+import secrets
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+import estimator_ckpt
+from estimator_ckpt import convert_main
+from estimator_ckpt import errors
+from estimator_ckpt import inspect_main
+from estimator_ckpt import verify_main
+
+from examples.guide import models as guide_models
+from tests import tool_fixtures
+
+tf1 = tf.compat.v1
+
+
+def _upload(local_dir: str, url: str) -> str:
+  tf.io.gfile.makedirs(url)
+  for name in os.listdir(local_dir):
+    tf.io.gfile.copy(
+      os.path.join(local_dir, name), f"{url}/{name}", overwrite=True
+    )
+  return url
+
+
+class RemoteTest(parameterized.TestCase, tf.test.TestCase):
+  def setUp(self):
+    super().setUp()
+    self.bucket = f"ram://bucket-{secrets.token_hex(4)}"
+    self.cwd = self.create_tempdir().full_path
+    self.enter_context(_Chdir(self.cwd))
+
+  def tearDown(self):
+    # Nothing of a URL may land under the working directory.
+    self.assertEqual(os.listdir(self.cwd), [])
+    super().tearDown()
+
+  def _remote_golden(self, name: str) -> str:
+    local = tool_fixtures.golden_path(name)
+    directory = local if os.path.isdir(local) else os.path.dirname(local)
+    url = _upload(directory, f"{self.bucket}/{name}")
+    return url if os.path.isdir(local) else f"{url}/{os.path.basename(local)}"
+
+  @parameterized.parameters(*tool_fixtures.GOLDENS)
+  def test_readers(self, golden):
+    remote = self._remote_golden(golden)
+    local = tool_fixtures.golden_path(golden)
+    self.assertEqual(
+      estimator_ckpt.checkpoint_format(remote),
+      estimator_ckpt.checkpoint_format(local),
+    )
+    listed = estimator_ckpt.list_variables(remote)
+    self.assertEqual(listed, estimator_ckpt.list_variables(local))
+    for name, _ in listed:
+      self.assertAllEqual(
+        estimator_ckpt.load_variable(remote, name),
+        estimator_ckpt.load_variable(local, name),
+      )
+    report = estimator_ckpt.verify(remote, against=local)
+    self.assertTrue(report.prefix.startswith(self.bucket), report.prefix)
+
+  def test_convert_local_to_remote_to_remote_to_local(self):
+    source = tool_fixtures.golden_path("est-tf1-ranking")
+    tf2 = estimator_ckpt.convert(source, f"{self.bucket}/tf2/", to="tf2")
+    self.assertEqual(tf2, f"{self.bucket}/tf2/model.ckpt-20")
+    self.assertEqual(
+      sorted(tf.io.gfile.listdir(f"{self.bucket}/tf2")),
+      [
+        "checkpoint",
+        "model.ckpt-20.data-00000-of-00002",
+        "model.ckpt-20.data-00001-of-00002",
+        "model.ckpt-20.index",
+      ],
+    )
+    # TensorFlow itself reads it, by TF2 key and by TF1 name (from the model
+    # dir: TF's load_checkpoint takes a ram:// prefix for a directory).
+    self.assertEqual(tf.train.latest_checkpoint(f"{self.bucket}/tf2"), tf2)
+    self.assertAllEqual(
+      tf.train.load_variable(f"{self.bucket}/tf2", "hidden/bias"),
+      estimator_ckpt.load_variable(source, "hidden/bias"),
+    )
+    tf1_url = estimator_ckpt.convert(tf2, f"{self.bucket}/tf1", to="tf1")
+    local = estimator_ckpt.convert(
+      tf1_url, os.path.join(self.create_tempdir().full_path, "back"), to="tf2"
+    )
+    for converted in (tf2, tf1_url, local):
+      estimator_ckpt.verify(converted, against=source)
+
+  def test_overwrite_and_refusals_on_a_remote_destination(self):
+    source = tool_fixtures.golden_path("est-tf1")
+    dst = f"{self.bucket}/out"
+    estimator_ckpt.convert(source, dst, to="tf2")
+    with self.assertRaisesRegex(errors.DestinationExistsError, "overwrite"):
+      estimator_ckpt.convert(source, dst, to="tf1")
+    estimator_ckpt.convert(source, dst, to="tf1", overwrite=True)
+    self.assertEqual(estimator_ckpt.checkpoint_format(dst), "tf1")
+    self.assertEqual([n for n in tf.io.gfile.listdir(dst) if ".tmp-" in n], [])
+    with self.assertRaisesRegex(
+      errors.DestinationExistsError, "source's directory"
+    ):
+      estimator_ckpt.convert(dst, f"{dst}/inner", to="tf2")
+
+  def test_unregistered_scheme_is_a_named_error(self):
+    with self.assertRaisesRegex(
+      errors.FileSystemNotSupportedError, r"`nosuchfs://b/x.*install"
+    ):
+      estimator_ckpt.list_variables("nosuchfs://b/x")
+    with self.assertRaisesRegex(
+      errors.FileSystemNotSupportedError, "tensorflow-io==0.36.0"
+    ):
+      estimator_ckpt.convert(
+        tool_fixtures.golden_path("est-tf1"), "s3://bucket/x", to="tf2"
+      )
+
+  def test_binaries(self):
+    remote = self._remote_golden("est-tf1-ranking")
+    stdout, _ = tool_fixtures.run_main(inspect_main.main, ["inspect", remote])
+    self.assertIn(f"checkpoint  {remote}/model.ckpt-20", stdout)
+    stdout, _ = tool_fixtures.run_main(
+      convert_main.main,
+      ["convert", "--to=tf2", remote, f"{self.bucket}/converted"],
+    )
+    self.assertEqual(stdout.strip(), f"{self.bucket}/converted/model.ckpt-20")
+    stdout, _ = tool_fixtures.run_main(
+      verify_main.main,
+      ["verify", f"{self.bucket}/converted", f"--against={remote}"],
+    )
+    self.assertRegex(stdout, "^OK .* bit-identical")
+
+  def test_estimator_trains_and_warm_starts_on_urls(self):
+    # A fresh model dir: TF 2.15's ram:// appends when an existing file is
+    # opened for writing (it does not truncate), so the checkpoint Estimator
+    # saves again at the step it resumes from would be corrupt there (object
+    # stores replace objects). Resuming a remote dir in place is covered
+    # against a real object store in the emulator tests.
+    model_dir = f"{self.bucket}/model"
+    est = estimator_ckpt.migrate_estimator(
+      tf.estimator.Estimator(guide_models.model_fn_tf1_ckpt, model_dir)
+    )
+    est.train(guide_models.train_input_fn, steps=2)
+    self.assertEqual(estimator_ckpt.checkpoint_format(model_dir), "tf2")
+    self.assertEqual(est.get_variable_value("global_step"), 2)
+    self.assertEqual(est.get_variable_value("var"), 4.0)
+    estimator_ckpt.verify(model_dir)
+    # Warm start from the remote dir into another remote model dir.
+    warm = tf.estimator.Estimator(
+      guide_models.model_fn_tf1_ckpt,
+      f"{self.bucket}/warm",
+      warm_start_from=estimator_ckpt.warm_start_settings(model_dir),
+    )
+    warm.train(guide_models.train_input_fn, steps=1)
+    self.assertEqual(warm.get_variable_value("var"), 6.0)
+    with tf.Graph().as_default():
+      var = tf1.get_variable("var", shape=[])
+      estimator_ckpt.warm_start(model_dir)
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        self.assertEqual(sess.run(var), 4.0)
+    np.testing.assert_equal(
+      estimator_ckpt.load_variable(f"{self.bucket}/warm", "var"), 6.0
+    )
+
+
+class _Chdir:
+  """Changes the working directory for a block (Python 3.11's contextlib)."""
+
+  def __init__(self, path: str):
+    self._path = path
+    self._old = ""
+
+  def __enter__(self):
+    self._old = os.getcwd()
+    os.chdir(self._path)
+
+  def __exit__(self, *exc_info):
+    os.chdir(self._old)
+
+
+if __name__ == "__main__":
+  absltest.main()
