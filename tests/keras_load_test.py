@@ -8,6 +8,7 @@ classes' bases when TF1 layers are built in a graph
 
 import os
 import shutil
+import tempfile
 from typing import Any, Callable, Dict, List, Mapping
 
 from absl.testing import absltest
@@ -316,7 +317,7 @@ class RankingTest(parameterized.TestCase, tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    root = absltest.get_default_test_tmpdir()
+    root = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
     cls.tf1_dir = tool_fixtures.copy_golden(
       _RANKING, os.path.join(root, "ranking-tf1")
     )
@@ -519,7 +520,10 @@ class RankingTest(parameterized.TestCase, tf.test.TestCase):
     )
     model = keras_model.build()
     before = [w.numpy() for w in model.weights]
-    with self.assertRaises(errors.CorruptCheckpointError):
+    with self.assertRaisesRegex(
+      errors.CorruptCheckpointError,
+      r"`user_embedding/Adam_1.*Nothing was assigned",
+    ):
       estimator_ckpt.load_weights(
         model,
         tf1_dir,
@@ -586,6 +590,33 @@ class TargetsTest(parameterized.TestCase, tf.test.TestCase):
     )
     estimator_ckpt.load_weights({"user_embedding": sharded}, self.tf1_dir)
     self.assertAllEqual(sharded.variables[1].numpy(), self.table[100:])
+
+  def test_stock_partitions_are_assembled(self):
+    # Stock tf.train.Checkpoint(var_list={v.op.name: v}) of a partitioned
+    # variable: one tensor per partition (`var_list/emb.Spart_<i>`).
+    prefix = os.path.join(self.create_tempdir().full_path, "ckpt")
+    with tf.Graph().as_default():
+      table = tf1.get_variable(
+        "emb",
+        [10, 4],
+        initializer=tf1.random_normal_initializer(),
+        partitioner=tf1.fixed_size_partitioner(3),
+      )
+      checkpoint = tf.train.Checkpoint(
+        var_list={v.op.name: v for v in tf1.global_variables()}
+      )
+      with tf1.Session() as session:
+        session.run(tf1.global_variables_initializer())
+        expected = session.run(table.as_tensor())
+        checkpoint.write(prefix)
+    sharded = ShardedVariable(
+      [tf.Variable(tf.zeros([5, 4])), tf.Variable(tf.zeros([5, 4]))]
+    )
+    whole = tf.Variable(tf.zeros([10, 4]))
+    estimator_ckpt.load_weights({"emb": sharded}, prefix)
+    estimator_ckpt.load_weights({"emb": whole}, prefix)
+    self.assertAllEqual(tf.concat(sharded.variables, 0).numpy(), expected)
+    self.assertAllEqual(whole.numpy(), expected)
 
   def test_module_and_layer_targets(self):
     module = tf.Module()

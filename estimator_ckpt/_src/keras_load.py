@@ -31,6 +31,7 @@ from estimator_ckpt._src import keras_targets
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src import restore_values
 
 # For how many missing names an error looks for near misses.
 _NAMES_WITH_SUGGESTIONS = 10
@@ -320,8 +321,8 @@ def _plan_optimizer(
   return _OptimizerPlan(spec, states, sorted(missing), step, beta_powers)
 
 
-def _scalar(value: np.ndarray) -> float:
-  return float(np.asarray(value).reshape(()))
+def _scalar(value: tf.Tensor) -> float:
+  return float(np.asarray(value.numpy()).reshape(()))
 
 
 def load_weights(
@@ -425,25 +426,34 @@ def load_weights(
       "optimizer states",
     )
 
-  # Every value, read and checked, before the first assignment.
-  values: Dict[str, np.ndarray] = {}
+  # Every value, read (checksums verified) before the first assignment: all
+  # in one TensorFlow read, as Keras's own restore does.
+  def requests_of(
+    target_: keras_targets.Target, source: layouts.Variable
+  ) -> List[restore_values.Request]:
+    return [
+      restore_values.Request(source, keras_targets.rows_request(target_, index))
+      for index in range(len(target_.variables))
+    ]
 
-  def value_of(source: layouts.Variable) -> np.ndarray:
-    if source.name not in values:
-      values[source.name] = reader.variable_value(contents, source)
-    return values[source.name]
-
-  for a in assignments:
-    value_of(a.source)
+  requests = [r for a in assignments for r in requests_of(a.target, a.source)]
+  if plan is not None:
+    requests += [
+      r for s in plan.states for r in requests_of(s.target, s.source)
+    ]
+    requests += [
+      restore_values.Request(v)
+      for v in (plan.step, *plan.beta_powers.values())
+      if v is not None
+    ]
+  tensors = restore_values.read(contents, requests)
   step: Optional[int] = None
   rate = 0.0
   if plan is not None:
-    for s in plan.states:
-      value_of(s.source)
     if plan.step is not None:
-      step = int(_scalar(value_of(plan.step)))
+      step = int(_scalar(tensors[restore_values.Request(plan.step)]))
       powers = {
-        name: _scalar(value_of(power))
+        name: _scalar(tensors[restore_values.Request(power)])
         for name, power in plan.beta_powers.items()
       }
       problems = keras_optimizers.check_beta_powers(plan.spec, step, powers)
@@ -459,28 +469,32 @@ def load_weights(
 
   # All checks passed: build the optimizer's state, find each state
   # variable, then assign.
-  states: List[Tuple[Any, np.ndarray, str, str]] = []
+  states: List[Tuple[Any, restore_values.Request, _StateAssignment]] = []
   if plan is not None:
     trainable_variables = _trainable_variables(target, targets)
     if trainable_variables:
       keras_optimizers.build(optimizer, trainable_variables)
     for s in plan.states:
-      value = keras_optimizers.to_keras(s.slot, values[s.source.name], rate)
-      for index, variable in enumerate(s.target.variables):
+      for variable, request in zip(
+        s.target.variables, requests_of(s.target, s.source)
+      ):
         state = keras_optimizers.state_variable(optimizer, s.slot, variable)
-        rows = keras_targets.rows_of(s.target, index, value)
-        states.append((state, rows, s.label, s.source.name))
+        states.append((state, request, s))
   for a in assignments:
-    keras_targets.assign(a.target, values[a.source.name])
+    for variable, request in zip(
+      a.target.variables, requests_of(a.target, a.source)
+    ):
+      variable.assign(tensors.pop(request))
   optimizer_state: Dict[str, str] = {}
-  for state, rows, label, source_name in states:
-    state.assign(rows)
-    optimizer_state[label] = source_name
+  for state, request, s in states:
+    state.assign(keras_optimizers.to_keras(s.slot, tensors.pop(request), rate))
+    optimizer_state[s.label] = s.source.name
   if plan is not None:
     if step is not None:
       optimizer.iterations.assign(step)
       optimizer_state["iterations"] = keras_optimizers.GLOBAL_STEP
     _reset_moving_averages(optimizer, targets)
+  del tensors
 
   used = {a.source.name for a in assignments}
   used.update(optimizer_state.values())

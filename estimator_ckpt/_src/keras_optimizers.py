@@ -33,7 +33,6 @@ import dataclasses
 import math
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 from estimator_ckpt import errors
@@ -296,10 +295,10 @@ def state_variable(optimizer: Any, slot: Slot, variable: Any) -> Any:
   return state
 
 
-def to_keras(slot: Slot, value: np.ndarray, rate: float) -> np.ndarray:
+def to_keras(slot: Slot, value: tf.Tensor, rate: float) -> tf.Tensor:
   """A TF1 slot value as the Keras state's value."""
   if slot.negative_learning_rate:
-    return (value * np.asarray(-rate, dtype=value.dtype)).astype(value.dtype)
+    return value * tf.constant(-rate, dtype=value.dtype)
   return value
 
 

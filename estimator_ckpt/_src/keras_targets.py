@@ -12,14 +12,13 @@ named as `load_weights` looks it up (before the rename spec applies):
   the shards alone, which would lose which table they belong to);
 * a dict entry by its key, whatever the variable's own name.
 
-`assign` writes a logical value into a target, each shard its rows.
+`rows_request` says which rows of the logical value each shard takes.
 """
 
 import dataclasses
 import re
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 from estimator_ckpt import errors
@@ -224,18 +223,9 @@ def collect(target: Any) -> List[Target]:
   return targets
 
 
-def rows_of(target: Target, index: int, value: np.ndarray) -> np.ndarray:
-  """The part of a logical value that `target.variables[index]` holds."""
-  if not target.sharded:
-    return value
-  start, end = target.rows(index)
-  return value[start:end]
-
-
-def assign(target: Target, value: np.ndarray) -> None:
-  """Writes a logical value into a target, each shard its rows."""
-  for index, variable in enumerate(target.variables):
-    variable.assign(rows_of(target, index, value))
+def rows_request(target: Target, index: int) -> Optional[Tuple[int, int]]:
+  """The rows `target.variables[index]` holds; None for the whole value."""
+  return target.rows(index) if target.sharded else None
 
 
 def physical_variables(targets: Sequence[Target]) -> List[Any]:
