@@ -518,6 +518,13 @@ class _Case:
     verified = call("verify", "verify(src)", lambda: estimator_ckpt.verify(src))
     if verified.ok:
       for name, error in load_errors.items():
+        # A valid checkpoint may hold a tensor numpy cannot represent (an
+        # empty shape whose other dimensions multiply past 2^63, such as
+        # [0, 2^40, 2^40]): verify passes, loading it is a named error.
+        if isinstance(error, errors.IncompatibleCheckpointError) and (
+          "numpy cannot represent" in str(error)
+        ):
+          continue
         if isinstance(error, errors.Error):  # Others are failures already.
           self.problem(
             "load_variable",

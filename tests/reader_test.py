@@ -237,5 +237,48 @@ class InspectionTest(parameterized.TestCase, tf.test.TestCase):
     )
 
 
+class PartialSlicesTest(tf.test.TestCase):
+  def test_partition_slots_as_tensorflow_writes_them(self):
+    # A canned TF1 estimator with a partitioner: each partition's Ftrl slots
+    # are saved as a variable of the full shape holding one slice
+    # (`.../weights/part_0/Ftrl`). Real TF1 checkpoints, not damage.
+    model_dir = self.create_tempdir().full_path
+    column = tf.compat.v1.feature_column.numeric_column("x", shape=[4])
+    estimator = tf.compat.v1.estimator.LinearClassifier(
+      [column],
+      model_dir=model_dir,
+      partitioner=tf.compat.v1.fixed_size_partitioner(2),
+    )
+
+    def input_fn():
+      return tf.data.Dataset.from_tensors(
+        ({"x": np.ones([8, 4], np.float32)}, np.ones([8, 1], np.int64))
+      ).repeat()
+
+    estimator.train(input_fn, steps=2)
+    slot = "linear/linear_model/x/weights/part_0/Ftrl"
+    self.assertIn((slot, [4, 1]), estimator_ckpt.list_variables(model_dir))
+    with self.assertRaisesRegex(
+      errors.IncompatibleCheckpointError, rf"`{slot}`.*only some slices"
+    ):
+      estimator_ckpt.load_variable(model_dir, slot)
+    estimator_ckpt.verify(model_dir)
+    converted = estimator_ckpt.convert(
+      model_dir, os.path.join(self.create_tempdir().full_path, "tf2"), to="tf2"
+    )
+    estimator_ckpt.verify(converted, against=model_dir)
+    # The model dir resumes in place under the TF2 saver.
+    migrated = estimator_ckpt.migrate_estimator(
+      tf.compat.v1.estimator.LinearClassifier(
+        [column],
+        model_dir=model_dir,
+        partitioner=tf.compat.v1.fixed_size_partitioner(2),
+      )
+    )
+    migrated.train(input_fn, steps=1)
+    self.assertEqual(estimator_ckpt.checkpoint_format(model_dir), "tf2")
+    self.assertEqual(migrated.get_variable_value("global_step"), 3)
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -222,7 +222,7 @@ def _plan_one(
       with_save_counter = True
   if to == TF2 and tf1_names:
     for name in renamed:
-      if name != keys.GLOBAL_STEP_NAME:
+      if name != keys.GLOBAL_STEP_NAME and aliases.can_alias(name):
         alias_targets[name.encode("utf-8", "surrogateescape")] = key_of[
           name
         ].encode("utf-8", "surrogateescape")

@@ -171,6 +171,23 @@ class Variable:
     return self.parts[0].slice is not None
 
   @property
+  def complete(self) -> bool:
+    """Whether the parts hold every element (see `_coverage_problem`).
+
+    TF1 writes the optimizer slots of a partition of a partitioned variable
+    as a variable of the full shape holding only that partition's slice
+    (e.g. `w/part_0/Adagrad`), so a partitioned variable may be partial.
+    """
+    if not self.partitioned:
+      return True
+    covered = sum(
+      bundle.num_elements(part.slice.shape(self.shape))
+      for part in self.parts
+      if part.slice is not None
+    )
+    return covered == bundle.num_elements(self.shape)
+
+  @property
   def nbytes(self) -> int:
     return sum(part.entry.size for part in self.parts)
 
@@ -358,8 +375,9 @@ _MAX_MULTI_AXIS_SLICES = 2000
 def _coverage_problem(
   shape: Sequence[int], slices: Sequence[tensor_slice.TensorSlice]
 ) -> Optional[str]:
-  """Why slices do not tile a tensor exactly, or None.
+  """Why slices cannot be parts of one tensor (they overlap), or None.
 
+  Slices that leave elements uncovered are fine (`Variable.complete`).
   Slices along one axis (what TensorFlow writes) are sorted and checked end
   to start: n log n. Slices along several axes are compared pairwise after a
   sort by their first axis, up to `_MAX_MULTI_AXIS_SLICES`.
@@ -369,12 +387,13 @@ def _coverage_problem(
     bundle.num_elements([end - start for start, end in box]) for box in boxes
   ]
   volume = sum(sizes)
-  if volume != bundle.num_elements(shape):
+  if volume > bundle.num_elements(shape):
     return (
-      f"its {len(slices)} slices cover {volume} of its "
-      f"{bundle.num_elements(shape)} elements (first slices: "
+      f"its {len(slices)} slices hold {volume} elements, more than its "
+      f"{bundle.num_elements(shape)} (first slices: "
       f"{errors.format_list((f'`{s}`' for s in slices), limit=3)})"
     )
+  # Fewer is fine: TF1 writes the slots of one partition that way.
   split_axes = {
     axis
     for box in boxes
@@ -393,7 +412,7 @@ def _coverage_problem(
       if previous is not None and boxes[i][axis][0] < boxes[previous][axis][1]:
         return f"slices `{slices[previous]}` and `{slices[i]}` overlap"
       previous = i
-    return None  # No overlaps and the volumes add up: an exact tiling.
+    return None  # No overlaps: an exact tiling, or part of one.
   if len(boxes) > _MAX_MULTI_AXIS_SLICES:
     return (
       f"it has {len(boxes)} slices along several axes; this tool "
@@ -494,7 +513,7 @@ def _variable(
     raise errors.CorruptCheckpointError(
       f"Partitioned variable `{name}` in "
       f"`{bundle.index_filename(checkpoint.prefix)}` (key "
-      f"{errors.format_names(keys_held)}) is incomplete: {problem}. The "
+      f"{errors.format_names(keys_held)}) is inconsistent: {problem}. The "
       "checkpoint is damaged or was assembled from different saves; "
       "restore it from a backup or use an earlier checkpoint."
     )

@@ -183,6 +183,16 @@ def variable_value(contents: Contents, variable: Variable) -> np.ndarray:
       where,
     )
   values.check_numpy_shape(variable.shape, variable.dtype, where)
+  if not variable.complete:
+    slices = [str(part.slice) for part in variable.parts]
+    raise errors.IncompatibleCheckpointError(
+      f"{where} stores only some slices of its shape "
+      f"{list(variable.shape)} ({errors.format_names(slices)}): TensorFlow "
+      "1 writes the optimizer slots of one partition of a partitioned "
+      "variable this way (e.g. `w/part_0/Adagrad`). It has no whole value; "
+      "restore it into that partition (a TF1 Saver does), or read a slice "
+      "by its key."
+    )
   value = np.empty(variable.shape, dtype=variable.dtype.numpy_dtype())
   for part in variable.parts:
     assert part.slice is not None  # Partitioned: every part is a slice.

@@ -318,7 +318,7 @@ class Tf2Saver(saver_lib.Saver):
       )
     if self._tf1_names:
       for key, name in self._tf1_name_by_key.items():
-        if key != name and key != keys.STEP_KEY:
+        if key not in (name, keys.STEP_KEY) and aliases.can_alias(name):
           self._aliases[name.encode()] = key.encode()
 
     if self._also_write_tf1:

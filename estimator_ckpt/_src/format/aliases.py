@@ -25,9 +25,29 @@ from typing import Dict, Mapping
 
 from estimator_ckpt import errors
 from estimator_ckpt._src.format import bundle
+from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.format import protos
 from estimator_ckpt._src.format import table
 from estimator_ckpt._src.format import tensor_slice
+
+
+def can_alias(name: str) -> bool:
+  """Whether a TF1 name can be an alias key that readers take as that name.
+
+  Not a name that starts with NUL (a slice key), nor one that reads as a
+  TF2 key of this or the guide's layout (`var_list/x/.ATTRIBUTES/...`,
+  `step/...`: a reader would decode it to another name), nor the object
+  graph's or save counter's key. Such names (raw keys a source listed as
+  names) keep only their TF2 key.
+  """
+  if not name or name.startswith("\x00"):
+    return False
+  if name in (keys.OBJECT_GRAPH_KEY, keys.SAVE_COUNTER_KEY):
+    return False
+  try:
+    return keys.variable_name(name) is None
+  except errors.KeyEncodingError:
+    return False
 
 
 def _copy(entry: protos.BundleEntryProto) -> protos.BundleEntryProto:
