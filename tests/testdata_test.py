@@ -120,16 +120,7 @@ class TestdataTest(parameterized.TestCase, tf.test.TestCase):
     model_dir = fixtures.testdata_path(fixtures.GOLDENS["est-tf1-ranking"])
     params = ranking_model.RankingParams()
     with tf.Graph().as_default():
-      features = {
-        ranking_model.USER_ID: tf.constant([0], tf.int64),
-        ranking_model.ITEM_ID: tf.constant([0], tf.int64),
-      }
-      ranking_model.model_fn(
-        features,
-        tf.constant([1.0]),
-        tf.estimator.ModeKeys.TRAIN,
-        params.as_dict(),
-      )
+      ranking_model.build_training_graph(params)
       saver = tf1.train.Saver()
       # Partitioned variables restore whole; read each logical variable.
       parts_by_name = collections.defaultdict(list)

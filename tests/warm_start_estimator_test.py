@@ -202,15 +202,8 @@ class EstimatorSourcesTest(parameterized.TestCase, tf.test.TestCase):
     self.assertTrue(reader.has_tensor(keys.OBJECT_GRAPH_KEY))
 
     with tf.Graph().as_default():
-      features = {
-        ranking_model.USER_ID: tf.constant([0], tf.int64),
-        ranking_model.ITEM_ID: tf.constant([0], tf.int64),
-      }
-      ranking_model.model_fn(
-        features,
-        tf.constant([1.0]),
-        tf.estimator.ModeKeys.TRAIN,
-        ranking_model.RankingParams(num_partitions=3).as_dict(),
+      ranking_model.build_training_graph(
+        ranking_model.RankingParams(num_partitions=3)
       )
       summary = warm_start.warm_start(source, strict=True)
       values = checkpoint_layouts.read_values(summary.warm_started)

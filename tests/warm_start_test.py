@@ -242,16 +242,8 @@ class WarmStartTest(parameterized.TestCase, tf.test.TestCase):
         self.assertAllEqual(values[name], reader.get_tensor(name), msg=name)
 
   def _build_ranking_model(self, num_partitions):
-    params = ranking_model.RankingParams(num_partitions=num_partitions)
-    features = {
-      ranking_model.USER_ID: tf.constant([0], tf.int64),
-      ranking_model.ITEM_ID: tf.constant([0], tf.int64),
-    }
-    ranking_model.model_fn(
-      features,
-      tf.constant([1.0]),
-      tf.estimator.ModeKeys.TRAIN,
-      params.as_dict(),
+    ranking_model.build_training_graph(
+      ranking_model.RankingParams(num_partitions=num_partitions)
     )
 
   @parameterized.named_parameters(

@@ -124,6 +124,21 @@ def model_fn(features, labels, mode, params):
   )
 
 
+def build_training_graph(params: RankingParams) -> tf.estimator.EstimatorSpec:
+  """The model's training graph in the default graph, on one example.
+
+  For code that needs the model's variables (and optimizer slots) without an
+  Estimator: restoring, warm-starting, inspecting.
+  """
+  features = {
+    USER_ID: tf.constant([0], tf.int64),
+    ITEM_ID: tf.constant([0], tf.int64),
+  }
+  return model_fn(
+    features, tf.constant([1.0]), tf.estimator.ModeKeys.TRAIN, params.as_dict()
+  )
+
+
 def serving_input_receiver_fn() -> tf.estimator.export.ServingInputReceiver:
   """Serving inputs: int64 `user_id` and `item_id` of shape [batch]."""
   receivers = {

@@ -14,7 +14,6 @@ Not public API: `train_main.py` is its command line. Two ways to run:
 
 import dataclasses
 import os
-import shutil
 import tempfile
 from typing import Dict, List, Mapping, Optional
 
@@ -279,8 +278,13 @@ def migrate_shipped_model(
     )
   tf1_dir = os.path.join(output_dir, "est-tf1")
   tf2_dir = os.path.join(output_dir, "est-tf2")
-  # Estimator writes eval summaries into model_dir: work on a copy.
-  shutil.copytree(SHIPPED_TF1_MODEL_DIR, tf1_dir)
+  # Estimator writes eval summaries into model_dir: work on a copy, through
+  # tf.io.gfile so that --output_dir may be a URL (gs://, s3://, ...).
+  tf.io.gfile.makedirs(tf1_dir)
+  for name in tf.io.gfile.listdir(SHIPPED_TF1_MODEL_DIR):
+    tf.io.gfile.copy(
+      os.path.join(SHIPPED_TF1_MODEL_DIR, name), os.path.join(tf1_dir, name)
+    )
 
   source = reader.read(tf1_dir)  # One index read: names, sizes, format.
 
