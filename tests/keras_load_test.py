@@ -18,6 +18,7 @@ import tensorflow as tf
 
 import estimator_ckpt
 from estimator_ckpt import errors
+from estimator_ckpt._src import keras_load
 from estimator_ckpt._src import keras_optimizers
 
 from examples.ranking import data as ranking_data
@@ -532,6 +533,52 @@ class RankingTest(parameterized.TestCase, tf.test.TestCase):
       )
     for weight, value in zip(model.weights, before):
       self.assertAllEqual(weight.numpy(), value)
+
+
+class Tf1RenameTest(tf.test.TestCase):
+  """The way back: a Keras checkpoint's names as TF1 names."""
+
+  def test_keras_checkpoint_converts_back_to_tf1_names(self):
+    model = keras_model.build()
+    optimizer = keras_model.optimizer()
+    tf1_dir = tool_fixtures.golden_path(_RANKING)
+    estimator_ckpt.load_weights(
+      model, tf1_dir, optimizer=optimizer, rename=keras_model.RENAME
+    )
+    root = self.create_tempdir().full_path
+    saved = tf.train.Checkpoint(model=model, optimizer=optimizer).save(
+      os.path.join(root, "keras", "ckpt")
+    )
+    rename = keras_load.tf1_rename(model, optimizer, keras_model.RENAME)
+    self.assertEqual(rename["m/hidden/kernel"], "hidden/kernel/Adam")
+    self.assertEqual(
+      rename["v/user_embedding/embeddings"], "user_embedding/Adam_1"
+    )
+    self.assertEqual(rename["iteration"], "global_step")
+    back = estimator_ckpt.convert(
+      saved, os.path.join(root, "tf1"), to="tf1", rename=rename
+    )
+    self.assertEqual(estimator_ckpt.checkpoint_format(back), "tf1")
+    for name, _ in estimator_ckpt.list_variables(tf1_dir):
+      if name.endswith("_power"):
+        continue  # Adam's beta powers have no Keras variable (yet).
+      self.assertAllEqual(
+        estimator_ckpt.load_variable(back, name),
+        estimator_ckpt.load_variable(tf1_dir, name),
+        msg=name,
+      )
+
+  def test_legacy_names_and_momentum(self):
+    model = _keras_twin(embedding=False)
+    rename = keras_load.tf1_rename(model, _K.legacy.Adagrad())
+    self.assertEqual(
+      rename["hidden/kernel/accumulator"], "hidden/kernel/Adagrad"
+    )
+    self.assertEqual(rename["iter"], "global_step")
+    with self.assertRaisesRegex(
+      errors.InvalidArgumentError, "cannot convert back.*without the optimizer"
+    ):
+      keras_load.tf1_rename(model, _K.SGD(momentum=0.9))
 
 
 class TargetsTest(parameterized.TestCase, tf.test.TestCase):

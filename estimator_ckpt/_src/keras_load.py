@@ -530,6 +530,56 @@ def load_weights(
   return report
 
 
+def tf1_rename(
+  target: Any,
+  optimizer: Any = None,
+  rename: Optional[rename_rules.RenameArg] = None,
+) -> Dict[str, str]:
+  """A rename spec from a Keras checkpoint's names to the TF1 names.
+
+  The way back, for now: `convert(keras_checkpoint, model_dir, to="tf1",
+  rename=tf1_rename(model, optimizer, rename))` writes the weights under
+  their TF1 names, each optimizer state under its TF1 slot name and
+  `iterations` as `global_step`, so an Estimator evaluates, serves or
+  warm-starts from the Keras-trained model. TF1 Adam's `beta1_power` and
+  `beta2_power` have no Keras variable to rename, so an Estimator cannot
+  resume Adam training from it yet.
+
+  Args:
+    target: The Keras model (or module, or dict) the checkpoint holds, as
+      for `load_weights`.
+    optimizer: The Keras optimizer saved with it, or None for the weights.
+    rename: The spec `load_weights` took (Keras name -> TF1 name).
+
+  Returns:
+    `{name in the Keras checkpoint: TF1 name}`, for `convert`'s `rename`.
+
+  Raises:
+    errors.InvalidArgumentError: SGD with momentum, whose Keras state is
+      TF1's times -learning_rate (no rename converts that back).
+  """
+  renamer = rename_rules.parse(rename)
+  spec = None if optimizer is None else keras_optimizers.spec(optimizer)
+  if spec is not None and any(s.negative_learning_rate for s in spec.slots):
+    raise errors.InvalidArgumentError(
+      f"{spec.description} with momentum keeps -learning_rate times TF1's "
+      "momentum accumulator, which a rename cannot convert back. Convert the "
+      "weights alone (tf1_rename without the optimizer)."
+    )
+  names: Dict[str, str] = {}
+  for t in keras_targets.collect(target):
+    tf1_name = renamer(t.name)
+    names[t.name] = tf1_name
+    if spec is None or not t.trainable:
+      continue
+    for slot in spec.slots:
+      keras_name = keras_optimizers.keras_state_name(spec, t.name, slot)
+      names[keras_name] = keras_optimizers.tf1_slot_name(tf1_name, slot)
+  if spec is not None:
+    names["iter" if spec.legacy else "iteration"] = keras_optimizers.GLOBAL_STEP
+  return names
+
+
 def _trainable_variables(
   target: Any, targets: Sequence[keras_targets.Target]
 ) -> List[Any]:

@@ -450,3 +450,16 @@ def advice(
         "(and nesterov=<its use_nesterov>) to continue with them."
       )
   return tips
+
+
+def keras_state_name(spec_: Spec, variable_name: str, slot: Slot) -> str:
+  """The name a Keras checkpoint gives a variable's optimizer state.
+
+  New optimizers name it `<state>/<variable>` (`add_variable_from_reference`),
+  legacy ones `<variable>/<state>` (`add_slot`); `tf.train.Checkpoint` and
+  `model.save_weights` record these names in the object graph, which is
+  how the resolver names them.
+  """
+  if spec_.legacy:
+    return f"{variable_name}/{slot.keras_name}"
+  return f"{slot.keras_name}/{variable_name}"

@@ -4,14 +4,16 @@ Loads the TF1 model dir of the ranking Estimator (default: the one shipped
 in testdata/) into its Keras twin and Keras Adam with
 `estimator_ckpt.load_weights`, evaluates both and shows that the metrics are
 identical, checks one more training step against the Estimator's next step,
-trains on with `model.fit` and saves a Keras checkpoint:
+trains on with `model.fit`, saves a Keras checkpoint, and brings it back:
+converted to TF1 names, the Estimator evaluates the Keras-trained model to
+the same metrics:
 
   bazel run //examples/ranking:keras
   bazel run //examples/ranking:keras -- --model_dir=/tmp/ranker \
       --output_dir=/tmp/ranker-keras --fit_epochs=3
 
-Exits non-zero if predictions or metrics differ, or the next step differs by
-more than --max_step_difference.
+Exits non-zero if predictions or metrics differ (either way), or the next
+step differs by more than --max_step_difference.
 """
 
 import sys
@@ -84,6 +86,7 @@ def main(argv: Sequence[str]) -> None:
   if (
     not report.predictions_identical
     or not report.metrics_identical
+    or not report.back_identical
     or report.next_step_difference > _MAX_STEP_DIFFERENCE.value
   ):
     sys.exit(1)

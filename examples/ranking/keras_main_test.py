@@ -34,6 +34,9 @@ class KerasMainTest(tf.test.TestCase):
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertIn("predictions (1000 examples): IDENTICAL", result.stdout)
     self.assertIn("metrics Estimator/Keras: IDENTICAL", result.stdout)
+    self.assertRegex(
+      result.stdout, r"back in the Estimator: .*, metrics IDENTICAL to Keras"
+    )
     self.assertIn("auc           0.48611951    0.48611951", result.stdout)
     self.assertIn(
       "user_embedding/embeddings   <- user_embedding", result.stdout

@@ -14,9 +14,13 @@ and
 4. takes the same next step in Keras and compares every weight and Adam
    slot with the Estimator's;
 5. trains on with `model.fit` and saves a Keras checkpoint
-   (`tf.train.Checkpoint(model=..., optimizer=...)`).
+   (`tf.train.Checkpoint(model=..., optimizer=...)`);
+6. brings it back: converts the Keras checkpoint to a TF1 model dir
+   (`convert(..., to="tf1")` with the names `keras_load.tf1_rename` gives)
+   and evaluates it with the Estimator, to the Keras model's metrics.
 
-The Estimator runs first: Keras swaps the base classes of its layer classes
+The Estimator runs before any Keras model exists (and again only once the
+Keras model is done): Keras swaps the base classes of its layer classes
 when TF1 layers are built in a graph (keras/src/utils/version_utils.py
 `swap_class`), which breaks Keras models built before that in the same
 process.
@@ -33,6 +37,7 @@ import tensorflow as tf
 
 import estimator_ckpt
 from estimator_ckpt import errors
+from estimator_ckpt._src import keras_load
 from estimator_ckpt._src import keras_optimizers
 from estimator_ckpt._src import reader
 
@@ -96,6 +101,9 @@ class LeavingReport:
     fit_metrics: The metrics after `model.fit`.
     fit_step: The optimizer's iterations after `model.fit`.
     keras_checkpoint: The saved Keras checkpoint prefix.
+    back_metrics: The Estimator's evaluation of the Keras checkpoint,
+      converted to TF1 names.
+    back_checkpoint: The converted (TF1) checkpoint prefix.
   """
 
   model_dir: str
@@ -109,10 +117,16 @@ class LeavingReport:
   fit_metrics: Mapping[str, float]
   fit_step: int
   keras_checkpoint: str
+  back_metrics: Mapping[str, float]
+  back_checkpoint: str
 
   @property
   def metrics_identical(self) -> bool:
     return dict(self.estimator_metrics) == dict(self.keras_metrics)
+
+  @property
+  def back_identical(self) -> bool:
+    return dict(self.fit_metrics) == dict(self.back_metrics)
 
   def format(self) -> str:
     """A short human-readable report."""
@@ -122,17 +136,19 @@ class LeavingReport:
       "",
       *("  " + line for line in self.load_summary.splitlines()),
       "",
+      f"  {'':10s}  {'':>12s}  {'':>12s}  {'Keras':>12s}  {'Estimator':>12s}",
       f"  {'metric':10s}  {'Estimator':>12s}  {'Keras':>12s}  "
-      f"{'after fit':>12s}",
+      f"{'after fit':>12s}  {'from Keras':>12s}",
     ]
     for name in METRICS:
       lines.append(
         f"  {name:10s}  {self.estimator_metrics[name]:12.8g}  "
-        f"{self.keras_metrics[name]:12.8g}  {self.fit_metrics[name]:12.8g}"
+        f"{self.keras_metrics[name]:12.8g}  {self.fit_metrics[name]:12.8g}  "
+        f"{self.back_metrics[name]:12.8g}"
       )
     lines += [
       f"  {'step':10s}  {self.step - 1:12d}  {self.step - 1:12d}  "
-      f"{self.fit_step:12d}",
+      f"{self.fit_step:12d}  {self.fit_step:12d}",
       "",
       f"  predictions ({self.examples} examples): "
       + ("IDENTICAL" if self.predictions_identical else "DIFFERENT"),
@@ -141,6 +157,9 @@ class LeavingReport:
       f"  next step ({self.step}) vs the Estimator's: max abs difference "
       f"{self.next_step_difference:.2g} (weights and Adam slots)",
       f"  Keras checkpoint: {self.keras_checkpoint}",
+      f"  back in the Estimator: {self.back_checkpoint}, metrics "
+      + ("IDENTICAL" if self.back_identical else "DIFFERENT")
+      + " to Keras after fit",
     ]
     return "\n".join(lines)
 
@@ -345,7 +364,8 @@ def leave_estimator(options: LeavingOptions) -> LeavingReport:
   model.train_on_batch(keras_model.features(batch), batch.label)
   difference = max_difference(expected_next, keras_values(model, optimizer))
 
-  # 5. Train on and save.
+  # 5. Train on and save (shuffled the same way every run).
+  tf.keras.utils.set_random_seed(0)
   if options.fit_epochs:
     model.fit(
       keras_model.features(train),
@@ -362,6 +382,17 @@ def leave_estimator(options: LeavingOptions) -> LeavingReport:
   saved = tf.train.CheckpointManager(checkpoint, keras_dir, 3).save(
     checkpoint_number=fit_step
   )
+
+  # 6. Back into the Estimator.
+  back = estimator_ckpt.convert(
+    saved,
+    os.path.join(output_dir, "estimator-from-keras"),
+    to="tf1",
+    rename=keras_load.tf1_rename(model, optimizer, keras_model.RENAME),
+  )
+  back_metrics = ranking_model.estimator(os.path.dirname(back)).evaluate(
+    _estimator_input(evaluation, options.batch_size), name="from_keras"
+  )
   return LeavingReport(
     model_dir=options.model_dir,
     load_summary=report.summary(),
@@ -374,6 +405,8 @@ def leave_estimator(options: LeavingOptions) -> LeavingReport:
     fit_metrics=tf1_metrics(fit_logits, evaluation.label, options.batch_size),
     fit_step=fit_step,
     keras_checkpoint=saved,
+    back_metrics={m: float(back_metrics[m]) for m in METRICS},
+    back_checkpoint=back,
   )
 
 
