@@ -45,6 +45,7 @@ from absl import logging
 from estimator_ckpt import errors
 from estimator_ckpt._src import atomic
 from estimator_ckpt._src import file_copy
+from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import progress
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
@@ -52,6 +53,7 @@ from estimator_ckpt._src.format import aliases
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import checksums
+from estimator_ckpt._src.format import crc32c
 from estimator_ckpt._src.format import dtypes
 from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.format import protos
@@ -66,6 +68,10 @@ _OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
 _ALIAS_KEY = keys.GLOBAL_STEP_NAME.encode()
 _SAVE_COUNTER_KEY = keys.SAVE_COUNTER_KEY.encode()
 _INT64 = 9  # tensorflow.DataType DT_INT64.
+# numpy name -> enum; the first of the types sharing one (int8, not qint8).
+_DTYPE_ENUMS = {
+  d.numpy_name: d.enum for d in reversed(list(dtypes.DTYPES.values()))
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,13 +173,24 @@ def _plan_one(
   to: str,
   renamer: rename_rules.Renamer,
   tf1_names: bool,
+  adam_betas: Optional[Tuple[float, float]] = None,
 ) -> Plan:
   """Plans one output checkpoint: names, keys, entries, shards."""
   prefix = contents.prefix
+  keras = None
+  if to == TF1:
+    keras = keras_checkpoints.tf1_mapping(contents, adam_betas=adam_betas)
+  keras_names = dict(keras.renames) if keras is not None else {}
   renamed: Dict[str, reader.Variable] = {}
   sources_of: Dict[str, List[str]] = {}
   for name, variable in contents.variables.items():
-    new_name = renamer(name)
+    # The user's rules first (`keras_load.tf1_rename` names Keras state
+    # itself); what they leave, a Keras checkpoint names as TF1 would.
+    if renamer.matching_rule(name) is None:
+      name_in_tf1 = keras_names.get(name, name)
+    else:
+      name_in_tf1 = name
+    new_name = renamer(name_in_tf1)
     _check_name(new_name, name, to, prefix)
     sources_of.setdefault(new_name, []).append(name)
     renamed[new_name] = variable
@@ -254,8 +271,15 @@ def _plan_one(
       size=len(extra_shard),
       crc32c=crc,
     )
-  elif not shards:
-    extra_shard = b""  # Every checkpoint has at least one data file.
+  else:
+    # Values a Keras checkpoint lacks (Adam's beta powers; SGD's momentum,
+    # rescaled), as new entries; every checkpoint has at least one data
+    # file.
+    extra_shard = _synthesized_entries(
+      keras, renamer, entries, len(shards), prefix
+    )
+    if extra_shard is None and not shards:
+      extra_shard = b""
   header = protos.BundleHeaderProto()
   header.CopyFrom(contents.bundle.header)
   header.num_shards = len(shards) + (extra_shard is not None)
@@ -279,6 +303,41 @@ def _plan_one(
     extra_shard,
     checked_keys,
   )
+
+
+def _synthesized_entries(
+  keras: Optional[keras_checkpoints.KerasMapping],
+  renamer: rename_rules.Renamer,
+  entries: Dict[bytes, protos.BundleEntryProto],
+  shard_id: int,
+  prefix: str,
+) -> Optional[bytes]:
+  """Adds a Keras checkpoint's synthesised values; returns their bytes."""
+  if keras is None or not keras.synthesized:
+    return None
+  for note in keras.notes:
+    logging.warning("%s: %s", prefix, note)
+  data = b""
+  for name, value in sorted(keras.synthesized.items()):
+    key = renamer(name).encode("utf-8", "surrogateescape")
+    if key in entries:
+      raise errors.InvalidArgumentError(
+        f"`{prefix}` already has a variable `{renamer(name)}`, which the "
+        "Keras optimizer's state would be written as. Rename it (rename=)."
+      )
+    raw = value.astype(value.dtype.newbyteorder("<")).tobytes()
+    entry = protos.BundleEntryProto(
+      dtype=_DTYPE_ENUMS[value.dtype.name],
+      shard_id=shard_id,
+      offset=len(data),
+      size=len(raw),
+      crc32c=crc32c.mask(crc32c.crc32c(raw)),
+    )
+    for dim in value.shape:
+      entry.shape.dim.add(size=dim)
+    entries[key] = entry
+    data += raw
+  return data
 
 
 def _sources(src: str, all_checkpoints: bool) -> List[str]:
@@ -323,6 +382,7 @@ def plan(
   rename: Optional[rename_rules.RenameArg] = None,
   all_checkpoints: bool = False,
   tf1_names: bool = True,
+  adam_betas: Optional[Tuple[float, float]] = None,
 ) -> List[Plan]:
   """Plans a conversion without touching any file (see `convert`).
 
@@ -347,7 +407,9 @@ def plan(
         "names it is UTF-8 text. Rename the checkpoint's files (a valid "
         "UTF-8 prefix), then convert."
       )
-    plans.append(_plan_one(reader.read(prefix), to, renamer, tf1_names))
+    plans.append(
+      _plan_one(reader.read(prefix), to, renamer, tf1_names, adam_betas)
+    )
   used = {
     renamer.matching_rule(m.source_name) for p in plans for m in p.mappings
   }
@@ -507,6 +569,7 @@ def convert(
   overwrite: bool = False,
   dry_run: bool = False,
   tf1_names: bool = True,
+  adam_betas: Optional[Tuple[float, float]] = None,
 ) -> str:
   """Converts a checkpoint to TF2 (object-based) or TF1 (name-based).
 
@@ -525,7 +588,13 @@ def convert(
     to: `"tf2"`: the Scaffold factory's layout (`var_list/...`, `step`).
       `"tf1"`: variables by TF1 name, from this package's layout, the guide's
       (`var_list/`, `vars/`), or any object-based checkpoint whose variables
-      carry names.
+      carry names. A Keras checkpoint (`model.save_weights`,
+      `tf.train.Checkpoint(model=..., optimizer=...)`) keeps its Keras names
+      (`<layer>/<weight>`); its optimizer state becomes TF1 slots
+      (`<var>/Adam`, `<var>/Adam_1`, ...), `iterations` the `global_step`,
+      and Adam's `beta1_power`/`beta2_power` are written as beta **
+      (iterations + 1), so an Estimator resumes where Keras stopped (see
+      `keras_checkpoints`). Keras SGD's momentum is refused.
     rename: A rename spec (`rename_rules.parse`: a dict `{from: to}` with
       `/`-scope prefixes, or `(regex, replacement)` pairs) from source TF1
       names to destination names. Default: keep names.
@@ -544,6 +613,10 @@ def convert(
       as an index alias of the same bytes (no data is written twice), so TF1
       readers (`Saver.restore`, `tf.train.load_variable`, stock warm start)
       find it by name. The object graph is the same either way.
+    adam_betas: With `to="tf1"` from a checkpoint of a new Keras Adam
+      (which saves no betas): its `(beta_1, beta_2)`, from which TF1's
+      `beta1_power` and `beta2_power` are computed. Default: Keras's
+      (0.9, 0.999), logged as a warning; a legacy Adam's saved betas win.
 
   Returns:
     The prefix of the (latest) converted checkpoint in `dst_dir`.
@@ -575,6 +648,7 @@ def convert(
     rename=rename,
     all_checkpoints=all_checkpoints,
     tf1_names=tf1_names,
+    adam_betas=adam_betas,
   )
   # Not os.path.normpath on a URL: it would make `gs://b/x` the local path
   # `gs:/b/x`.

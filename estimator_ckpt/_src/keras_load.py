@@ -537,13 +537,14 @@ def tf1_rename(
 ) -> Dict[str, str]:
   """A rename spec from a Keras checkpoint's names to the TF1 names.
 
-  The way back, for now: `convert(keras_checkpoint, model_dir, to="tf1",
-  rename=tf1_rename(model, optimizer, rename))` writes the weights under
-  their TF1 names, each optimizer state under its TF1 slot name and
-  `iterations` as `global_step`, so an Estimator evaluates, serves or
-  warm-starts from the Keras-trained model. TF1 Adam's `beta1_power` and
-  `beta2_power` have no Keras variable to rename, so an Estimator cannot
-  resume Adam training from it yet.
+  `convert(keras_checkpoint, model_dir, to="tf1")` needs no rename when the
+  Keras names are the TF1 names: it maps optimizer state to TF1 slots and
+  synthesises Adam's beta powers itself (`keras_checkpoints`). This spec is
+  for models whose names differ (`load_weights` took a `rename`):
+  `convert(..., rename=tf1_rename(model, optimizer, rename))` writes the
+  weights under their TF1 names, each optimizer state under its TF1 slot
+  name and `iterations` as `global_step`; the beta powers are synthesised
+  all the same, so an Estimator resumes Adam training from it.
 
   Args:
     target: The Keras model (or module, or dict) the checkpoint holds, as

@@ -105,6 +105,7 @@ import tensorflow as tf
 from tensorflow.python.ops import variables as tf_variables
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
@@ -130,6 +131,7 @@ class _Options:
   renamer: rename_rules.Renamer
   with_optimizer_slots: bool
   strict: bool
+  adam_betas: Optional[Tuple[float, float]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,6 +322,7 @@ def warm_start_settings(
   rename: Optional[rename_rules.RenameArg] = None,
   with_optimizer_slots: bool = False,
   strict: bool = False,
+  adam_betas: Optional[Tuple[float, float]] = None,
 ) -> WarmStartSettings:
   """Warm-start settings for `tf.estimator.Estimator(warm_start_from=...)`.
 
@@ -349,6 +352,18 @@ def warm_start_settings(
       optimizer settings.
     strict: Raise if any selected variable is not in the checkpoint. Default:
       warm-start what is there and log what is not.
+    adam_betas: With `with_optimizer_slots` from a checkpoint of a new Keras
+      Adam (which saves no betas): its `(beta_1, beta_2)`, from which TF1's
+      `beta1_power` and `beta2_power` are computed. Default: Keras's (0.9,
+      0.999), logged; a legacy Adam's saved betas win.
+
+  Keras checkpoints (`model.save_weights`, `tf.train.Checkpoint(model=...,
+  optimizer=...)`) name variables by their Keras names (`<layer>/<weight>`).
+  With `with_optimizer_slots`, their optimizer state answers to TF1 slot
+  names (`<var>/Adam`, `<var>/Adam_1`, `<var>/Adagrad`, ...) and TF1 Adam's
+  `beta1_power`/`beta2_power` are initialised to beta ** (iterations + 1),
+  so training continues where Keras stopped (see `keras_checkpoints`; Keras
+  SGD's momentum is refused).
 
   Returns:
     A `tf.estimator.WarmStartSettings` that resolves names, layouts and
@@ -368,6 +383,7 @@ def warm_start_settings(
     renamer=rename_rules.parse(rename),
     with_optimizer_slots=bool(with_optimizer_slots),
     strict=bool(strict),
+    adam_betas=_validate_betas(adam_betas),
   )
   return WarmStartSettings(path, options)
 
@@ -379,6 +395,7 @@ def warm_start(
   rename: Optional[rename_rules.RenameArg] = None,
   with_optimizer_slots: bool = False,
   strict: bool = False,
+  adam_betas: Optional[Tuple[float, float]] = None,
 ) -> WarmStartSummary:
   """Warm-starts the default graph's variables now, for plain graph code.
 
@@ -402,6 +419,7 @@ def warm_start(
     rename=rename,
     with_optimizer_slots=with_optimizer_slots,
     strict=strict,
+    adam_betas=adam_betas,
   )
   options = settings._options  # pylint: disable=protected-access
   arguments, summary = _prepare(settings.ckpt_to_initialize_from, options)
@@ -522,14 +540,23 @@ def _prepare(
     The arguments for `tf.compat.v1.train.warm_start`, and the summary.
   """
   checkpoint = state_file.resolve(path)
-  index = _CheckpointIndex(checkpoint)
+  index = _CheckpointIndex(
+    checkpoint,
+    keras_slots=options.with_optimizer_slots,
+    adam_betas=options.adam_betas,
+  )
   graph = tf.compat.v1.get_default_graph()
   graph_variables = _graph_variables(graph)
   excluded, selected, not_selected = _select(graph, graph_variables, options)
 
   sources: Dict[str, _Source] = {}
   not_found = []
+  synthesized: Dict[str, Any] = {}
   for variable in selected:
+    value = index.synthesized.get(options.renamer(variable.name))
+    if value is not None:
+      synthesized[variable.name] = value
+      continue
     source = index.find(options.renamer(variable.name), variable.shape)
     if source is None:
       not_found.append(variable.name)
@@ -557,7 +584,15 @@ def _prepare(
     checkpoint=checkpoint,
     object_based=index.object_based,
     warm_started=types.MappingProxyType(
-      {name: source.name for name, source in sorted(sources.items())}
+      dict(
+        sorted(
+          [(name, source.name) for name, source in sources.items()]
+          + [
+            (name, f"{options.renamer(name)} (from the Keras iterations)")
+            for name in synthesized
+          ]
+        )
+      )
     ),
     not_found=tuple(sorted(not_found)),
     unused_in_checkpoint=unused,
@@ -569,7 +604,11 @@ def _prepare(
   else:
     logging.info("%s", summary.format())
 
+  for note in index.notes:
+    logging.warning("%s", note)
   by_name = {variable.name: variable for variable in selected}
+  for name, value in sorted(synthesized.items()):
+    _init_from_value(by_name[name], value)
   stock_vars: List[Any] = []
   prev_names = {}
   for name, source in sorted(sources.items()):
@@ -789,12 +828,32 @@ class _CheckpointIndex:
   a SavedModel's `variables/variables` prefix.
   """
 
-  def __init__(self, checkpoint: str):
+  def __init__(
+    self,
+    checkpoint: str,
+    *,
+    keras_slots: bool = False,
+    adam_betas: Optional[Tuple[float, float]] = None,
+  ):
     contents = reader.read(checkpoint)
     self.object_based = contents.format == reader.TF2
     self._variables = contents.variables
+    # Values a Keras checkpoint lacks, by TF1 name (Adam's beta powers).
+    self.synthesized: Mapping[str, Any] = {}
+    self.notes: Tuple[str, ...] = ()
+    keras = None
+    if keras_slots:
+      keras = keras_checkpoints.tf1_mapping(contents, adam_betas=adam_betas)
+    if keras is not None:
+      # Keras optimizer state answers to its TF1 slot names only.
+      self._variables = {
+        keras.renames.get(name, name): variable
+        for name, variable in contents.variables.items()
+      }
+      self.synthesized = keras.synthesized
+      self.notes = keras.notes
     # Every variable, by the name it is reported under.
-    self.names = tuple(contents.variables)
+    self.names = tuple(self._variables)
 
   def names_read_for(self, name: str) -> List[str]:
     """The checkpoint names a variable with checkpoint name `name` reads."""
@@ -831,6 +890,31 @@ class _CheckpointIndex:
       dtype=dtype,
       axis=layouts.concat_axis(shapes, tuple(shape)),
     )
+
+
+def _init_from_value(variable: _GraphVariable, value: Any) -> None:
+  """Initialises an unpartitioned variable to a constant (see below)."""
+  for part in variable.parts:
+    constant = tf.constant(value, dtype=part.dtype.base_dtype)
+    constant.set_shape(part.shape)
+    # pylint: disable=protected-access
+    part._initializer_op = part.assign(constant, read_value=False)
+    part._initial_value = constant
+    # pylint: enable=protected-access
+
+
+def _validate_betas(
+  betas: Optional[Tuple[float, float]],
+) -> Optional[Tuple[float, float]]:
+  if betas is None:
+    return None
+  try:
+    beta_1, beta_2 = (float(b) for b in betas)
+  except (TypeError, ValueError):
+    raise errors.ArgumentTypeError(
+      f"adam_betas must be a pair (beta_1, beta_2) of floats, got {betas!r}."
+    ) from None
+  return beta_1, beta_2
 
 
 def _init_from_parts(
