@@ -25,6 +25,30 @@ _KERAS_STEPS = 2
 _VARIABLES = ("hidden/kernel", "hidden/bias", "logits/kernel", "logits/bias")
 _TOLERANCE = 1e-6
 _MOMENTUM = 0.9
+# Other optimizers: (TF1 optimizer, the Keras one with the settings that
+# continue it, as `load_weights` advises).
+_OTHERS = {
+  "adagrad": (
+    lambda: tf.compat.v1.train.AdagradOptimizer(_LR),
+    lambda: tf.keras.optimizers.Adagrad(_LR, epsilon=0.0),
+  ),
+  "rmsprop": (
+    lambda: tf.compat.v1.train.RMSPropOptimizer(_LR),
+    lambda: tf.keras.optimizers.RMSprop(_LR, epsilon=1e-10),
+  ),
+  "rmsprop_legacy": (
+    lambda: tf.compat.v1.train.RMSPropOptimizer(_LR),
+    lambda: tf.keras.optimizers.legacy.RMSprop(_LR, epsilon=1e-10),
+  ),
+  "ftrl": (
+    lambda: tf.compat.v1.train.FtrlOptimizer(_LR),
+    lambda: tf.keras.optimizers.Ftrl(_LR),
+  ),
+  "ftrl_legacy": (
+    lambda: tf.compat.v1.train.FtrlOptimizer(_LR),
+    lambda: tf.keras.optimizers.legacy.Ftrl(_LR),
+  ),
+}
 
 
 def _data():
@@ -45,7 +69,10 @@ def _model_fn(features, labels, mode, params=None):
   )
   logits = tf.compat.v1.layers.dense(hidden, 1, name="logits")
   loss = tf.compat.v1.losses.mean_squared_error(labels, logits)
-  if (params or {}).get("momentum"):
+  other = (params or {}).get("other")
+  if other:
+    optimizer = _OTHERS[other][0]()
+  elif (params or {}).get("momentum"):
     optimizer = tf.compat.v1.train.MomentumOptimizer(_LR, _MOMENTUM)
   else:
     optimizer = tf.compat.v1.train.AdamOptimizer(
@@ -58,13 +85,16 @@ def _model_fn(features, labels, mode, params=None):
 
 
 def _estimator(
-  model_dir: str, momentum: bool = False, **kwargs
+  model_dir: str, momentum: bool = False, other: str = "", **kwargs
 ) -> tf.estimator.Estimator:
   config = tf.estimator.RunConfig(
     model_dir=model_dir, tf_random_seed=1, save_checkpoints_steps=100
   )
   return tf.estimator.Estimator(
-    _model_fn, config=config, params={"momentum": momentum}, **kwargs
+    _model_fn,
+    config=config,
+    params={"momentum": momentum, "other": other},
+    **kwargs,
   )
 
 
@@ -255,6 +285,27 @@ class KerasRoundTripTest(parameterized.TestCase, tf.test.TestCase):
       _input_fn, steps=1
     )
     self._assert_close(dict(following, global_step=1), model_dir)
+
+  @parameterized.named_parameters(*((name, name) for name in sorted(_OTHERS)))
+  def test_other_optimizers_resume_the_estimator(self, other):
+    root = self.create_tempdir().full_path
+    tf1_dir = os.path.join(root, "tf1")
+    _estimator(tf1_dir, other=other).train(_input_fn, steps=_TF1_STEPS)
+    model, _ = _keras(legacy=False)
+    optimizer = _OTHERS[other][1]()
+    estimator_ckpt.load_weights(model, tf1_dir, optimizer=optimizer)
+    model.compile(optimizer, "mse")
+    _fit(model, _KERAS_STEPS)
+    keras_prefix = tf.train.Checkpoint(model=model, optimizer=optimizer).write(
+      os.path.join(root, "keras", "ckpt")
+    )
+    _fit(model, 1)
+    back = os.path.join(root, "back")
+    estimator_ckpt.convert(keras_prefix, back, to="tf1")
+    _estimator(back, other=other).train(_input_fn, steps=1)
+    expected = {v.name[: -len(":0")]: v.numpy() for v in model.weights}
+    expected["global_step"] = _TF1_STEPS + _KERAS_STEPS + 1
+    self._assert_close(expected, back)
 
   def test_sgd_momentum_without_learning_rate_is_refused(self):
     model, _ = _keras(legacy=False)

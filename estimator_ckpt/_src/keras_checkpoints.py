@@ -86,7 +86,8 @@ class KerasMapping:
       name, for the optimizer state and the step (model variables keep
       their names and are not listed).
     synthesized: TF1 name -> value the checkpoint does not hold: Adam's beta
-      powers (float32 scalars), SGD's momentum slots (`m / -lr`).
+      powers (float32 scalars), SGD's momentum slots (`m / -lr`), the
+      momentum slots TF1 RMSProp keeps also without momentum (zeros).
     iterations: The optimizer's step, or None.
     notes: What the caller should know (defaults assumed), one sentence
       each.
@@ -296,6 +297,17 @@ def tf1_mapping(
     )
   for variable, state, name in states:
     renames[name] = f"{variable}/{_tf1_suffix(family, state, state_names)}"
+  if family == "RMSprop" and "momentum" not in state_names:
+    # TF1's RMSPropOptimizer always has a momentum slot (rmsprop.py
+    # `_create_slots`); with momentum 0 its value never matters.
+    centered = bool({"average_gradient", "mg"} & set(state_names))
+    suffix = "RMSProp_2" if centered else "RMSProp_1"
+    for variable, state, _ in states:
+      if state in ("velocity", "rms"):
+        stored = contents.variables[variable]
+        synthesized[f"{variable}/{suffix}"] = np.zeros(
+          stored.shape, stored.dtype.numpy_dtype()
+        )
   if family == "Adam":
     betas = adam_betas
     prefix = step_name.rsplit("/", 1)[0] + "/" if "/" in step_name else ""
