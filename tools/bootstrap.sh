@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what this workspace needs, once: Debian's Bazel 4.2.3 with the
 # rules it loads offline, and the project venv (.venv) from requirements.txt
-# (the package's dependencies) and requirements-dev.txt (lint and type check).
+# (the package's dependencies), requirements-dev.txt (lint and type check) and
+# requirements-test.txt (test-only: tensorflow-io and moto for the S3 test).
 #
 # Idempotent and fast when nothing is missing: it only checks files and a
 # hash of the requirements files. Safe to run before every command.
@@ -11,6 +12,7 @@ readonly WORKSPACE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly VENV="${WORKSPACE_DIR}/.venv"
 readonly REQUIREMENTS="${WORKSPACE_DIR}/requirements.txt"
 readonly DEV_REQUIREMENTS="${WORKSPACE_DIR}/requirements-dev.txt"
+readonly TEST_REQUIREMENTS="${WORKSPACE_DIR}/requirements-test.txt"
 readonly STAMP="${VENV}/.requirements.sha256"
 readonly DEBIAN_PACKAGES=(bazel-bootstrap bazel-rules-java bazel-platforms)
 # Files that prove each Debian package is installed (see WORKSPACE).
@@ -61,8 +63,8 @@ pick_python() {
 
 install_venv() {
   local want
-  want="$(cat "${REQUIREMENTS}" "${DEV_REQUIREMENTS}" | sha256sum |
-          cut -d' ' -f1)"
+  want="$(cat "${REQUIREMENTS}" "${DEV_REQUIREMENTS}" "${TEST_REQUIREMENTS}" |
+          sha256sum | cut -d' ' -f1)"
   if [[ -x "${VENV}/bin/python3" && -f "${STAMP}" &&
         "$(cat "${STAMP}")" == "${want}" ]]; then
     return
@@ -71,10 +73,10 @@ install_venv() {
     log "creating ${VENV}"
     "$(pick_python)" -m venv "${VENV}"
   fi
-  log "installing requirements.txt and requirements-dev.txt into ${VENV}" \
-      "(a few minutes the first time)"
+  log "installing requirements.txt, requirements-dev.txt and" \
+      "requirements-test.txt into ${VENV} (a few minutes the first time)"
   "${VENV}/bin/python3" -m pip install --quiet --disable-pip-version-check \
-    -r "${REQUIREMENTS}" -r "${DEV_REQUIREMENTS}"
+    -r "${REQUIREMENTS}" -r "${DEV_REQUIREMENTS}" -r "${TEST_REQUIREMENTS}"
   echo "${want}" > "${STAMP}"
 }
 

@@ -1,0 +1,292 @@
+r"""Benchmarks conversion to and from S3 against `tf.io.gfile.copy`.
+
+  bazel run //benchmarks:remote_benchmark -- [--size_mb=1024] [--repeats=1]
+
+Writes an Estimator-style TF1 checkpoint (a 4-part partitioned table plus
+1,000 small variables, `--size_mb` in all) and a tiny one, starts moto's S3
+server on loopback (benchmarks/s3_server.py; tensorflow-io 0.36.0 is the S3
+client) and measures, in one run, in each direction:
+
+- `estimator_ckpt.convert(..., to="tf2")` local -> s3 and s3 -> local;
+- `tf.io.gfile.copy` of the same files in the same direction (the TF1 source
+  files; the conversion writes as many bytes plus a small object graph);
+
+both timed in this process, interleaved, `--repeats` times (fastest kept);
+then each once more as a user runs it, in a child process (the convert binary
+and benchmarks/gfile_copy.py, through benchmarks/with_tensorflow_io.py), on
+the large and on the tiny checkpoint, for peak RSS (each command's own; see
+`_LAUNCHER`).
+
+Targets (issue 12): conversion throughput at least 0.8x gfile.copy's, and
+peak RSS on the large checkpoint within 64 MB of the tiny one's. The server
+runs on the same two cores and its cost is in every number; the comparison
+with gfile.copy on the same server is the point. Not a test: nothing here
+asserts a time.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Sequence, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from benchmarks import gfile_copy
+from benchmarks import s3_server
+from benchmarks import synthetic
+
+_SIZE_MB = flags.DEFINE_integer(
+  "size_mb",
+  1024,
+  "Size of the large checkpoint's table, in MiB.",
+  lower_bound=1,
+)
+_REPEATS = flags.DEFINE_integer(
+  "repeats", 1, "In-process runs per measurement.", lower_bound=1
+)
+_WORK_DIR = flags.DEFINE_string(
+  "work_dir",
+  None,
+  "Where to write local checkpoints (default: a new temporary directory, "
+  "removed at the end).",
+)
+
+_BUCKET = "remote-benchmark"
+
+# Runs a command in a child forked from this small process and writes its wall
+# time and peak RSS to argv[1]. Linux counts in a child's ru_maxrss the memory
+# of the process it was forked from (until exec), so a command started
+# straight from this benchmark (which has TensorFlow loaded) would report the
+# benchmark's own peak. As in convert_benchmark.py.
+_LAUNCHER = """
+import os, sys, time
+start = time.monotonic()
+pid = os.fork()
+if pid == 0:
+  os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+  f.write(f"{time.monotonic() - start} {usage.ru_maxrss * 1024}")
+sys.exit(1 if os.waitstatus_to_exitcode(status) else 0)
+"""
+
+
+def _run(command: Sequence[str]) -> Tuple[float, int]:
+  """Runs a command; returns (wall seconds, peak RSS in bytes)."""
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+  with tempfile.NamedTemporaryFile("r", suffix=".measured") as measured:
+    result = subprocess.run(
+      [sys.executable, "-c", _LAUNCHER, measured.name, *command],
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      env=env,
+      check=False,
+    )
+    if result.returncode != 0:
+      raise RuntimeError(
+        f"{command[3:5]} failed:\n"
+        f"{result.stderr.decode(errors='replace')[-2000:]}"
+      )
+    seconds, rss = measured.read().split()
+  return float(seconds), int(rss)
+
+
+def _with_tensorflow_io(module: str, *args: str) -> List[str]:
+  return [
+    sys.executable,
+    "-m",
+    "benchmarks.with_tensorflow_io",
+    module,
+    *args,
+  ]
+
+
+def _size_mib(path: str) -> float:
+  return sum(
+    os.path.getsize(os.path.join(path, n)) for n in os.listdir(path)
+  ) / float(1 << 20)
+
+
+class _Outputs:
+  """Fresh output locations, removed after each run."""
+
+  def __init__(self, work: str, server: s3_server.S3Server):
+    self._work = work
+    self._server = server
+    self._count = 0
+
+  def local(self) -> str:
+    self._count += 1
+    return os.path.join(self._work, f"out-{self._count}")
+
+  def remote(self) -> str:
+    self._count += 1
+    return f"s3://{_BUCKET}/out-{self._count}"
+
+  def remove(self, path: str) -> None:
+    if path.startswith("s3://"):
+      prefix = path[len(f"s3://{_BUCKET}/") :] + "/"
+      client = self._server.client()
+      for key in self._server.keys(_BUCKET, prefix):
+        client.delete_object(Bucket=_BUCKET, Key=key)
+    else:
+      shutil.rmtree(path, ignore_errors=True)
+
+
+def _measure(server: s3_server.S3Server, work: str) -> List[str]:
+  """Runs every contender; returns the report's lines."""
+  import tensorflow_io  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+
+  import estimator_ckpt  # pylint: disable=g-import-not-at-top
+
+  tiny = os.path.join(work, "tiny")
+  large = os.path.join(work, "large")
+  print(f"Writing checkpoints under {work} ...", flush=True)
+  synthetic.write_estimator_checkpoint(tiny, table_bytes=64 << 10)
+  synthetic.write_estimator_checkpoint(large, table_bytes=_SIZE_MB.value << 20)
+  size = _size_mib(large)
+  server.create_bucket(_BUCKET)
+  remote = {name: f"s3://{_BUCKET}/source-{name}" for name in ("tiny", "large")}
+  print("Uploading the sources (s3 -> local reads them) ...", flush=True)
+  for name, local in (("tiny", tiny), ("large", large)):
+    gfile_copy.copy_dir(local, remote[name])
+  outputs = _Outputs(work, server)
+
+  def timed(run: Callable[[str], object], output: str) -> float:
+    start = time.monotonic()
+    run(output)
+    seconds = time.monotonic() - start
+    outputs.remove(output)
+    return seconds
+
+  contenders: Dict[str, Tuple[Callable[[str], object], Callable[[], str]]] = {
+    "gfile.copy local->s3": (
+      lambda out: gfile_copy.copy_dir(large, out),
+      outputs.remote,
+    ),
+    "convert local->s3": (
+      lambda out: estimator_ckpt.convert(large, out, to="tf2"),
+      outputs.remote,
+    ),
+    "gfile.copy s3->local": (
+      lambda out: gfile_copy.copy_dir(remote["large"], out),
+      outputs.local,
+    ),
+    "convert s3->local": (
+      lambda out: estimator_ckpt.convert(remote["large"], out, to="tf2"),
+      outputs.local,
+    ),
+  }
+  times: Dict[str, List[float]] = {name: [] for name in contenders}
+  for repeat in range(_REPEATS.value):
+    for name, (run, output) in contenders.items():
+      print(f"  [{repeat + 1}/{_REPEATS.value}] {name} ...", flush=True)
+      times[name].append(timed(run, output()))
+
+  # Each as a user runs it, in its own process, for peak RSS.
+  commands = {
+    "convert CLI": lambda src, dst: _with_tensorflow_io(
+      "estimator_ckpt.convert_main", "--to=tf2", src, dst
+    ),
+    "gfile.copy": lambda src, dst: _with_tensorflow_io(
+      "benchmarks.gfile_copy", src, dst
+    ),
+  }
+  rss: Dict[Tuple[str, str, str], Tuple[float, int]] = {}
+  for direction in ("local->s3", "s3->local"):
+    for tool, command in commands.items():
+      for which in ("tiny", "large"):
+        print(f"  {tool} {direction}, {which}, in a child ...", flush=True)
+        if direction == "local->s3":
+          src = tiny if which == "tiny" else large
+          dst = outputs.remote()
+        else:
+          src, dst = remote[which], outputs.local()
+        rss[(tool, direction, which)] = _run(command(src, dst))
+        outputs.remove(dst)
+
+  lines = [
+    "",
+    f"checkpoint: {size:.0f} MiB (4-part table + 1,000 small variables), "
+    f"S3 = moto {s3_server.moto_version()} on 127.0.0.1 through "
+    "tensorflow-io 0.36.0; fastest of "
+    f"{_REPEATS.value} in-process run(s)",
+    "",
+    f"{'':24}{'seconds':>9}{'MB/s':>8}{'vs gfile':>10}",
+  ]
+  for direction in ("local->s3", "s3->local"):
+    base = min(times[f"gfile.copy {direction}"])
+    for tool in ("gfile.copy", "convert"):
+      seconds = min(times[f"{tool} {direction}"])
+      lines.append(
+        f"{tool + ' ' + direction:24}{seconds:9.2f}{size / seconds:8.1f}"
+        f"{base / seconds:9.2f}x"
+      )
+  lines += [
+    "",
+    "in child processes (wall includes start-up: TensorFlow and "
+    "tensorflow-io imports)",
+    f"{'':24}{'tiny s':>8}{'large s':>9}{'tiny RSS':>10}{'large RSS':>11}"
+    f"{'delta':>9}",
+  ]
+  for direction in ("local->s3", "s3->local"):
+    for tool in commands:
+      tiny_s, tiny_rss = rss[(tool, direction, "tiny")]
+      large_s, large_rss = rss[(tool, direction, "large")]
+      lines.append(
+        f"{tool + ' ' + direction:24}{tiny_s:8.2f}{large_s:9.2f}"
+        f"{tiny_rss / 2**20:8.0f}MB{large_rss / 2**20:9.0f}MB"
+        f"{(large_rss - tiny_rss) / 2**20:+7.1f}MB"
+      )
+  lines.append("")
+  lines.append("targets:")
+  for direction in ("local->s3", "s3->local"):
+    ratio = min(times[f"gfile.copy {direction}"]) / min(
+      times[f"convert {direction}"]
+    )
+    delta = (
+      rss[("convert CLI", direction, "large")][1]
+      - rss[("convert CLI", direction, "tiny")][1]
+    )
+    lines.append(
+      f"  {direction}: throughput >= 0.8x gfile.copy: "
+      f"{'met' if ratio >= 0.8 else 'NOT met'} ({ratio:.2f}x); "
+      f"peak RSS large - tiny <= 64 MB: "
+      f"{'met' if delta <= 64 << 20 else 'NOT met'} "
+      f"({delta / 2**20:+.1f} MB)"
+    )
+  return lines
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # No progress lines in the table.
+  work = _WORK_DIR.value or tempfile.mkdtemp(prefix="remote-benchmark-")
+  os.makedirs(work, exist_ok=True)
+  status = 0
+  try:
+    with s3_server.S3Server() as server:
+      # tensorflow-io reads these when it first opens an s3:// path.
+      os.environ.update(server.environ())
+      print("\n".join(line.rstrip() for line in _measure(server, work)))
+  except Exception:  # pylint: disable=broad-except  (reported, exit 1)
+    logging.exception("remote_benchmark failed")
+    status = 1
+  finally:
+    if _WORK_DIR.value is None:
+      shutil.rmtree(work, ignore_errors=True)
+  # This process loaded tensorflow-io, which aborts at exit
+  # (tensorflow/io#1912): leave with the benchmark's own status.
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)
+
+
+if __name__ == "__main__":
+  app.run(main)

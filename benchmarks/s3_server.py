@@ -1,0 +1,256 @@
+r"""An S3 server on loopback for the S3 tests and benchmark: moto's.
+
+Not public API. `S3Server` starts moto's S3 server (`moto[server]`, pinned in
+requirements-test.txt) as a real process on 127.0.0.1 and a free port, and
+gives the environment under which tensorflow-io's `s3://` file system talks
+to it:
+
+  with s3_server.S3Server() as server:
+    server.create_bucket("bucket")
+    os.environ.update(server.environ())
+    import tensorflow_io  # Registers s3:// with TensorFlow.
+
+tensorflow-io 0.36.0 (the release for TensorFlow 2.15) reads S3_ENDPOINT
+(whose `http://` scheme turns TLS off), S3_VERIFY_SSL, AWS_REGION and the AWS
+credential variables; S3_USE_HTTPS is TensorFlow's own S3 client's setting
+(removed from TensorFlow in 2.6) and is set too for older stacks.
+
+Run as a module (`python -m benchmarks.s3_server --port=N`) it is moto's
+`moto_server` with one change, `_serve_ranges_from_the_buffer`: moto 5.2
+answers every ranged GET by reading the whole object (`FakeKey.value`) and
+slicing it, so each request costs the object's size. TensorFlow reads an
+object in 128 KiB to 512 KiB ranged GETs, which makes reading a 1 GiB object
+take hours. Real S3 costs a ranged GET its range; so does this server.
+Everything else (the HTTP API, listing, multipart uploads, errors) is moto's.
+"""
+
+import contextlib
+from importlib import metadata
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence
+import urllib.error
+import urllib.request
+
+_HOST = "127.0.0.1"
+_START_TIMEOUT_SECONDS = 60.0
+_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+# How children reach the server; none of it is a real credential.
+_ENVIRON = {
+  "S3_USE_HTTPS": "0",
+  "S3_VERIFY_SSL": "0",
+  "AWS_REGION": "us-east-1",
+  "AWS_ACCESS_KEY_ID": "testing",
+  "AWS_SECRET_ACCESS_KEY": "testing",
+  # Keeps the AWS SDK from probing EC2 instance metadata (a network call).
+  "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def moto_version() -> str:
+  """The installed moto's version, for reports."""
+  return metadata.version("moto")
+
+
+def _free_port() -> int:
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    probe.bind((_HOST, 0))
+    return probe.getsockname()[1]
+
+
+class S3Server:
+  """moto's S3 server in a child process, stopped on exit from the block.
+
+  Attributes:
+    endpoint: `http://127.0.0.1:PORT`.
+  """
+
+  def __init__(self, *, log_path: Optional[str] = None):
+    """Prepares a server; `start()` (or `with`) starts it.
+
+    Args:
+      log_path: Where the server's request log goes (default: discarded).
+    """
+    self._log_path = log_path
+    self._process: Optional[subprocess.Popen] = None
+    self.endpoint = ""
+
+  def __enter__(self) -> "S3Server":
+    self.start()
+    return self
+
+  def __exit__(self, *exc_info: Any) -> None:
+    self.stop()
+
+  def start(self) -> None:
+    """Starts the server and waits until it answers.
+
+    Raises:
+      RuntimeError: It exited or did not answer within a minute; the
+        message holds the end of its log.
+    """
+    port = _free_port()
+    self.endpoint = f"http://{_HOST}:{port}"
+    log = (
+      open(self._log_path, "wb")  # pylint: disable=consider-using-with
+      if self._log_path
+      else tempfile.TemporaryFile()
+    )
+    # The server imports nothing of TensorFlow; PYTHONPATH finds this module
+    # (Bazel sets it for the test, `bazel run` for the benchmark).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    self._process = subprocess.Popen(  # pylint: disable=consider-using-with
+      [sys.executable, "-m", "benchmarks.s3_server", f"--port={port}"],
+      stdout=log,
+      stderr=subprocess.STDOUT,
+      stdin=subprocess.DEVNULL,
+      env=env,
+    )
+    deadline = time.monotonic() + _START_TIMEOUT_SECONDS
+    while True:
+      if self._process.poll() is not None or time.monotonic() > deadline:
+        log.seek(0)
+        tail = log.read()[-4000:].decode(errors="replace")
+        self.stop()
+        log.close()
+        raise RuntimeError(f"moto's S3 server did not start:\n{tail}")
+      try:
+        with urllib.request.urlopen(self.endpoint, timeout=5):
+          break
+      except (urllib.error.URLError, ConnectionError, TimeoutError):
+        time.sleep(0.2)
+    log.close()  # The child holds its own descriptor.
+
+  def stop(self) -> None:
+    """Stops the server (SIGTERM, then SIGKILL); its objects are gone."""
+    if self._process is None:
+      return
+    if self._process.poll() is None:
+      self._process.send_signal(signal.SIGTERM)
+      try:
+        self._process.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        self._process.kill()
+        self._process.wait()
+    self._process = None
+
+  def environ(self) -> Dict[str, str]:
+    """Environment variables that point tensorflow-io's S3 client here."""
+    return {**_ENVIRON, "S3_ENDPOINT": self.endpoint}
+
+  def client(self) -> Any:
+    """A boto3 S3 client of this server (boto3 comes with moto)."""
+    import boto3  # pylint: disable=g-import-not-at-top
+
+    return boto3.client(
+      "s3",
+      endpoint_url=self.endpoint,
+      region_name=_ENVIRON["AWS_REGION"],
+      aws_access_key_id=_ENVIRON["AWS_ACCESS_KEY_ID"],
+      aws_secret_access_key=_ENVIRON["AWS_SECRET_ACCESS_KEY"],
+    )
+
+  def create_bucket(self, name: str) -> str:
+    """Creates a bucket (tf.io.gfile cannot); returns `s3://<name>`."""
+    self.client().create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+  def keys(self, bucket: str, prefix: str = "") -> List[str]:
+    """Every object key under `prefix`, sorted; what any reader can see."""
+    client = self.client()
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(
+      Bucket=bucket, Prefix=prefix
+    ):
+      keys += [item["Key"] for item in page.get("Contents", [])]
+    return sorted(keys)
+
+
+class _RangeOfValue:
+  """An object's bytes as moto's range handling uses them, read on demand.
+
+  moto's `_handle_range_header` takes `len()` of the value and slices it
+  once; this reads only that slice from the key's buffer.
+  """
+
+  def __init__(self, key: Any):
+    self._key = key
+
+  def __len__(self) -> int:
+    return self._key.size
+
+  def __bool__(self) -> bool:
+    return self._key.size > 0
+
+  def __getitem__(self, part: slice) -> bytes:
+    start, stop, _ = part.indices(self._key.size)
+    with self._key.lock:
+      # pylint: disable-next=protected-access
+      buffer = self._key._value_buffer
+      buffer.seek(start)
+      return buffer.read(max(0, stop - start))
+
+
+def _serve_ranges_from_the_buffer() -> None:
+  """Makes moto answer a plain ranged GET by reading only the range.
+
+  Only a GET of an object with no query string and one `bytes=A-B` range
+  (A <= B) takes this path: moto's `_handle_range_header` then always
+  slices the value (a start past the end is moto's InvalidRange error).
+  """
+  # pylint: disable=g-import-not-at-top,protected-access
+  from moto.s3 import models
+  from moto.s3 import responses
+
+  ranged = threading.local()
+  fake_key: Any = models.FakeKey
+  s3_response: Any = responses.S3Response
+  value = fake_key.__dict__["value"]  # The property itself.
+
+  def lazy_value(key: Any) -> Any:
+    if getattr(ranged, "active", False):
+      return _RangeOfValue(key)
+    return value.fget(key)
+
+  fake_key.value = property(lazy_value, value.fset)
+  key_response = s3_response.key_response
+
+  def ranged_key_response(
+    self: Any, request: Any, full_url: str, headers: Any
+  ) -> Any:
+    match = _RANGE.match(request.headers.get("range") or "")
+    ranged.active = (
+      request.method == "GET"
+      and "?" not in full_url
+      and match is not None
+      and int(match.group(1)) <= int(match.group(2))
+    )
+    try:
+      return key_response(self, request, full_url, headers)
+    finally:
+      ranged.active = False
+
+  s3_response.key_response = ranged_key_response
+
+
+def main(argv: Sequence[str]) -> None:
+  """`python -m benchmarks.s3_server --port=N`: moto's server on loopback."""
+  ports = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--port=")]
+  if len(ports) != 1 or len(argv) != 2:
+    sys.exit("usage: python -m benchmarks.s3_server --port=N")
+  _serve_ranges_from_the_buffer()
+  from moto import server  # pylint: disable=g-import-not-at-top
+
+  with contextlib.suppress(KeyboardInterrupt):
+    server.main(["--host", _HOST, "--port", ports[0]])
+
+
+if __name__ == "__main__":
+  main(sys.argv)
