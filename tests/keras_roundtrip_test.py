@@ -147,7 +147,9 @@ def _keras_values(
 class KerasRoundTripTest(parameterized.TestCase, tf.test.TestCase):
   """TF1 -> Keras -> fit -> TF1, for new and legacy Keras Adam."""
 
-  def _train_in_keras(self, legacy: bool, momentum: bool = False):
+  def _train_in_keras(
+    self, legacy: bool, momentum: bool = False, save_weights: bool = False
+  ):
     """Estimator steps, then Keras steps; returns what the test needs."""
     root = self.create_tempdir().full_path
     tf1_dir = os.path.join(root, "tf1")
@@ -157,9 +159,11 @@ class KerasRoundTripTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(report.iterations, _TF1_STEPS)
     model.compile(optimizer, "mse")
     _fit(model, _KERAS_STEPS)
-    keras_prefix = tf.train.Checkpoint(model=model, optimizer=optimizer).write(
-      os.path.join(root, "keras", "ckpt")
-    )
+    keras_prefix = os.path.join(root, "keras", "ckpt")
+    if save_weights:  # The compiled model's optimizer is saved with it.
+      model.save_weights(keras_prefix)
+    else:
+      tf.train.Checkpoint(model=model, optimizer=optimizer).write(keras_prefix)
     saved = _keras_values(model, optimizer, legacy, momentum)
     _fit(model, 1)
     following = _keras_values(model, optimizer, legacy, momentum)
@@ -172,9 +176,18 @@ class KerasRoundTripTest(parameterized.TestCase, tf.test.TestCase):
         actual, value, atol=_TOLERANCE, rtol=0, msg=f"{name} of {path}"
       )
 
-  @parameterized.named_parameters(("new", False), ("legacy", True))
-  def test_converted_checkpoint_resumes_the_estimator(self, legacy):
-    root, keras_prefix, saved, following = self._train_in_keras(legacy)
+  @parameterized.named_parameters(
+    ("new", False, False),
+    ("legacy", True, False),
+    ("new_save_weights", False, True),
+    ("legacy_save_weights", True, True),
+  )
+  def test_converted_checkpoint_resumes_the_estimator(
+    self, legacy, save_weights
+  ):
+    root, keras_prefix, saved, following = self._train_in_keras(
+      legacy, save_weights=save_weights
+    )
     betas = None if legacy else _BETAS  # A legacy Adam saves its betas.
     tf1_dir = os.path.join(root, "back")
     estimator_ckpt.convert(keras_prefix, tf1_dir, to="tf1", adam_betas=betas)
