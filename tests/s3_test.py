@@ -419,13 +419,10 @@ class S3Test(parameterized.TestCase, tf.test.TestCase):
       with self.assertRaises(errors.CheckpointNotFoundError):
         estimator_ckpt.checkpoint_format(dst)
 
-    # Converting again succeeds and leaves exactly the checkpoint. Data
-    # objects a kill left count as outputs of the same name, so that takes
-    # overwrite here (a local kill leaves only a hidden staging directory,
-    # which the next conversion removes by itself).
-    converted = estimator_ckpt.convert(
-      source, dst, to="tf2", overwrite=bool(keys)
-    )
+    # Converting again succeeds, without overwrite (data objects without an
+    # index are no checkpoint; the commit replaces them, and removes stale
+    # temporary objects), and leaves exactly the checkpoint.
+    converted = estimator_ckpt.convert(source, dst, to="tf2")
     self.assertEqual(tf.train.latest_checkpoint(dst), converted)
     estimator_ckpt.verify(dst, against=source)
     self.assertEqual(

@@ -42,6 +42,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -58,6 +59,8 @@ from estimator_ckpt._src.format import remote_files
 from estimator_ckpt._src.format import state_file
 
 _STAGING_TAG = ".convert-tmp-"
+# file_copy.write_file's temporary objects behind a URL.
+_REMOTE_TEMPORARY = re.compile(r".*\.tmp-\d+-[0-9a-f]{8}$")
 _LOCK_SUFFIX = ".convert-lock"
 # Linux's NAME_MAX, in bytes, on every common local and network file system.
 _NAME_MAX = 255
@@ -162,6 +165,14 @@ def _write_remote(
     basenames = [c.basename for c in checkpoints]
     _withdraw_from_state("", dst_dir, basenames)
     existing = set(checkpoint_files.listdir(dst_dir))
+    for name in sorted(existing):
+      # Temporary objects of killed writers (write_file's `.tmp-<pid>-<hex>`):
+      # never read, removed here.
+      if _REMOTE_TEMPORARY.match(name) and (
+        name.startswith(state_file.STATE_FILENAME + ".")
+        or any(name.startswith(b + ".") for b in basenames)
+      ):
+        gfile.remove(os.path.join(dst_dir, name))
     for name in basenames:
       # The old index first: from then on its checkpoint does not exist.
       for old in [name + ".index"] + sorted(

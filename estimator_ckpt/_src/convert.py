@@ -438,11 +438,14 @@ def _existing_outputs(dst_dir: str, plans: Sequence[Plan]) -> List[str]:
   if state_file.STATE_FILENAME in names:
     existing.append(state_file.STATE_FILENAME)
   for p in plans:
-    existing += [
-      n
-      for n in names
-      if n == p.basename + ".index" or n.startswith(p.basename + ".data-")
-    ]
+    # Data files without their index are no checkpoint (a killed writer's
+    # objects on a store without rename); the commit replaces them.
+    if p.basename + ".index" in names:
+      existing += [
+        n
+        for n in names
+        if n == p.basename + ".index" or n.startswith(p.basename + ".data-")
+      ]
   return sorted(existing)
 
 
