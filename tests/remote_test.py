@@ -23,6 +23,7 @@ from estimator_ckpt import inspect_main
 from estimator_ckpt import verify_main
 
 from examples.guide import models as guide_models
+from examples.ranking import keras_model
 from tests import tool_fixtures
 
 tf1 = tf.compat.v1
@@ -173,6 +174,32 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
     np.testing.assert_equal(
       estimator_ckpt.load_variable(f"{self.bucket}/warm", "var"), 6.0
     )
+
+
+class RemoteKerasTest(tf.test.TestCase):
+  def test_load_weights_from_a_url_equals_local(self):
+    bucket = f"ram://keras-{secrets.token_hex(4)}"
+    local = tool_fixtures.golden_path("est-tf1-ranking")
+    remote = _upload(local, f"{bucket}/est-tf1-ranking")
+    loaded = []
+    for source in (local, remote):
+      model = keras_model.build()
+      optimizer = keras_model.optimizer()
+      report = estimator_ckpt.load_weights(
+        model,
+        source,
+        optimizer=optimizer,
+        rename={
+          "item_embedding/embeddings": "item_embedding",
+          "user_embedding/embeddings": "user_embedding",
+        },
+      )
+      self.assertEqual(report.iterations, 20)
+      loaded.append(
+        [v.numpy() for v in model.variables + optimizer.variables()]
+      )
+    for from_local, from_remote in zip(*loaded):
+      self.assertAllEqual(from_local, from_remote)
 
 
 class _Chdir:
