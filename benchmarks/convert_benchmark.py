@@ -22,7 +22,7 @@ Reports the fastest and the median of `--repeats` runs; ratios and targets
 use the fastest, each contender's time undisturbed by the rest of this shared
 machine. The page cache is warm for every contender (the source was just
 written), and so is the VM's memory (see `_Bench._warm_memory`).
-Peak RSS is each command's own (see `_LAUNCHER`). Not a test: nothing here
+Peak RSS is each command's own (see `measured.py`). Not a test: nothing here
 asserts a time.
 """
 
@@ -41,6 +41,7 @@ from absl import logging
 
 import estimator_ckpt
 
+from benchmarks import measured
 from benchmarks import synthetic
 
 _SIZE_MB = flags.DEFINE_integer(
@@ -64,41 +65,6 @@ _WORK_DIR = flags.DEFINE_string(
   "Where to write checkpoints (default: a new temporary "
   "directory, removed at the end).",
 )
-
-# Runs a command in a child forked from this small process and writes its wall
-# time and peak RSS to argv[1]. Linux counts in a child's ru_maxrss the memory
-# of the process it was forked from (until exec), so a command started
-# straight from this benchmark would report the benchmark's own peak.
-_LAUNCHER = """
-import os, sys, time
-start = time.monotonic()
-pid = os.fork()
-if pid == 0:
-  os.execvp(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as f:
-  f.write(f"{time.monotonic() - start} {usage.ru_maxrss * 1024}")
-sys.exit(1 if os.waitstatus_to_exitcode(status) else 0)
-"""
-
-
-def _run(command: Sequence[str], env=None) -> Tuple[float, int]:
-  """Runs a command; returns (wall seconds, peak RSS in bytes)."""
-  with tempfile.NamedTemporaryFile("r", suffix=".measured") as measured:
-    result = subprocess.run(
-      [sys.executable, "-c", _LAUNCHER, measured.name, *command],
-      stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE,
-      env=env,
-      check=False,
-    )
-    if result.returncode != 0:
-      raise RuntimeError(
-        f"{command[:3]} failed:\n"
-        f"{result.stderr.decode(errors='replace')[-2000:]}"
-      )
-    seconds, rss = measured.read().split()
-  return float(seconds), int(rss)
 
 
 def _settle() -> None:
@@ -198,7 +164,7 @@ def main(argv: Sequence[str]) -> None:
         f'dd if=/dev/zero of="{out}/zeros" bs={block_mib}M '
         f"count={max(1, round(size / block_mib))} conv=fsync status=none"
       )
-      return _run(
+      return measured.run(
         [
           "sh",
           "-c",
@@ -207,18 +173,18 @@ def main(argv: Sequence[str]) -> None:
       )
 
     contenders = {
-      "cp -r": lambda out: _run(["cp", "-r", large, out]),
-      "cp -r + sync": lambda out: _run(
+      "cp -r": lambda out: measured.run(["cp", "-r", large, out]),
+      "cp -r + sync": lambda out: measured.run(
         ["sh", "-c", f'cp -r "{large}" "{out}" && sync -f "{out}"']
       ),
       "disk write floor": disk_write_floor,
-      "convert CLI, tiny": lambda out: _run(
+      "convert CLI, tiny": lambda out: measured.run(
         convert_cli + ["--to=tf2", tiny, out], env
       ),
-      "convert CLI": lambda out: _run(
+      "convert CLI": lambda out: measured.run(
         convert_cli + ["--to=tf2", large, out], env
       ),
-      "convert CLI --link": lambda out: _run(
+      "convert CLI --link": lambda out: measured.run(
         convert_cli + ["--to=tf2", "--link", large, out], env
       ),
     }
@@ -235,10 +201,10 @@ def main(argv: Sequence[str]) -> None:
     if not _SKIP_GUIDE.value:
       # The guide's convert_tf1_to_tf2: examples/guide/converter.py.
       guide = [sys.executable, "-m", "examples.guide.converter"]
-      contenders["guide, tiny"] = lambda out: _run(
+      contenders["guide, tiny"] = lambda out: measured.run(
         guide + [tiny, os.path.join(out, "ckpt")], env
       )
-      contenders["guide"] = lambda out: _run(
+      contenders["guide"] = lambda out: measured.run(
         guide + [large, os.path.join(out, "ckpt")], env
       )
     bench.measure(contenders)

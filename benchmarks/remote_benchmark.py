@@ -15,7 +15,7 @@ both timed in this process, interleaved, `--repeats` times (fastest kept);
 then each once more as a user runs it, in a child process (the convert binary
 and benchmarks/gfile_copy.py, through benchmarks/with_tensorflow_io.py), on
 the large and on the tiny checkpoint, for peak RSS (each command's own; see
-`_LAUNCHER`).
+`measured.py`).
 
 Targets (issue 12): conversion throughput at least 0.8x gfile.copy's, and
 peak RSS on the large checkpoint within 64 MB of the tiny one's. The server
@@ -33,7 +33,6 @@ every contender, to show the bound.
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from absl import flags
 from absl import logging
 
 from benchmarks import gfile_copy
+from benchmarks import measured
 from benchmarks import s3_server
 from benchmarks import synthetic
 
@@ -78,43 +78,6 @@ _S3_EXECUTOR_POOL_SIZE = flags.DEFINE_integer(
 )
 
 _BUCKET = "remote-benchmark"
-
-# Runs a command in a child forked from this small process and writes its wall
-# time and peak RSS to argv[1]. Linux counts in a child's ru_maxrss the memory
-# of the process it was forked from (until exec), so a command started
-# straight from this benchmark (which has TensorFlow loaded) would report the
-# benchmark's own peak. As in convert_benchmark.py.
-_LAUNCHER = """
-import os, sys, time
-start = time.monotonic()
-pid = os.fork()
-if pid == 0:
-  os.execvp(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as f:
-  f.write(f"{time.monotonic() - start} {usage.ru_maxrss * 1024}")
-sys.exit(1 if os.waitstatus_to_exitcode(status) else 0)
-"""
-
-
-def _run(command: Sequence[str]) -> Tuple[float, int]:
-  """Runs a command; returns (wall seconds, peak RSS in bytes)."""
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-  with tempfile.NamedTemporaryFile("r", suffix=".measured") as measured:
-    result = subprocess.run(
-      [sys.executable, "-c", _LAUNCHER, measured.name, *command],
-      stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE,
-      env=env,
-      check=False,
-    )
-    if result.returncode != 0:
-      raise RuntimeError(
-        f"{command[3:5]} failed:\n"
-        f"{result.stderr.decode(errors='replace')[-2000:]}"
-      )
-    seconds, rss = measured.read().split()
-  return float(seconds), int(rss)
 
 
 def _with_tensorflow_io(module: str, *args: str) -> List[str]:
@@ -228,7 +191,9 @@ def _measure(server: s3_server.S3Server, work: str) -> List[str]:
           dst = outputs.remote()
         else:
           src, dst = remote[which], outputs.local()
-        rss[(tool, direction, which)] = _run(command(src, dst))
+        rss[(tool, direction, which)] = measured.run(
+          command(src, dst), measured.python_path_env()
+        )
         outputs.remove(dst)
 
   lines = [
