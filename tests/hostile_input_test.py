@@ -20,7 +20,7 @@ from absl.testing import parameterized
 
 import estimator_ckpt
 from estimator_ckpt import errors
-from estimator_ckpt._src import atomic
+from estimator_ckpt._src import destination_lock
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import crc32c
 from estimator_ckpt._src.format import protos
@@ -306,7 +306,7 @@ class HostileInputTest(parameterized.TestCase):
   def test_second_writer_fails_at_once(self):
     dst = os.path.join(self.create_tempdir().full_path, "out")
     source = tool_fixtures.golden_path(_EST_TF1)
-    with atomic.writer_lock(dst):
+    with destination_lock.hold(dst):
       for overwrite in (False, True):
         with self.assertRaisesRegex(
           errors.DestinationLockedError,

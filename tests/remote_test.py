@@ -10,6 +10,10 @@ URL into a local path (`os.path.normpath("gs://b/x")` is `gs:/b/x`).
 
 import os
 import secrets
+import socket
+import subprocess
+import sys
+import threading
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -21,6 +25,8 @@ from estimator_ckpt import convert_main
 from estimator_ckpt import errors
 from estimator_ckpt import inspect_main
 from estimator_ckpt import verify_main
+from estimator_ckpt._src import destination_lock
+from estimator_ckpt._src.format import checkpoint_files
 
 from examples.guide import models as guide_models
 from examples.ranking import keras_model
@@ -36,6 +42,12 @@ def _upload(local_dir: str, url: str) -> str:
       os.path.join(local_dir, name), f"{url}/{name}", overwrite=True
     )
   return url
+
+
+def _dead_pid() -> int:
+  child = subprocess.Popen([sys.executable, "-c", "pass"])
+  child.wait()
+  return child.pid
 
 
 class RemoteTest(parameterized.TestCase, tf.test.TestCase):
@@ -114,6 +126,83 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
       errors.DestinationExistsError, "source's directory"
     ):
       estimator_ckpt.convert(dst, f"{dst}/inner", to="tf2")
+
+  def test_second_writer_on_a_remote_destination_fails_at_once(self):
+    source = tool_fixtures.golden_path("est-tf1")
+    dst = f"{self.bucket}/out"
+    lock = destination_lock.lock_path(dst)
+    self.assertEqual(lock, f"{self.bucket}/.out.convert-lock")
+    with destination_lock.hold(dst):
+      self.assertLen(tf.io.gfile.listdir(lock), 1)
+      for overwrite in (False, True):
+        with self.assertRaisesRegex(
+          errors.DestinationLockedError,
+          rf"process {os.getpid()} on .*lock `{lock}/[0-9a-f]+`.*delete that "
+          "object",
+        ):
+          estimator_ckpt.convert(source, dst, to="tf2", overwrite=overwrite)
+        self.assertLen(tf.io.gfile.listdir(lock), 1)  # The refused one's gone.
+    self.assertFalse(tf.io.gfile.exists(dst))
+    self.assertEqual(checkpoint_files.listdir(lock), [])
+    estimator_ckpt.convert(source, dst, to="tf2")  # Released.
+    self.assertEqual(checkpoint_files.listdir(lock), [])
+    estimator_ckpt.verify(dst, against=source)
+
+  def test_lock_of_a_bucket_root_is_inside_it(self):
+    self.assertEqual(
+      destination_lock.lock_path(f"{self.bucket}/"),
+      f"{self.bucket}/.convert-lock",
+    )
+    source = tool_fixtures.golden_path("est-tf1")
+    estimator_ckpt.convert(source, self.bucket, to="tf2")
+    estimator_ckpt.verify(self.bucket, against=source)
+
+  def test_stale_remote_lock_is_cleared_and_another_hosts_respected(self):
+    source = tool_fixtures.golden_path("est-tf1")
+    dst = f"{self.bucket}/out"
+    lock = destination_lock.lock_path(dst)
+    stale = f"{lock}/left-by-a-killed-writer"
+    with tf.io.gfile.GFile(stale, "wb") as f:
+      f.write(f"{socket.gethostname()} {_dead_pid()}\n")
+    estimator_ckpt.convert(source, dst, to="tf2")
+    self.assertFalse(tf.io.gfile.exists(stale))
+    with tf.io.gfile.GFile(f"{lock}/elsewhere", "wb") as f:
+      f.write(b"some-other-host 4242\n")
+    with self.assertRaisesRegex(
+      errors.DestinationLockedError, "process 4242 on some-other-host"
+    ):
+      estimator_ckpt.convert(source, dst, to="tf1", overwrite=True)
+    self.assertEqual(estimator_ckpt.checkpoint_format(dst), "tf2")
+
+  def test_racing_writers_never_both_hold_a_remote_lock(self):
+    # Threads stand in for processes (ram:// lives in this process): each
+    # round, four writers try at once, and holders keep the lock until every
+    # attempt is over, so any two successes in a round would have overlapped.
+    writers = 4
+    for round_number in range(25):
+      dst = f"{self.bucket}/race-{round_number}"
+      start = threading.Barrier(writers)
+      attempted = threading.Barrier(writers)
+      held = []
+
+      def writer(dst=dst, start=start, attempted=attempted, held=held):
+        start.wait()
+        try:
+          with destination_lock.hold(dst):
+            held.append(threading.get_ident())
+            attempted.wait()
+        except errors.DestinationLockedError:
+          attempted.wait()
+
+      threads = [threading.Thread(target=writer) for _ in range(writers)]
+      for thread in threads:
+        thread.start()
+      for thread in threads:
+        thread.join()
+      self.assertLessEqual(len(held), 1, f"round {round_number}")
+      self.assertEqual(
+        checkpoint_files.listdir(destination_lock.lock_path(dst)), []
+      )
 
   def test_unregistered_scheme_is_a_named_error(self):
     with self.assertRaisesRegex(

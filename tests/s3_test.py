@@ -38,6 +38,7 @@ import tensorflow_io  # noqa: F401  Registers s3:// with TensorFlow.
 
 import estimator_ckpt
 from estimator_ckpt import errors
+from estimator_ckpt._src import destination_lock
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import state_file
 
@@ -274,6 +275,27 @@ class S3Test(parameterized.TestCase, tf.test.TestCase):
       errors.DestinationExistsError, "source's directory"
     ):
       estimator_ckpt.convert(dst, f"{dst}/inner", to="tf2")
+
+  def test_second_writer_on_s3_fails_at_once(self):
+    # A conversion holding the lock in this process; the binary, another
+    # process, is refused at once and writes nothing.
+    source = tool_fixtures.golden_path("est-tf1")
+    dst = f"{self.url}/out"
+    with destination_lock.hold(dst):
+      self.assertLen(self.server.keys(self.bucket, ".out.convert-lock/"), 1)
+      refused = self._run(_tool("convert") + ["--to=tf2", source, dst])
+      self.assertNotEqual(refused.returncode, 0)
+      self.assertRegex(
+        refused.stderr,
+        rf"being written by process {os.getpid()} on .*\.out\.convert-lock/",
+      )
+      self.assertNotIn("Traceback", refused.stderr)
+      self.assertEqual(self._keys("out"), [])
+      self.assertLen(self.server.keys(self.bucket, ".out.convert-lock/"), 1)
+    self.assertEqual(self.server.keys(self.bucket, ""), [])
+    converted = self._run(_tool("convert") + ["--to=tf2", source, dst])
+    self.assertEqual(converted.returncode, 0, converted.stderr)
+    self.assertEqual(self.server.keys(self.bucket, ".out.convert-lock/"), [])
 
   def test_binaries(self):
     source = tool_fixtures.golden_path("est-tf1-ranking")

@@ -14,12 +14,9 @@ staging directory (and, when replacing, the replaced checkpoints absent rather
 than mixed), and the next write to the same destination removes the
 leftovers of writers that are no longer running.
 
-One writer per destination: a hidden lock file next to it, created with
-`O_EXCL` (which works where advisory locks do not, e.g. NFS) and naming its
-host and pid, makes a second writer fail at once with
-`errors.DestinationLockedError`. A lock whose process is gone (same host) is
-stale: the next writer removes it. Hidden names stay within the file
-system's 255-byte name limit for any destination name (`_hidden_name`).
+One writer per destination, local or remote (`destination_lock`): a second
+writer fails at once with `errors.DestinationLockedError`. Hidden names stay
+within the file system's 255-byte name limit for any destination name.
 Failures of the file system become `errors.CheckpointIOError` naming the
 destination, never a hidden name.
 
@@ -34,23 +31,22 @@ checkpoints the state file names or whose index exists, so during and after a
 failed or killed conversion it sees the old checkpoints, or the new ones, or
 (for replaced names) none, never a mix; what a kill leaves (data objects
 without an index, temporary objects) is never picked up, and converting again
-replaces it. There is no lock on URLs (tf.io.gfile has no exclusive create):
-one writer per remote destination is the caller's to ensure.
+replaces it. The lock is held throughout, so the temporary objects found
+there are a killed writer's, removed before writing.
 """
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import re
 import secrets
 import shutil
-import socket
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Sequence
 
 from absl import logging
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import destination_lock
 from estimator_ckpt._src import file_copy
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import checkpoint_files
@@ -61,11 +57,6 @@ from estimator_ckpt._src.format import state_file
 _STAGING_TAG = ".convert-tmp-"
 # file_copy.write_file's temporary objects behind a URL.
 _REMOTE_TEMPORARY = re.compile(r".*\.tmp-\d+-[0-9a-f]{8}$")
-_LOCK_SUFFIX = ".convert-lock"
-# Linux's NAME_MAX, in bytes, on every common local and network file system.
-_NAME_MAX = 255
-# Room a hidden name keeps for its suffix: pid, random hex, tags.
-_SUFFIX_ROOM = 48
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,14 +89,15 @@ def write_checkpoints(
       directory; this function does it).
   """
   if checkpoint_files.is_url(dst_dir):
-    _write_remote(dst_dir, checkpoints, write)
+    with destination_lock.hold(dst_dir):
+      _write_remote(dst_dir, checkpoints, write)
     return
   parent = os.path.dirname(dst_dir)
   try:
     with contextlib.suppress(FileNotFoundError):
       os.stat(parent)  # Names a symlink loop (ELOOP) before makedirs hides it.
     os.makedirs(parent, exist_ok=True)
-    with writer_lock(dst_dir):
+    with destination_lock.hold(dst_dir):
       _write_locked(dst_dir, parent, checkpoints, write)
   except errors.Error:
     raise
@@ -125,7 +117,7 @@ def _write_locked(
     not os.path.islink(dst_dir) and not os.listdir(dst_dir)
   )
   if whole_dir:
-    tag = _hidden_name(os.path.basename(dst_dir), _STAGING_TAG)
+    tag = destination_lock.hidden_name(os.path.basename(dst_dir), _STAGING_TAG)
     staging_parent = parent
   else:
     tag = _STAGING_TAG
@@ -197,123 +189,6 @@ def _write_remote(
     if isinstance(failure, Exception):
       raise remote_files.io_error(failure, dst_dir, "writing") from None
     raise
-
-
-def _hidden_name(basename: str, tag: str) -> str:
-  """`.<basename><tag>`, shortened to fit the name limit with room to spare.
-
-  A long basename keeps its first bytes and gains a hash of the whole, so
-  two long names never share hidden files.
-  """
-  name = f".{basename}{tag}"
-  if len(os.fsencode(name)) + _SUFFIX_ROOM <= _NAME_MAX:
-    return name
-  digest = hashlib.sha256(os.fsencode(basename)).hexdigest()[:16]
-  keep = os.fsencode(basename)[: _NAME_MAX - _SUFFIX_ROOM - len(tag) - 18]
-  return f".{os.fsdecode(keep)}~{digest}{tag}"
-
-
-def _lock_owner(path: str) -> Optional[Tuple[str, int]]:
-  """(host, pid) recorded in a lock file; None if it cannot be read."""
-  try:
-    text = checkpoint_files.read_small(path, "lock file", 4096).decode()
-    host, pid = text.split()
-    return host, int(pid)
-  except (errors.Error, FileNotFoundError, UnicodeDecodeError, ValueError):
-    return None
-
-
-def _is_running(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True  # Someone else's process.
-  return True
-
-
-@contextlib.contextmanager
-def writer_lock(dst_dir: str) -> Iterator[None]:
-  """Holds the one-writer lock of `dst_dir` (its parent must exist).
-
-  The lock file is written in full under a temporary name, then linked to
-  its final name, so a lock never exists without its owner (where hard links
-  are refused, it is created with O_EXCL and written).
-
-  Raises:
-    errors.DestinationLockedError: A running process holds the lock, or one
-      on another host (which cannot be checked from here).
-  """
-  parent = os.path.dirname(dst_dir)
-  path = os.path.join(
-    parent, _hidden_name(os.path.basename(dst_dir), _LOCK_SUFFIX)
-  )
-  owner = f"{socket.gethostname()} {os.getpid()}\n".encode()
-  for _ in range(2):
-    if _try_create(path, owner):
-      break
-    recorded = _lock_owner(path)
-    if (
-      recorded is not None
-      and recorded[0] == socket.gethostname()
-      and not _is_running(recorded[1])
-    ):
-      logging.info(
-        "Removing %s, left by an interrupted conversion (pid %d).",
-        path,
-        recorded[1],
-      )
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
-      continue
-    who = (
-      f"process {recorded[1]} on {recorded[0]}"
-      if recorded
-      else "another process"
-    )
-    raise errors.DestinationLockedError(
-      f"`{dst_dir}` is being written by {who} (lock file `{path}`). Wait "
-      "for it to finish, or write elsewhere; if no conversion is running "
-      "there any more, delete the lock file."
-    )
-  else:
-    raise errors.DestinationLockedError(
-      f"Could not take the lock `{path}` of `{dst_dir}`: another writer "
-      "took it at the same time. Write elsewhere or try again."
-    )
-  try:
-    yield
-  finally:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(path)
-
-
-def _try_create(path: str, contents: bytes) -> bool:
-  """Creates `path` holding `contents` atomically; False if it exists."""
-  staged = f"{path}.{os.getpid()}-{secrets.token_hex(4)}"
-  with open(staged, "xb") as f:
-    f.write(contents)
-  try:
-    os.link(staged, path)
-    return True
-  except FileExistsError:
-    return False
-  except OSError:
-    pass  # No hard links here: O_EXCL, then write.
-  finally:
-    os.remove(staged)
-  try:
-    fd = os.open(
-      path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-    )
-  except FileExistsError:
-    return False
-  try:
-    os.write(fd, contents)
-  finally:
-    os.close(fd)
-  return True
 
 
 def _remove_stale_staging(directory: str, tag: str) -> None:

@@ -1,0 +1,245 @@
+"""One writer per destination model dir, locally and behind a URL.
+
+`hold(dst_dir)` is held while a conversion writes `dst_dir`; a second writer
+fails at once with `errors.DestinationLockedError` naming the holder (host
+and pid) and the lock to delete if no conversion runs there any more. A lock
+whose process is gone (same host) is stale: the next writer removes it. A
+lock of another host cannot be checked from here and is respected.
+
+Local paths: a hidden lock file next to the destination, written whole under
+a temporary name and hard-linked to its final name (or created with
+`O_EXCL` where hard links are refused), so it never exists without its
+owner; this works where advisory locks do not (NFS).
+
+URLs: `tf.io.gfile` has no exclusive create (and on GCS and S3 a rename is a
+copy plus a delete), so a lock is a prefix next to the destination holding
+one object per writer that wants it. A writer writes its own object (owner
+inside), then lists the prefix: if any other writer's object is there and
+not stale, it deletes its own and fails. Of two writers whose writes
+overlap in time, the later one to finish its object sees the other's when
+it lists, so they never both write; both may fail if they race exactly
+(each then says who holds the lock; try again). This relies on listings
+that show every completed write, which GCS, S3 (since December 2020), HDFS
+and `ram://` give.
+"""
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import socket
+from typing import Iterator, Optional, Tuple
+
+from absl import logging
+
+from estimator_ckpt import errors
+from estimator_ckpt._src.format import checkpoint_files
+from estimator_ckpt._src.format import remote_files
+
+LOCK_SUFFIX = ".convert-lock"
+# Linux's NAME_MAX, in bytes, on every common local and network file system.
+_NAME_MAX = 255
+# Room a hidden name keeps for its suffix: pid, random hex, tags.
+_SUFFIX_ROOM = 48
+# `scheme://authority` and the path after it.
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/]*)(.*)$")
+
+
+def hidden_name(basename: str, tag: str) -> str:
+  """`.<basename><tag>`, shortened to fit the name limit with room to spare.
+
+  A long basename keeps its first bytes and gains a hash of the whole, so
+  two long names never share hidden files.
+  """
+  name = f".{basename}{tag}"
+  if len(os.fsencode(name)) + _SUFFIX_ROOM <= _NAME_MAX:
+    return name
+  digest = hashlib.sha256(os.fsencode(basename)).hexdigest()[:16]
+  keep = os.fsencode(basename)[: _NAME_MAX - _SUFFIX_ROOM - len(tag) - 18]
+  return f".{os.fsdecode(keep)}~{digest}{tag}"
+
+
+def lock_path(dst_dir: str) -> str:
+  """Where the lock of `dst_dir` lives: a file, or (URL) a prefix.
+
+  Next to the destination, so the destination itself holds only what the
+  conversion writes; inside it only for a URL with no parent (a bucket).
+  """
+  if checkpoint_files.is_url(dst_dir):
+    match = _URL.match(dst_dir.rstrip("/"))
+    assert match  # is_url checked the scheme.
+    root, path = match.groups()
+    parent, basename = path.rsplit("/", 1) if "/" in path else ("", "")
+    if not basename:
+      return f"{root}/{LOCK_SUFFIX}"
+    return f"{root}{parent}/{hidden_name(basename, LOCK_SUFFIX)}"
+  return os.path.join(
+    os.path.dirname(dst_dir),
+    hidden_name(os.path.basename(dst_dir), LOCK_SUFFIX),
+  )
+
+
+@contextlib.contextmanager
+def hold(dst_dir: str) -> Iterator[None]:
+  """Holds the one-writer lock of `dst_dir` (locally, its parent must exist).
+
+  Raises:
+    errors.DestinationLockedError: A running process holds the lock, or one
+      on another host (which cannot be checked from here).
+    errors.CheckpointIOError: The lock could not be written.
+  """
+  if checkpoint_files.is_url(dst_dir):
+    with _hold_remote(dst_dir):
+      yield
+    return
+  path = lock_path(dst_dir)
+  for _ in range(2):
+    if _try_create(path, _owner()):
+      break
+    recorded = _owner_or_none(path)
+    if recorded is not None and _is_stale(recorded):
+      _remove_stale(path, recorded, _remove_local)
+      continue
+    raise _locked_error(dst_dir, path, recorded, "the lock file")
+  else:
+    raise errors.DestinationLockedError(
+      f"Could not take the lock `{path}` of `{dst_dir}`: another writer "
+      "took it at the same time. Write elsewhere or try again."
+    )
+  try:
+    yield
+  finally:
+    _remove_local(path)
+
+
+@contextlib.contextmanager
+def _hold_remote(dst_dir: str) -> Iterator[None]:
+  gfile = remote_files.gfile(dst_dir)
+  lock_dir = lock_path(dst_dir)
+  mine = f"{lock_dir}/{secrets.token_hex(8)}"
+
+  def remove(path: str) -> None:
+    try:
+      gfile.remove(path)
+    except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
+      if gfile.exists(path):
+        raise remote_files.io_error(e, path, "removing the lock") from None
+
+  try:
+    with gfile.GFile(mine, "wb") as f:
+      f.write(_owner())
+  except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
+    raise remote_files.io_error(e, mine, "writing the lock") from None
+  try:
+    for name in sorted(checkpoint_files.listdir(lock_dir)):
+      path = f"{lock_dir}/{name}"
+      if path == mine:
+        continue
+      try:
+        recorded = _owner_or_none(path)
+      except FileNotFoundError:
+        continue  # Released while we listed.
+      if recorded is not None and _is_stale(recorded):
+        _remove_stale(path, recorded, remove)
+        continue
+      raise _locked_error(dst_dir, path, recorded, "that object")
+  except BaseException:
+    with contextlib.suppress(Exception):
+      remove(mine)
+    raise
+  try:
+    yield
+  except BaseException:
+    with contextlib.suppress(Exception):
+      remove(mine)
+    raise
+  remove(mine)
+
+
+def _owner() -> bytes:
+  return f"{socket.gethostname()} {os.getpid()}\n".encode()
+
+
+def _owner_or_none(path: str) -> Optional[Tuple[str, int]]:
+  """(host, pid) recorded in a lock; None if unreadable (being written).
+
+  Raises:
+    FileNotFoundError: The lock is gone.
+  """
+  try:
+    text = checkpoint_files.read_small(path, "lock file", 4096).decode()
+    host, pid = text.split()
+    return host, int(pid)
+  except (errors.Error, UnicodeDecodeError, ValueError):
+    return None
+
+
+def _is_stale(recorded: Tuple[str, int]) -> bool:
+  host, pid = recorded
+  if host != socket.gethostname():
+    return False  # Cannot be checked from here.
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return True
+  except PermissionError:
+    return False  # Someone else's process.
+  return False
+
+
+def _remove_stale(path: str, recorded: Tuple[str, int], remove) -> None:
+  logging.info(
+    "Removing %s, left by an interrupted conversion (pid %d).",
+    path,
+    recorded[1],
+  )
+  remove(path)
+
+
+def _remove_local(path: str) -> None:
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(path)
+
+
+def _locked_error(
+  dst_dir: str,
+  path: str,
+  recorded: Optional[Tuple[str, int]],
+  what: str,
+) -> errors.DestinationLockedError:
+  who = (
+    f"process {recorded[1]} on {recorded[0]}" if recorded else "another process"
+  )
+  return errors.DestinationLockedError(
+    f"`{dst_dir}` is being written by {who} (lock `{path}`). Wait for it "
+    "to finish, or write elsewhere; if no conversion is running there any "
+    f"more, delete {what}."
+  )
+
+
+def _try_create(path: str, contents: bytes) -> bool:
+  """Creates `path` holding `contents` atomically; False if it exists."""
+  staged = f"{path}.{os.getpid()}-{secrets.token_hex(4)}"
+  with open(staged, "xb") as f:
+    f.write(contents)
+  try:
+    os.link(staged, path)
+    return True
+  except FileExistsError:
+    return False
+  except OSError:
+    pass  # No hard links here: O_EXCL, then write.
+  finally:
+    os.remove(staged)
+  try:
+    fd = os.open(
+      path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+    )
+  except FileExistsError:
+    return False
+  try:
+    os.write(fd, contents)
+  finally:
+    os.close(fd)
+  return True
