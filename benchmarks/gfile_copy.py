@@ -5,6 +5,9 @@ the convert binary is run there, in its own process:
 
   python -m benchmarks.with_tensorflow_io benchmarks.gfile_copy SRC DST
 
+(plain TensorFlow has no `s3://`; the estimator_ckpt tools import
+tensorflow-io themselves).
+
 Either directory may be a URL (`s3://...`); DST is created.
 """
 

@@ -13,7 +13,8 @@ client) and measures, in one run, in each direction:
 
 both timed in this process, interleaved, `--repeats` times (fastest kept);
 then each once more as a user runs it, in a child process (the convert binary
-and benchmarks/gfile_copy.py, through benchmarks/with_tensorflow_io.py), on
+and benchmarks/gfile_copy.py, the latter through
+benchmarks/with_tensorflow_io.py: plain TensorFlow has no s3://), on
 the large and on the tiny checkpoint, for peak RSS (each command's own; see
 `measured.py`).
 
@@ -25,10 +26,14 @@ asserts a time.
 
 Uploads: tensorflow-io stages each object in a local temporary file and
 uploads it when closed, holding up to (S3_EXECUTOR_POOL_SIZE + 1) parts of
-S3_MULTI_PART_UPLOAD_CHUNK_SIZE bytes in memory (measured: a 1 GiB object
-costs any writer, gfile.copy too, about 1 GB of RSS at its defaults).
-`--s3_upload_chunk_mb` and `--s3_executor_pool_size` set those two for
-every contender, to show the bound.
+S3_MULTI_PART_UPLOAD_CHUNK_SIZE bytes in memory (its defaults, 25 threads and
+50 MB parts: a 1 GiB object costs any writer about 1 GB of RSS). The library
+sets 4 threads and 8 MiB parts where they are unset
+(`remote_files.S3_UPLOAD_LIMITS`). In the child processes each tool runs at
+its own defaults: the convert binary at the library's, gfile.copy at
+tensorflow-io's. The in-process runs share one setting, fixed at the setup's
+first upload: tensorflow-io's defaults. `--s3_upload_chunk_mb` and
+`--s3_executor_pool_size` set both variables for every contender instead.
 """
 
 import os
@@ -66,28 +71,43 @@ _WORK_DIR = flags.DEFINE_string(
 _S3_UPLOAD_CHUNK_MB = flags.DEFINE_integer(
   "s3_upload_chunk_mb",
   0,
-  "S3_MULTI_PART_UPLOAD_CHUNK_SIZE for tensorflow-io, in MiB (S3's minimum "
-  "part is 5 MiB); 0: tensorflow-io's default.",
+  "S3_MULTI_PART_UPLOAD_CHUNK_SIZE for every contender, in MiB (S3's "
+  "minimum part is 5 MiB); 0: not set, each tool's default.",
   lower_bound=0,
 )
 _S3_EXECUTOR_POOL_SIZE = flags.DEFINE_integer(
   "s3_executor_pool_size",
   0,
-  "S3_EXECUTOR_POOL_SIZE for tensorflow-io; 0: its default.",
+  "S3_EXECUTOR_POOL_SIZE for every contender; 0: not set, each tool's default.",
   lower_bound=0,
 )
 
 _BUCKET = "remote-benchmark"
 
 
-def _with_tensorflow_io(module: str, *args: str) -> List[str]:
-  return [
-    sys.executable,
-    "-m",
-    "benchmarks.with_tensorflow_io",
-    module,
-    *args,
-  ]
+def _s3_settings() -> Dict[str, str]:
+  """The flags' S3 variables (none at their defaults)."""
+  settings = {}
+  if _S3_UPLOAD_CHUNK_MB.value:
+    settings["S3_MULTI_PART_UPLOAD_CHUNK_SIZE"] = str(
+      _S3_UPLOAD_CHUNK_MB.value << 20
+    )
+  if _S3_EXECUTOR_POOL_SIZE.value:
+    settings["S3_EXECUTOR_POOL_SIZE"] = str(_S3_EXECUTOR_POOL_SIZE.value)
+  return settings
+
+
+def _child_env() -> Dict[str, str]:
+  """This environment for a child, its S3 variables only the flags'.
+
+  The library's in-process conversions set its defaults into os.environ;
+  a child must find the variables as a user's shell has them.
+  """
+  env = dict(measured.python_path_env())
+  for variable in ("S3_MULTI_PART_UPLOAD_CHUNK_SIZE", "S3_EXECUTOR_POOL_SIZE"):
+    env.pop(variable, None)
+  env.update(_s3_settings())
+  return env
 
 
 def _size_mib(path: str) -> float:
@@ -174,12 +194,22 @@ def _measure(server: s3_server.S3Server, work: str) -> List[str]:
 
   # Each as a user runs it, in its own process, for peak RSS.
   commands = {
-    "convert CLI": lambda src, dst: _with_tensorflow_io(
-      "estimator_ckpt.convert_main", "--to=tf2", src, dst
-    ),
-    "gfile.copy": lambda src, dst: _with_tensorflow_io(
-      "benchmarks.gfile_copy", src, dst
-    ),
+    "convert CLI": lambda src, dst: [
+      sys.executable,
+      "-m",
+      "estimator_ckpt.convert_main",
+      "--to=tf2",
+      src,
+      dst,
+    ],
+    "gfile.copy": lambda src, dst: [
+      sys.executable,
+      "-m",
+      "benchmarks.with_tensorflow_io",
+      "benchmarks.gfile_copy",
+      src,
+      dst,
+    ],
   }
   rss: Dict[Tuple[str, str, str], Tuple[float, int]] = {}
   for direction in ("local->s3", "s3->local"):
@@ -192,7 +222,7 @@ def _measure(server: s3_server.S3Server, work: str) -> List[str]:
         else:
           src, dst = remote[which], outputs.local()
         rss[(tool, direction, which)] = measured.run(
-          command(src, dst), measured.python_path_env()
+          command(src, dst), _child_env()
         )
         outputs.remove(dst)
 
@@ -201,17 +231,11 @@ def _measure(server: s3_server.S3Server, work: str) -> List[str]:
     f"checkpoint: {size:.0f} MiB (4-part table + 1,000 small variables), "
     f"S3 = moto {s3_server.moto_version()} on 127.0.0.1 through "
     "tensorflow-io 0.36.0; fastest of "
-    f"{_REPEATS.value} in-process run(s); tensorflow-io upload parts: "
+    f"{_REPEATS.value} in-process run(s); S3 settings: "
     + (
-      f"{_S3_UPLOAD_CHUNK_MB.value} MiB"
-      if _S3_UPLOAD_CHUNK_MB.value
-      else "default size"
-    )
-    + ", "
-    + (
-      f"{_S3_EXECUTOR_POOL_SIZE.value} threads"
-      if _S3_EXECUTOR_POOL_SIZE.value
-      else "default threads"
+      " ".join(f"{k}={v}" for k, v in _s3_settings().items())
+      or "not set (in process: tensorflow-io's defaults; children: each "
+      "tool's own)"
     ),
     "",
     f"{'':24}{'seconds':>9}{'MB/s':>8}{'vs gfile':>10}",
@@ -269,14 +293,9 @@ def main(argv: Sequence[str]) -> None:
   status = 0
   try:
     with s3_server.S3Server() as server:
-      # tensorflow-io reads these when it first opens an s3:// path.
+      # tensorflow-io reads these at the first S3 transfer.
       os.environ.update(server.environ())
-      if _S3_UPLOAD_CHUNK_MB.value:
-        os.environ["S3_MULTI_PART_UPLOAD_CHUNK_SIZE"] = str(
-          _S3_UPLOAD_CHUNK_MB.value << 20
-        )
-      if _S3_EXECUTOR_POOL_SIZE.value:
-        os.environ["S3_EXECUTOR_POOL_SIZE"] = str(_S3_EXECUTOR_POOL_SIZE.value)
+      os.environ.update(_s3_settings())
       print("\n".join(line.rstrip() for line in _measure(server, work)))
   except Exception:  # pylint: disable=broad-except  (reported, exit 1)
     logging.exception("remote_benchmark failed")

@@ -1,10 +1,10 @@
 r"""Runs a module as `__main__` with tensorflow-io's file systems registered.
 
-Not public API: how the S3 test and benchmark run the tools as users on S3
-would, who `import tensorflow_io` before the tools touch an `s3://` path:
+Not public API: how the remote benchmark runs its plain-TensorFlow baseline
+on S3 (the estimator_ckpt tools import tensorflow-io themselves):
 
-  python -m benchmarks.with_tensorflow_io estimator_ckpt.convert_main \
-    --to=tf2 /local/model_dir s3://bucket/model_dir
+  python -m benchmarks.with_tensorflow_io benchmarks.gfile_copy \
+    /local/model_dir s3://bucket/model_dir
 
 The exit status is the module's. It leaves with `os._exit` after flushing
 stdout and stderr: a process that loaded tensorflow-io 0.36.0 otherwise

@@ -113,7 +113,7 @@ def run() -> None:
   The `estimator-ckpt-convert` console script of the pip package, and what
   `python -m estimator_ckpt.convert_main` runs.
   """
-  app.run(main)
+  process.run_app(main)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ PATH: a model dir (its latest checkpoint) or a checkpoint prefix.
 import sys
 from typing import Sequence
 
-from absl import app
 from absl import flags
 
 from estimator_ckpt import errors
@@ -61,7 +60,7 @@ def run() -> None:
   The `estimator-ckpt-inspect` console script of the pip package, and what
   `python -m estimator_ckpt.inspect_main` runs.
   """
-  app.run(main)
+  process.run_app(main)
 
 
 if __name__ == "__main__":

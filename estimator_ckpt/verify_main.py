@@ -9,7 +9,6 @@ format. With --against, also compares their variables by TF1 name.
 import sys
 from typing import Sequence
 
-from absl import app
 from absl import flags
 
 from estimator_ckpt import errors
@@ -41,7 +40,7 @@ def run() -> None:
   The `estimator-ckpt-verify` console script of the pip package, and what
   `python -m estimator_ckpt.verify_main` runs.
   """
-  app.run(main)
+  process.run_app(main)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -209,8 +210,14 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
       errors.FileSystemNotSupportedError, r"`nosuchfs://b/x.*install"
     ):
       estimator_ckpt.list_variables("nosuchfs://b/x")
-    with self.assertRaisesRegex(
-      errors.FileSystemNotSupportedError, "tensorflow-io==0.36.0"
+    # s3:// needs tensorflow-io; here it is not installed.
+    with (
+      mock.patch.dict(sys.modules, {"tensorflow_io": None}),
+      mock.patch.dict(os.environ),
+      self.assertRaisesRegex(
+        errors.FileSystemNotSupportedError,
+        r"`s3://bucket/x`.*install tensorflow-io==0.36.0",
+      ),
     ):
       estimator_ckpt.convert(
         tool_fixtures.golden_path("est-tf1"), "s3://bucket/x", to="tf2"

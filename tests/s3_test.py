@@ -1,18 +1,21 @@
 """End to end on a real object store: S3 through tensorflow-io, against moto.
 
 `setUpClass` starts moto's S3 server (benchmarks/s3_server.py) on 127.0.0.1
-and a free port; every test gets its own bucket. The library's API runs
-in-process under `import tensorflow_io` (TensorFlow 2.15 has no `s3://` of
-its own); the binaries and the killed conversion run as users run them, in
-child processes through benchmarks/with_tensorflow_io.py. Each test also
-checks that nothing appeared under the working directory (no code path may
-turn `s3://b/x` into the local path `s3:/b/x`).
+and a free port; every test gets its own bucket. The library's API and
+Estimator run in-process under `import tensorflow_io`, as a user's training
+program on S3 does (TensorFlow 2.15 has no `s3://` of its own, and Estimator
+touches the model dir before any code of ours). The binaries and the killed
+conversion run as users run them, in child processes (`python -m
+estimator_ckpt.convert_main ...`) that do not import tensorflow_io: the
+tools import it at their first `s3://` path. Each test also checks that
+nothing appeared under the working directory (no code path may turn
+`s3://b/x` into the local path `s3:/b/x`).
 
 A process that loaded tensorflow-io 0.36.0 aborts while exiting
-(`pure virtual method called`, tensorflow/io#1912), so this test leaves with
+(`pure virtual method called`, tensorflow/io#1912): this test leaves with
 `os._exit` and the test's own status once its results are written, and the
-children are judged by what they did and printed, their status being the
-tool's (with_tensorflow_io.py exits the same way).
+binaries do the same with theirs (`cli/process.run_app`), which the tests
+check.
 
 tests/remote_test.py covers every entry point in-process on TensorFlow's
 `ram://`; this covers what needs a real object store: S3's HTTP API, objects
@@ -34,7 +37,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
-import tensorflow_io  # noqa: F401  Registers s3:// with TensorFlow.
+import tensorflow_io  # noqa: F401  Registers s3://, as a user's program does.
 
 import estimator_ckpt
 from estimator_ckpt import errors
@@ -63,7 +66,6 @@ _CHILD_TIMEOUT_SECONDS = 300
 # remote commit in turn. Prints "done" when the conversion finishes first.
 _KILL_AT_STEP = """
 import os, signal, sys
-import tensorflow_io
 import tensorflow as tf
 import estimator_ckpt
 src, dst, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -96,13 +98,8 @@ os._exit(0)
 
 
 def _tool(name: str) -> List[str]:
-  """The `name` binary as a user on S3 runs it: tensorflow_io imported."""
-  return [
-    sys.executable,
-    "-m",
-    "benchmarks.with_tensorflow_io",
-    f"estimator_ckpt.{name}_main",
-  ]
+  """The `name` binary as a user runs it."""
+  return [sys.executable, "-m", f"estimator_ckpt.{name}_main"]
 
 
 def _child_env() -> Dict[str, str]:
@@ -323,9 +320,16 @@ class S3Test(parameterized.TestCase, tf.test.TestCase):
     self.assertNotEqual(refused.returncode, 0)
     self.assertIn("--overwrite", refused.stderr)
     self.assertNotIn("Traceback", refused.stderr)
-    # Without tensorflow_io the binary names the fix.
+    # Without tensorflow-io the binary names the fix.
     missing = self._run(
-      [sys.executable, "-m", "estimator_ckpt.inspect_main", remote]
+      [
+        sys.executable,
+        "-c",
+        "import sys; sys.modules['tensorflow_io'] = None  # Not installed.\n"
+        "from estimator_ckpt import inspect_main\n"
+        f"sys.argv = ['inspect', {remote!r}]\n"
+        "inspect_main.run()",
+      ]
     )
     self.assertNotEqual(missing.returncode, 0)
     self.assertIn("tensorflow-io==0.36.0", missing.stderr)

@@ -40,6 +40,7 @@ from estimator_ckpt import errors
 from estimator_ckpt._src import keras_load
 from estimator_ckpt._src import keras_optimizers
 from estimator_ckpt._src import reader
+from estimator_ckpt._src.format import checkpoint_files
 
 from examples.ranking import data as ranking_data
 from examples.ranking import keras_model
@@ -305,7 +306,7 @@ def max_difference(
 def _prepare_output(output_dir: Optional[str]) -> str:
   if output_dir is None:
     return tempfile.mkdtemp(prefix="estimator_ckpt-leaving-")
-  if tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir):
+  if checkpoint_files.listdir(output_dir):
     raise errors.DestinationExistsError(
       f"`{output_dir}` is not empty. Pass a new or empty directory; the run "
       "never overwrites."

@@ -25,6 +25,7 @@ from estimator_ckpt._src import checkpoint_flags
 from estimator_ckpt._src import convert
 from estimator_ckpt._src import migrate
 from estimator_ckpt._src import reader
+from estimator_ckpt._src.format import checkpoint_files
 
 from examples.ranking import data as ranking_data
 from examples.ranking import model as ranking_model
@@ -271,7 +272,7 @@ def migrate_shipped_model(
   options = options or TrainerOptions()
   if output_dir is None:
     output_dir = tempfile.mkdtemp(prefix="estimator_ckpt-migration-")
-  elif tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir):
+  elif checkpoint_files.listdir(output_dir):
     raise errors.DestinationExistsError(
       f"`{output_dir}` is not empty. Pass a new or empty directory; the "
       "default run never overwrites."

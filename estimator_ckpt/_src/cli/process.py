@@ -5,7 +5,8 @@ Not public API.
 
 import os
 import sys
-from typing import List, Sequence
+import traceback
+from typing import Callable, List, Sequence
 
 from absl import app
 
@@ -45,3 +46,31 @@ def print_result(text: str) -> None:
   except BrokenPipeError:
     # Python would report the pipe again when it flushes stdout at exit.
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def run_app(main: Callable[[List[str]], None]) -> None:
+  """`app.run(main)`, exiting cleanly also after tensorflow-io was loaded.
+
+  A process that loaded tensorflow-io 0.36.0 (the tools import it for
+  `s3://` and other URLs it serves) aborts while Python exits (`pure virtual
+  method called`, SIGABRT; tensorflow/io#1912), whatever it did. Then the
+  binary flushes its output and leaves with its own exit status at once.
+  """
+  try:
+    app.run(main)
+  except SystemExit as e:
+    if "tensorflow_io" not in sys.modules:
+      raise
+    if isinstance(e.code, int) or e.code is None:
+      status = e.code or 0
+    else:
+      sys.stderr.write(f"{e.code}\n")
+      status = 1
+  except BaseException:
+    if "tensorflow_io" not in sys.modules:
+      raise
+    traceback.print_exc()
+    status = 1
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)

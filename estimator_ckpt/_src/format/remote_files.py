@@ -5,24 +5,48 @@ system layer, so the tools read and write wherever TensorFlow does. It is
 imported only when such a path is used: the tools on local paths never load
 TensorFlow. Reads are ranged (`seek` + `read`) and copies go in bounded
 chunks, so memory stays flat for any checkpoint size.
+
+Schemes TensorFlow 2.15 leaves to tensorflow-io (`s3://`, `hdfs://`,
+`az://`, `http(s)://`, ...) work once it is imported; if it is installed,
+the first such path imports it, so the tools and binaries need nothing more.
+For `s3://`, tensorflow-io's uploads otherwise hold a whole object's parts in
+memory at once (its defaults: about 1 GB of RSS for a 1 GiB data file), so
+unless set already, S3_MULTI_PART_UPLOAD_CHUNK_SIZE and S3_EXECUTOR_POOL_SIZE
+are set to bounded values (`S3_UPLOAD_LIMITS`) before the first `s3://`
+path is touched; tensorflow-io reads them at the process's first S3 read or
+write, so values set by then stay as they are.
 """
 
+import importlib
+import os
 import re
 import types
-from typing import List
+from typing import Dict, List, Set
+
+from absl import logging
 
 from estimator_ckpt import errors
 
+# Schemes whose file systems tensorflow-io registers (TensorFlow 2.15 has
+# none of them built in).
+_TENSORFLOW_IO_SCHEMES = frozenset(
+  {"s3", "hdfs", "viewfs", "har", "az", "http", "https"}
+)
+# What a conversion's uploads to s3:// hold in memory: up to (pool + 1)
+# parts, 40 MiB here. Measured by benchmarks/remote_benchmark.py: as fast as
+# tensorflow-io's defaults against a loopback server.
+S3_UPLOAD_LIMITS: Dict[str, str] = {
+  "S3_MULTI_PART_UPLOAD_CHUNK_SIZE": str(8 << 20),
+  "S3_EXECUTOR_POOL_SIZE": "4",
+}
+# Schemes found registered (each costs a probe, on some stores a request).
+_REGISTERED: Set[str] = set()
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # What to install for schemes TensorFlow 2.15 does not register by itself.
 _INSTALL_HINTS = {
-  "s3": "install tensorflow-io==0.36.0 (the release for TensorFlow 2.15) and "
-  "`import tensorflow_io` before using s3:// paths",
-  "hdfs": "set up the Hadoop client (HADOOP_HDFS_HOME, CLASSPATH) as "
-  "TensorFlow's HDFS support requires, or install tensorflow-io==0.36.0",
-  "az": "install tensorflow-io==0.36.0 and `import tensorflow_io`",
-  "http": "install tensorflow-io==0.36.0 and `import tensorflow_io`",
-  "https": "install tensorflow-io==0.36.0 and `import tensorflow_io`",
+  "s3": "install tensorflow-io==0.36.0 (the release for TensorFlow 2.15)",
+  "hdfs": "install tensorflow-io==0.36.0 and set up the Hadoop client "
+  "(HADOOP_HDFS_HOME, CLASSPATH) as its HDFS support requires",
 }
 
 
@@ -49,19 +73,48 @@ def gfile(path: str) -> types.ModuleType:
       "or copy the checkpoint to a local path."
     ) from None
   name = scheme(path)
-  try:
-    tf.io.gfile.exists(f"{name}://")
-  except tf.errors.UnimplementedError:
+  if name == "s3":
+    for variable, value in S3_UPLOAD_LIMITS.items():
+      os.environ.setdefault(variable, value)
+  if not _registered(tf, name) and not (
+    name in _TENSORFLOW_IO_SCHEMES
+    and _import_tensorflow_io()
+    and _registered(tf, name)
+  ):
     hint = _INSTALL_HINTS.get(
-      name, f"install the TensorFlow plugin that registers `{name}://`"
+      name,
+      "install tensorflow-io==0.36.0 (the release for TensorFlow 2.15)"
+      if name in _TENSORFLOW_IO_SCHEMES
+      else f"install the TensorFlow plugin that registers `{name}://`",
     )
     raise errors.FileSystemNotSupportedError(
       f"TensorFlow has no file system for `{name}://`, so `{path}` cannot be "
       f"read or written: {hint}."
-    ) from None
+    )
+  return tf.io.gfile
+
+
+def _registered(tf: types.ModuleType, name: str) -> bool:
+  if name in _REGISTERED:
+    return True
+  try:
+    tf.io.gfile.exists(f"{name}://")
+  except tf.errors.UnimplementedError:
+    return False
   except tf.errors.OpError:
     pass  # Registered; the bare root may just not be a valid path.
-  return tf.io.gfile
+  _REGISTERED.add(name)  # File systems are never unregistered.
+  return True
+
+
+def _import_tensorflow_io() -> bool:
+  """Imports tensorflow-io if installed (it registers its file systems)."""
+  try:
+    importlib.import_module("tensorflow_io")
+  except ImportError:
+    return False
+  logging.info("Imported tensorflow_io for its file systems.")
+  return True
 
 
 def io_error(
