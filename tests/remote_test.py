@@ -205,6 +205,31 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
         checkpoint_files.listdir(destination_lock.lock_path(dst)), []
       )
 
+  def test_file_system_calls_do_not_grow_with_the_number_of_tensors(self):
+    # On an object store every exists/isdir/stat/open is a request: reading
+    # and comparing checkpoints opens each file once, whatever it holds.
+    calls = {}
+    for num_variables in (5, 200):
+      local = self.create_tempdir().full_path
+      with tf.Graph().as_default():
+        for i in range(num_variables):
+          tf1.get_variable(f"v{i}", initializer=float(i))
+        tf1.train.get_or_create_global_step()
+        with tf1.Session() as sess:
+          sess.run(tf1.global_variables_initializer())
+          tf1.train.Saver().save(sess, os.path.join(local, "model.ckpt"), 1)
+      source = _upload(local, f"{self.bucket}/tf1-{num_variables}")
+      converted = f"{self.bucket}/tf2-{num_variables}"
+      estimator_ckpt.convert(source, converted, to="tf2")
+      counted = _GfileCalls()
+      with counted:
+        estimator_ckpt.verify(converted, against=source)
+        estimator_ckpt.list_variables(source)
+        estimator_ckpt.load_variable(converted, "v3")
+      calls[num_variables] = counted.calls
+    self.assertEqual(calls[200], calls[5])
+    self.assertLess(sum(calls[200].values()), 50, calls[200])
+
   def test_unregistered_scheme_is_a_named_error(self):
     with self.assertRaisesRegex(
       errors.FileSystemNotSupportedError, r"`nosuchfs://b/x.*install"
@@ -296,6 +321,33 @@ class RemoteKerasTest(tf.test.TestCase):
       )
     for from_local, from_remote in zip(*loaded):
       self.assertAllEqual(from_local, from_remote)
+
+
+class _GfileCalls:
+  """Counts calls of tf.io.gfile's functions that reach the file system."""
+
+  _NAMES = ("exists", "isdir", "stat", "listdir", "glob", "GFile")
+
+  def __init__(self):
+    self.calls = {name: 0 for name in self._NAMES}
+    self._patches = []
+
+  def __enter__(self):
+    for name in self._NAMES:
+      original = getattr(tf.io.gfile, name)
+
+      def counted(*args, _original=original, _name=name, **kwargs):
+        self.calls[_name] += 1
+        return _original(*args, **kwargs)
+
+      patch = mock.patch.object(tf.io.gfile, name, counted)
+      patch.start()
+      self._patches.append(patch)
+    return self
+
+  def __exit__(self, *exc_info):
+    for patch in reversed(self._patches):
+      patch.stop()
 
 
 class _Chdir:

@@ -8,8 +8,9 @@ constant memory. With `against`, variables are matched by TF1 name (so a TF1
 checkpoint compares with its TF2 conversion) and compared bit for bit.
 """
 
+import contextlib
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -107,7 +108,27 @@ def _check_data(
   return count, size
 
 
+class _DataFiles:
+  """Data files opened once each for a whole comparison.
+
+  On an object store an open costs requests, and a comparison reads every
+  tensor.
+  """
+
+  def __init__(self, stack: contextlib.ExitStack):
+    self._stack = stack
+    self._open: Dict[str, checkpoint_files.CheckpointFile] = {}
+
+  def get(self, path: str) -> checkpoint_files.CheckpointFile:
+    if path not in self._open:
+      self._open[path] = self._stack.enter_context(
+        checkpoint_files.open_regular(path, "data file")
+      )
+    return self._open[path]
+
+
 def _same_bytes(
+  files: _DataFiles,
   a: reader.Contents,
   a_part: reader.Part,
   b: reader.Contents,
@@ -117,24 +138,21 @@ def _same_bytes(
     return False
   if a_part.entry.crc32c != b_part.entry.crc32c:
     return False
-  a_path = a.bundle.data_path(a_part.entry.shard_id)
-  b_path = b.bundle.data_path(b_part.entry.shard_id)
-  with (
-    checkpoint_files.open_regular(a_path, "data file") as fa,
-    checkpoint_files.open_regular(b_path, "data file") as fb,
-  ):
-    done = 0
-    while done < a_part.entry.size:
-      size = min(a_part.entry.size - done, checksums.CHUNK_SIZE)
-      if fa.pread(size, a_part.entry.offset + done) != fb.pread(
-        size, b_part.entry.offset + done
-      ):
-        return False
-      done += size
+  fa = files.get(a.bundle.data_path(a_part.entry.shard_id))
+  fb = files.get(b.bundle.data_path(b_part.entry.shard_id))
+  done = 0
+  while done < a_part.entry.size:
+    size = min(a_part.entry.size - done, checksums.CHUNK_SIZE)
+    if fa.pread(size, a_part.entry.offset + done) != fb.pread(
+      size, b_part.entry.offset + done
+    ):
+      return False
+    done += size
   return True
 
 
 def _same_values(
+  files: _DataFiles,
   a: reader.Contents,
   a_var: reader.Variable,
   b: reader.Contents,
@@ -144,7 +162,9 @@ def _same_values(
   a_parts = {part.slice: part for part in a_var.parts}
   b_parts = {part.slice: part for part in b_var.parts}
   if a_parts.keys() == b_parts.keys():
-    return all(_same_bytes(a, a_parts[s], b, b_parts[s]) for s in a_parts)
+    return all(
+      _same_bytes(files, a, a_parts[s], b, b_parts[s]) for s in a_parts
+    )
   a_value = reader.variable_value(a, a_var)
   b_value = reader.variable_value(b, b_var)
   if a_value.dtype == object:
@@ -156,6 +176,13 @@ def _same_values(
 
 
 def _differences(a: reader.Contents, b: reader.Contents) -> List[str]:
+  with contextlib.ExitStack() as stack:
+    return _differences_in(_DataFiles(stack), a, b)
+
+
+def _differences_in(
+  files: _DataFiles, a: reader.Contents, b: reader.Contents
+) -> List[str]:
   differences = []
   for name in sorted(set(a.variables) | set(b.variables)):
     a_var = a.variables.get(name)
@@ -172,7 +199,7 @@ def _differences(a: reader.Contents, b: reader.Contents) -> List[str]:
       differences.append(
         f"`{name}`: shape {list(a_var.shape)} vs {list(b_var.shape)}"
       )
-    elif not _same_values(a, a_var, b, b_var):
+    elif not _same_values(files, a, a_var, b, b_var):
       differences.append(f"`{name}`: values differ")
   return differences
 

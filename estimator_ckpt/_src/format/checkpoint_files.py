@@ -156,15 +156,12 @@ def regular_size(path: str, what: str) -> int:
     errors.CheckpointIOError: Another OS error.
   """
   if is_url(path):
-    gfile = remote_files.gfile(path)
-    if not gfile.exists(path):
+    info = remote_files.stat(path)  # One request.
+    if info is None:
       raise FileNotFoundError(errno.ENOENT, "no such object", path)
-    if gfile.isdir(path):
+    if info.is_directory:
       raise not_regular_error(path, stat.S_IFDIR, what)
-    try:
-      return gfile.stat(path).length
-    except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
-      raise remote_files.io_error(e, path, "reading") from None
+    return info.length
   try:
     info = os.stat(path)
   except FileNotFoundError:

@@ -129,6 +129,25 @@ def io_error(
   )
 
 
+def stat(path: str):
+  """`tf.io.gfile.stat(path)` (`.length`, `.is_directory`); None if absent.
+
+  One request on object stores, where `exists` + `isdir` + `stat` are three.
+
+  Raises:
+    errors.CheckpointIOError: Another failure (credentials, network).
+  """
+  module = gfile(path)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (gfile did)
+
+  try:
+    return module.stat(path)
+  except tf.errors.NotFoundError:
+    return None
+  except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
+    raise io_error(e, path, "reading") from None
+
+
 def listdir(path: str) -> List[str]:
   """Names in a directory (no trailing `/` on sub-directories)."""
   return [name.rstrip("/") for name in gfile(path).listdir(path)]
