@@ -162,6 +162,10 @@ class S3Server:
     self.client().create_bucket(Bucket=name)
     return f"s3://{name}"
 
+  def upload_file(self, path: str, bucket: str, key: str) -> None:
+    """Uploads a local file with boto3 (not through TensorFlow)."""
+    self.client().upload_file(path, bucket, key)
+
   def keys(self, bucket: str, prefix: str = "") -> List[str]:
     """Every object key under `prefix`, sorted; what any reader can see."""
     client = self.client()

@@ -1,56 +1,45 @@
-"""End to end on a real object store: S3 through tensorflow-io, against moto.
+"""End to end on S3: moto's server through tensorflow-io 0.36.0.
 
 `setUpClass` starts moto's S3 server (benchmarks/s3_server.py) on 127.0.0.1
-and a free port; every test gets its own bucket. The library's API and
-Estimator run in-process under `import tensorflow_io`, as a user's training
-program on S3 does (TensorFlow 2.15 has no `s3://` of its own, and Estimator
-touches the model dir before any code of ours). The binaries and the killed
-conversion run as users run them, in child processes (`python -m
-estimator_ckpt.convert_main ...`) that do not import tensorflow_io: the
-tools import it at their first `s3://` path. Each test also checks that
-nothing appeared under the working directory (no code path may turn
-`s3://b/x` into the local path `s3:/b/x`).
+and a free port; every test gets its own bucket. The scenarios every store
+passes are in tests/object_store_scenarios.py; here are S3's own: a `kill -9`
+while tensorflow-io stages or uploads an object, and the binaries naming
+tensorflow-io when it is missing. The library's API and Estimator run
+in-process under `import tensorflow_io`, as a user's training program on S3
+does (TensorFlow 2.15 has no `s3://` of its own, and Estimator touches the
+model dir before any code of ours); the binaries and the killed conversions
+run in child processes that do not import it: the tools import it at their
+first `s3://` path.
 
 A process that loaded tensorflow-io 0.36.0 aborts while exiting
 (`pure virtual method called`, tensorflow/io#1912): this test leaves with
 `os._exit` and the test's own status once its results are written, and the
 binaries do the same with theirs (`cli/process.run_app`), which the tests
 check.
-
-tests/remote_test.py covers every entry point in-process on TensorFlow's
-`ram://`; this covers what needs a real object store: S3's HTTP API, objects
-replaced whole, rename as copy plus delete, multipart uploads, a `kill -9`
-mid-upload.
 """
 
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict
 
-from absl import logging
 from absl.testing import absltest
 from absl.testing import parameterized
-import numpy as np
 import tensorflow as tf
 import tensorflow_io  # noqa: F401  Registers s3://, as a user's program does.
 
 import estimator_ckpt
 from estimator_ckpt import errors
-from estimator_ckpt._src import destination_lock
 from estimator_ckpt._src.format import bundle
-from estimator_ckpt._src.format import state_file
 
 from benchmarks import s3_server
 from benchmarks import synthetic
-from examples.guide import models as guide_models
-from tests import tool_fixtures
+from tests import object_store_scenarios
 
-tf1 = tf.compat.v1
+tool = object_store_scenarios.tool
+child_env = object_store_scenarios.child_env
 
 # Big enough that staging and uploading its data object take seconds, so the
 # kill lands where the test wants it; the test checks that it did.
@@ -58,52 +47,6 @@ _KILL_TEST_TABLE_BYTES = 160 << 20
 # Where tensorflow-io 0.36.0 stages each object it writes before uploading it
 # on close (hard-coded in its s3_filesystem.cc; not under the working dir).
 _TFIO_STAGING_PREFIX = "/tmp/_s3_filesystem_"
-_CHILD_TIMEOUT_SECONDS = 300
-
-# Runs convert(SRC, DST, to="tf2", overwrite=True) on S3 and SIGKILLs itself
-# right before its KILL_AT-th change under DST (an object opened for writing,
-# renamed onto, or removed), so a real kill -9 lands at each step of the
-# remote commit in turn. Prints "done" when the conversion finishes first.
-_KILL_AT_STEP = """
-import os, signal, sys
-import tensorflow as tf
-import estimator_ckpt
-src, dst, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-changes = 0
-def change(path):
-  global changes
-  if path.startswith(dst + "/"):
-    if changes == kill_at:
-      os.kill(os.getpid(), signal.SIGKILL)
-    changes += 1
-gfile = tf.io.gfile
-rename, remove, open_file = gfile.rename, gfile.remove, gfile.GFile
-def killing_rename(old, new, overwrite=False):
-  change(new)
-  return rename(old, new, overwrite)
-def killing_remove(path):
-  change(path)
-  return remove(path)
-def killing_open(path, mode="r"):
-  if "w" in mode or "a" in mode:
-    change(path)
-  return open_file(path, mode)
-gfile.rename, gfile.remove, gfile.GFile = (
-  killing_rename, killing_remove, killing_open)
-estimator_ckpt.convert(src, dst, to="tf2", overwrite=True)
-print("done")
-sys.stdout.flush()
-os._exit(0)
-"""
-
-
-def _tool(name: str) -> List[str]:
-  """The `name` binary as a user runs it."""
-  return [sys.executable, "-m", f"estimator_ckpt.{name}_main"]
-
-
-def _child_env() -> Dict[str, str]:
-  return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
 
 def _staging_files(pid: int) -> Dict[str, int]:
@@ -124,202 +67,15 @@ def _staging_files(pid: int) -> Dict[str, int]:
   return found
 
 
-class S3Test(parameterized.TestCase, tf.test.TestCase):
+class S3Test(object_store_scenarios.Scenarios):
   @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.server = s3_server.S3Server()
-    cls.server.start()
-    # tensorflow-io reads these when it first opens an s3:// path.
-    cls._saved_environ = dict(os.environ)
-    os.environ.update(cls.server.environ())
+  def start_server(cls) -> s3_server.S3Server:
+    server = s3_server.S3Server()
+    server.start()
+    return server
 
-  @classmethod
-  def tearDownClass(cls):
-    cls.server.stop()
-    os.environ.clear()
-    os.environ.update(cls._saved_environ)
-    super().tearDownClass()
-
-  def setUp(self):
-    super().setUp()
-    self.bucket = f"s3test-{secrets.token_hex(6)}"
-    self.url = self.server.create_bucket(self.bucket)
-    self.cwd = self.create_tempdir().full_path
-    self.enter_context(_Chdir(self.cwd))
-
-  def tearDown(self):
-    # Estimator's event writers stay open until exit, which os._exit skips;
-    # closed here, tensorflow-io uploads their objects and removes its
-    # staging files.
-    tf1.summary.FileWriterCache.clear()
-    # Nothing of a URL may land under the working directory.
-    self.assertEqual(os.listdir(self.cwd), [])
-    super().tearDown()
-
-  def _keys(self, prefix: str) -> List[str]:
-    """Object names under `prefix/` of the test's bucket, as S3 lists them."""
-    return [
-      key[len(prefix) + 1 :]
-      for key in self.server.keys(self.bucket, prefix + "/")
-    ]
-
-  def _upload(self, local_dir: str, prefix: str) -> str:
-    """Uploads a directory's files with boto3 (not the code under test)."""
-    client = self.server.client()
-    for name in sorted(os.listdir(local_dir)):
-      client.upload_file(
-        os.path.join(local_dir, name), self.bucket, f"{prefix}/{name}"
-      )
-    return f"{self.url}/{prefix}"
-
-  def _upload_golden(self, name: str) -> str:
-    """A golden on S3: the same kind of path (dir or prefix) as locally."""
-    local = tool_fixtures.golden_path(name)
-    if os.path.isdir(local):
-      return self._upload(local, name)
-    url = self._upload(os.path.dirname(local), name)
-    return f"{url}/{os.path.basename(local)}"
-
-  def _run(self, command: List[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-      command,
-      cwd=self.cwd,
-      env=_child_env(),
-      capture_output=True,
-      text=True,
-      check=False,
-      timeout=_CHILD_TIMEOUT_SECONDS,
-    )
-
-  @parameterized.parameters(*tool_fixtures.GOLDENS)
-  def test_readers(self, golden):
-    remote = self._upload_golden(golden)
-    local = tool_fixtures.golden_path(golden)
-    self.assertEqual(
-      estimator_ckpt.checkpoint_format(remote),
-      estimator_ckpt.checkpoint_format(local),
-    )
-    listed = estimator_ckpt.list_variables(remote)
-    self.assertEqual(listed, estimator_ckpt.list_variables(local))
-    for name, _ in listed:
-      self.assertAllEqual(
-        estimator_ckpt.load_variable(remote, name),
-        estimator_ckpt.load_variable(local, name),
-      )
-    report = estimator_ckpt.verify(remote, against=local)
-    self.assertTrue(report.prefix.startswith(f"{self.url}/"), report.prefix)
-
-  def test_convert_local_to_s3_to_s3_to_local(self):
-    source = tool_fixtures.golden_path("est-tf1-ranking")
-    tf2 = estimator_ckpt.convert(source, f"{self.url}/tf2/", to="tf2")
-    self.assertEqual(tf2, f"{self.url}/tf2/model.ckpt-20")
-    # Exactly the checkpoint's objects: no staging or temporary object left.
-    self.assertEqual(
-      self._keys("tf2"),
-      [
-        "checkpoint",
-        "model.ckpt-20.data-00000-of-00002",
-        "model.ckpt-20.data-00001-of-00002",
-        "model.ckpt-20.index",
-      ],
-    )
-    tf1_url = estimator_ckpt.convert(tf2, f"{self.url}/tf1", to="tf1")
-    self.assertEqual(tf1_url, f"{self.url}/tf1/model.ckpt-20")
-    self.assertEqual(
-      self._keys("tf1"),
-      [
-        "checkpoint",
-        "model.ckpt-20.data-00000-of-00001",
-        "model.ckpt-20.index",
-      ],
-    )
-    local_dir = os.path.join(self.create_tempdir().full_path, "back")
-    local = estimator_ckpt.convert(tf1_url, local_dir, to="tf2")
-    self.assertEqual(local, os.path.join(local_dir, "model.ckpt-20"))
-    for converted in (tf2, tf1_url, local):
-      estimator_ckpt.verify(converted, against=source)
-    # TensorFlow itself finds and reads the S3 results, by TF1 name.
-    for model_dir, prefix in (
-      (f"{self.url}/tf2", tf2),
-      (f"{self.url}/tf1", tf1_url),
-    ):
-      self.assertEqual(tf.train.latest_checkpoint(model_dir), prefix)
-      for name in ("hidden/bias", "user_embedding", "batch_norm/moving_mean"):
-        self.assertAllEqual(
-          tf.train.load_variable(model_dir, name),
-          estimator_ckpt.load_variable(source, name),
-          msg=f"{model_dir} {name}",
-        )
-    self.assertEqual(estimator_ckpt.checkpoint_format(f"{self.url}/tf2"), "tf2")
-    self.assertEqual(estimator_ckpt.checkpoint_format(f"{self.url}/tf1"), "tf1")
-
-  def test_overwrite_and_refusals_on_s3(self):
-    source = tool_fixtures.golden_path("est-tf1")
-    dst = f"{self.url}/out"
-    estimator_ckpt.convert(source, dst, to="tf2")
-    with self.assertRaisesRegex(errors.DestinationExistsError, "overwrite"):
-      estimator_ckpt.convert(source, dst, to="tf1")
-    self.assertEqual(estimator_ckpt.checkpoint_format(dst), "tf2")
-    estimator_ckpt.convert(source, dst, to="tf1", overwrite=True)
-    self.assertEqual(estimator_ckpt.checkpoint_format(dst), "tf1")
-    self.assertEqual(
-      self._keys("out"),
-      ["checkpoint", "model.ckpt-1.data-00000-of-00001", "model.ckpt-1.index"],
-    )
-    estimator_ckpt.verify(dst, against=source)
-    with self.assertRaisesRegex(
-      errors.DestinationExistsError, "source's directory"
-    ):
-      estimator_ckpt.convert(dst, f"{dst}/inner", to="tf2")
-
-  def test_second_writer_on_s3_fails_at_once(self):
-    # A conversion holding the lock in this process; the binary, another
-    # process, is refused at once and writes nothing.
-    source = tool_fixtures.golden_path("est-tf1")
-    dst = f"{self.url}/out"
-    with destination_lock.hold(dst):
-      self.assertLen(self.server.keys(self.bucket, ".out.convert-lock/"), 1)
-      refused = self._run(_tool("convert") + ["--to=tf2", source, dst])
-      self.assertNotEqual(refused.returncode, 0)
-      self.assertRegex(
-        refused.stderr,
-        rf"being written by process {os.getpid()} on .*\.out\.convert-lock/",
-      )
-      self.assertNotIn("Traceback", refused.stderr)
-      self.assertEqual(self._keys("out"), [])
-      self.assertLen(self.server.keys(self.bucket, ".out.convert-lock/"), 1)
-    self.assertEqual(self.server.keys(self.bucket, ""), [])
-    converted = self._run(_tool("convert") + ["--to=tf2", source, dst])
-    self.assertEqual(converted.returncode, 0, converted.stderr)
-    self.assertEqual(self.server.keys(self.bucket, ".out.convert-lock/"), [])
-
-  def test_binaries(self):
-    source = tool_fixtures.golden_path("est-tf1-ranking")
-    remote = self._upload_golden("est-tf1-ranking")
-    inspected = self._run(_tool("inspect") + [remote])
-    self.assertEqual(inspected.returncode, 0, inspected.stderr)
-    self.assertIn(f"checkpoint  {remote}/model.ckpt-20", inspected.stdout)
-    self.assertIn("user_embedding", inspected.stdout)
-
-    converted = f"{self.url}/converted"
-    for src, dst in ((source, f"{converted}/tf2"), (remote, f"{converted}/re")):
-      result = self._run(_tool("convert") + ["--to=tf2", src, dst])
-      self.assertEqual(result.returncode, 0, result.stderr)
-      self.assertEqual(result.stdout.strip(), f"{dst}/model.ckpt-20")
-    verified = self._run(
-      _tool("verify") + [f"{converted}/re", f"--against={source}"]
-    )
-    self.assertEqual(verified.returncode, 0, verified.stderr)
-    self.assertRegex(verified.stdout, "^OK .* bit-identical")
-
-    # Bad usage: a clean message and a non-zero exit, not a traceback.
-    refused = self._run(
-      _tool("convert") + ["--to=tf1", source, converted + "/tf2"]
-    )
-    self.assertNotEqual(refused.returncode, 0)
-    self.assertIn("--overwrite", refused.stderr)
-    self.assertNotIn("Traceback", refused.stderr)
+  def test_binaries_name_tensorflow_io_when_it_is_missing(self):
+    remote = self._upload_golden("est-tf1")
     # Without tensorflow-io the binary names the fix.
     missing = self._run(
       [
@@ -334,61 +90,6 @@ class S3Test(parameterized.TestCase, tf.test.TestCase):
     self.assertNotEqual(missing.returncode, 0)
     self.assertIn("tensorflow-io==0.36.0", missing.stderr)
     self.assertNotIn("Traceback", missing.stderr)
-
-  def test_warm_start_from_s3(self):
-    tf1_dir = self._upload_golden("est-tf1")
-    tf2_dir = f"{self.url}/est-tf2"
-    estimator_ckpt.convert(tf1_dir, tf2_dir, to="tf2")
-    for source in (tf1_dir, tf2_dir):
-      # Into a local model dir and into one on S3.
-      for model_dir in (
-        os.path.join(self.create_tempdir().full_path, "model"),
-        f"{self.url}/warm-{secrets.token_hex(2)}",
-      ):
-        est = tf.estimator.Estimator(
-          guide_models.model_fn_tf1_ckpt,
-          model_dir,
-          warm_start_from=estimator_ckpt.warm_start_settings(source),
-        )
-        est.train(guide_models.train_input_fn, steps=1)
-        # var was 2.0 in the source; one step adds 2; the step is not
-        # warm-started.
-        self.assertEqual(
-          estimator_ckpt.load_variable(model_dir, "var"), 4.0, model_dir
-        )
-        self.assertEqual(
-          estimator_ckpt.load_variable(model_dir, "global_step"), 1
-        )
-    with tf.Graph().as_default():
-      var = tf1.get_variable("var", shape=[])
-      summary = estimator_ckpt.warm_start(tf2_dir)
-      self.assertEqual(list(summary.warm_started), ["var"])
-      with tf1.Session() as sess:
-        sess.run(tf1.global_variables_initializer())
-        self.assertEqual(sess.run(var), 2.0)
-
-  def test_in_place_resume_of_a_tf1_model_dir_on_s3(self):
-    model_dir = self._upload_golden("est-tf1")
-    est = estimator_ckpt.migrate_estimator(
-      tf.estimator.Estimator(guide_models.model_fn_tf1_ckpt, model_dir)
-    )
-    # Resumes TF1's model.ckpt-1 by name; the next save is TF2.
-    est.train(guide_models.train_input_fn, steps=1)
-    self.assertEqual(
-      tf.train.latest_checkpoint(model_dir), f"{model_dir}/model.ckpt-2"
-    )
-    self.assertEqual(estimator_ckpt.checkpoint_format(model_dir), "tf2")
-    self.assertEqual(estimator_ckpt.load_variable(model_dir, "var"), 4.0)
-    self.assertEqual(estimator_ckpt.load_variable(model_dir, "global_step"), 2)
-    estimator_ckpt.verify(model_dir)
-    keys = self._keys("est-tf1")
-    self.assertContainsSubset(
-      ["model.ckpt-1.index", "model.ckpt-2.index", "checkpoint"], keys
-    )
-    # And again from its own TF2 checkpoint, now a plain resume.
-    est.train(guide_models.train_input_fn, steps=1)
-    self.assertEqual(estimator_ckpt.load_variable(model_dir, "var"), 6.0)
-    self.assertEqual(tf.train.load_variable(model_dir, "var"), np.float32(6.0))
 
   @parameterized.named_parameters(
     ("while_staging_the_data_object", "staging"),
@@ -405,9 +106,9 @@ class S3Test(parameterized.TestCase, tf.test.TestCase):
     log_path = os.path.join(self.create_tempdir().full_path, "convert.log")
     with open(log_path, "wb") as log:
       process = subprocess.Popen(
-        _tool("convert") + ["--to=tf2", source, dst],
+        tool("convert") + ["--to=tf2", source, dst],
         cwd=self.cwd,
-        env=_child_env(),
+        env=child_env(),
         stdout=log,
         stderr=subprocess.STDOUT,
       )
@@ -461,97 +162,6 @@ class S3Test(parameterized.TestCase, tf.test.TestCase):
       ],
     )
 
-  def test_kill_9_at_each_step_of_an_overwrite_never_mixes_checkpoints(self):
-    work = self.create_tempdir().full_path
-    old_source = os.path.join(work, "old")
-    new_source = os.path.join(work, "new")
-    for source, seed in ((old_source, 0), (new_source, 1)):
-      synthetic.write_estimator_checkpoint(
-        source, table_bytes=64 << 10, num_small=10, seed=seed
-      )
-    # The destination: an earlier conversion of model.ckpt-1000 (which the
-    # overwrite replaces) plus an older model.ckpt-500 it keeps.
-    initial = os.path.join(work, "initial")
-    estimator_ckpt.convert(old_source, initial, to="tf2")
-    older = estimator_ckpt.convert(
-      synthetic.write_estimator_checkpoint(
-        os.path.join(work, "older"),
-        table_bytes=64 << 10,
-        num_small=10,
-        step=500,
-      ),
-      os.path.join(work, "older_tf2"),
-      to="tf2",
-    )
-    for name in os.listdir(os.path.dirname(older)):
-      if name.startswith("model.ckpt-500."):
-        shutil.copy(os.path.join(os.path.dirname(older), name), initial)
-    with open(os.path.join(initial, "checkpoint"), "wb") as f:
-      f.write(state_file.encode(["model.ckpt-500", "model.ckpt-1000"]))
-
-    kills = 0
-    while True:
-      dst = self._upload(initial, f"dst{kills}")
-      process = self._run(
-        [sys.executable, "-c", _KILL_AT_STEP, new_source, dst, str(kills)]
-      )
-      if process.returncode == 0:
-        self.assertEqual(process.stdout, "done\n")
-        break
-      self.assertEqual(process.returncode, -signal.SIGKILL, process.stderr)
-      kills += 1
-      logging.info("killed at step %d", kills)
-      # Whatever TensorFlow can see is whole: each checkpoint the state file
-      # names, and each index present, verifies and is entirely old or new.
-      state = tf.train.get_checkpoint_state(dst)
-      listed = list(state.all_model_checkpoint_paths) if state else []
-      keys = self._keys(f"dst{kills - 1}")
-      indexed = [
-        f"{dst}/{k[: -len('.index')]}" for k in keys if k.endswith(".index")
-      ]
-      self.assertContainsSubset(listed, indexed, keys)
-      for prefix in indexed:
-        estimator_ckpt.verify(prefix)
-        if prefix.endswith("-1000"):
-          self._assert_same_as_either(prefix, old_source, new_source)
-      # Converting again finishes the job. It adds no temporary object; one
-      # the kill left (`<name>.tmp-<pid>-<hex>`, which no reader opens) is
-      # removed when it belongs to the checkpoint being replaced, and stays
-      # when it is the state file's.
-      litter = [k for k in keys if ".tmp-" in k]
-      estimator_ckpt.convert(new_source, dst, to="tf2", overwrite=True)
-      estimator_ckpt.verify(dst, against=new_source)
-      keys = self._keys(f"dst{kills - 1}")
-      self.assertContainsSubset([k for k in keys if ".tmp-" in k], litter)
-      self.assertEqual(
-        tf.train.latest_checkpoint(dst), f"{dst}/model.ckpt-1000"
-      )
-    estimator_ckpt.verify(dst, against=new_source)
-    self.assertEqual(
-      self._keys(f"dst{kills}"),
-      [
-        "checkpoint",
-        "model.ckpt-1000.data-00000-of-00002",
-        "model.ckpt-1000.data-00001-of-00002",
-        "model.ckpt-1000.index",
-        "model.ckpt-500.data-00000-of-00002",
-        "model.ckpt-500.data-00001-of-00002",
-        "model.ckpt-500.index",
-      ],
-    )
-    # Withdrawal from the state file, removals of the old objects, data
-    # objects, index, state file: at least.
-    self.assertGreaterEqual(kills, 6)
-
-  def _assert_same_as_either(self, prefix, *sources):
-    for source in sources:
-      try:
-        estimator_ckpt.verify(prefix, against=source)
-        return
-      except errors.Error:
-        pass
-    self.fail(f"{prefix} matches none of {sources}")
-
   def _wait_for(
     self, moment: str, process: subprocess.Popen, data_size: int
   ) -> str:
@@ -560,7 +170,7 @@ class S3Test(parameterized.TestCase, tf.test.TestCase):
     Returns:
       What was seen then, for failure messages.
     """
-    deadline = time.monotonic() + _CHILD_TIMEOUT_SECONDS
+    deadline = time.monotonic() + object_store_scenarios.CHILD_TIMEOUT_SECONDS
     full_since = None
     while True:
       self.assertIsNone(
@@ -584,21 +194,6 @@ class S3Test(parameterized.TestCase, tf.test.TestCase):
       if moment == "data_object" and data_objects:
         return f"data objects {data_objects}"
       time.sleep(0.02)
-
-
-class _Chdir:
-  """Changes the working directory for a block (Python 3.11's contextlib)."""
-
-  def __init__(self, path: str):
-    self._path = path
-    self._old = ""
-
-  def __enter__(self):
-    self._old = os.getcwd()
-    os.chdir(self._path)
-
-  def __exit__(self, *exc_info):
-    os.chdir(self._old)
 
 
 if __name__ == "__main__":

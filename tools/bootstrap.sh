@@ -14,10 +14,13 @@ readonly REQUIREMENTS="${WORKSPACE_DIR}/requirements.txt"
 readonly DEV_REQUIREMENTS="${WORKSPACE_DIR}/requirements-dev.txt"
 readonly TEST_REQUIREMENTS="${WORKSPACE_DIR}/requirements-test.txt"
 readonly STAMP="${VENV}/.requirements.sha256"
-readonly DEBIAN_PACKAGES=(bazel-bootstrap bazel-rules-java bazel-platforms)
+# openssl makes the GCS test's throwaway certificate authority.
+readonly DEBIAN_PACKAGES=(bazel-bootstrap bazel-rules-java bazel-platforms
+                          openssl)
 # Files that prove each Debian package is installed (see WORKSPACE).
 readonly DEBIAN_MARKERS=(/usr/bin/bazel /usr/share/bazel/rules/java/WORKSPACE
-                         /usr/share/bazel/tools/platforms/WORKSPACE)
+                         /usr/share/bazel/tools/platforms/WORKSPACE
+                         /usr/bin/openssl)
 
 log() { echo "bootstrap: $*" >&2; }
 

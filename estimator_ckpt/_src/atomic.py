@@ -157,14 +157,20 @@ def _write_remote(
     basenames = [c.basename for c in checkpoints]
     _withdraw_from_state("", dst_dir, basenames)
     existing = set(checkpoint_files.listdir(dst_dir))
-    for name in sorted(existing):
-      # Temporary objects of killed writers (write_file's `.tmp-<pid>-<hex>`):
-      # never read, removed here.
-      if _REMOTE_TEMPORARY.match(name) and (
+    # Temporary objects of killed writers (write_file's `.tmp-<pid>-<hex>`):
+    # never read, removed here (once: GCS answers 404 to a second delete).
+    temporaries = {
+      name
+      for name in existing
+      if _REMOTE_TEMPORARY.match(name)
+      and (
         name.startswith(state_file.STATE_FILENAME + ".")
         or any(name.startswith(b + ".") for b in basenames)
-      ):
-        gfile.remove(os.path.join(dst_dir, name))
+      )
+    }
+    for name in sorted(temporaries):
+      gfile.remove(os.path.join(dst_dir, name))
+    existing -= temporaries
     for name in basenames:
       # The old index first: from then on its checkpoint does not exist.
       for old in [name + ".index"] + sorted(
