@@ -1,13 +1,16 @@
-r"""Benchmarks conversion to and from S3 against `tf.io.gfile.copy`.
+r"""Benchmarks conversion to and from an object store against gfile.copy.
 
-  bazel run //benchmarks:remote_benchmark -- [--size_mb=1024] [--repeats=1]
+  bazel run //benchmarks:remote_benchmark -- [--store=s3|gcs] \
+    [--size_mb=1024] [--repeats=1]
 
 Writes an Estimator-style TF1 checkpoint (a 4-part partitioned table plus
-1,000 small variables, `--size_mb` in all) and a tiny one, starts moto's S3
-server on loopback (benchmarks/s3_server.py; tensorflow-io 0.36.0 is the S3
-client) and measures, in one run, in each direction:
+1,000 small variables, `--size_mb` in all) and a tiny one, starts the store's
+server on loopback (`--store=s3`: moto, benchmarks/s3_server.py, with
+tensorflow-io 0.36.0 as the client; `--store=gcs`: fake-gcs-server behind a
+TLS proxy, benchmarks/gcs_server.py, with TensorFlow's own GCS client) and
+measures, in one run, in each direction:
 
-- `estimator_ckpt.convert(..., to="tf2")` local -> s3 and s3 -> local;
+- `estimator_ckpt.convert(..., to="tf2")` local -> store and store -> local;
 - `tf.io.gfile.copy` of the same files in the same direction (the TF1 source
   files; the conversion writes as many bytes plus a small object graph);
 
@@ -24,7 +27,7 @@ runs on the same two cores and its cost is in every number; the comparison
 with gfile.copy on the same server is the point. Not a test: nothing here
 asserts a time.
 
-Uploads: tensorflow-io stages each object in a local temporary file and
+S3 uploads: tensorflow-io stages each object in a local temporary file and
 uploads it when closed, holding up to (S3_EXECUTOR_POOL_SIZE + 1) parts of
 S3_MULTI_PART_UPLOAD_CHUNK_SIZE bytes in memory (its defaults, 25 threads and
 50 MB parts: a 1 GiB object costs any writer about 1 GB of RSS). The library
@@ -41,12 +44,13 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from benchmarks import gcs_server
 from benchmarks import gfile_copy
 from benchmarks import measured
 from benchmarks import s3_server
@@ -68,6 +72,10 @@ _WORK_DIR = flags.DEFINE_string(
   "removed at the end).",
 )
 
+_STORE = flags.DEFINE_enum(
+  "store", "s3", ["s3", "gcs"], "Which object store to run against."
+)
+_SCHEMES = {"s3": "s3", "gcs": "gs"}
 _S3_UPLOAD_CHUNK_MB = flags.DEFINE_integer(
   "s3_upload_chunk_mb",
   0,
@@ -119,7 +127,7 @@ def _size_mib(path: str) -> float:
 class _Outputs:
   """Fresh output locations, removed after each run."""
 
-  def __init__(self, work: str, server: s3_server.S3Server):
+  def __init__(self, work: str, server: Any):
     self._work = work
     self._server = server
     self._count = 0
@@ -130,21 +138,20 @@ class _Outputs:
 
   def remote(self) -> str:
     self._count += 1
-    return f"s3://{_BUCKET}/out-{self._count}"
+    return f"{_SCHEMES[_STORE.value]}://{_BUCKET}/out-{self._count}"
 
   def remove(self, path: str) -> None:
-    if path.startswith("s3://"):
-      prefix = path[len(f"s3://{_BUCKET}/") :] + "/"
-      client = self._server.client()
-      for key in self._server.keys(_BUCKET, prefix):
-        client.delete_object(Bucket=_BUCKET, Key=key)
+    root = f"{_SCHEMES[_STORE.value]}://{_BUCKET}/"
+    if path.startswith(root):
+      self._server.remove_prefix(_BUCKET, path[len(root) :] + "/")
     else:
       shutil.rmtree(path, ignore_errors=True)
 
 
-def _measure(server: s3_server.S3Server, work: str) -> List[str]:
+def _measure(server: Any, work: str) -> List[str]:
   """Runs every contender; returns the report's lines."""
-  import tensorflow_io  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  if _STORE.value == "s3":
+    import tensorflow_io  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
 
   import estimator_ckpt  # pylint: disable=g-import-not-at-top
 
@@ -155,8 +162,11 @@ def _measure(server: s3_server.S3Server, work: str) -> List[str]:
   synthetic.write_estimator_checkpoint(large, table_bytes=_SIZE_MB.value << 20)
   size = _size_mib(large)
   server.create_bucket(_BUCKET)
-  remote = {name: f"s3://{_BUCKET}/source-{name}" for name in ("tiny", "large")}
-  print("Uploading the sources (s3 -> local reads them) ...", flush=True)
+  store = _SCHEMES[_STORE.value]
+  remote = {
+    name: f"{store}://{_BUCKET}/source-{name}" for name in ("tiny", "large")
+  }
+  print(f"Uploading the sources ({store} -> local reads them) ...", flush=True)
   for name, local in (("tiny", tiny), ("large", large)):
     gfile_copy.copy_dir(local, remote[name])
   outputs = _Outputs(work, server)
@@ -169,19 +179,19 @@ def _measure(server: s3_server.S3Server, work: str) -> List[str]:
     return seconds
 
   contenders: Dict[str, Tuple[Callable[[str], object], Callable[[], str]]] = {
-    "gfile.copy local->s3": (
+    f"gfile.copy local->{store}": (
       lambda out: gfile_copy.copy_dir(large, out),
       outputs.remote,
     ),
-    "convert local->s3": (
+    f"convert local->{store}": (
       lambda out: estimator_ckpt.convert(large, out, to="tf2"),
       outputs.remote,
     ),
-    "gfile.copy s3->local": (
+    f"gfile.copy {store}->local": (
       lambda out: gfile_copy.copy_dir(remote["large"], out),
       outputs.local,
     ),
-    "convert s3->local": (
+    f"convert {store}->local": (
       lambda out: estimator_ckpt.convert(remote["large"], out, to="tf2"),
       outputs.local,
     ),
@@ -212,11 +222,11 @@ def _measure(server: s3_server.S3Server, work: str) -> List[str]:
     ],
   }
   rss: Dict[Tuple[str, str, str], Tuple[float, int]] = {}
-  for direction in ("local->s3", "s3->local"):
+  for direction in (f"local->{store}", f"{store}->local"):
     for tool, command in commands.items():
       for which in ("tiny", "large"):
         print(f"  {tool} {direction}, {which}, in a child ...", flush=True)
-        if direction == "local->s3":
+        if direction.startswith("local->"):
           src = tiny if which == "tiny" else large
           dst = outputs.remote()
         else:
@@ -229,18 +239,22 @@ def _measure(server: s3_server.S3Server, work: str) -> List[str]:
   lines = [
     "",
     f"checkpoint: {size:.0f} MiB (4-part table + 1,000 small variables), "
-    f"S3 = moto {s3_server.moto_version()} on 127.0.0.1 through "
-    "tensorflow-io 0.36.0; fastest of "
-    f"{_REPEATS.value} in-process run(s); S3 settings: "
+    f"{store} = {server.description()} on 127.0.0.1; fastest of "
+    f"{_REPEATS.value} in-process run(s)"
     + (
-      " ".join(f"{k}={v}" for k, v in _s3_settings().items())
-      or "not set (in process: tensorflow-io's defaults; children: each "
-      "tool's own)"
+      "; S3 settings: "
+      + (
+        " ".join(f"{k}={v}" for k, v in _s3_settings().items())
+        or "not set (in process: tensorflow-io's defaults; children: each "
+        "tool's own)"
+      )
+      if store == "s3"
+      else ""
     ),
     "",
     f"{'':24}{'seconds':>9}{'MB/s':>8}{'vs gfile':>10}",
   ]
-  for direction in ("local->s3", "s3->local"):
+  for direction in (f"local->{store}", f"{store}->local"):
     base = min(times[f"gfile.copy {direction}"])
     for tool in ("gfile.copy", "convert"):
       seconds = min(times[f"{tool} {direction}"])
@@ -255,7 +269,7 @@ def _measure(server: s3_server.S3Server, work: str) -> List[str]:
     f"{'':24}{'tiny s':>8}{'large s':>9}{'tiny RSS':>10}{'large RSS':>11}"
     f"{'delta':>9}",
   ]
-  for direction in ("local->s3", "s3->local"):
+  for direction in (f"local->{store}", f"{store}->local"):
     for tool in commands:
       tiny_s, tiny_rss = rss[(tool, direction, "tiny")]
       large_s, large_rss = rss[(tool, direction, "large")]
@@ -266,7 +280,7 @@ def _measure(server: s3_server.S3Server, work: str) -> List[str]:
       )
   lines.append("")
   lines.append("targets:")
-  for direction in ("local->s3", "s3->local"):
+  for direction in (f"local->{store}", f"{store}->local"):
     ratio = min(times[f"gfile.copy {direction}"]) / min(
       times[f"convert {direction}"]
     )
@@ -292,8 +306,11 @@ def main(argv: Sequence[str]) -> None:
   os.makedirs(work, exist_ok=True)
   status = 0
   try:
-    with s3_server.S3Server() as server:
-      # tensorflow-io reads these at the first S3 transfer.
+    server = (
+      s3_server.S3Server() if _STORE.value == "s3" else gcs_server.GcsServer()
+    )
+    with server:
+      # The clients read these at their first transfer.
       os.environ.update(server.environ())
       os.environ.update(_s3_settings())
       print("\n".join(line.rstrip() for line in _measure(server, work)))

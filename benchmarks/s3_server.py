@@ -162,6 +162,16 @@ class S3Server:
     self.client().create_bucket(Bucket=name)
     return f"s3://{name}"
 
+  def description(self) -> str:
+    """What serves, for reports."""
+    return f"moto {moto_version()} through tensorflow-io 0.36.0"
+
+  def remove_prefix(self, bucket: str, prefix: str) -> None:
+    """Deletes every object under `prefix`."""
+    client = self.client()
+    for key in self.keys(bucket, prefix):
+      client.delete_object(Bucket=bucket, Key=key)
+
   def upload_file(self, path: str, bucket: str, key: str) -> None:
     """Uploads a local file with boto3 (not through TensorFlow)."""
     self.client().upload_file(path, bucket, key)

@@ -1,7 +1,7 @@
 """End to end on Google Cloud Storage: fake-gcs-server, TensorFlow's client.
 
 `setUpClass` starts fake-gcs-server behind a TLS-terminating proxy on
-127.0.0.1 (tests/gcs_server.py), and points TensorFlow 2.15's built-in GCS
+127.0.0.1 (benchmarks/gcs_server.py), and points TensorFlow 2.15's built-in GCS
 file system at it through `https_proxy` and `CURL_CA_BUNDLE` before the
 first `gs://` path is touched; every test gets its own bucket. It runs the
 scenarios every store passes (tests/object_store_scenarios.py): convert in
@@ -12,7 +12,7 @@ of an overwrite.
 
 from absl.testing import absltest
 
-from tests import gcs_server
+from benchmarks import gcs_server
 from tests import object_store_scenarios
 
 

