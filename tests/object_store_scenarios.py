@@ -261,6 +261,34 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(converted.returncode, 0, converted.stderr)
     self.assertEqual(self.server.keys(self.bucket, ".out.convert-lock/"), [])
 
+  def test_trainer_binary_with_a_remote_output_dir(self):
+    # The "silently wrong" run: the files must land in the bucket,
+    # the trained model be evaluated from there, and the exit be clean.
+    output_dir = f"{self.url}/demo"
+    result = self._run(
+      [
+        sys.executable,
+        "-m",
+        "examples.ranking.train_main",
+        f"--output_dir={output_dir}",
+        "--train_steps=3",
+      ]
+    )
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertIn("metrics before/after migration: IDENTICAL", result.stdout)
+    self.assertIn(f"{output_dir}/est-tf2", result.stdout)
+    keys = self._keys("demo")
+    self.assertContainsSubset(
+      ["est-tf1/checkpoint", "est-tf2/checkpoint"], keys, keys
+    )
+    self.assertEqual(
+      estimator_ckpt.checkpoint_format(f"{output_dir}/est-tf2"), "tf2"
+    )
+    self.assertGreater(
+      estimator_ckpt.load_variable(f"{output_dir}/est-tf2", "global_step"),
+      estimator_ckpt.load_variable(f"{output_dir}/est-tf1", "global_step"),
+    )
+
   def test_binaries(self):
     source = tool_fixtures.golden_path("est-tf1-ranking")
     remote = self._upload_golden("est-tf1-ranking")
