@@ -2,6 +2,7 @@ r"""Converts checkpoints between TF1 (name-based) and TF2 (object-based).
 
   convert SRC DST_DIR --to=tf2|tf1 [--rename=OLD=NEW ...] [--link]
           [--all_checkpoints] [--overwrite] [--dry_run]
+          [--adam_betas=BETA_1,BETA_2]
 
 SRC: a model dir (its latest checkpoint) or a checkpoint prefix. Prints the
 new checkpoint prefix; progress goes to stderr.
@@ -15,6 +16,7 @@ from absl import flags
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import convert
+from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src.cli import process
 from estimator_ckpt._src.cli import render
@@ -50,6 +52,13 @@ _OVERWRITE = flags.DEFINE_bool(
 _DRY_RUN = flags.DEFINE_bool(
   "dry_run", False, "Print what would be written, write nothing."
 )
+_ADAM_BETAS = flags.DEFINE_list(
+  "adam_betas",
+  None,
+  "BETA_1,BETA_2 of the Keras Adam whose checkpoint SRC is: a new Keras Adam "
+  "does not save them, and --to=tf1 needs them for TF1's beta1_power and "
+  "beta2_power. Default: Keras's 0.9,0.999 (a legacy Adam's saved ones).",
+)
 _TF1_NAMES = flags.DEFINE_bool(
   "tf1_names",
   True,
@@ -78,6 +87,12 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(
       "Pass --to=tf2 (object-based) or --to=tf1 (name-based)."
     )
+  adam_betas = None
+  if _ADAM_BETAS.value is not None:
+    try:
+      adam_betas = keras_checkpoints.parse_adam_betas(_ADAM_BETAS.value)
+    except ValueError as e:
+      raise app.UsageError(f"--adam_betas={e}") from None
   try:
     rename = rename_rules.parse(_rename_spec(_RENAME.value))
     lines = []
@@ -88,6 +103,7 @@ def main(argv: Sequence[str]) -> None:
         rename=rename,
         all_checkpoints=_ALL_CHECKPOINTS.value,
         tf1_names=_TF1_NAMES.value,
+        adam_betas=adam_betas,
       )
       lines += [render.format_plan(p, dst_dir) for p in plans]
     prefix = convert.convert(
@@ -100,6 +116,7 @@ def main(argv: Sequence[str]) -> None:
       overwrite=_OVERWRITE.value,
       dry_run=_DRY_RUN.value,
       tf1_names=_TF1_NAMES.value,
+      adam_betas=adam_betas,
     )
   except (errors.Error, OSError) as e:
     sys.exit(f"convert: {e}")

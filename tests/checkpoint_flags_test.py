@@ -65,6 +65,7 @@ class CheckpointFlagsTest(parameterized.TestCase):
         "--warm_start_rename=tower/=",
         "--warm_start_rename=x=var",
         "--warm_start_optimizer_slots",
+        "--warm_start_adam_betas=0.8,0.99",
         "--warm_start_strict",
         "--checkpoint_format=both",
         "--keep_checkpoint_max=2",
@@ -89,6 +90,7 @@ class CheckpointFlagsTest(parameterized.TestCase):
         "rename": ("x", "tower/"),
         "with_optimizer_slots": True,
         "strict": True,
+        "adam_betas": (0.8, 0.99),
       },
     )
 
@@ -147,6 +149,11 @@ class CheckpointFlagsTest(parameterized.TestCase):
       "--warm_start_vars=\\( is not a regex",
     ),
     ("bad_format", ["--checkpoint_format=tf3"], r"one of <tf2\|tf1\|both>"),
+    (
+      "bad_adam_betas",
+      [f"--warm_start_from={_EST_TF1}", "--warm_start_adam_betas=0.9"],
+      "--warm_start_adam_betas is BETA_1,BETA_2",
+    ),
   )
   def test_bad_combinations_fail_at_parse(self, args, fragment):
     with self.assertRaisesRegex(flags.IllegalFlagValueError, fragment):

@@ -10,13 +10,17 @@ Either way the Estimator's next step equals Keras's next step.
 import os
 from typing import Any, Dict
 
+from absl import app
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
 import estimator_ckpt
+from estimator_ckpt import convert_main
 from estimator_ckpt import errors
+
+from tests import tool_fixtures
 
 _LR = 0.01
 _BETAS = (0.8, 0.99)  # Not Keras's defaults, to see that they are used.
@@ -248,6 +252,33 @@ class KerasRoundTripTest(parameterized.TestCase, tf.test.TestCase):
     self.assertAllClose(
       graph_values["beta2_power"], _BETAS[1] ** (steps + 1), rtol=1e-6
     )
+
+  def test_convert_binary_takes_adam_betas(self):
+    _, keras_prefix, _, _ = self._train_in_keras(legacy=False)
+    dst = os.path.join(self.create_tempdir().full_path, "back")
+    stdout, _ = tool_fixtures.run_main(
+      convert_main.main,
+      [
+        "convert",
+        "--to=tf1",
+        f"--adam_betas={_BETAS[0]},{_BETAS[1]}",
+        keras_prefix,
+        dst,
+      ],
+    )
+    self.assertTrue(stdout.strip().startswith(dst), stdout)
+    steps = _TF1_STEPS + _KERAS_STEPS
+    for name, beta in zip(("beta1_power", "beta2_power"), _BETAS):
+      self.assertAllClose(
+        tf.train.load_variable(dst, name),
+        np.float32(beta) ** (steps + 1),
+        rtol=1e-6,
+      )
+    with self.assertRaisesRegex(app.UsageError, "--adam_betas=0.9 is not"):
+      tool_fixtures.run_main(
+        convert_main.main,
+        ["convert", "--to=tf1", "--adam_betas=0.9", keras_prefix, dst + "2"],
+      )
 
   def test_new_adam_without_betas_assumes_keras_defaults(self):
     _, keras_prefix, _, _ = self._train_in_keras(legacy=False)

@@ -23,9 +23,9 @@ warm-start settings and the Scaffold factory's options:
 
 The flags (see `define_checkpoint_flags`): --model_dir, --warm_start_from,
 --warm_start_vars, --warm_start_rename, --warm_start_optimizer_slots,
---warm_start_strict, --checkpoint_format, --keep_checkpoint_max,
---save_checkpoints_steps. Bad combinations fail at flag parsing with a
-message that says what to do.
+--warm_start_adam_betas, --warm_start_strict, --checkpoint_format,
+--keep_checkpoint_max, --save_checkpoints_steps. Bad combinations fail at
+flag parsing with a message that says what to do.
 """
 
 import dataclasses
@@ -38,6 +38,7 @@ from absl import flags
 import tensorflow as tf
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src import warm_start
 
@@ -106,6 +107,15 @@ def define_checkpoint_flags(
     "Also warm-start optimizer state (Adam's m/v, beta1_power, ...).",
     flag_values=flag_values,
   )
+  flags.DEFINE_list(
+    "warm_start_adam_betas",
+    None,
+    "BETA_1,BETA_2 of the Keras Adam whose checkpoint --warm_start_from is, "
+    "with --warm_start_optimizer_slots: a new Keras Adam does not save them, "
+    "and TF1's beta1_power and beta2_power are made from them. Default: "
+    "Keras's 0.9,0.999 (a legacy Adam's saved ones).",
+    flag_values=flag_values,
+  )
   flags.DEFINE_bool(
     "warm_start_strict",
     False,
@@ -168,6 +178,13 @@ def define_checkpoint_flags(
     flag_values=flag_values,
   )
   flags.register_validator(
+    "warm_start_adam_betas",
+    _check_adam_betas,
+    message="--warm_start_adam_betas is BETA_1,BETA_2: two numbers in "
+    "[0, 1), e.g. 0.9,0.999 (Keras's defaults).",
+    flag_values=flag_values,
+  )
+  flags.register_validator(
     "warm_start_rename",
     _check_renames,
     message="--warm_start_rename values are `current=in_checkpoint`.",
@@ -196,6 +213,16 @@ def _check_regexes(values) -> bool:
         f"--warm_start_vars={value} is not a regex: {e}. Escape special "
         "characters, e.g. `dense\\.v2/`."
       ) from None
+  return True
+
+
+def _check_adam_betas(values) -> bool:
+  if values is None:
+    return True
+  try:
+    keras_checkpoints.parse_adam_betas(values)
+  except ValueError:
+    return False
   return True
 
 
@@ -317,6 +344,11 @@ def checkpoint_settings_from_flags(
       rename=rename_rules.parse_flag_values(fv.warm_start_rename or ()),
       with_optimizer_slots=fv.warm_start_optimizer_slots,
       strict=fv.warm_start_strict,
+      adam_betas=(
+        keras_checkpoints.parse_adam_betas(fv.warm_start_adam_betas)
+        if fv.warm_start_adam_betas is not None
+        else None
+      ),
     )
     warm_start.log_if_warm_start_skipped(fv.model_dir, fv.warm_start_from)
 

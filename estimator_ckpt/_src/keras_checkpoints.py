@@ -55,6 +55,26 @@ BETA2_POWER = "beta2_power"
 # optimizer's checkpoint does not say and the caller passes none.
 DEFAULT_ADAM_BETAS = (0.9, 0.999)
 
+
+def parse_adam_betas(values: List[str]) -> Tuple[float, float]:
+  """`["0.8", "0.99"]` (a flag's list) as `(beta_1, beta_2)`.
+
+  Raises:
+    ValueError: Not two numbers in [0, 1); the message names the flag's
+      form.
+  """
+  try:
+    beta_1, beta_2 = (float(v) for v in values)
+  except ValueError:
+    beta_1 = beta_2 = -1.0
+  if not (0.0 <= beta_1 < 1.0 and 0.0 <= beta_2 < 1.0):
+    raise ValueError(
+      f"{','.join(values)} is not BETA_1,BETA_2: two numbers in [0, 1), "
+      "e.g. 0.9,0.999 (Keras's defaults)."
+    )
+  return beta_1, beta_2
+
+
 _OPTIMIZER = "optimizer"
 _VARIABLES = "_variables"
 _NEW_ITERATIONS = "_iterations"
@@ -319,7 +339,9 @@ def tf1_mapping(
       notes.append(
         "The Keras Adam of this checkpoint does not save beta_1 and beta_2; "
         f"beta1_power and beta2_power assume Keras's defaults {betas}. Pass "
-        "adam_betas=(beta_1, beta_2) if the model trained with others."
+        "adam_betas=(beta_1, beta_2) (--adam_betas=BETA_1,BETA_2 to the "
+        "convert binary, --warm_start_adam_betas to a trainer) if the model "
+        "trained with others."
       )
     for name, beta in zip((BETA1_POWER, BETA2_POWER), betas):
       synthesized[name] = np.power(

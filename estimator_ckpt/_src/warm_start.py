@@ -271,6 +271,7 @@ class WarmStartSettings(tf.estimator.WarmStartSettings):
       "rename": self._options.renamer.rules(),
       "with_optimizer_slots": self._options.with_optimizer_slots,
       "strict": self._options.strict,
+      "adam_betas": self._options.adam_betas,
     }
 
   def _replace(self, **kwargs):
