@@ -325,6 +325,43 @@ class HostileInputTest(parameterized.TestCase):
     estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1), dst, to="tf2")
     self.assertFalse(os.path.exists(lock))
 
+  def test_a_late_clearer_never_removes_a_fresh_lock(self):
+    # Writers A and B both find the same stale lock. A clears it and takes
+    # the lock; B, slower, must not remove A's fresh lock in its turn.
+    parent = self.create_tempdir().full_path
+    dst = os.path.join(parent, "out")
+    lock = destination_lock.lock_path(dst)
+    stale = (socket.gethostname(), _dead_pid(), "")
+    with open(lock, "w") as f:
+      f.write(f"{stale[0]} {stale[1]}\n")
+    with destination_lock.hold(dst):  # A.
+      destination_lock._clear_stale_local(lock, stale)  # B, late.
+      self.assertTrue(os.path.exists(lock))
+      with self.assertRaisesRegex(
+        errors.DestinationLockedError, rf"process {os.getpid()} on "
+      ):
+        estimator_ckpt.convert(
+          tool_fixtures.golden_path(_EST_TF1), dst, to="tf2"
+        )
+    self.assertFalse(os.path.exists(lock))
+    self.assertFalse(os.path.exists(lock + ".clearing"))
+
+  def test_lock_of_another_pid_namespace_is_respected(self):
+    # Same host name, a pid that is dead here: another container's writer
+    # (Kubernetes hostNetwork), whose pids this process cannot see.
+    parent = self.create_tempdir().full_path
+    lock = os.path.join(parent, ".out.convert-lock")
+    with open(lock, "w") as f:
+      f.write(f"{socket.gethostname()} {_dead_pid()} other-boot/4026531836\n")
+    with self.assertRaisesRegex(
+      errors.DestinationLockedError, f"on {socket.gethostname()}"
+    ):
+      estimator_ckpt.convert(
+        tool_fixtures.golden_path(_EST_TF1),
+        os.path.join(parent, "out"),
+        to="tf2",
+      )
+
   def test_lock_of_another_host_is_respected(self):
     parent = self.create_tempdir().full_path
     lock = os.path.join(parent, ".out.convert-lock")

@@ -149,6 +149,68 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(checkpoint_files.listdir(lock), [])
     estimator_ckpt.verify(dst, against=source)
 
+  def test_a_failed_lock_listing_is_an_error_not_a_free_lock(self):
+    # tf.io.gfile.isdir answers False for any error; the lock must not take
+    # a failed listing for an empty one.
+    source = tool_fixtures.golden_path("est-tf1")
+    dst = f"{self.bucket}/out"
+    lock = destination_lock.lock_path(dst)
+    listdir, isdir = tf.io.gfile.listdir, tf.io.gfile.isdir
+
+    def failing_listdir(path):
+      if path.startswith(lock):
+        raise tf.errors.UnavailableError(None, None, "store unavailable")
+      return listdir(path)
+
+    def failing_isdir(path):  # What TensorFlow's isdir makes of any error.
+      return False if path.startswith(lock) else isdir(path)
+
+    with (
+      mock.patch.object(tf.io.gfile, "listdir", failing_listdir),
+      mock.patch.object(tf.io.gfile, "isdir", failing_isdir),
+      self.assertRaisesRegex(
+        errors.CheckpointIOError, "Listing the lock.*store unavailable"
+      ),
+    ):
+      estimator_ckpt.convert(source, dst, to="tf2")
+    self.assertEqual(checkpoint_files.listdir(lock), [])
+    self.assertFalse(tf.io.gfile.exists(dst))
+
+  def test_a_failed_lock_write_leaves_no_lock(self):
+    source = tool_fixtures.golden_path("est-tf1")
+    dst = f"{self.bucket}/out"
+    lock = destination_lock.lock_path(dst)
+    open_file = tf.io.gfile.GFile
+
+    class FailingWrites(open_file):
+      def write(self, data):
+        super().write(data[:3])  # ram:// keeps what was written so far.
+        raise tf.errors.ResourceExhaustedError(None, None, "quota")
+
+    def failing_open(path, mode="r"):
+      if path.startswith(lock) and "w" in mode:
+        return FailingWrites(path, mode)
+      return open_file(path, mode)
+
+    with (
+      mock.patch.object(tf.io.gfile, "GFile", failing_open),
+      self.assertRaisesRegex(errors.CheckpointIOError, "quota"),
+    ):
+      estimator_ckpt.convert(source, dst, to="tf2")
+    self.assertEqual(checkpoint_files.listdir(lock), [])
+    estimator_ckpt.convert(source, dst, to="tf2")  # Nobody is locked out.
+
+  def test_file_urls_are_local_paths_with_the_local_lock(self):
+    source = tool_fixtures.golden_path("est-tf1")
+    parent = self.create_tempdir().full_path
+    dst = os.path.join(parent, "out")
+    with destination_lock.hold(dst):
+      with self.assertRaises(errors.DestinationLockedError):
+        estimator_ckpt.convert(source, f"file://{dst}", to="tf2")
+    estimator_ckpt.convert(source, f"file://{dst}", to="tf2")
+    estimator_ckpt.verify(dst, against=source)
+    self.assertEqual(sorted(os.listdir(parent)), ["out"])
+
   def test_lock_of_a_bucket_root_is_inside_it(self):
     self.assertEqual(
       destination_lock.lock_path(f"{self.bucket}/"),

@@ -3,13 +3,18 @@
 `hold(dst_dir)` is held while a conversion writes `dst_dir`; a second writer
 fails at once with `errors.DestinationLockedError` naming the holder (host
 and pid) and the lock to delete if no conversion runs there any more. A lock
-whose process is gone (same host) is stale: the next writer removes it. A
-lock of another host cannot be checked from here and is respected.
+whose process is gone is stale and the next writer removes it, judged only
+where the pid means the same process: the same host name, boot and pid
+namespace (containers may share a host name, not pids). A lock of another
+host or container cannot be checked from here and is respected.
 
-Local paths: a hidden lock file next to the destination, written whole under
-a temporary name and hard-linked to its final name (or created with
-`O_EXCL` where hard links are refused), so it never exists without its
-owner; this works where advisory locks do not (NFS).
+Local paths (and `file://` URLs, the same files): a hidden lock file next to
+the destination, written whole under a temporary name and hard-linked to its
+final name (or created with `O_EXCL` where hard links are refused), so it
+never exists without its owner; this works where advisory locks do not
+(NFS). Two writers may find the same stale lock: clearing it takes a second
+lock (`<lock>.clearing`) and looks again under it, so a slower writer never
+removes the lock a faster one has just taken.
 
 URLs: `tf.io.gfile` has no exclusive create (and on GCS and S3 a rename is a
 copy plus a delete), so a lock is a prefix next to the destination holding
@@ -20,7 +25,8 @@ overlap in time, the later one to finish its object sees the other's when
 it lists, so they never both write; both may fail if they race exactly
 (each then says who holds the lock; try again). This relies on listings
 that show every completed write, which GCS, S3 (since December 2020), HDFS
-and `ram://` give.
+and `ram://` give; a listing that fails, or that does not show the writer's
+own object, is an error, never an empty lock.
 """
 
 import contextlib
@@ -30,6 +36,7 @@ import re
 import secrets
 import socket
 from typing import Iterator, Optional, Tuple
+import urllib.parse
 
 from absl import logging
 
@@ -87,21 +94,31 @@ def hold(dst_dir: str) -> Iterator[None]:
   Raises:
     errors.DestinationLockedError: A running process holds the lock, or one
       on another host (which cannot be checked from here).
-    errors.CheckpointIOError: The lock could not be written.
+    errors.CheckpointIOError: The lock could not be written or listed.
   """
+  if remote_files.scheme(dst_dir) == "file":
+    # Local, whatever the spelling: the same lock as the plain path's.
+    local = urllib.parse.urlparse(dst_dir).path
+    os.makedirs(os.path.dirname(local.rstrip("/")) or "/", exist_ok=True)
+    with hold(local.rstrip("/") or "/"):
+      yield
+    return
   if checkpoint_files.is_url(dst_dir):
     with _hold_remote(dst_dir):
       yield
     return
   path = lock_path(dst_dir)
-  for _ in range(2):
-    if _try_create(path, _owner()):
+  mine = _owner()
+  for _ in range(3):
+    if _try_create(path, mine):
       break
-    recorded = _owner_or_none(path)
-    if recorded is not None and _is_stale(recorded):
-      _remove_stale(path, recorded, _remove_local)
-      continue
-    raise _locked_error(dst_dir, path, recorded, "the lock file")
+    try:
+      recorded = _owner_or_none(path)
+    except FileNotFoundError:
+      continue  # Released meanwhile: try again.
+    if recorded is None or not _is_stale(recorded):
+      raise _locked_error(dst_dir, path, recorded, "the lock file")
+    _clear_stale_local(path, recorded)
   else:
     raise errors.DestinationLockedError(
       f"Could not take the lock `{path}` of `{dst_dir}`: another writer "
@@ -110,7 +127,36 @@ def hold(dst_dir: str) -> Iterator[None]:
   try:
     yield
   finally:
-    _remove_local(path)
+    # Ours unless someone judged it stale (it never is while we run).
+    with contextlib.suppress(FileNotFoundError, errors.Error):
+      if checkpoint_files.read_small(path, "lock file", 4096) == mine:
+        os.remove(path)
+
+
+def _clear_stale_local(path: str, recorded: "_Owner") -> None:
+  """Removes a stale lock file, unless another writer replaced it first.
+
+  Two writers may judge the same lock stale; without care the slower one
+  would remove the lock the faster one has just created. So clearing takes
+  its own lock (`<lock>.clearing`, O_EXCL) and looks again under it: only
+  the dead owner's file is removed. If the clearing lock is held, another
+  writer is clearing: the caller's next attempt sees its result.
+  """
+  clearing = path + ".clearing"
+  if not _try_create(clearing, _owner()):
+    holder = _owner_or_none_quiet(clearing)
+    if holder is not None and _is_stale(holder):
+      _remove_local(clearing)  # Died while clearing (microseconds).
+    return
+  try:
+    try:
+      now = _owner_or_none(path)
+    except FileNotFoundError:
+      return
+    if now == recorded:
+      _remove_stale(path, recorded, _remove_local)
+  finally:
+    _remove_local(clearing)
 
 
 @contextlib.contextmanager
@@ -130,9 +176,26 @@ def _hold_remote(dst_dir: str) -> Iterator[None]:
     with gfile.GFile(mine, "wb") as f:
       f.write(_owner())
   except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
+    # A store where objects exist once opened (ram://, HDFS) may keep a
+    # partial one, which would lock everyone out: remove it.
+    with contextlib.suppress(Exception):
+      remove(mine)
     raise remote_files.io_error(e, mine, "writing the lock") from None
   try:
-    for name in sorted(checkpoint_files.listdir(lock_dir)):
+    # Strictly: a listing that failed, or that misses our own object, could
+    # hide another writer's (tf.io.gfile.isdir reports any error as False).
+    try:
+      names = remote_files.listdir(lock_dir)
+    except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
+      raise remote_files.io_error(e, lock_dir, "listing the lock") from None
+    if os.path.basename(mine) not in names:
+      raise errors.CheckpointIOError(
+        f"Listing `{lock_dir}` does not show `{mine}`, written just before: "
+        "this store's listings are not consistent with its writes, so no "
+        "lock can be taken there. Write elsewhere.",
+        filename=lock_dir,
+      )
+    for name in sorted(names):
       path = f"{lock_dir}/{name}"
       if path == mine:
         continue
@@ -157,28 +220,57 @@ def _hold_remote(dst_dir: str) -> Iterator[None]:
   remove(mine)
 
 
+# (host, pid, namespace): who holds a lock.
+_Owner = Tuple[str, int, str]
+
+
+def _namespace() -> str:
+  """This boot and pid namespace: where a pid means this process.
+
+  Containers may share a host name (Kubernetes hostNetwork, docker --network
+  host) but not pids; a lock is judged stale only within its namespace.
+  """
+  try:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+      boot = f.read().strip()
+    return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+  except OSError:
+    return ""
+
+
 def _owner() -> bytes:
-  return f"{socket.gethostname()} {os.getpid()}\n".encode()
+  return f"{socket.gethostname()} {os.getpid()} {_namespace()}\n".encode()
 
 
-def _owner_or_none(path: str) -> Optional[Tuple[str, int]]:
-  """(host, pid) recorded in a lock; None if unreadable (being written).
+def _owner_or_none(path: str) -> Optional[_Owner]:
+  """(host, pid, namespace) recorded in a lock; None if unreadable.
 
   Raises:
     FileNotFoundError: The lock is gone.
   """
   try:
-    text = checkpoint_files.read_small(path, "lock file", 4096).decode()
-    host, pid = text.split()
-    return host, int(pid)
-  except (errors.Error, UnicodeDecodeError, ValueError):
+    fields = checkpoint_files.read_small(path, "lock file", 4096).split()
+    host, pid = fields[0].decode(), int(fields[1])
+    namespace = fields[2].decode() if len(fields) > 2 else ""
+    return host, pid, namespace
+  except (errors.Error, UnicodeDecodeError, ValueError, IndexError):
     return None
 
 
-def _is_stale(recorded: Tuple[str, int]) -> bool:
-  host, pid = recorded
+def _owner_or_none_quiet(path: str) -> Optional[_Owner]:
+  try:
+    return _owner_or_none(path)
+  except FileNotFoundError:
+    return None
+
+
+def _is_stale(recorded: _Owner) -> bool:
+  """Whether the recorded writer is certainly gone (checked from here)."""
+  host, pid, namespace = recorded
   if host != socket.gethostname():
     return False  # Cannot be checked from here.
+  if namespace and namespace != _namespace():
+    return False  # Another container or boot: its pids are not ours.
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -188,7 +280,7 @@ def _is_stale(recorded: Tuple[str, int]) -> bool:
   return False
 
 
-def _remove_stale(path: str, recorded: Tuple[str, int], remove) -> None:
+def _remove_stale(path: str, recorded: _Owner, remove) -> None:
   logging.info(
     "Removing %s, left by an interrupted conversion (pid %d).",
     path,
@@ -205,7 +297,7 @@ def _remove_local(path: str) -> None:
 def _locked_error(
   dst_dir: str,
   path: str,
-  recorded: Optional[Tuple[str, int]],
+  recorded: Optional[_Owner],
   what: str,
 ) -> errors.DestinationLockedError:
   who = (
@@ -221,8 +313,12 @@ def _locked_error(
 def _try_create(path: str, contents: bytes) -> bool:
   """Creates `path` holding `contents` atomically; False if it exists."""
   staged = f"{path}.{os.getpid()}-{secrets.token_hex(4)}"
-  with open(staged, "xb") as f:
-    f.write(contents)
+  try:
+    with open(staged, "xb") as f:
+      f.write(contents)
+  except BaseException:
+    _remove_local(staged)
+    raise
   try:
     os.link(staged, path)
     return True
@@ -240,6 +336,9 @@ def _try_create(path: str, contents: bytes) -> bool:
     return False
   try:
     os.write(fd, contents)
+  except BaseException:
+    _remove_local(path)  # Ours, half-written: it would lock everyone out.
+    raise
   finally:
     os.close(fd)
   return True
