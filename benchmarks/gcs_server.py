@@ -330,7 +330,9 @@ class _Forwarder(http.server.BaseHTTPRequestHandler):
       k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS
     }
     headers["Content-Length"] = str(len(body))
-    connection = http.client.HTTPConnection(_HOST, self.emulator_port)
+    connection = http.client.HTTPConnection(
+      _HOST, self.emulator_port, timeout=_START_TIMEOUT_SECONDS
+    )
     try:
       connection.request(self.command, self.path, body, headers)
       response = connection.getresponse()
@@ -343,9 +345,15 @@ class _Forwarder(http.server.BaseHTTPRequestHandler):
         self.send_header(key, "https://" + value[len("http://") :])
       elif key.lower() not in _HOP_HEADERS:
         self.send_header(key, value)
-    self.send_header("Content-Length", str(len(data)))
+    if self.command == "HEAD":
+      # No body; the length is the object's, as the emulator said.
+      length = response.getheader("Content-Length")
+      if length is not None:
+        self.send_header("Content-Length", length)
+    elif response.status not in (204, 304) and response.status >= 200:
+      self.send_header("Content-Length", str(len(data)))
     self.end_headers()
-    if self.command != "HEAD":
+    if self.command != "HEAD" and data:
       self.wfile.write(data)
 
   # http.server's handler names.

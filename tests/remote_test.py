@@ -28,6 +28,7 @@ from estimator_ckpt import inspect_main
 from estimator_ckpt import verify_main
 from estimator_ckpt._src import destination_lock
 from estimator_ckpt._src.format import checkpoint_files
+from estimator_ckpt._src.format import remote_files
 
 from examples.guide import models as guide_models
 from examples.ranking import keras_model
@@ -291,6 +292,23 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
       calls[num_variables] = counted.calls
     self.assertEqual(calls[200], calls[5])
     self.assertLess(sum(calls[200].values()), 50, calls[200])
+
+  def test_s3_objects_beyond_10000_upload_parts_are_refused_before_writing(
+    self,
+  ):
+    # S3 takes 10,000 parts per upload and tensorflow-io does not grow its
+    # part size to fit (aws-sdk-cpp#1693): 8 MiB parts hold 78 GiB.
+    with mock.patch.dict(
+      os.environ, {"S3_MULTI_PART_UPLOAD_CHUNK_SIZE": str(8 << 20)}
+    ):
+      remote_files.check_upload_size("s3://b/x", 10_000 * (8 << 20))
+      remote_files.check_upload_size("gs://b/x", 10**15)  # GCS: no parts.
+      with self.assertRaisesRegex(
+        errors.CheckpointIOError,
+        r"`s3://b/x` would hold 83886080001 bytes.*"
+        r"S3_MULTI_PART_UPLOAD_CHUNK_SIZE to at least 8388609 ",
+      ):
+        remote_files.check_upload_size("s3://b/x", 10_000 * (8 << 20) + 1)
 
   def test_unregistered_scheme_is_a_named_error(self):
     with self.assertRaisesRegex(

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from typing import Dict
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -37,6 +38,7 @@ from estimator_ckpt._src.format import bundle
 from benchmarks import s3_server
 from benchmarks import synthetic
 from tests import object_store_scenarios
+from tests import tool_fixtures
 
 tool = object_store_scenarios.tool
 child_env = object_store_scenarios.child_env
@@ -90,6 +92,24 @@ class S3Test(object_store_scenarios.Scenarios):
     self.assertNotEqual(missing.returncode, 0)
     self.assertIn("tensorflow-io==0.36.0", missing.stderr)
     self.assertNotIn("Traceback", missing.stderr)
+
+  def test_object_beyond_the_upload_part_limit_is_refused_before_writing(
+    self,
+  ):
+    source = tool_fixtures.golden_path("est-tf1-ranking")
+    dst = f"{self.url}/out"
+    estimator_ckpt.convert(source, dst, to="tf2")
+    before = self._keys("out")
+    # 10,000 parts of 1 byte: too few for the ranking model's data files.
+    with (
+      mock.patch.dict(os.environ, {"S3_MULTI_PART_UPLOAD_CHUNK_SIZE": "1"}),
+      self.assertRaisesRegex(
+        errors.CheckpointIOError, r"model\.ckpt-20\.data-.*10000 upload parts"
+      ),
+    ):
+      estimator_ckpt.convert(source, dst, to="tf1", overwrite=True)
+    self.assertEqual(self._keys("out"), before)  # Untouched.
+    self.assertEqual(estimator_ckpt.checkpoint_format(dst), "tf2")
 
   @parameterized.named_parameters(
     ("while_staging_the_data_object", "staging"),

@@ -57,6 +57,7 @@ from estimator_ckpt._src.format import crc32c
 from estimator_ckpt._src.format import dtypes
 from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.format import protos
+from estimator_ckpt._src.format import remote_files
 from estimator_ckpt._src.format import state_file
 from estimator_ckpt._src.format import tensor_slice
 from estimator_ckpt._src.format import values
@@ -548,6 +549,16 @@ def _write(plans: Sequence[Plan], dst_dir: str, link: bool, total: int) -> bool:
     f"{'Linking' if link else 'Copying'} data", total
   )
   link_state: Dict[str, bool] = {}
+  # Before the destination changes: each data object fits its upload.
+  for p in plans:
+    sizes = [p.source.bundle.shard_sizes[i] for i in p.shards]
+    for out_id, size in enumerate(sizes):
+      remote_files.check_upload_size(
+        bundle.data_filename(
+          os.path.join(dst_dir, p.basename), out_id, p.num_shards
+        ),
+        size,
+      )
 
   def write(staging: str) -> None:
     for p in plans:

@@ -65,6 +65,7 @@ def write_file(path: str, data: bytes) -> None:
   appears only when complete, the rename is a server-side copy).
   """
   if checkpoint_files.is_url(path):
+    remote_files.check_upload_size(path, len(data))
     gfile = remote_files.gfile(path)
     staged = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
@@ -309,6 +310,7 @@ def _copy_streaming(
   """Copies through `_COPY_CHUNK` buffers where one side is a URL."""
   with checkpoint_files.open_regular(src, "data file") as source:
     if checkpoint_files.is_url(dst):
+      remote_files.check_upload_size(dst, source.size)
       target = remote_files.gfile(dst).GFile(dst, "wb")
     else:
       target = open(dst, "xb")  # pylint: disable=consider-using-with

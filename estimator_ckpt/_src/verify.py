@@ -8,9 +8,9 @@ constant memory. With `against`, variables are matched by TF1 name (so a TF1
 checkpoint compares with its TF2 conversion) and compared bit for bit.
 """
 
-import contextlib
+import collections
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -109,22 +109,34 @@ def _check_data(
 
 
 class _DataFiles:
-  """Data files opened once each for a whole comparison.
+  """Data files kept open across a comparison, the most recent few.
 
   On an object store an open costs requests, and a comparison reads every
-  tensor.
+  tensor; tensors of one variable mostly share files, so a few open files
+  serve. Each open URL holds a read buffer, so the number stays bounded.
   """
 
-  def __init__(self, stack: contextlib.ExitStack):
-    self._stack = stack
-    self._open: Dict[str, checkpoint_files.CheckpointFile] = {}
+  _MAX_OPEN = 16
+
+  def __init__(self):
+    self._open: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
 
   def get(self, path: str) -> checkpoint_files.CheckpointFile:
-    if path not in self._open:
-      self._open[path] = self._stack.enter_context(
-        checkpoint_files.open_regular(path, "data file")
-      )
-    return self._open[path]
+    if path in self._open:
+      self._open.move_to_end(path)
+      return self._open[path][1]
+    if len(self._open) >= self._MAX_OPEN:
+      _, (context, _) = self._open.popitem(last=False)
+      context.__exit__(None, None, None)
+    context = checkpoint_files.open_regular(path, "data file")
+    file = context.__enter__()
+    self._open[path] = (context, file)
+    return file
+
+  def close(self) -> None:
+    while self._open:
+      _, (context, _) = self._open.popitem()
+      context.__exit__(None, None, None)
 
 
 def _same_bytes(
@@ -176,8 +188,11 @@ def _same_values(
 
 
 def _differences(a: reader.Contents, b: reader.Contents) -> List[str]:
-  with contextlib.ExitStack() as stack:
-    return _differences_in(_DataFiles(stack), a, b)
+  files = _DataFiles()
+  try:
+    return _differences_in(files, a, b)
+  finally:
+    files.close()
 
 
 def _differences_in(

@@ -54,7 +54,10 @@ def run_app(main: Callable[[List[str]], None]) -> None:
   A process that loaded tensorflow-io 0.36.0 (the tools import it for
   `s3://` and other URLs it serves) aborts while Python exits (`pure virtual
   method called`, SIGABRT; tensorflow/io#1912), whatever it did. Then the
-  binary flushes its output and leaves with its own exit status at once.
+  binary closes what Python's exit would have closed (Estimator's event
+  writers, whose objects are uploaded on close), flushes its output and
+  leaves with its own exit status at once (130 after Ctrl-C, as a shell
+  reports it).
   """
   try:
     app.run(main)
@@ -66,11 +69,30 @@ def run_app(main: Callable[[List[str]], None]) -> None:
     else:
       sys.stderr.write(f"{e.code}\n")
       status = 1
-  except BaseException:
+  except KeyboardInterrupt:
+    if "tensorflow_io" not in sys.modules:
+      raise
+    status = 130
+  except BaseException:  # pylint: disable=broad-except  (reported, exit 1)
     if "tensorflow_io" not in sys.modules:
       raise
     traceback.print_exc()
     status = 1
-  sys.stdout.flush()
-  sys.stderr.flush()
+  _close_event_writers()
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (BrokenPipeError, ValueError):
+      pass  # The reader is gone; the status still counts.
   os._exit(status)
+
+
+def _close_event_writers() -> None:
+  """Flushes and closes TensorFlow's cached summary writers, if any."""
+  tf = sys.modules.get("tensorflow")
+  if tf is None:
+    return
+  try:
+    tf.compat.v1.summary.FileWriterCache.clear()
+  except Exception:  # pylint: disable=broad-except  (best effort at exit)
+    traceback.print_exc()

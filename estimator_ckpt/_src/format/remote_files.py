@@ -39,6 +39,10 @@ S3_UPLOAD_LIMITS: Dict[str, str] = {
   "S3_MULTI_PART_UPLOAD_CHUNK_SIZE": str(8 << 20),
   "S3_EXECUTOR_POOL_SIZE": "4",
 }
+# S3 takes at most this many parts per multipart upload, and tensorflow-io's
+# transfer manager does not grow its part size to fit (aws-sdk-cpp#1693).
+_S3_MAX_PARTS = 10_000
+_TENSORFLOW_IO_PART_SIZE = 50 << 20
 # Schemes found registered (each costs a probe, on some stores a request).
 _REGISTERED: Set[str] = set()
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -146,6 +150,37 @@ def stat(path: str):
     return None
   except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
     raise io_error(e, path, "reading") from None
+
+
+def check_upload_size(path: str, size: int) -> None:
+  """Refuses, before writing, an `s3://` object its upload cannot hold.
+
+  Raises:
+    errors.CheckpointIOError: `size` bytes need more than S3's 10,000
+      parts of S3_MULTI_PART_UPLOAD_CHUNK_SIZE; the message says what to
+      set.
+  """
+  if scheme(path) != "s3":
+    return
+  try:
+    part = int(
+      os.environ.get(
+        "S3_MULTI_PART_UPLOAD_CHUNK_SIZE", _TENSORFLOW_IO_PART_SIZE
+      )
+    )
+  except ValueError:
+    part = _TENSORFLOW_IO_PART_SIZE
+  if part <= 0 or size <= _S3_MAX_PARTS * part:
+    return
+  needed = -(-size // _S3_MAX_PARTS)
+  raise errors.CheckpointIOError(
+    f"`{path}` would hold {size} bytes, more than S3's {_S3_MAX_PARTS} upload "
+    f"parts of S3_MULTI_PART_UPLOAD_CHUNK_SIZE={part} bytes take "
+    f"({_S3_MAX_PARTS * part}). Set S3_MULTI_PART_UPLOAD_CHUNK_SIZE to at "
+    f"least {needed} before the process's first s3:// transfer (uploads then "
+    "hold up to S3_EXECUTOR_POOL_SIZE + 1 parts in memory).",
+    filename=path,
+  )
 
 
 def listdir(path: str) -> List[str]:
