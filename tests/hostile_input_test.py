@@ -56,6 +56,23 @@ def _dead_pid() -> int:
   return child.pid
 
 
+def _lock_left_by_a_killed_writer(dst: str) -> None:
+  """A writer takes the lock of `dst` and dies holding it."""
+  code = (
+    "import os, sys\n"
+    "from estimator_ckpt._src import destination_lock\n"
+    "held = destination_lock.hold(sys.argv[1])\n"
+    "held.__enter__()\n"
+    "os._exit(0)\n"
+  )
+  subprocess.run(
+    [sys.executable, "-c", code, dst],
+    check=True,
+    timeout=60,
+    env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+  )
+
+
 class HostileInputTest(parameterized.TestCase):
   def _golden(self, name: str = _EST_TF1) -> str:
     return tool_fixtures.copy_golden(name, self.create_tempdir().full_path)
@@ -320,10 +337,57 @@ class HostileInputTest(parameterized.TestCase):
     parent = self.create_tempdir().full_path
     dst = os.path.join(parent, "out")
     lock = os.path.join(parent, ".out.convert-lock")
-    with open(lock, "w") as f:
-      f.write(f"{socket.gethostname()} {_dead_pid()}\n")
+    _lock_left_by_a_killed_writer(dst)
+    self.assertTrue(os.path.exists(lock))
     estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1), dst, to="tf2")
     self.assertFalse(os.path.exists(lock))
+
+  @parameterized.named_parameters(
+    # Of an earlier version, which recorded no namespace: its pid cannot be
+    # checked here.
+    ("without_a_namespace", "{host} {pid}\n", "process {pid} on {host}"),
+    # A pid os.kill cannot take.
+    ("with_an_impossible_pid", "{host} 99999999999999999999\n", "another"),
+  )
+  def test_locks_that_cannot_be_judged_are_respected(self, text, holder):
+    parent = self.create_tempdir().full_path
+    values = {"host": socket.gethostname(), "pid": _dead_pid()}
+    with open(os.path.join(parent, ".out.convert-lock"), "w") as f:
+      f.write(text.format(**values))
+    with self.assertRaisesRegex(
+      errors.DestinationLockedError, holder.format(**values)
+    ):
+      estimator_ckpt.convert(
+        tool_fixtures.golden_path(_EST_TF1),
+        os.path.join(parent, "out"),
+        to="tf2",
+      )
+
+  def test_a_dangling_symlink_lock_is_named(self):
+    parent = self.create_tempdir().full_path
+    lock = os.path.join(parent, ".out.convert-lock")
+    os.symlink(os.path.join(parent, "nowhere"), lock)
+    with self.assertRaisesRegex(
+      errors.DestinationLockedError, f"another process.*`{lock}`"
+    ):
+      estimator_ckpt.convert(
+        tool_fixtures.golden_path(_EST_TF1),
+        os.path.join(parent, "out"),
+        to="tf2",
+      )
+
+  def test_a_clearing_lock_left_by_a_killed_writer_is_named(self):
+    parent = self.create_tempdir().full_path
+    dst = os.path.join(parent, "out")
+    lock = destination_lock.lock_path(dst)
+    _lock_left_by_a_killed_writer(dst)
+    # Killed while clearing another stale lock: its own `.clearing` stays.
+    with open(lock + ".clearing", "wb") as f:
+      f.write(destination_lock.owner_record(_dead_pid()))
+    with self.assertRaisesRegex(
+      errors.DestinationLockedError, r"killed while clearing.*\.clearing"
+    ):
+      estimator_ckpt.convert(tool_fixtures.golden_path(_EST_TF1), dst, to="tf2")
 
   def test_a_late_clearer_never_removes_a_fresh_lock(self):
     # Writers A and B both find the same stale lock. A clears it and takes
@@ -331,9 +395,8 @@ class HostileInputTest(parameterized.TestCase):
     parent = self.create_tempdir().full_path
     dst = os.path.join(parent, "out")
     lock = destination_lock.lock_path(dst)
-    stale = (socket.gethostname(), _dead_pid(), "")
-    with open(lock, "w") as f:
-      f.write(f"{stale[0]} {stale[1]}\n")
+    _lock_left_by_a_killed_writer(dst)
+    stale = destination_lock._owner_or_none(lock)
     with destination_lock.hold(dst):  # A.
       destination_lock._clear_stale_local(lock, stale)  # B, late.
       self.assertTrue(os.path.exists(lock))

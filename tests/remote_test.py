@@ -10,7 +10,6 @@ URL into a local path (`os.path.normpath("gs://b/x")` is `gs:/b/x`).
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -201,6 +200,38 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(checkpoint_files.listdir(lock), [])
     estimator_ckpt.convert(source, dst, to="tf2")  # Nobody is locked out.
 
+  def test_long_non_ascii_remote_names_can_be_locked(self):
+    dst = f"{self.bucket}/a{'é' * 120}x"
+    source = tool_fixtures.golden_path("est-tf1")
+    estimator_ckpt.convert(source, dst, to="tf2")
+    estimator_ckpt.verify(dst, against=source)
+
+  def test_file_url_paths_are_taken_literally(self):
+    parent = self.create_tempdir().full_path
+    for url, path in (
+      (f"file://{parent}/a#1", f"{parent}/a#1"),
+      (f"file://{parent}/b?x/", f"{parent}/b?x"),
+      (f"file://localhost{parent}/c", f"{parent}/c"),
+    ):
+      with destination_lock.hold(path):
+        with self.assertRaises(errors.DestinationLockedError, msg=url):
+          with destination_lock.hold(url):
+            pass
+    with destination_lock.hold(f"file://{parent}/d#1"):
+      with destination_lock.hold(f"file://{parent}/d#2"):
+        pass  # Two names, two locks.
+
+  def test_file_url_under_a_file_is_an_io_error(self):
+    parent = self.create_tempdir().full_path
+    with open(os.path.join(parent, "file"), "w"):
+      pass
+    with self.assertRaisesRegex(errors.CheckpointIOError, "file://"):
+      estimator_ckpt.convert(
+        tool_fixtures.golden_path("est-tf1"),
+        f"file://{parent}/file/out",
+        to="tf2",
+      )
+
   def test_file_urls_are_local_paths_with_the_local_lock(self):
     source = tool_fixtures.golden_path("est-tf1")
     parent = self.create_tempdir().full_path
@@ -227,7 +258,7 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
     lock = destination_lock.lock_path(dst)
     stale = f"{lock}/left-by-a-killed-writer"
     with tf.io.gfile.GFile(stale, "wb") as f:
-      f.write(f"{socket.gethostname()} {_dead_pid()}\n")
+      f.write(destination_lock.owner_record(_dead_pid()))
     estimator_ckpt.convert(source, dst, to="tf2")
     self.assertFalse(tf.io.gfile.exists(stale))
     with tf.io.gfile.GFile(f"{lock}/elsewhere", "wb") as f:

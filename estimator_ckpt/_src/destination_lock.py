@@ -36,7 +36,6 @@ import re
 import secrets
 import socket
 from typing import Iterator, Optional, Tuple
-import urllib.parse
 
 from absl import logging
 
@@ -64,6 +63,11 @@ def hidden_name(basename: str, tag: str) -> str:
     return name
   digest = hashlib.sha256(os.fsencode(basename)).hexdigest()[:16]
   keep = os.fsencode(basename)[: _NAME_MAX - _SUFFIX_ROOM - len(tag) - 18]
+  # Never half a UTF-8 character (URLs must be valid text): drop a cut one.
+  while keep and keep[-1] & 0xC0 == 0x80:
+    keep = keep[:-1]
+  if keep and keep[-1] >= 0xC0:
+    keep = keep[:-1]
   return f".{os.fsdecode(keep)}~{digest}{tag}"
 
 
@@ -98,9 +102,15 @@ def hold(dst_dir: str) -> Iterator[None]:
   """
   if remote_files.scheme(dst_dir) == "file":
     # Local, whatever the spelling: the same lock as the plain path's.
-    local = urllib.parse.urlparse(dst_dir).path
-    os.makedirs(os.path.dirname(local.rstrip("/")) or "/", exist_ok=True)
-    with hold(local.rstrip("/") or "/"):
+    local = _file_url_path(dst_dir)
+    with contextlib.ExitStack() as stack:
+      try:
+        os.makedirs(os.path.dirname(local) or "/", exist_ok=True)
+        stack.enter_context(hold(local))
+      except errors.Error:
+        raise
+      except OSError as e:
+        raise checkpoint_files.io_error(e, dst_dir, "locking") from None
       yield
     return
   if checkpoint_files.is_url(dst_dir):
@@ -115,6 +125,8 @@ def hold(dst_dir: str) -> Iterator[None]:
     try:
       recorded = _owner_or_none(path)
     except FileNotFoundError:
+      if os.path.lexists(path):  # A dangling symlink: nobody's lock.
+        raise _locked_error(dst_dir, path, None, "the lock file") from None
       continue  # Released meanwhile: try again.
     if recorded is None or not _is_stale(recorded):
       raise _locked_error(dst_dir, path, recorded, "the lock file")
@@ -140,23 +152,47 @@ def _clear_stale_local(path: str, recorded: "_Owner") -> None:
   would remove the lock the faster one has just created. So clearing takes
   its own lock (`<lock>.clearing`, O_EXCL) and looks again under it: only
   the dead owner's file is removed. If the clearing lock is held, another
-  writer is clearing: the caller's next attempt sees its result.
+  writer is clearing: the caller's next attempt sees its result. A clearing
+  lock left by a killed writer is never removed automatically (that would
+  race the same way): the error names it.
+
+  Raises:
+    errors.DestinationLockedError: A killed writer left the clearing lock.
   """
   clearing = path + ".clearing"
-  if not _try_create(clearing, _owner()):
+  mine = _owner()
+  if not _try_create(clearing, mine):
     holder = _owner_or_none_quiet(clearing)
     if holder is not None and _is_stale(holder):
-      _remove_local(clearing)  # Died while clearing (microseconds).
+      raise errors.DestinationLockedError(
+        f"A conversion was killed while clearing the stale lock `{path}` "
+        f"and left `{clearing}`. If no conversion runs there any more, "
+        "delete both files."
+      )
     return
   try:
     try:
       now = _owner_or_none(path)
     except FileNotFoundError:
       return
-    if now == recorded:
+    if now == recorded and _is_stale(now):
       _remove_stale(path, recorded, _remove_local)
   finally:
-    _remove_local(clearing)
+    with contextlib.suppress(FileNotFoundError, errors.Error):
+      if checkpoint_files.read_small(clearing, "lock file", 4096) == mine:
+        os.remove(clearing)
+
+
+def _file_url_path(url: str) -> str:
+  """The local path of a `file://` URL, as TensorFlow reads it.
+
+  The text after the authority, literally (no query or fragment: `#` and
+  `?` are parts of file names here), without a trailing `/`.
+  """
+  rest = url.split("://", 1)[1]
+  if not rest.startswith("/"):
+    rest = "/" + rest.partition("/")[2]  # Drops `localhost` or a host.
+  return rest.rstrip("/") or "/"
 
 
 @contextlib.contextmanager
@@ -169,7 +205,11 @@ def _hold_remote(dst_dir: str) -> Iterator[None]:
     try:
       gfile.remove(path)
     except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
-      if gfile.exists(path):
+      try:
+        still_there = gfile.exists(path)
+      except Exception:  # pylint: disable=broad-except  (tf OpErrors)
+        still_there = True
+      if still_there:
         raise remote_files.io_error(e, path, "removing the lock") from None
 
   try:
@@ -238,8 +278,13 @@ def _namespace() -> str:
     return ""
 
 
+def owner_record(pid: int) -> bytes:
+  """What a lock of process `pid` of this host and namespace holds."""
+  return f"{socket.gethostname()} {pid} {_namespace()}\n".encode()
+
+
 def _owner() -> bytes:
-  return f"{socket.gethostname()} {os.getpid()} {_namespace()}\n".encode()
+  return owner_record(os.getpid())
 
 
 def _owner_or_none(path: str) -> Optional[_Owner]:
@@ -252,6 +297,8 @@ def _owner_or_none(path: str) -> Optional[_Owner]:
     fields = checkpoint_files.read_small(path, "lock file", 4096).split()
     host, pid = fields[0].decode(), int(fields[1])
     namespace = fields[2].decode() if len(fields) > 2 else ""
+    if not 0 < pid < 2**31:
+      return None
     return host, pid, namespace
   except (errors.Error, UnicodeDecodeError, ValueError, IndexError):
     return None
@@ -269,8 +316,10 @@ def _is_stale(recorded: _Owner) -> bool:
   host, pid, namespace = recorded
   if host != socket.gethostname():
     return False  # Cannot be checked from here.
-  if namespace and namespace != _namespace():
-    return False  # Another container or boot: its pids are not ours.
+  if namespace != _namespace():
+    # Another container or boot (or a lock that does not say): its pids are
+    # not ours to check.
+    return False
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
