@@ -140,9 +140,7 @@ def hold(dst_dir: str) -> Iterator[None]:
     yield
   finally:
     # Ours unless someone judged it stale (it never is while we run).
-    with contextlib.suppress(FileNotFoundError, errors.Error):
-      if checkpoint_files.read_small(path, "lock file", 4096) == mine:
-        os.remove(path)
+    _remove_if_ours(path, mine)
 
 
 def _clear_stale_local(path: str, recorded: "_Owner") -> None:
@@ -178,9 +176,7 @@ def _clear_stale_local(path: str, recorded: "_Owner") -> None:
     if now == recorded and _is_stale(now):
       _remove_stale(path, recorded, _remove_local)
   finally:
-    with contextlib.suppress(FileNotFoundError, errors.Error):
-      if checkpoint_files.read_small(clearing, "lock file", 4096) == mine:
-        os.remove(clearing)
+    _remove_if_ours(clearing, mine)
 
 
 def _file_url_path(url: str) -> str:
@@ -247,11 +243,6 @@ def _hold_remote(dst_dir: str) -> Iterator[None]:
         _remove_stale(path, recorded, remove)
         continue
       raise _locked_error(dst_dir, path, recorded, "that object")
-  except BaseException:
-    with contextlib.suppress(Exception):
-      remove(mine)
-    raise
-  try:
     yield
   except BaseException:
     with contextlib.suppress(Exception):
@@ -341,6 +332,13 @@ def _remove_stale(path: str, recorded: _Owner, remove) -> None:
 def _remove_local(path: str) -> None:
   with contextlib.suppress(FileNotFoundError):
     os.remove(path)
+
+
+def _remove_if_ours(path: str, mine: bytes) -> None:
+  """Removes the local lock file `path` if it still records `mine`."""
+  with contextlib.suppress(FileNotFoundError, errors.Error):
+    if checkpoint_files.read_small(path, "lock file", 4096) == mine:
+      os.remove(path)
 
 
 def _locked_error(
