@@ -231,11 +231,18 @@ class GcsServer:
     }
 
   def _request(
-    self, method: str, path: str, body: Optional[bytes] = None
+    self,
+    method: str,
+    path: str,
+    body: Optional[bytes] = None,
+    *,
+    content_type: str = "application/json",
+    timeout: float = 10,
   ) -> Any:
-    connection = http.client.HTTPConnection(_HOST, self._emulator_port, 10)
+    """The emulator's JSON answer to one request, straight to its port."""
+    connection = http.client.HTTPConnection(_HOST, self._emulator_port, timeout)
     try:
-      headers = {"Content-Type": "application/json"} if body else {}
+      headers = {"Content-Type": content_type} if body else {}
       connection.request(method, path, body, headers)
       response = connection.getresponse()
       data = response.read()
@@ -271,20 +278,13 @@ class GcsServer:
     with open(path, "rb") as f:
       data = f.read()
     query = urllib.parse.urlencode({"uploadType": "media", "name": key})
-    connection = http.client.HTTPConnection(_HOST, self._emulator_port, 60)
-    try:
-      connection.request(
-        "POST",
-        f"/upload/storage/v1/b/{bucket}/o?{query}",
-        data,
-        {"Content-Type": "application/octet-stream"},
-      )
-      response = connection.getresponse()
-      body = response.read()
-      if response.status >= 300:
-        raise RuntimeError(f"uploading {key}: {response.status} {body!r}")
-    finally:
-      connection.close()
+    self._request(
+      "POST",
+      f"/upload/storage/v1/b/{bucket}/o?{query}",
+      data,
+      content_type="application/octet-stream",
+      timeout=60,
+    )
 
   def keys(self, bucket: str, prefix: str = "") -> List[str]:
     """Every object name under `prefix`, sorted; what any reader can see."""

@@ -50,12 +50,6 @@ def _deadline(seconds: int):
     signal.signal(signal.SIGALRM, previous)
 
 
-def _dead_pid() -> int:
-  child = subprocess.Popen([sys.executable, "-c", "pass"])
-  child.wait()
-  return child.pid
-
-
 def _lock_left_by_a_killed_writer(dst: str) -> None:
   """A writer takes the lock of `dst` and dies holding it."""
   code = (
@@ -343,6 +337,18 @@ class HostileInputTest(parameterized.TestCase):
     self.assertFalse(os.path.exists(lock))
 
   @parameterized.named_parameters(
+    (
+      "of_another_host",
+      "some-other-host 4242\n",
+      "process 4242 on some-other-host",
+    ),
+    # Same host name, a pid that is dead here: another container's writer
+    # (Kubernetes hostNetwork), whose pids this process cannot see.
+    (
+      "of_another_pid_namespace",
+      "{host} {pid} other-boot/4026531836\n",
+      "process {pid} on {host}",
+    ),
     # Of an earlier version, which recorded no namespace: its pid cannot be
     # checked here.
     ("without_a_namespace", "{host} {pid}\n", "process {pid} on {host}"),
@@ -351,7 +357,7 @@ class HostileInputTest(parameterized.TestCase):
   )
   def test_locks_that_cannot_be_judged_are_respected(self, text, holder):
     parent = self.create_tempdir().full_path
-    values = {"host": socket.gethostname(), "pid": _dead_pid()}
+    values = {"host": socket.gethostname(), "pid": tool_fixtures.dead_pid()}
     with open(os.path.join(parent, ".out.convert-lock"), "w") as f:
       f.write(text.format(**values))
     with self.assertRaisesRegex(
@@ -383,7 +389,7 @@ class HostileInputTest(parameterized.TestCase):
     _lock_left_by_a_killed_writer(dst)
     # Killed while clearing another stale lock: its own `.clearing` stays.
     with open(lock + ".clearing", "wb") as f:
-      f.write(destination_lock.owner_record(_dead_pid()))
+      f.write(destination_lock.owner_record(tool_fixtures.dead_pid()))
     with self.assertRaisesRegex(
       errors.DestinationLockedError, r"killed while clearing.*\.clearing"
     ):
@@ -408,36 +414,6 @@ class HostileInputTest(parameterized.TestCase):
         )
     self.assertFalse(os.path.exists(lock))
     self.assertFalse(os.path.exists(lock + ".clearing"))
-
-  def test_lock_of_another_pid_namespace_is_respected(self):
-    # Same host name, a pid that is dead here: another container's writer
-    # (Kubernetes hostNetwork), whose pids this process cannot see.
-    parent = self.create_tempdir().full_path
-    lock = os.path.join(parent, ".out.convert-lock")
-    with open(lock, "w") as f:
-      f.write(f"{socket.gethostname()} {_dead_pid()} other-boot/4026531836\n")
-    with self.assertRaisesRegex(
-      errors.DestinationLockedError, f"on {socket.gethostname()}"
-    ):
-      estimator_ckpt.convert(
-        tool_fixtures.golden_path(_EST_TF1),
-        os.path.join(parent, "out"),
-        to="tf2",
-      )
-
-  def test_lock_of_another_host_is_respected(self):
-    parent = self.create_tempdir().full_path
-    lock = os.path.join(parent, ".out.convert-lock")
-    with open(lock, "w") as f:
-      f.write("some-other-host 4242\n")
-    with self.assertRaisesRegex(
-      errors.DestinationLockedError, "process 4242 on some-other-host"
-    ):
-      estimator_ckpt.convert(
-        tool_fixtures.golden_path(_EST_TF1),
-        os.path.join(parent, "out"),
-        to="tf2",
-      )
 
   # --- The environment: OS errors name the user's path. ------------------
 

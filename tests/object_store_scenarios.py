@@ -111,7 +111,7 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
     self.bucket = f"storetest-{secrets.token_hex(6)}"
     self.url = self.server.create_bucket(self.bucket)
     self.cwd = self.create_tempdir().full_path
-    self.enter_context(Chdir(self.cwd))
+    self.enter_context(tool_fixtures.Chdir(self.cwd))
 
   def tearDown(self):
     # Estimator's event writers stay open until exit, which os._exit skips;
@@ -463,18 +463,3 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
       except errors.Error:
         pass
     self.fail(f"{prefix} matches none of {sources}")
-
-
-class Chdir:
-  """Changes the working directory for a block (Python 3.11's contextlib)."""
-
-  def __init__(self, path: str):
-    self._path = path
-    self._old = ""
-
-  def __enter__(self):
-    self._old = os.getcwd()
-    os.chdir(self._path)
-
-  def __exit__(self, *exc_info):
-    os.chdir(self._old)

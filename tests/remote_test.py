@@ -10,7 +10,6 @@ URL into a local path (`os.path.normpath("gs://b/x")` is `gs:/b/x`).
 
 import os
 import secrets
-import subprocess
 import sys
 import threading
 from unittest import mock
@@ -45,18 +44,12 @@ def _upload(local_dir: str, url: str) -> str:
   return url
 
 
-def _dead_pid() -> int:
-  child = subprocess.Popen([sys.executable, "-c", "pass"])
-  child.wait()
-  return child.pid
-
-
 class RemoteTest(parameterized.TestCase, tf.test.TestCase):
   def setUp(self):
     super().setUp()
     self.bucket = f"ram://bucket-{secrets.token_hex(4)}"
     self.cwd = self.create_tempdir().full_path
-    self.enter_context(_Chdir(self.cwd))
+    self.enter_context(tool_fixtures.Chdir(self.cwd))
 
   def tearDown(self):
     # Nothing of a URL may land under the working directory.
@@ -258,7 +251,7 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
     lock = destination_lock.lock_path(dst)
     stale = f"{lock}/left-by-a-killed-writer"
     with tf.io.gfile.GFile(stale, "wb") as f:
-      f.write(destination_lock.owner_record(_dead_pid()))
+      f.write(destination_lock.owner_record(tool_fixtures.dead_pid()))
     estimator_ckpt.convert(source, dst, to="tf2")
     self.assertFalse(tf.io.gfile.exists(stale))
     with tf.io.gfile.GFile(f"{lock}/elsewhere", "wb") as f:
@@ -459,21 +452,6 @@ class _GfileCalls:
   def __exit__(self, *exc_info):
     for patch in reversed(self._patches):
       patch.stop()
-
-
-class _Chdir:
-  """Changes the working directory for a block (Python 3.11's contextlib)."""
-
-  def __init__(self, path: str):
-    self._path = path
-    self._old = ""
-
-  def __enter__(self):
-    self._old = os.getcwd()
-    os.chdir(self._path)
-
-  def __exit__(self, *exc_info):
-    os.chdir(self._old)
 
 
 if __name__ == "__main__":

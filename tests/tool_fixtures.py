@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import shutil
+import subprocess
 import sys
 from typing import Callable, Dict, Iterable, List, Tuple
 
@@ -211,3 +212,25 @@ def replace_entry_bytes(prefix: str, key: bytes, value: bytes) -> None:
     for k, entry in sorted(entries(prefix).items())
   ]
   write_raw_index(prefix, items)
+
+
+def dead_pid() -> int:
+  """The pid of a process that has exited (until the kernel reuses it)."""
+  child = subprocess.Popen([sys.executable, "-c", "pass"])
+  child.wait()
+  return child.pid
+
+
+class Chdir:
+  """Changes the working directory for a block (Python 3.11's contextlib)."""
+
+  def __init__(self, path: str):
+    self._path = path
+    self._old = ""
+
+  def __enter__(self):
+    self._old = os.getcwd()
+    os.chdir(self._path)
+
+  def __exit__(self, *exc_info):
+    os.chdir(self._old)
