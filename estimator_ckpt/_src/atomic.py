@@ -41,7 +41,7 @@ import os
 import re
 import secrets
 import shutil
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from absl import logging
 
@@ -76,21 +76,29 @@ def write_checkpoints(
   dst_dir: str,
   checkpoints: Sequence[StagedCheckpoint],
   write: Callable[[str], None],
+  *,
+  latest: Optional[str] = None,
 ) -> None:
   """Writes checkpoints into `dst_dir` atomically, with a new state file.
 
   Args:
     dst_dir: Absolute path of the destination model dir (created if missing;
       other files in it stay).
-    checkpoints: What `write` stages, in order; the state file names them all,
-      the last as the latest.
+    checkpoints: What `write` stages; the state file lists them all, in this
+      order.
     write: Writes each checkpoint's data files and `.index` into the staging
       directory it is given (files created there need no fsync of the
       directory; this function does it).
+    latest: The basename the state file names as the latest; default the
+      last of `checkpoints`.
   """
+  basenames = [c.basename for c in checkpoints]
+  state = state_file.encode(
+    basenames, basenames[-1] if latest is None else latest
+  )
   if checkpoint_files.is_url(dst_dir):
     with destination_lock.hold(dst_dir):
-      _write_remote(dst_dir, checkpoints, write)
+      _write_remote(dst_dir, checkpoints, write, state)
     return
   parent = os.path.dirname(dst_dir)
   try:
@@ -98,7 +106,7 @@ def write_checkpoints(
       os.stat(parent)  # Names a symlink loop (ELOOP) before makedirs hides it.
     os.makedirs(parent, exist_ok=True)
     with destination_lock.hold(dst_dir):
-      _write_locked(dst_dir, parent, checkpoints, write)
+      _write_locked(dst_dir, parent, checkpoints, write, state)
   except errors.Error:
     raise
   except OSError as e:
@@ -110,6 +118,7 @@ def _write_locked(
   parent: str,
   checkpoints: Sequence[StagedCheckpoint],
   write: Callable[[str], None],
+  state: bytes,
 ) -> None:
   # A new or empty directory appears in one rename (not through a symlink,
   # which rename would replace).
@@ -131,7 +140,7 @@ def _write_locked(
     write(staging)
     file_copy.write_file(
       os.path.join(staging, state_file.STATE_FILENAME),
-      state_file.encode([c.basename for c in checkpoints]),
+      state,
     )
     file_copy.fsync_dir(staging)
     if whole_dir:
@@ -148,6 +157,7 @@ def _write_remote(
   dst_dir: str,
   checkpoints: Sequence[StagedCheckpoint],
   write: Callable[[str], None],
+  state: bytes,
 ) -> None:
   """Commits by order where there is no atomic rename (module docstring)."""
   gfile = remote_files.gfile(dst_dir)
@@ -182,7 +192,7 @@ def _write_remote(
     write(dst_dir)  # Per checkpoint: data objects, then the index.
     file_copy.write_file(
       os.path.join(dst_dir, state_file.STATE_FILENAME),
-      state_file.encode(basenames),
+      state,
     )
   except BaseException as failure:
     # Nothing a reader trusts is left half-written; drop the litter.
