@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     define_checkpoint_flags as define_checkpoint_flags,
   )
   from estimator_ckpt._src.convert import convert as convert
-  from estimator_ckpt._src.keras_load import load_weights as load_weights
-  from estimator_ckpt._src.keras_load import LoadReport as LoadReport
+  from estimator_ckpt._src.keras.load import load_weights as load_weights
+  from estimator_ckpt._src.keras.load import LoadReport as LoadReport
   from estimator_ckpt._src.migrate import migrate_estimator as migrate_estimator
   from estimator_ckpt._src.migrate import tf2_checkpoints as tf2_checkpoints
   from estimator_ckpt._src.reader import checkpoint_format as checkpoint_format
@@ -84,8 +84,8 @@ _EXPORTS: Dict[str, Tuple[str, Optional[str]]] = {
     "CheckpointSettings",
   ),
   # Leaving Estimator: its checkpoints into Keras models and optimizers.
-  "load_weights": ("estimator_ckpt._src.keras_load", "load_weights"),
-  "LoadReport": ("estimator_ckpt._src.keras_load", "LoadReport"),
+  "load_weights": ("estimator_ckpt._src.keras.load", "load_weights"),
+  "LoadReport": ("estimator_ckpt._src.keras.load", "LoadReport"),
 }
 
 __all__ = [

@@ -16,10 +16,10 @@ from absl import flags
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import convert
-from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src.cli import process
 from estimator_ckpt._src.cli import render
+from estimator_ckpt._src.keras import checkpoints as keras_checkpoints
 
 _TO = flags.DEFINE_enum(
   "to",

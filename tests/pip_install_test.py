@@ -41,6 +41,7 @@ _PACKAGES = (
   "estimator_ckpt/_src",
   "estimator_ckpt/_src/cli",
   "estimator_ckpt/_src/format",
+  "estimator_ckpt/_src/keras",
 )
 _SCRIPTS = (
   "estimator-ckpt-inspect",

@@ -38,9 +38,9 @@ from absl import flags
 import tensorflow as tf
 
 from estimator_ckpt import errors
-from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src import warm_start
+from estimator_ckpt._src.keras import checkpoints as keras_checkpoints
 
 FORMAT_TF2 = "tf2"
 FORMAT_TF1 = "tf1"

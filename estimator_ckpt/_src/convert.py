@@ -45,7 +45,6 @@ from absl import logging
 from estimator_ckpt import errors
 from estimator_ckpt._src import atomic
 from estimator_ckpt._src import file_copy
-from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import progress
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
@@ -61,6 +60,7 @@ from estimator_ckpt._src.format import remote_files
 from estimator_ckpt._src.format import state_file
 from estimator_ckpt._src.format import tensor_slice
 from estimator_ckpt._src.format import values
+from estimator_ckpt._src.keras import checkpoints as keras_checkpoints
 
 TF1 = reader.TF1
 TF2 = reader.TF2

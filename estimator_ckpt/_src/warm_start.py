@@ -105,13 +105,13 @@ import tensorflow as tf
 from tensorflow.python.ops import variables as tf_variables
 
 from estimator_ckpt import errors
-from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.format import state_file
+from estimator_ckpt._src.keras import checkpoints as keras_checkpoints
 
 VarsToWarmStart = Union[None, str, Sequence[Any]]
 

@@ -37,10 +37,10 @@ import tensorflow as tf
 
 import estimator_ckpt
 from estimator_ckpt import errors
-from estimator_ckpt._src import keras_load
-from estimator_ckpt._src import keras_optimizers
 from estimator_ckpt._src import reader
 from estimator_ckpt._src.format import checkpoint_files
+from estimator_ckpt._src.keras import load as keras_load
+from estimator_ckpt._src.keras import optimizers as keras_optimizers
 
 from examples.ranking import data as ranking_data
 from examples.ranking import keras_model

@@ -26,12 +26,12 @@ import numpy as np
 import tensorflow as tf
 
 from estimator_ckpt import errors
-from estimator_ckpt._src import keras_optimizers
-from estimator_ckpt._src import keras_targets
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src import restore_values
+from estimator_ckpt._src.keras import optimizers as keras_optimizers
+from estimator_ckpt._src.keras import targets as keras_targets
 
 # For how many missing names an error looks for near misses.
 _NAMES_WITH_SUGGESTIONS = 10
