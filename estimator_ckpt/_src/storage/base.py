@@ -102,8 +102,8 @@ class Writer(abc.ABC):
   """A file being written from its start, in order (`Storage.open_write`)."""
 
   @abc.abstractmethod
-  def write(self, data) -> None:
-    """Appends `data` (bytes or a memoryview)."""
+  def write(self, data: bytes) -> None:
+    """Appends `data`."""
 
 
 class Storage(abc.ABC):

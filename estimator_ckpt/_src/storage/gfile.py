@@ -182,7 +182,7 @@ class _GfileWriter(base.Writer):
   def __init__(self, handle):
     self._handle = handle
 
-  def write(self, data) -> None:
+  def write(self, data: bytes) -> None:
     self._handle.write(data)
 
 

@@ -52,7 +52,7 @@ class _LocalWriter(base.Writer):
   def __init__(self, file):
     self._file = file
 
-  def write(self, data) -> None:
+  def write(self, data: bytes) -> None:
     self._file.write(data)
 
 
