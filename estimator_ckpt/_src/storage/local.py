@@ -18,7 +18,7 @@ import os
 import secrets
 import shutil
 import stat
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from absl import logging
 
@@ -251,7 +251,13 @@ class LocalStorage(base.Storage):
       return False
     return True
 
-  def copy(self, src, dst, on_bytes, new_observer) -> None:
+  def copy(
+    self,
+    src: str,
+    dst: str,
+    on_bytes: Callable[[int], None],
+    new_observer: Callable[[], base.Observer],
+  ) -> None:
     """O_DIRECT and pipelined where the file system takes it."""
     direct_copy.copy_file(src, dst, on_bytes, new_observer)
 
