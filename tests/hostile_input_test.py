@@ -236,6 +236,49 @@ class HostileInputTest(parameterized.TestCase):
       estimator_ckpt.convert(model_dir, dst, to="tf2", all_checkpoints=True)
     self._assert_nothing_at(dst)
 
+  @parameterized.named_parameters(
+    ("dot_slash", lambda model_dir: "./" + _PREFIX),
+    ("absolute", lambda model_dir: os.path.join(model_dir, _PREFIX)),
+    (
+      "through_parent",
+      lambda model_dir: f"../{os.path.basename(model_dir)}/{_PREFIX}",
+    ),
+  )
+  def test_state_file_latest_listed_first_stays_latest(self, spell_latest):
+    # Found by the 8,000-case fuzz run: the latest spelled otherwise than in
+    # the list, listed before a checkpoint elsewhere, became the oldest, and
+    # the output's latest was the other checkpoint.
+    model_dir = self._golden("est-tf2")
+    elsewhere = self._golden("est-tf2")
+    with open(os.path.join(model_dir, "checkpoint"), "w") as f:
+      f.write(
+        f'model_checkpoint_path: "{spell_latest(model_dir)}"\n'
+        f'all_model_checkpoint_paths: "{_PREFIX}"\n'
+        f'all_model_checkpoint_paths: "{elsewhere}/model.ckpt-0"\n'
+      )
+    dst = os.path.join(self.create_tempdir().full_path, "out")
+    result = estimator_ckpt.convert(
+      model_dir, dst, to="tf1", all_checkpoints=True
+    )
+    self.assertEqual(result, os.path.join(dst, _PREFIX))
+    with open(os.path.join(dst, "checkpoint")) as f:
+      self.assertEqual(
+        f.read(),
+        f'model_checkpoint_path: "{_PREFIX}"\n'
+        f'all_model_checkpoint_paths: "{_PREFIX}"\n'
+        'all_model_checkpoint_paths: "model.ckpt-0"\n',
+      )
+    self.assertEqual(
+      estimator_ckpt.list_variables(dst),
+      estimator_ckpt.list_variables(model_dir),
+    )
+    for name, _ in estimator_ckpt.list_variables(model_dir):
+      self.assertEqual(
+        estimator_ckpt.load_variable(dst, name).tolist(),
+        estimator_ckpt.load_variable(model_dir, name).tolist(),
+        name,
+      )
+
   def test_many_slices_are_checked_in_n_log_n(self):
     # 20,000 slices: a quadratic coverage check (4,000 took 9 s) would run
     # for minutes and hit the test's timeout.

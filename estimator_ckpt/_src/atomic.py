@@ -42,7 +42,7 @@ import dataclasses
 import os
 import re
 import secrets
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from absl import logging
 
@@ -76,30 +76,38 @@ def write_checkpoints(
   dst_dir: str,
   checkpoints: Sequence[StagedCheckpoint],
   write: Callable[[str], None],
+  *,
+  latest: Optional[str] = None,
 ) -> None:
   """Writes checkpoints into `dst_dir` atomically, with a new state file.
 
   Args:
     dst_dir: Absolute path of the destination model dir (created if missing;
       other files in it stay).
-    checkpoints: What `write` stages, in order; the state file names them all,
-      the last as the latest.
+    checkpoints: What `write` stages; the state file lists them all, in this
+      order.
     write: Writes each checkpoint's data files and `.index` into the staging
       directory it is given (files created there need no fsync of the
       directory; this function does it).
+    latest: The basename the state file names as the latest; default the
+      last of `checkpoints`.
   """
+  basenames = [c.basename for c in checkpoints]
+  state = state_file.encode(
+    basenames, basenames[-1] if latest is None else latest
+  )
   store = registry.for_path(dst_dir)
   if not (
     store.capabilities.atomic_rename and store.capabilities.durable_fsync
   ):
     with destination_lock.hold(dst_dir):
-      _write_ordered(store, dst_dir, checkpoints, write)
+      _write_ordered(store, dst_dir, checkpoints, write, state)
     return
   parent, _ = store.split(dst_dir)
   try:
     store.makedirs(parent)
     with destination_lock.hold(dst_dir):
-      _write_staged(store, dst_dir, parent, checkpoints, write)
+      _write_staged(store, dst_dir, parent, checkpoints, write, state)
   except errors.Error:
     raise
   except OSError as e:
@@ -112,6 +120,7 @@ def _write_staged(
   parent: str,
   checkpoints: Sequence[StagedCheckpoint],
   write: Callable[[str], None],
+  state: bytes,
 ) -> None:
   """Stages, fsyncs and renames into place (module docstring)."""
   # A new or empty directory appears in one rename (not through a symlink,
@@ -134,7 +143,7 @@ def _write_staged(
     write(staging)
     store.write_file(
       store.join(staging, state_file.STATE_FILENAME),
-      state_file.encode([c.basename for c in checkpoints]),
+      state,
     )
     store.fsync_dir(staging)
     if whole_dir:
@@ -152,6 +161,7 @@ def _write_ordered(
   dst_dir: str,
   checkpoints: Sequence[StagedCheckpoint],
   write: Callable[[str], None],
+  state: bytes,
 ) -> None:
   """Commits by order where there is no atomic rename (module docstring)."""
   written = []
@@ -185,7 +195,7 @@ def _write_ordered(
     write(dst_dir)  # Per checkpoint: data objects, then the index.
     store.write_file(
       store.join(dst_dir, state_file.STATE_FILENAME),
-      state_file.encode(basenames),
+      state,
     )
   except BaseException as failure:
     # Nothing a reader trusts is left half-written; drop the litter.

@@ -109,6 +109,8 @@ class Plan:
     extra_shard: Bytes of a new last data file (the TF2 object graph).
     checked_keys: Per source shard, the data-owning keys the output uses,
       whose checksums a copy verifies.
+    latest: Whether the output's state file names this checkpoint as the
+      latest (the source's latest).
   """
 
   source: reader.Contents
@@ -120,6 +122,7 @@ class Plan:
   shards: List[int]
   extra_shard: Optional[bytes]
   checked_keys: Dict[int, List[bytes]]
+  latest: bool = False
 
   @property
   def num_shards(self) -> int:
@@ -342,16 +345,18 @@ def _synthesized_entries(
   return data
 
 
-def _sources(src: str, all_checkpoints: bool) -> List[str]:
+def _sources(src: str, all_checkpoints: bool) -> Tuple[List[str], str]:
+  """The source prefixes in the state file's order, and the latest."""
   if not all_checkpoints:
-    return [state_file.resolve(src)]
+    prefix = state_file.resolve(src)
+    return [prefix], prefix
   if not checkpoint_files.isdir(src):
     raise errors.InvalidArgumentError(
       f"all_checkpoints=True converts every checkpoint of a model_dir, but "
       f"`{src}` is not a directory. Pass the model_dir, or convert this "
       "one checkpoint with all_checkpoints=False."
     )
-  return state_file.all_checkpoints(src)
+  return state_file.listed_checkpoints(src)
 
 
 def _real(path: str) -> str:
@@ -359,10 +364,11 @@ def _real(path: str) -> str:
   return registry.for_path(path).real(path)
 
 
-def _unique_sources(src: str, all_checkpoints: bool) -> List[str]:
-  """The source prefixes, each once; two with one file name are refused."""
+def _unique_sources(src: str, all_checkpoints: bool) -> Tuple[List[str], str]:
+  """As `_sources`; two different checkpoints with one file name are refused."""
+  prefixes, latest = _sources(src, all_checkpoints)
   by_basename: Dict[str, str] = {}
-  for prefix in _sources(src, all_checkpoints):
+  for prefix in prefixes:
     basename = os.path.basename(prefix)
     seen = by_basename.setdefault(basename, prefix)
     if _real(seen) != _real(prefix):
@@ -372,7 +378,7 @@ def _unique_sources(src: str, all_checkpoints: bool) -> List[str]:
         "one. Convert them into separate directories (pass each prefix), "
         "or fix the `checkpoint` state file."
       )
-  return list(by_basename.values())
+  return prefixes, latest
 
 
 def plan(
@@ -387,7 +393,8 @@ def plan(
   """Plans a conversion without touching any file (see `convert`).
 
   Returns:
-    One `Plan` per output checkpoint, the latest last.
+    One `Plan` per output checkpoint, in the order of the source's state
+    file; the source's latest has `latest` set.
 
   Raises:
     errors.Error: As `convert`, except for destination checks.
@@ -399,7 +406,8 @@ def plan(
     )
   renamer = rename_rules.parse(rename)
   plans = []
-  for prefix in _unique_sources(src, all_checkpoints):
+  prefixes, latest = _unique_sources(src, all_checkpoints)
+  for prefix in prefixes:
     if not _is_utf8(os.path.basename(prefix)):
       raise errors.InvalidArgumentError(
         f"The checkpoint file name {_raw(os.path.basename(prefix))} of "
@@ -407,9 +415,9 @@ def plan(
         "names it is UTF-8 text. Rename the checkpoint's files (a valid "
         "UTF-8 prefix), then convert."
       )
-    plans.append(
-      _plan_one(reader.read(prefix), to, renamer, tf1_names, adam_betas)
-    )
+    planned = _plan_one(reader.read(prefix), to, renamer, tf1_names, adam_betas)
+    planned.latest = prefix == latest
+    plans.append(planned)
   used = {
     renamer.matching_rule(m.source_name) for p in plans for m in p.mappings
   }
@@ -534,6 +542,10 @@ def _write_plan(
   )
 
 
+def _latest(plans: Sequence[Plan]) -> Plan:
+  return next(p for p in plans if p.latest)
+
+
 def _write(plans: Sequence[Plan], dst_dir: str, link: bool, total: int) -> bool:
   """Writes the planned checkpoints atomically; returns whether it linked.
 
@@ -567,6 +579,7 @@ def _write(plans: Sequence[Plan], dst_dir: str, link: bool, total: int) -> bool:
     dst_dir,
     [atomic.StagedCheckpoint(p.basename, p.num_shards) for p in plans],
     write,
+    latest=_latest(plans).basename,
   )
   return link and not link_state.get("no_links")
 
@@ -668,7 +681,7 @@ def convert(
   dst_store = registry.for_path(dst_dir)
   dst_dir = dst_store.normalize(dst_dir)
   _check_destination(src, dst_dir, plans, overwrite)
-  result = os.path.join(dst_dir, plans[-1].basename)
+  result = os.path.join(dst_dir, _latest(plans).basename)
   for p in plans:
     logging.info(
       "%s %s (%s, %d variables) -> %s (%s, %d data file%s)",

@@ -11,7 +11,7 @@ the state file as well. This module writes relative paths only.
 """
 
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from absl import logging
 from google.protobuf import text_format
@@ -114,11 +114,17 @@ def latest_checkpoint(model_dir: str) -> str:
   )
 
 
-def all_checkpoints(model_dir: str) -> List[str]:
-  """Prefixes of every checkpoint a model dir keeps, oldest first.
+def listed_checkpoints(model_dir: str) -> Tuple[List[str], str]:
+  """Every checkpoint a model dir keeps, in its state file's order.
 
-  The latest checkpoint comes last even if the state file does not list it
-  among `all_model_checkpoint_paths`.
+  Each checkpoint is listed once, however often and however spelled the
+  state file records it (`model.ckpt-5`, `./model.ckpt-5`, an absolute
+  path): two records are one checkpoint when they resolve to the same file.
+  The latest is among the prefixes, appended if the state file does not list
+  it, and spelled as `latest_checkpoint` returns it.
+
+  Returns:
+    The prefixes in the state file's order, and the latest of them.
 
   Raises:
     errors.CheckpointNotFoundError, errors.CorruptCheckpointError: As for
@@ -127,12 +133,36 @@ def all_checkpoints(model_dir: str) -> List[str]:
   latest = latest_checkpoint(model_dir)
   state = read(model_dir)
   assert state is not None  # latest_checkpoint found it.
-  prefixes = [
-    _require_index(_locate(model_dir, recorded), model_dir)
-    for recorded in state.all_model_checkpoint_paths
-  ]
-  prefixes = [p for p in prefixes if p != latest] + [latest]
-  return prefixes
+  latest_identity = _identity(latest)
+  prefixes = []
+  seen = set()
+  for recorded in state.all_model_checkpoint_paths:
+    prefix = _require_index(_locate(model_dir, recorded), model_dir)
+    identity = _identity(prefix)
+    if identity not in seen:
+      seen.add(identity)
+      prefixes.append(latest if identity == latest_identity else prefix)
+  if latest_identity not in seen:
+    prefixes.append(latest)
+  return prefixes, latest
+
+
+def all_checkpoints(model_dir: str) -> List[str]:
+  """Prefixes of every checkpoint a model dir keeps, the latest last.
+
+  As `listed_checkpoints`, with the latest moved to the end.
+
+  Raises:
+    errors.CheckpointNotFoundError, errors.CorruptCheckpointError: As for
+      `latest_checkpoint`, for any listed checkpoint.
+  """
+  prefixes, latest = listed_checkpoints(model_dir)
+  return [p for p in prefixes if p != latest] + [latest]
+
+
+def _identity(prefix: str) -> str:
+  """What two spellings of one checkpoint prefix have in common."""
+  return registry.for_path(prefix).real(prefix)
 
 
 def resolve(path: str) -> str:
@@ -172,15 +202,22 @@ def _one_file_error(path: str, prefix: str) -> errors.CheckpointNotFoundError:
   )
 
 
-def encode(prefixes: Sequence[str]) -> bytes:
-  """A state file naming `prefixes` (latest last) by their base names.
+def encode(prefixes: Sequence[str], latest: Optional[str] = None) -> bytes:
+  """A state file naming `prefixes`, in order, by their base names.
 
   Relative paths keep the model dir movable; Estimator and
   `tf.train.latest_checkpoint` resolve them against the model dir.
+
+  Args:
+    prefixes: The checkpoints the state file lists, in its order.
+    latest: The one of `prefixes` it names as the latest; default the last.
   """
+  latest = prefixes[-1] if latest is None else latest
+  if latest not in prefixes:
+    raise ValueError(f"latest {latest!r} is not one of {list(prefixes)!r}")
   return encode_state(
     protos.CheckpointState(
-      model_checkpoint_path=os.path.basename(prefixes[-1]),
+      model_checkpoint_path=os.path.basename(latest),
       all_model_checkpoint_paths=[os.path.basename(p) for p in prefixes],
     )
   )
