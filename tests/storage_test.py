@@ -101,6 +101,19 @@ class StorageContractTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(self._read(store, path), b"abcdefghi")
 
   @parameterized.parameters(*_ROOTS)
+  def test_fsync_dir_syncs_where_durable(self, kind):
+    store, root = self._store(kind)
+    store.write_file(store.join(root, "f"), b"x")
+    store.fsync_dir(root)
+    missing = store.join(root, "missing")
+    if store.capabilities.durable_fsync:  # A real fsync: it needs the dir.
+      with self.assertRaises(FileNotFoundError):
+        store.fsync_dir(missing)
+    else:  # Nothing to sync: objects are durable once written.
+      store.fsync_dir(missing)
+      self.assertFalse(store.exists(missing))
+
+  @parameterized.parameters(*_ROOTS)
   def test_put_stat_list_and_remove(self, kind):
     store, root = self._store(kind)
     directory = store.join(root, "dir")
