@@ -29,14 +29,14 @@ asserts a time.
 
 S3 uploads: tensorflow-io stages each object in a local temporary file and
 uploads it when closed, holding up to (S3_EXECUTOR_POOL_SIZE + 1) parts of
-S3_MULTI_PART_UPLOAD_CHUNK_SIZE bytes in memory (its defaults, 25 threads and
-50 MB parts: a 1 GiB object costs any writer about 1 GB of RSS). The library
-sets 4 threads and 8 MiB parts where they are unset
-(`remote_files.S3_UPLOAD_LIMITS`). In the child processes each tool runs at
-its own defaults: the convert binary at the library's, gfile.copy at
-tensorflow-io's. The in-process runs share one setting, fixed at the setup's
-first upload: tensorflow-io's defaults. `--s3_upload_chunk_mb` and
-`--s3_executor_pool_size` set both variables for every contender instead.
+S3_MULTI_PART_UPLOAD_CHUNK_SIZE bytes in memory (its defaults, 25 threads and 50
+MB parts: a 1 GiB object costs any writer about 1 GB of RSS). The library sets 4
+threads and 8 MiB parts where they are unset (`S3_UPLOAD_LIMITS` of
+storage/gfile.py). In the child processes each tool runs at its own defaults:
+the convert binary at the library's, gfile.copy at tensorflow-io's. The
+in-process runs share one setting, fixed at the setup's first upload:
+tensorflow-io's defaults. `--s3_upload_chunk_mb` and `--s3_executor_pool_size`
+set both variables for every contender instead.
 """
 
 import os

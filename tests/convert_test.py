@@ -17,9 +17,11 @@ import estimator_ckpt
 from estimator_ckpt import errors
 from estimator_ckpt import keys
 from estimator_ckpt._src import convert
-from estimator_ckpt._src import file_copy
 from estimator_ckpt._src import progress
 from estimator_ckpt._src.cli import render
+from estimator_ckpt._src.storage import direct_copy
+from estimator_ckpt._src.storage import local
+from estimator_ckpt._src.storage import transfer
 
 from examples.guide import converter
 from tests import tool_fixtures
@@ -409,7 +411,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
     self, refusal, function=None
   ):
     work = self.create_tempdir().full_path
-    chunk, block = file_copy._COPY_CHUNK, file_copy._DIRECT_ALIGNMENT
+    chunk, block = direct_copy._COPY_CHUNK, direct_copy._DIRECT_ALIGNMENT
     sizes = [
       0,
       1,
@@ -417,7 +419,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
       block,
       block + 1,
       2 * chunk + 3 * block + 7,
-      file_copy._COPY_BUFFERS * chunk * 2,
+      direct_copy._COPY_BUFFERS * chunk * 2,
     ]
     rng = np.random.default_rng(0)
     for size in sizes:
@@ -439,7 +441,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
           stack.enter_context(
             mock.patch.object(os, function, refusal(getattr(os, function)))
           )
-        file_copy.copy_file(src, dst, reported.append, new_observer)
+        transfer.copy_file(src, dst, reported.append, new_observer)
       with open(dst, "rb") as f:
         self.assertEqual(f.read(), data, f"{function}, {size} bytes")
       self.assertEqual(sum(reported), size)  # Each byte once, also on retry.
@@ -456,7 +458,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
     work = self.create_tempdir().full_path
     src = os.path.join(work, "src")
     with open(src, "wb") as f:
-      f.write(b"\xab" * (3 * file_copy._COPY_CHUNK))
+      f.write(b"\xab" * (3 * direct_copy._COPY_CHUNK))
     release = threading.Event()
     real_pwrite = os.pwrite
 
@@ -469,7 +471,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
         threading.Thread, "join", side_effect=KeyboardInterrupt
       ):
         with self.assertRaises(KeyboardInterrupt):
-          file_copy.copy_file(
+          transfer.copy_file(
             src,
             os.path.join(work, "dst"),
             lambda n: None,
@@ -492,7 +494,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
     work = self.create_tempdir().full_path
     src = os.path.join(work, "src")
     with open(src, "wb") as f:
-      f.write(bytes(3 * file_copy._COPY_CHUNK))
+      f.write(bytes(3 * direct_copy._COPY_CHUNK))
     real_fstat = os.fstat
 
     def fstat_larger(fd):  # The size as it was before something truncated it.
@@ -503,7 +505,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
       with self.assertRaisesRegex(
         errors.CorruptCheckpointError, "shrank.*something else writing"
       ):
-        file_copy.copy_file(
+        transfer.copy_file(
           src,
           os.path.join(work, "dst"),
           lambda n: None,
@@ -572,7 +574,9 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
   def test_failure_leaves_nothing(self):
     dst = self._dst()
     with mock.patch.object(
-      file_copy, "fsync_dir", side_effect=OSError(errno.EIO, "disk on fire")
+      local.LocalStorage,
+      "fsync_dir",
+      side_effect=OSError(errno.EIO, "disk on fire"),
     ):
       with self.assertRaisesRegex(OSError, "disk on fire"):
         estimator_ckpt.convert(

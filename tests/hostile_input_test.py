@@ -447,7 +447,7 @@ class HostileInputTest(parameterized.TestCase):
     _lock_left_by_a_killed_writer(dst)
     stale = destination_lock._owner_or_none(lock)
     with destination_lock.hold(dst):  # A.
-      destination_lock._clear_stale_local(lock, stale)  # B, late.
+      destination_lock._clear_stale_exclusive(lock, stale)  # B, late.
       self.assertTrue(os.path.exists(lock))
       with self.assertRaisesRegex(
         errors.DestinationLockedError, rf"process {os.getpid()} on "

@@ -42,6 +42,7 @@ _PACKAGES = (
   "estimator_ckpt/_src/cli",
   "estimator_ckpt/_src/format",
   "estimator_ckpt/_src/keras",
+  "estimator_ckpt/_src/storage",
 )
 _SCRIPTS = (
   "estimator-ckpt-inspect",

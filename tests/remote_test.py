@@ -2,7 +2,7 @@
 
 `ram://` is registered by TensorFlow itself and behaves like an object store
 to `tf.io.gfile` (no local path, any prefix of an object may look like a
-directory), so the tools' URL paths (format/remote_files.py, the remote
+directory), so the tools' URL paths (storage/gfile.py, the ordered
 commit order in atomic.py) run here without a server. Each test also checks
 that nothing appeared under the working directory: no code path may turn a
 URL into a local path (`os.path.normpath("gs://b/x")` is `gs:/b/x`).
@@ -26,7 +26,7 @@ from estimator_ckpt import inspect_main
 from estimator_ckpt import verify_main
 from estimator_ckpt._src import destination_lock
 from estimator_ckpt._src.format import checkpoint_files
-from estimator_ckpt._src.format import remote_files
+from estimator_ckpt._src.storage import gfile as gfile_storage
 
 from examples.guide import models as guide_models
 from examples.ranking import keras_model
@@ -325,14 +325,14 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
     with mock.patch.dict(
       os.environ, {"S3_MULTI_PART_UPLOAD_CHUNK_SIZE": str(8 << 20)}
     ):
-      remote_files.check_upload_size("s3://b/x", 10_000 * (8 << 20))
-      remote_files.check_upload_size("gs://b/x", 10**15)  # GCS: no parts.
+      gfile_storage.check_upload_size("s3://b/x", 10_000 * (8 << 20))
+      gfile_storage.check_upload_size("gs://b/x", 10**15)  # GCS: no parts.
       with self.assertRaisesRegex(
         errors.CheckpointIOError,
         r"`s3://b/x` would hold 83886080001 bytes.*"
         r"S3_MULTI_PART_UPLOAD_CHUNK_SIZE to at least 8388609 ",
       ):
-        remote_files.check_upload_size("s3://b/x", 10_000 * (8 << 20) + 1)
+        gfile_storage.check_upload_size("s3://b/x", 10_000 * (8 << 20) + 1)
 
   def test_unregistered_scheme_is_a_named_error(self):
     with self.assertRaisesRegex(

@@ -20,9 +20,11 @@ within the file system's 255-byte name limit for any destination name.
 Failures of the file system become `errors.CheckpointIOError` naming the
 destination, never a hidden name.
 
-Destinations behind a URL (`_write_remote`): object stores have no atomic
-directory rename (on GCS and S3 a rename is a copy plus a delete), so the
-commit is by order instead, each object complete before the next names it:
+The storage that holds the destination (`storage.registry`) decides which:
+staging and renames where its renames are atomic and its fsync durable (the
+local file system), and otherwise (`_write_ordered`: object stores, where a
+rename is a copy plus a delete, and any URL TensorFlow serves) the commit is by
+order instead, each object complete before the next names it:
 the state file stops naming checkpoints being replaced, their old index then
 data objects are deleted, the new data objects are written, then each
 `.index` (under a temporary name, then renamed: objects appear whole), then
@@ -40,22 +42,20 @@ import dataclasses
 import os
 import re
 import secrets
-import shutil
 from typing import Callable, Optional, Sequence
 
 from absl import logging
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import destination_lock
-from estimator_ckpt._src import file_copy
 from estimator_ckpt._src.format import bundle
-from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import protos
-from estimator_ckpt._src.format import remote_files
 from estimator_ckpt._src.format import state_file
+from estimator_ckpt._src.storage import base
+from estimator_ckpt._src.storage import registry
 
 _STAGING_TAG = ".convert-tmp-"
-# file_copy.write_file's temporary objects behind a URL.
+# Temporary objects of `Storage.write_file` where it renames into place.
 _REMOTE_TEMPORARY = re.compile(r".*\.tmp-\d+-[0-9a-f]{8}$")
 
 
@@ -96,77 +96,80 @@ def write_checkpoints(
   state = state_file.encode(
     basenames, basenames[-1] if latest is None else latest
   )
-  if checkpoint_files.is_url(dst_dir):
+  store = registry.for_path(dst_dir)
+  if not (
+    store.capabilities.atomic_rename and store.capabilities.durable_fsync
+  ):
     with destination_lock.hold(dst_dir):
-      _write_remote(dst_dir, checkpoints, write, state)
+      _write_ordered(store, dst_dir, checkpoints, write, state)
     return
-  parent = os.path.dirname(dst_dir)
+  parent, _ = store.split(dst_dir)
   try:
-    with contextlib.suppress(FileNotFoundError):
-      os.stat(parent)  # Names a symlink loop (ELOOP) before makedirs hides it.
-    os.makedirs(parent, exist_ok=True)
+    store.makedirs(parent)
     with destination_lock.hold(dst_dir):
-      _write_locked(dst_dir, parent, checkpoints, write, state)
+      _write_staged(store, dst_dir, parent, checkpoints, write, state)
   except errors.Error:
     raise
   except OSError as e:
-    raise checkpoint_files.io_error(e, dst_dir, "writing") from None
+    raise store.io_error(e, dst_dir, "writing") from None
 
 
-def _write_locked(
+def _write_staged(
+  store: base.Storage,
   dst_dir: str,
   parent: str,
   checkpoints: Sequence[StagedCheckpoint],
   write: Callable[[str], None],
   state: bytes,
 ) -> None:
+  """Stages, fsyncs and renames into place (module docstring)."""
   # A new or empty directory appears in one rename (not through a symlink,
   # which rename would replace).
-  whole_dir = not os.path.lexists(dst_dir) or (
-    not os.path.islink(dst_dir) and not os.listdir(dst_dir)
+  whole_dir = not store.lexists(dst_dir) or (
+    not store.islink(dst_dir) and not store.listdir(dst_dir, strict=True)
   )
   if whole_dir:
-    tag = destination_lock.hidden_name(os.path.basename(dst_dir), _STAGING_TAG)
+    tag = destination_lock.hidden_name(store.split(dst_dir)[1], _STAGING_TAG)
     staging_parent = parent
   else:
     tag = _STAGING_TAG
     staging_parent = dst_dir
-  _remove_stale_staging(staging_parent, tag)
-  staging = os.path.join(
+  _remove_stale_staging(store, staging_parent, tag)
+  staging = store.join(
     staging_parent, f"{tag}{os.getpid()}-{secrets.token_hex(4)}"
   )
-  os.mkdir(staging)  # Mode 0o777 minus the umask, as the final dir gets.
+  store.mkdir(staging)
   try:
     write(staging)
-    file_copy.write_file(
-      os.path.join(staging, state_file.STATE_FILENAME),
+    store.write_file(
+      store.join(staging, state_file.STATE_FILENAME),
       state,
     )
-    file_copy.fsync_dir(staging)
+    store.fsync_dir(staging)
     if whole_dir:
-      os.rename(staging, dst_dir)  # Atomic, also onto an empty directory.
-      file_copy.fsync_dir(parent)
+      store.rename(staging, dst_dir)  # Atomic, also onto an empty directory.
+      store.fsync_dir(parent)
     else:
-      _commit_into(staging, dst_dir, checkpoints)
+      _commit_into(store, staging, dst_dir, checkpoints)
   except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
+    store.rmtree(staging)
     raise
 
 
-def _write_remote(
+def _write_ordered(
+  store: base.Storage,
   dst_dir: str,
   checkpoints: Sequence[StagedCheckpoint],
   write: Callable[[str], None],
   state: bytes,
 ) -> None:
   """Commits by order where there is no atomic rename (module docstring)."""
-  gfile = remote_files.gfile(dst_dir)
   written = []
   try:
-    gfile.makedirs(dst_dir)
+    store.makedirs(dst_dir)
     basenames = [c.basename for c in checkpoints]
-    _withdraw_from_state("", dst_dir, basenames)
-    existing = set(checkpoint_files.listdir(dst_dir))
+    _withdraw_from_state(store, "", dst_dir, basenames)
+    existing = set(store.listdir(dst_dir))
     # Temporary objects of killed writers (write_file's `.tmp-<pid>-<hex>`):
     # never read, removed here (once: GCS answers 404 to a second delete).
     temporaries = {
@@ -179,7 +182,7 @@ def _write_remote(
       )
     }
     for name in sorted(temporaries):
-      gfile.remove(os.path.join(dst_dir, name))
+      store.remove(store.join(dst_dir, name))
     existing -= temporaries
     for name in basenames:
       # The old index first: from then on its checkpoint does not exist.
@@ -187,30 +190,32 @@ def _write_remote(
         n for n in existing if n.startswith(name + ".data-")
       ):
         if old in existing:
-          gfile.remove(os.path.join(dst_dir, old))
+          store.remove(store.join(dst_dir, old))
     written = basenames
     write(dst_dir)  # Per checkpoint: data objects, then the index.
-    file_copy.write_file(
-      os.path.join(dst_dir, state_file.STATE_FILENAME),
+    store.write_file(
+      store.join(dst_dir, state_file.STATE_FILENAME),
       state,
     )
   except BaseException as failure:
     # Nothing a reader trusts is left half-written; drop the litter.
     with contextlib.suppress(Exception):
-      for name in checkpoint_files.listdir(dst_dir):
+      for name in store.listdir(dst_dir):
         if any(name.startswith(b + ".") for b in written):
-          gfile.remove(os.path.join(dst_dir, name))
+          store.remove(store.join(dst_dir, name))
     if isinstance(failure, (errors.Error, KeyboardInterrupt, SystemExit)):
       raise
     if isinstance(failure, Exception):
-      raise remote_files.io_error(failure, dst_dir, "writing") from None
+      raise store.io_error(failure, dst_dir, "writing") from None
     raise
 
 
-def _remove_stale_staging(directory: str, tag: str) -> None:
+def _remove_stale_staging(
+  store: base.Storage, directory: str, tag: str
+) -> None:
   """Removes staging dirs of writers that were killed."""
   try:
-    names = os.listdir(directory)
+    names = store.listdir(directory, strict=True)
   except FileNotFoundError:
     return
   for name in names:
@@ -228,29 +233,28 @@ def _remove_stale_staging(directory: str, tag: str) -> None:
       continue
     logging.info(
       "Removing %s, left by an interrupted conversion.",
-      os.path.join(directory, name),
+      store.join(directory, name),
     )
-    shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    store.rmtree(store.join(directory, name))
 
 
 def _withdraw_from_state(
-  staging: str, dst_dir: str, basenames: Sequence[str]
+  store: base.Storage, staging: str, dst_dir: str, basenames: Sequence[str]
 ) -> None:
   """Stops `dst_dir`'s state file naming checkpoints about to be replaced.
 
   Until the new state file lands, TensorFlow then sees only the other
   checkpoints the old state file kept (or, if none, no state file), never a
-  half-replaced one.
+  half-replaced one. With a `staging` directory the interim state file is
+  written there and renamed into place; without (an ordered commit),
+  `write_file` replaces it whole.
   """
-  path = os.path.join(dst_dir, state_file.STATE_FILENAME)
-  remote = checkpoint_files.is_url(dst_dir)
-  remove = remote_files.gfile(dst_dir).remove if remote else os.remove
+  path = store.join(dst_dir, state_file.STATE_FILENAME)
   try:
     state = state_file.read(dst_dir)
   except errors.CorruptCheckpointError:
-    remove(path)  # Being replaced; TensorFlow would ignore it anyway.
-    if not remote:
-      file_copy.fsync_dir(dst_dir)
+    store.remove(path)  # Being replaced; TensorFlow would ignore it anyway.
+    store.fsync_dir(dst_dir)
     return
   if state is None:
     return
@@ -262,25 +266,27 @@ def _withdraw_from_state(
   if len(kept) == len(listed):
     return
   if not kept:
-    remove(path)
+    store.remove(path)
   else:
     latest = state.model_checkpoint_path
     interim = protos.CheckpointState(
       model_checkpoint_path=latest if latest in kept else kept[-1],
       all_model_checkpoint_paths=kept,
     )
-    if remote:  # write_file: a temporary object, then a rename.
-      file_copy.write_file(path, state_file.encode_state(interim))
+    if not staging:  # write_file: a temporary object, then a rename.
+      store.write_file(path, state_file.encode_state(interim))
       return
-    staged = os.path.join(staging, state_file.STATE_FILENAME + ".interim")
-    file_copy.write_file(staged, state_file.encode_state(interim))
-    os.rename(staged, path)
-  if not remote:
-    file_copy.fsync_dir(dst_dir)
+    staged = store.join(staging, state_file.STATE_FILENAME + ".interim")
+    store.write_file(staged, state_file.encode_state(interim))
+    store.rename(staged, path)
+  store.fsync_dir(dst_dir)
 
 
 def _commit_into(
-  staging: str, dst_dir: str, checkpoints: Sequence[StagedCheckpoint]
+  store: base.Storage,
+  staging: str,
+  dst_dir: str,
+  checkpoints: Sequence[StagedCheckpoint],
 ) -> None:
   """Moves staged files into an existing, non-empty `dst_dir`.
 
@@ -291,28 +297,29 @@ def _commit_into(
   leaves the replaced checkpoints absent, never mixed; converting again
   finishes the job.
   """
-  _withdraw_from_state(staging, dst_dir, [p.basename for p in checkpoints])
+  _withdraw_from_state(
+    store, staging, dst_dir, [p.basename for p in checkpoints]
+  )
   for p in checkpoints:
-    final = os.path.join(dst_dir, p.basename)
+    final = store.join(dst_dir, p.basename)
     for name in [p.basename + ".index"] + sorted(
-      n for n in os.listdir(dst_dir) if n.startswith(p.basename + ".data-")
+      n
+      for n in store.listdir(dst_dir, strict=True)
+      if n.startswith(p.basename + ".data-")
     ):
-      try:
-        os.remove(os.path.join(dst_dir, name))
-      except FileNotFoundError:
-        pass
-    file_copy.fsync_dir(dst_dir)
+      store.remove(store.join(dst_dir, name))
+    store.fsync_dir(dst_dir)
     for out_id in range(p.num_shards):
       name = os.path.basename(bundle.data_filename(final, out_id, p.num_shards))
-      os.rename(os.path.join(staging, name), os.path.join(dst_dir, name))
-    file_copy.fsync_dir(dst_dir)
-    os.rename(
-      os.path.join(staging, p.basename + ".index"), bundle.index_filename(final)
+      store.rename(store.join(staging, name), store.join(dst_dir, name))
+    store.fsync_dir(dst_dir)
+    store.rename(
+      store.join(staging, p.basename + ".index"), bundle.index_filename(final)
     )
-  file_copy.fsync_dir(dst_dir)
-  os.rename(
-    os.path.join(staging, state_file.STATE_FILENAME),
-    os.path.join(dst_dir, state_file.STATE_FILENAME),
+  store.fsync_dir(dst_dir)
+  store.rename(
+    store.join(staging, state_file.STATE_FILENAME),
+    store.join(dst_dir, state_file.STATE_FILENAME),
   )
-  file_copy.fsync_dir(dst_dir)
-  shutil.rmtree(staging, ignore_errors=True)
+  store.fsync_dir(dst_dir)
+  store.rmtree(staging)

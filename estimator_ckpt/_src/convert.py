@@ -9,7 +9,7 @@ conversion rewrites only the `.index` and copies the data files byte for byte
 let alone into `tf.Variable`s as the guide's `convert_tf1_to_tf2` does.
 Memory use does not grow with the checkpoint. Copies read the source once,
 verify the checksums of the bytes they write, and write with O_DIRECT where
-the file system allows (`file_copy.copy_file`).
+the file system allows (`storage.transfer.copy_file`).
 
 TF2 output has the layout of the Scaffold factory (`keys.object_graph`):
 
@@ -44,7 +44,6 @@ from absl import logging
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import atomic
-from estimator_ckpt._src import file_copy
 from estimator_ckpt._src import progress
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
@@ -56,11 +55,13 @@ from estimator_ckpt._src.format import crc32c
 from estimator_ckpt._src.format import dtypes
 from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.format import protos
-from estimator_ckpt._src.format import remote_files
 from estimator_ckpt._src.format import state_file
 from estimator_ckpt._src.format import tensor_slice
 from estimator_ckpt._src.format import values
 from estimator_ckpt._src.keras import checkpoints as keras_checkpoints
+from estimator_ckpt._src.storage import base
+from estimator_ckpt._src.storage import registry
+from estimator_ckpt._src.storage import transfer
 
 TF1 = reader.TF1
 TF2 = reader.TF2
@@ -360,9 +361,7 @@ def _sources(src: str, all_checkpoints: bool) -> Tuple[List[str], str]:
 
 def _real(path: str) -> str:
   """A path with symlinks resolved; a URL as it is."""
-  if checkpoint_files.is_url(path):
-    return path.rstrip("/")
-  return os.path.realpath(path)
+  return registry.for_path(path).real(path)
 
 
 def _unique_sources(src: str, all_checkpoints: bool) -> Tuple[List[str], str]:
@@ -500,11 +499,11 @@ def _copy_verified(
   ranges = checksums.data_ranges(source, shard_id, checked_keys)
   checkers: List[checksums.StreamChecker] = []
 
-  def new_checker() -> file_copy.Observer:
+  def new_checker() -> base.Observer:
     checkers.append(checksums.StreamChecker(source, ranges))
     return checkers[-1].update
 
-  file_copy.copy_file(source.data_path(shard_id), dst, on_bytes, new_checker)
+  transfer.copy_file(source.data_path(shard_id), dst, on_bytes, new_checker)
   problems = checkers[-1].finish()
   if problems:
     raise errors.CorruptCheckpointError(
@@ -526,19 +525,18 @@ def _write_plan(
   for out_id, source_id in enumerate(p.shards):
     src_path = source.data_path(source_id)
     dst_path = bundle.data_filename(out_prefix, out_id, p.num_shards)
-    if link and file_copy.try_link(
-      src_path, dst_path, reporter.add, link_state
-    ):
+    if link and transfer.try_link(src_path, dst_path, reporter.add, link_state):
       continue  # Linked: the source's own bytes; `verify` checks them.
     _copy_verified(
       source, source_id, p.checked_keys[source_id], dst_path, reporter.add
     )
+  store = registry.for_path(staging)
   if p.extra_shard is not None:
-    file_copy.write_file(
+    store.write_file(
       bundle.data_filename(out_prefix, len(p.shards), p.num_shards),
       p.extra_shard,
     )
-  file_copy.write_file(
+  store.write_file(
     bundle.index_filename(out_prefix),
     bundle.encode_index(p.header, p.entries.items()),
   )
@@ -562,10 +560,11 @@ def _write(plans: Sequence[Plan], dst_dir: str, link: bool, total: int) -> bool:
   )
   link_state: Dict[str, bool] = {}
   # Before the destination changes: each data object fits its upload.
+  store = registry.for_path(dst_dir)
   for p in plans:
     sizes = [p.source.bundle.shard_sizes[i] for i in p.shards]
     for out_id, size in enumerate(sizes):
-      remote_files.check_upload_size(
+      store.check_fits(
         bundle.data_filename(
           os.path.join(dst_dir, p.basename), out_id, p.num_shards
         ),
@@ -678,12 +677,9 @@ def convert(
     adam_betas=adam_betas,
   )
   # Not os.path.normpath on a URL: it would make `gs://b/x` the local path
-  # `gs:/b/x`.
-  dst_dir = (
-    dst_dir.rstrip("/")
-    if checkpoint_files.is_url(dst_dir)
-    else os.path.normpath(dst_dir)
-  )
+  # `gs:/b/x`; the storage knows its paths.
+  dst_store = registry.for_path(dst_dir)
+  dst_dir = dst_store.normalize(dst_dir)
   _check_destination(src, dst_dir, plans, overwrite)
   result = os.path.join(dst_dir, _latest(plans).basename)
   for p in plans:
@@ -704,7 +700,7 @@ def convert(
   total = sum(p.copy_bytes for p in plans)
   linked = _write(
     plans,
-    dst_dir if checkpoint_files.is_url(dst_dir) else os.path.abspath(dst_dir),
+    dst_store.absolute(dst_dir),
     link,
     total,
   )

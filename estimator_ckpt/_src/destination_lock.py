@@ -8,31 +8,31 @@ where the pid means the same process: the same host name, boot and pid
 namespace (containers may share a host name, not pids). A lock of another
 host or container cannot be checked from here and is respected.
 
-Local paths (and `file://` URLs, the same files): a hidden lock file next to
-the destination, written whole under a temporary name and hard-linked to its
-final name (or created with `O_EXCL` where hard links are refused), so it
-never exists without its owner; this works where advisory locks do not
-(NFS). Two writers may find the same stale lock: clearing it takes a second
-lock (`<lock>.clearing`) and looks again under it, so a slower writer never
-removes the lock a faster one has just taken.
+The storage that holds the destination (`storage.registry`) decides how.
+Where it creates files exclusively (local paths, and `file://` URLs, the
+same files): a hidden lock file next to the destination, created in one step
+with its owner inside (`Storage.create_exclusive`: hard link or `O_EXCL`);
+this works where advisory locks do not (NFS). Two writers may find the
+same stale lock: clearing it takes a second lock (`<lock>.clearing`) and
+looks again under it, so a slower writer never removes the lock a faster one
+has just taken.
 
-URLs: `tf.io.gfile` has no exclusive create (and on GCS and S3 a rename is a
-copy plus a delete), so a lock is a prefix next to the destination holding
-one object per writer that wants it. A writer writes its own object (owner
-inside), then lists the prefix: if any other writer's object is there and
-not stale, it deletes its own and fails. Of two writers whose writes
-overlap in time, the later one to finish its object sees the other's when
-it lists, so they never both write; both may fail if they race exactly
-(each then says who holds the lock; try again). This relies on listings
-that show every completed write, which GCS, S3 (since December 2020), HDFS
-and `ram://` give; a listing that fails, or that does not show the writer's
-own object, is an error, never an empty lock.
+Elsewhere (URLs TensorFlow's file systems serve: no exclusive create, and on
+GCS and S3 a rename is a copy plus a delete) a lock is a prefix next to the
+destination holding one object per writer that wants it. A writer writes its
+own object (owner inside), then lists the prefix: if any other writer's object
+is there and not stale, it deletes its own and fails. Of two writers whose
+writes overlap in time, the later one to finish its object sees the other's
+when it lists, so they never both write; both may fail if they race exactly
+(each then says who holds the lock; try again). This relies on listings that
+show every completed write, which GCS, S3 (since December 2020), HDFS and
+`ram://` give; a listing that fails, or that does not show the writer's own
+object, is an error, never an empty lock.
 """
 
 import contextlib
 import hashlib
 import os
-import re
 import secrets
 import socket
 from typing import Iterator, Optional, Tuple
@@ -41,15 +41,14 @@ from absl import logging
 
 from estimator_ckpt import errors
 from estimator_ckpt._src.format import checkpoint_files
-from estimator_ckpt._src.format import remote_files
+from estimator_ckpt._src.storage import base
+from estimator_ckpt._src.storage import registry
 
 LOCK_SUFFIX = ".convert-lock"
 # Linux's NAME_MAX, in bytes, on every common local and network file system.
 _NAME_MAX = 255
 # Room a hidden name keeps for its suffix: pid, random hex, tags.
 _SUFFIX_ROOM = 48
-# `scheme://authority` and the path after it.
-_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/]*)(.*)$")
 
 
 def hidden_name(basename: str, tag: str) -> str:
@@ -72,78 +71,72 @@ def hidden_name(basename: str, tag: str) -> str:
 
 
 def lock_path(dst_dir: str) -> str:
-  """Where the lock of `dst_dir` lives: a file, or (URL) a prefix.
+  """Where the lock of `dst_dir` lives: a file, or (listing lock) a prefix.
 
   Next to the destination, so the destination itself holds only what the
-  conversion writes; inside it only for a URL with no parent (a bucket).
+  conversion writes; inside it only for a destination with no parent (a
+  bucket).
   """
-  if checkpoint_files.is_url(dst_dir):
-    match = _URL.match(dst_dir.rstrip("/"))
-    assert match  # is_url checked the scheme.
-    root, path = match.groups()
-    parent, basename = path.rsplit("/", 1) if "/" in path else ("", "")
-    if not basename:
-      return f"{root}/{LOCK_SUFFIX}"
-    return f"{root}{parent}/{hidden_name(basename, LOCK_SUFFIX)}"
-  return os.path.join(
-    os.path.dirname(dst_dir),
-    hidden_name(os.path.basename(dst_dir), LOCK_SUFFIX),
-  )
+  store = registry.for_path(dst_dir)
+  parent, basename = store.split(dst_dir)
+  if not basename:
+    return store.join(parent, LOCK_SUFFIX)
+  return store.join(parent, hidden_name(basename, LOCK_SUFFIX))
 
 
 @contextlib.contextmanager
 def hold(dst_dir: str) -> Iterator[None]:
-  """Holds the one-writer lock of `dst_dir` (locally, its parent must exist).
+  """Holds the one-writer lock of `dst_dir` (its parent is created).
 
   Raises:
     errors.DestinationLockedError: A running process holds the lock, or one
       on another host (which cannot be checked from here).
     errors.CheckpointIOError: The lock could not be written or listed.
   """
-  if remote_files.scheme(dst_dir) == "file":
-    # Local, whatever the spelling: the same lock as the plain path's.
-    local = _file_url_path(dst_dir)
-    with contextlib.ExitStack() as stack:
-      try:
-        os.makedirs(os.path.dirname(local) or "/", exist_ok=True)
-        stack.enter_context(hold(local))
-      except errors.Error:
-        raise
-      except OSError as e:
-        raise checkpoint_files.io_error(e, dst_dir, "locking") from None
+  store = registry.for_path(dst_dir)
+  if not store.capabilities.exclusive_create:
+    with _hold_listed(store, dst_dir):
       yield
     return
-  if checkpoint_files.is_url(dst_dir):
-    with _hold_remote(dst_dir):
-      yield
-    return
-  path = lock_path(dst_dir)
-  mine = _owner()
-  for _ in range(3):
-    if _try_create(path, mine):
-      break
-    try:
-      recorded = _owner_or_none(path)
-    except FileNotFoundError:
-      if os.path.lexists(path):  # A dangling symlink: nobody's lock.
-        raise _locked_error(dst_dir, path, None, "the lock file") from None
-      continue  # Released meanwhile: try again.
-    if recorded is None or not _is_stale(recorded):
-      raise _locked_error(dst_dir, path, recorded, "the lock file")
-    _clear_stale_local(path, recorded)
-  else:
-    raise errors.DestinationLockedError(
-      f"Could not take the lock `{path}` of `{dst_dir}`: another writer "
-      "took it at the same time. Write elsewhere or try again."
-    )
+  try:
+    parent = store.split(dst_dir)[0]
+    if parent:
+      store.makedirs(parent)
+    path, mine = _take_exclusive(store, dst_dir)
+  except errors.Error:
+    raise
+  except OSError as e:
+    raise store.io_error(e, dst_dir, "locking") from None
   try:
     yield
   finally:
     # Ours unless someone judged it stale (it never is while we run).
-    _remove_if_ours(path, mine)
+    _remove_if_ours(store, path, mine)
 
 
-def _clear_stale_local(path: str, recorded: "_Owner") -> None:
+def _take_exclusive(store: base.Storage, dst_dir: str) -> Tuple[str, bytes]:
+  """Creates the lock file of `dst_dir`; returns it and what it holds."""
+  path = lock_path(dst_dir)
+  mine = _owner()
+  for _ in range(3):
+    if store.create_exclusive(path, mine):
+      return path, mine
+    try:
+      recorded = _owner_or_none(path)
+    except FileNotFoundError:
+      if store.lexists(path):  # A dangling symlink: nobody's lock.
+        raise _locked_error(dst_dir, path, None, "the lock file") from None
+      continue  # Released meanwhile: try again.
+    if recorded is None or not _is_stale(recorded):
+      raise _locked_error(dst_dir, path, recorded, "the lock file")
+    _clear_stale_exclusive(path, recorded)
+  raise errors.DestinationLockedError(
+    f"Could not take the lock `{path}` of `{dst_dir}`: another writer "
+    "took it at the same time. Write elsewhere or try again."
+  )
+
+
+def _clear_stale_exclusive(path: str, recorded: "_Owner") -> None:
   """Removes a stale lock file, unless another writer replaced it first.
 
   Two writers may judge the same lock stale; without care the slower one
@@ -157,9 +150,10 @@ def _clear_stale_local(path: str, recorded: "_Owner") -> None:
   Raises:
     errors.DestinationLockedError: A killed writer left the clearing lock.
   """
+  store = registry.for_path(path)
   clearing = path + ".clearing"
   mine = _owner()
-  if not _try_create(clearing, mine):
+  if not store.create_exclusive(clearing, mine):
     holder = _owner_or_none_quiet(clearing)
     if holder is not None and _is_stale(holder):
       raise errors.DestinationLockedError(
@@ -174,57 +168,44 @@ def _clear_stale_local(path: str, recorded: "_Owner") -> None:
     except FileNotFoundError:
       return
     if now == recorded and _is_stale(now):
-      _remove_stale(path, recorded, _remove_local)
+      _remove_stale(path, recorded, store.remove)
   finally:
-    _remove_if_ours(clearing, mine)
-
-
-def _file_url_path(url: str) -> str:
-  """The local path of a `file://` URL, as TensorFlow reads it.
-
-  The text after the authority, literally (no query or fragment: `#` and
-  `?` are parts of file names here), without a trailing `/`.
-  """
-  rest = url.split("://", 1)[1]
-  if not rest.startswith("/"):
-    rest = "/" + rest.partition("/")[2]  # Drops `localhost` or a host.
-  return rest.rstrip("/") or "/"
+    _remove_if_ours(store, clearing, mine)
 
 
 @contextlib.contextmanager
-def _hold_remote(dst_dir: str) -> Iterator[None]:
-  gfile = remote_files.gfile(dst_dir)
+def _hold_listed(store: base.Storage, dst_dir: str) -> Iterator[None]:
+  """The lock where files cannot be created exclusively (module docstring)."""
   lock_dir = lock_path(dst_dir)
-  mine = f"{lock_dir}/{secrets.token_hex(8)}"
+  mine = store.join(lock_dir, secrets.token_hex(8))
 
   def remove(path: str) -> None:
     try:
-      gfile.remove(path)
+      store.remove(path)
     except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
       try:
-        still_there = gfile.exists(path)
+        still_there = store.exists(path)
       except Exception:  # pylint: disable=broad-except  (tf OpErrors)
         still_there = True
       if still_there:
-        raise remote_files.io_error(e, path, "removing the lock") from None
+        raise store.io_error(e, path, "removing the lock") from None
 
   try:
-    with gfile.GFile(mine, "wb") as f:
-      f.write(_owner())
+    store.put(mine, _owner())
   except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
     # A store where objects exist once opened (ram://, HDFS) may keep a
     # partial one, which would lock everyone out: remove it.
     with contextlib.suppress(Exception):
       remove(mine)
-    raise remote_files.io_error(e, mine, "writing the lock") from None
+    raise store.io_error(e, mine, "writing the lock") from None
   try:
     # Strictly: a listing that failed, or that misses our own object, could
-    # hide another writer's (tf.io.gfile.isdir reports any error as False).
+    # hide another writer's.
     try:
-      names = remote_files.listdir(lock_dir)
+      names = store.listdir(lock_dir, strict=True)
     except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
-      raise remote_files.io_error(e, lock_dir, "listing the lock") from None
-    if os.path.basename(mine) not in names:
+      raise store.io_error(e, lock_dir, "listing the lock") from None
+    if store.split(mine)[1] not in names:
       raise errors.CheckpointIOError(
         f"Listing `{lock_dir}` does not show `{mine}`, written just before: "
         "this store's listings are not consistent with its writes, so no "
@@ -232,7 +213,7 @@ def _hold_remote(dst_dir: str) -> Iterator[None]:
         filename=lock_dir,
       )
     for name in sorted(names):
-      path = f"{lock_dir}/{name}"
+      path = store.join(lock_dir, name)
       if path == mine:
         continue
       try:
@@ -329,16 +310,11 @@ def _remove_stale(path: str, recorded: _Owner, remove) -> None:
   remove(path)
 
 
-def _remove_local(path: str) -> None:
-  with contextlib.suppress(FileNotFoundError):
-    os.remove(path)
-
-
-def _remove_if_ours(path: str, mine: bytes) -> None:
-  """Removes the local lock file `path` if it still records `mine`."""
+def _remove_if_ours(store: base.Storage, path: str, mine: bytes) -> None:
+  """Removes the lock file `path` if it still records `mine`."""
   with contextlib.suppress(FileNotFoundError, errors.Error):
     if checkpoint_files.read_small(path, "lock file", 4096) == mine:
-      os.remove(path)
+      store.remove(path)
 
 
 def _locked_error(
@@ -355,37 +331,3 @@ def _locked_error(
     "to finish, or write elsewhere; if no conversion is running there any "
     f"more, delete {what}."
   )
-
-
-def _try_create(path: str, contents: bytes) -> bool:
-  """Creates `path` holding `contents` atomically; False if it exists."""
-  staged = f"{path}.{os.getpid()}-{secrets.token_hex(4)}"
-  try:
-    with open(staged, "xb") as f:
-      f.write(contents)
-  except BaseException:
-    _remove_local(staged)
-    raise
-  try:
-    os.link(staged, path)
-    return True
-  except FileExistsError:
-    return False
-  except OSError:
-    pass  # No hard links here: O_EXCL, then write.
-  finally:
-    os.remove(staged)
-  try:
-    fd = os.open(
-      path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-    )
-  except FileExistsError:
-    return False
-  try:
-    os.write(fd, contents)
-  except BaseException:
-    _remove_local(path)  # Ours, half-written: it would lock everyone out.
-    raise
-  finally:
-    os.close(fd)
-  return True

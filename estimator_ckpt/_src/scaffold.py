@@ -76,6 +76,7 @@ from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src.format import aliases
 from estimator_ckpt._src.format import keys
+from estimator_ckpt._src.storage import registry
 
 tf1 = tf.compat.v1
 
@@ -386,7 +387,7 @@ class Tf2Saver(saver_lib.Saver):
         self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
     if self._tf1_saver is not None and write_state and path:
       tf1_dir = os.path.join(os.path.dirname(save_path), TF1_SUBDIR)
-      tf.io.gfile.makedirs(tf1_dir)
+      registry.for_path(tf1_dir).makedirs(tf1_dir)
       self._tf1_saver.save(
         sess,
         os.path.join(tf1_dir, os.path.basename(save_path)),
@@ -400,25 +401,24 @@ class Tf2Saver(saver_lib.Saver):
   def _add_aliases(self, prefix: str) -> None:
     """Rewrites a saved checkpoint's index with the aliases, atomically.
 
-    Through `tf.io.gfile`, so model dirs on any file system TensorFlow
-    reads work; the new index is complete under a temporary name before it
-    is renamed over the old one (on object stores, where a rename is a copy,
-    readers still see one whole index or the other).
+    Through the storage that holds it, so model dirs on any file system
+    TensorFlow reads work; the new index is complete under a temporary name
+    before it is renamed over the old one (on object stores, where a rename
+    is a copy, readers still see one whole index or the other).
     """
     if not self._aliases:
       return
     index = prefix + ".index"
-    with tf.io.gfile.GFile(index, "rb") as f:
-      data = f.read()
+    store = registry.for_path(index)
+    with store.open_regular(index, "checkpoint index") as f:
+      data = f.pread(f.size, 0)
     rewritten = aliases.add_to_index(index, data, self._aliases)
     staged = f"{index}.aliases-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-      with tf.io.gfile.GFile(staged, "wb") as f:
-        f.write(rewritten)
-      tf.io.gfile.rename(staged, index, overwrite=True)
+      store.put(staged, rewritten)
+      store.rename(staged, index)
     except BaseException:
-      if tf.io.gfile.exists(staged):
-        tf.io.gfile.remove(staged)
+      store.remove(staged)
       raise
 
   def recover_last_checkpoints(self, checkpoint_paths):

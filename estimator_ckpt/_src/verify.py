@@ -20,6 +20,7 @@ from estimator_ckpt._src import reader
 from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import checksums
 from estimator_ckpt._src.format import keys
+from estimator_ckpt._src.storage import base
 
 # Problems listed in one error message before "... and N more".
 _MAX_LISTED = 10
@@ -121,7 +122,7 @@ class _DataFiles:
   def __init__(self):
     self._open: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
 
-  def get(self, path: str) -> checkpoint_files.CheckpointFile:
+  def get(self, path: str) -> base.ReadableFile:
     if path in self._open:
       self._open.move_to_end(path)
       return self._open[path][1]

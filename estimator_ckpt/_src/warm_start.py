@@ -112,6 +112,7 @@ from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.format import state_file
 from estimator_ckpt._src.keras import checkpoints as keras_checkpoints
+from estimator_ckpt._src.storage import registry
 
 VarsToWarmStart = Union[None, str, Sequence[Any]]
 
@@ -491,7 +492,7 @@ def _checkpoint_location(path: str) -> str:
       f"got {path!r}."
     )
   variables = "/".join((path.rstrip("/"),) + _SAVED_MODEL_VARIABLES)
-  if tf.io.gfile.exists(variables + ".index"):
+  if registry.for_path(variables).exists(variables + ".index"):
     return variables
   return path
 

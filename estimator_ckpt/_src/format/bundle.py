@@ -40,6 +40,7 @@ from estimator_ckpt._src.format import dtypes
 from estimator_ckpt._src.format import protos
 from estimator_ckpt._src.format import table
 from estimator_ckpt._src.format import tensor_slice
+from estimator_ckpt._src.storage import base
 
 HEADER_KEY = b""
 # kTensorBundleVersion and kTensorBundleMinProducer in tensor_bundle.cc.
@@ -263,7 +264,7 @@ def _check_slices(
 class _RangedBytes:
   """A file behind a URL as the table reader indexes bytes: by range."""
 
-  def __init__(self, file: checkpoint_files.CheckpointFile):
+  def __init__(self, file: base.ReadableFile):
     self._file = file
 
   def __len__(self) -> int:

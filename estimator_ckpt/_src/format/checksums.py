@@ -23,6 +23,7 @@ from estimator_ckpt._src.format import dtypes
 from estimator_ckpt._src.format import protos
 from estimator_ckpt._src.format import tensor_slice
 from estimator_ckpt._src.format import varint
+from estimator_ckpt._src.storage import base
 
 _UINT32 = struct.Struct("<I")
 
@@ -300,7 +301,7 @@ def check_ranges(
             try:
               count = os.preadv(file.fd, [buffer[:wanted]], offset)
             except OSError as e:
-              raise checkpoint_files.io_error(e, path) from None
+              raise base.os_io_error(e, path) from None
             chunk = buffer[:count]
           else:  # A URL: bounded ranged reads.
             chunk = (

@@ -20,6 +20,7 @@ from estimator_ckpt import errors
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import checkpoint_files
 from estimator_ckpt._src.format import protos
+from estimator_ckpt._src.storage import registry
 
 STATE_FILENAME = "checkpoint"
 # TensorFlow writes one line per kept checkpoint; 10,000 kept checkpoints
@@ -63,7 +64,7 @@ def _locate(model_dir: str, recorded: str) -> str:
   """A prefix recorded in the state file, as a path that exists if possible."""
   path = (
     recorded
-    if os.path.isabs(recorded) or checkpoint_files.is_url(recorded)
+    if registry.is_absolute(recorded)
     else os.path.join(model_dir, recorded)
   )
   if checkpoint_files.exists(bundle.index_filename(path)):
@@ -161,9 +162,7 @@ def all_checkpoints(model_dir: str) -> List[str]:
 
 def _identity(prefix: str) -> str:
   """What two spellings of one checkpoint prefix have in common."""
-  if checkpoint_files.is_url(prefix):
-    return prefix
-  return os.path.realpath(prefix)
+  return registry.for_path(prefix).real(prefix)
 
 
 def resolve(path: str) -> str:
@@ -173,7 +172,7 @@ def resolve(path: str) -> str:
     errors.CheckpointNotFoundError: Neither; the message says what to pass.
     errors.CorruptCheckpointError: The model dir's state file is garbage.
   """
-  if checkpoint_files.is_url(path):
+  if registry.for_path(path).capabilities.directories_are_prefixes:
     # Object stores (and TensorFlow's ram://) may call any prefix of an
     # object a directory: a prefix with an index is a checkpoint.
     if checkpoint_files.exists(bundle.index_filename(path)):

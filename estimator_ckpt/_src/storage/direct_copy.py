@@ -1,11 +1,11 @@
-"""Durable file copies at disk speed: O_DIRECT, pipelined, fsynced.
+"""Local file copies at disk speed: O_DIRECT, pipelined, fsynced.
 
 `copy_file` reads the source once through a few reused page-aligned buffers
 and shows each to an observer (the checksum check) while writer threads write
 earlier ones, with O_DIRECT where the file system takes it, so reading,
 checking and writing overlap and the page cache is left alone. Elsewhere it
-writes through the page cache and fsyncs once. `write_file` and `fsync_dir`
-are the small durable writes around it; `try_link` hard-links instead.
+writes through the page cache and fsyncs once. `local.LocalStorage.copy`
+uses it.
 """
 
 import errno
@@ -13,15 +13,13 @@ import fcntl
 import mmap
 import os
 import queue
-import secrets
 import threading
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from absl import logging
 
 from estimator_ckpt import errors
-from estimator_ckpt._src.format import checkpoint_files
-from estimator_ckpt._src.format import remote_files
+from estimator_ckpt._src.storage import base
 
 # Copies: buffers and O_DIRECT offsets and sizes aligned to this (a page; the
 # strictest logical block size in common use). 4 buffers of 8 MiB, 2 writes
@@ -31,57 +29,8 @@ _DIRECT_ALIGNMENT = 4096
 _COPY_CHUNK = 8 << 20
 _COPY_BUFFERS = 4
 _COPY_WRITERS = 2
-# Hard links fail with these where the file system does not allow them.
-_NO_LINK_ERRNOS = frozenset(
-  (
-    errno.EXDEV,
-    errno.EPERM,
-    errno.EMLINK,
-    errno.ENOTSUP,
-    errno.EOPNOTSUPP,
-    errno.EACCES,
-  )
-)
 # O_DIRECT opens or writes fail with these where the file system lacks it.
 _NO_DIRECT_ERRNOS = frozenset((errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP))
-
-# Called with each piece of the source as it is copied: (offset, bytes).
-Observer = Callable[[int, memoryview], None]
-
-
-def fsync_dir(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
-def write_file(path: str, data: bytes) -> None:
-  """Writes a new file and fsyncs it.
-
-  Behind a URL the object is written under a temporary name and renamed into
-  place, so a reader never sees it half-written (on stores where an object
-  appears only when complete, the rename is a server-side copy).
-  """
-  if checkpoint_files.is_url(path):
-    remote_files.check_upload_size(path, len(data))
-    gfile = remote_files.gfile(path)
-    staged = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-      with gfile.GFile(staged, "wb") as f:
-        f.write(data)
-      gfile.rename(staged, path, overwrite=True)
-    except errors.Error:
-      raise
-    except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
-      if gfile.exists(staged):
-        gfile.remove(staged)
-      raise remote_files.io_error(e, path, "writing") from None
-    return
-  with open(path, "xb", buffering=0) as f:
-    _write_at(f.fileno(), memoryview(data), 0)
-    os.fsync(f.fileno())
 
 
 class _DirectIOUnsupportedError(Exception):
@@ -117,7 +66,7 @@ def _pipelined_copy(
   size: int,
   direct: bool,
   on_bytes: Callable[[int], None],
-  observe: Observer,
+  observe: base.Observer,
   src: str,
 ) -> None:
   """Copies `source` to `target` through a few reused buffers, then fsyncs.
@@ -216,7 +165,7 @@ def _read_at(
     try:
       count = os.preadv(fd, [view[done:]], offset + done)
     except OSError as e:
-      raise checkpoint_files.io_error(e, src) from None
+      raise base.os_io_error(e, src) from None
     if not count:
       raise errors.CorruptCheckpointError(
         f"`{src}` shrank to {offset + done} bytes while being copied (it "
@@ -235,12 +184,9 @@ def copy_file(
   src: str,
   dst: str,
   on_bytes: Callable[[int], None],
-  new_observer: Callable[[], Observer],
+  new_observer: Callable[[], base.Observer],
 ) -> None:
-  """Copies a file's bytes to a new file `dst`, durably (fsynced).
-
-  Either side may be a URL (`tf.io.gfile`); then bounded chunks stream
-  through (`_copy_streaming`). Local to local is the fast path below.
+  """Copies a local file's bytes to a new local file `dst`, durably (fsynced).
 
   The source is read once; `new_observer()` sees every byte (the checksum
   check). Writes use O_DIRECT where the file system takes them: the bytes go
@@ -250,9 +196,6 @@ def copy_file(
   Elsewhere, buffered writes and one fsync.
   """
   # O_NONBLOCK: never blocks, even if `src` was swapped for a FIFO.
-  if checkpoint_files.is_url(src) or checkpoint_files.is_url(dst):
-    _copy_streaming(src, dst, on_bytes, new_observer())
-    return
   source = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
   try:
     size = os.fstat(source).st_size
@@ -299,64 +242,3 @@ def copy_file(
       os.close(target)
   finally:
     os.close(source)
-
-
-def _copy_streaming(
-  src: str,
-  dst: str,
-  on_bytes: Callable[[int], None],
-  observe: Observer,
-) -> None:
-  """Copies through `_COPY_CHUNK` buffers where one side is a URL."""
-  with checkpoint_files.open_regular(src, "data file") as source:
-    if checkpoint_files.is_url(dst):
-      remote_files.check_upload_size(dst, source.size)
-      target = remote_files.gfile(dst).GFile(dst, "wb")
-    else:
-      target = open(dst, "xb")  # pylint: disable=consider-using-with
-    try:
-      with target:
-        offset = 0
-        while offset < source.size:
-          chunk = source.pread(min(_COPY_CHUNK, source.size - offset), offset)
-          observe(offset, memoryview(chunk))
-          target.write(chunk)
-          offset += len(chunk)
-          on_bytes(len(chunk))
-        if not checkpoint_files.is_url(dst):
-          target.flush()
-          os.fsync(target.fileno())
-    except errors.Error:
-      raise
-    except OSError as e:
-      raise checkpoint_files.io_error(e, dst, "writing") from None
-    except Exception as e:  # pylint: disable=broad-except  (tf OpErrors)
-      raise remote_files.io_error(e, dst, "writing") from None
-
-
-def try_link(
-  src: str, dst: str, on_bytes: Callable[[int], None], state: Dict[str, bool]
-) -> bool:
-  """Hard-links `src` to `dst`; False where the file system does not allow it.
-
-  After the first refusal (logged once), later calls do not try again.
-  """
-  if checkpoint_files.is_url(src) or checkpoint_files.is_url(dst):
-    return False  # No hard links across or on object stores: copy.
-  if state.get("no_links"):
-    return False
-  try:
-    os.link(src, dst)
-  except OSError as e:
-    if e.errno not in _NO_LINK_ERRNOS:
-      raise
-    logging.warning(
-      "Cannot hard-link %s into %s (%s); copying instead.",
-      src,
-      os.path.dirname(dst),
-      os.strerror(e.errno),
-    )
-    state["no_links"] = True
-    return False
-  on_bytes(os.stat(dst).st_size)
-  return True
