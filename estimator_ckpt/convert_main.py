@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import conversion_plan
 from estimator_ckpt._src import convert
 from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src.cli import process
@@ -97,7 +98,7 @@ def main(argv: Sequence[str]) -> None:
     rename = rename_rules.parse(_rename_spec(_RENAME.value))
     lines = []
     if _DRY_RUN.value:
-      plans = convert.plan(
+      plans = conversion_plan.plan(
         src,
         to=_TO.value,
         rename=rename,

@@ -16,7 +16,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 import estimator_ckpt
 from estimator_ckpt import errors
 from estimator_ckpt import keys
-from estimator_ckpt._src import convert
+from estimator_ckpt._src import conversion_plan
 from estimator_ckpt._src import progress
 from estimator_ckpt._src.cli import render
 from estimator_ckpt._src.storage import direct_copy
@@ -591,7 +591,7 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
       )
 
   def test_plan_maps_names_to_keys(self):
-    (p,) = convert.plan(tool_fixtures.golden_path("est-tf1"), to="tf2")
+    (p,) = conversion_plan.plan(tool_fixtures.golden_path("est-tf1"), to="tf2")
     self.assertEqual(
       [(m.source_name, m.key) for m in p.mappings],
       [

@@ -11,7 +11,7 @@ from typing import Any, List, Sequence
 
 import numpy as np
 
-from estimator_ckpt._src import convert
+from estimator_ckpt._src import conversion_plan
 from estimator_ckpt._src import describe
 from estimator_ckpt._src import progress
 from estimator_ckpt._src import reader
@@ -164,7 +164,7 @@ def format_table(rows: Sequence[describe.TensorRow]) -> str:
   return "\n".join(_aligned(cells))
 
 
-def format_plan(p: convert.Plan, dst_dir: str) -> str:
+def format_plan(p: conversion_plan.Plan, dst_dir: str) -> str:
   """A plan as text: a summary line and one row per variable."""
   source = p.source
   lines = [
