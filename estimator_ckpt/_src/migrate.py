@@ -15,15 +15,17 @@ hold each name). Estimator forbids subclasses to override those methods
 
 import functools
 import re
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import function_utils
+from tensorflow_estimator.python.estimator import model_fn as model_fn_lib
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import scaffold
+from estimator_ckpt._src import user_saver
 
 tf1 = tf.compat.v1
 
@@ -61,26 +63,19 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
     if "config" in accepted:
       kwargs["config"] = config
     spec = model_fn(features=features, **kwargs)
-    if not isinstance(spec, tf.estimator.EstimatorSpec):
-      raise errors.ArgumentTypeError(
-        f"estimator_ckpt.tf2_checkpoints supports model_fns returning "
-        f"tf.estimator.EstimatorSpec; {model_fn} returned {type(spec)}."
+    if isinstance(spec, tf.estimator.EstimatorSpec):
+      return spec._replace(
+        scaffold=tf2_scaffold(spec.scaffold, options, config)
       )
-    saver_options = dict(options)
-    for option, field in _RUN_CONFIG_DEFAULTS.items():
-      if option not in saver_options and config is not None:
-        saver_options[option] = getattr(config, field)
-    user_scaffold = spec.scaffold
-    if user_scaffold is not None and user_scaffold.saver is not None:
-      tf1.logging.warning(
-        "estimator_ckpt.tf2_checkpoints replaces the saver %s set by the "
-        "model_fn with a TF2 checkpoint saver.",
-        user_scaffold.saver,
+    if isinstance(spec, model_fn_lib._TPUEstimatorSpec):  # pylint: disable=protected-access
+      return spec._replace(
+        scaffold_fn=_tf2_scaffold_fn(spec.scaffold_fn, options, config)
       )
-    new_scaffold = scaffold.scaffold(
-      copy_from_scaffold=user_scaffold, **saver_options
+    raise errors.ArgumentTypeError(
+      f"estimator_ckpt.tf2_checkpoints supports model_fns returning "
+      f"tf.estimator.EstimatorSpec or TPUEstimatorSpec; {model_fn} "
+      f"returned {type(spec)}."
     )
-    return spec._replace(scaffold=new_scaffold)
 
   # Estimator passes `params` only to a model_fn that names it.
   def with_params(features, labels, mode, params, config):
@@ -97,14 +92,69 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
   )
 
 
+def tf2_scaffold(
+  user_scaffold: Optional["tf.compat.v1.train.Scaffold"],
+  options: Mapping[str, Any],
+  config: Optional[tf.estimator.RunConfig],
+) -> "tf.compat.v1.train.Scaffold":
+  """The Scaffold a wrapped model_fn returns instead of `user_scaffold`.
+
+  Every field of `user_scaffold` is kept. Its saver is honoured: a TF1
+  `Saver` becomes a `Tf2Saver` of the same var_list and retention
+  (`user_saver`), a saver that already writes object-based checkpoints is
+  kept. Options win over the saver's, which win over RunConfig's retention
+  (as in stock Estimator, whose CheckpointSaverHook uses the Scaffold's
+  saver when there is one).
+
+  Args:
+    user_scaffold: The Scaffold the model_fn returned, or None.
+    options: Keyword arguments of `scaffold.scaffold()`.
+    config: The RunConfig Estimator passed, or None.
+  """
+  saver = None if user_scaffold is None else user_scaffold.saver
+  if user_saver.writes_tf2(saver):
+    return user_scaffold
+  saver_options = dict(options)
+  for option, value in user_saver.saver_options(saver).items():
+    saver_options.setdefault(option, value)
+  for option, field in _RUN_CONFIG_DEFAULTS.items():
+    if option not in saver_options and config is not None:
+      saver_options[option] = getattr(config, field)
+  return scaffold.scaffold(copy_from_scaffold=user_scaffold, **saver_options)
+
+
+def _tf2_scaffold_fn(
+  scaffold_fn: Optional[Callable[[], "tf.compat.v1.train.Scaffold"]],
+  options: Mapping[str, Any],
+  config: Optional[tf.estimator.RunConfig],
+) -> Callable[[], "tf.compat.v1.train.Scaffold"]:
+  """A TPUEstimatorSpec's `scaffold_fn`, returning the TF2 Scaffold.
+
+  TPUEstimator calls `scaffold_fn` on the host once the model is built
+  (tpu_estimator.py `_get_scaffold`, or `as_estimator_spec` on CPU); the
+  user's runs first, so every field it sets is kept (`tf2_scaffold`).
+  """
+
+  def tf2_scaffold_fn() -> "tf.compat.v1.train.Scaffold":
+    user_scaffold = scaffold_fn() if scaffold_fn is not None else None
+    return tf2_scaffold(user_scaffold, options, config)
+
+  return tf2_scaffold_fn
+
+
 def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
   """Makes a model_fn save TF2 object-based checkpoints.
 
   Use as `@tf2_checkpoints` or `@tf2_checkpoints(also_write_tf1=True)`, or
   call `tf2_checkpoints(model_fn)`. The model_fn may have any Estimator
-  signature (`labels`, `mode`, `params`, `config` optional). The returned
-  model_fn keeps every field of its `EstimatorSpec` and of a Scaffold it set
-  (init_fn, ready_op, ...); only the saver changes.
+  signature (`labels`, `mode`, `params`, `config` optional) and may return
+  an `EstimatorSpec` or a `TPUEstimatorSpec` (its `scaffold_fn` is wrapped).
+  The returned model_fn keeps every field of its spec and of a Scaffold it
+  set (init_fn, ready_op, ...). A saver the Scaffold sets is honoured, in
+  every mode: a `tf.compat.v1.train.Saver` becomes a TF2 saver of the same
+  var_list (e.g. `Saver(ema.variables_to_restore())` still restores the
+  moving averages into the weights for evaluation, prediction and export)
+  and retention; a `tf.train.Checkpoint` or `Tf2Saver` is kept as it is.
 
   A `tf.estimator.Estimator` you build around the wrapped model_fn keeps
   stock `get_variable_names()` and `get_variable_value()`: a model_fn cannot
@@ -118,8 +168,10 @@ def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
   Args:
     model_fn: The model_fn; None when used as `@tf2_checkpoints(...)`.
     **options: Keyword arguments of `estimator_ckpt.scaffold()`.
-      `max_to_keep` and `keep_checkpoint_every_n_hours` default to the
-      `RunConfig`'s `keep_checkpoint_max` and `keep_checkpoint_every_n_hours`.
+      `var_list`, `max_to_keep` and `keep_checkpoint_every_n_hours` default
+      to those of the model_fn's own saver, if it sets one, else (retention)
+      to the `RunConfig`'s `keep_checkpoint_max` and
+      `keep_checkpoint_every_n_hours`.
 
   Returns:
     The wrapped model_fn, or a decorator when `model_fn` is None.
