@@ -14,7 +14,6 @@ hold each name). Estimator forbids subclasses to override those methods
 """
 
 import functools
-import re
 from typing import Any, Callable, List, Mapping, Optional
 
 import numpy as np
@@ -26,6 +25,7 @@ from estimator_ckpt import errors
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import scaffold
 from estimator_ckpt._src import user_saver
+from estimator_ckpt._src.format import remote_files
 
 tf1 = tf.compat.v1
 
@@ -35,9 +35,6 @@ _RUN_CONFIG_DEFAULTS = {
   "max_to_keep": "keep_checkpoint_max",
   "keep_checkpoint_every_n_hours": "keep_checkpoint_every_n_hours",
 }
-
-# `gs://bucket/dir`, `hdfs://...`: file systems only TensorFlow reads.
-_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
@@ -223,6 +220,10 @@ def migrate_estimator(
   Returns:
     A new `tf.estimator.Estimator`.
   """
+  if remote_files.scheme(estimator.model_dir):
+    # FileSystemNotSupportedError now, not TensorFlow's UnimplementedError
+    # once training writes.
+    remote_files.gfile(estimator.model_dir)
   # pylint: disable=protected-access
   migrated = tf.estimator.Estimator(
     model_fn=tf2_checkpoints(estimator._model_fn, **options),
@@ -251,7 +252,8 @@ def _read_by_tf1_name(estimator: tf.estimator.Estimator) -> None:
   def readable() -> bool:
     model_dir = estimator.model_dir
     return (
-      not _URL_SCHEME.match(model_dir)
+      # `gs://bucket/dir`, `hdfs://...`: file systems only TensorFlow reads.
+      not remote_files.scheme(model_dir)
       and tf.train.latest_checkpoint(model_dir) is not None
     )
 

@@ -111,6 +111,7 @@ from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import keys
+from estimator_ckpt._src.format import remote_files
 from estimator_ckpt._src.format import state_file
 
 VarsToWarmStart = Union[None, str, Sequence[Any]]
@@ -490,6 +491,10 @@ def _checkpoint_location(path: str) -> str:
       f"ckpt_to_initialize_from must be a model_dir or checkpoint prefix, "
       f"got {path!r}."
     )
+  if remote_files.scheme(path):
+    # A scheme no file system is registered for raises the tools' error
+    # here, not TensorFlow's UnimplementedError from the probe below.
+    remote_files.gfile(path)
   variables = "/".join((path.rstrip("/"),) + _SAVED_MODEL_VARIABLES)
   if tf.io.gfile.exists(variables + ".index"):
     return variables
