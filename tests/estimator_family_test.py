@@ -196,5 +196,240 @@ class UserSaverTest(parameterized.TestCase, tf.test.TestCase):
     )
 
 
+# migrate_estimator keeps the estimator's class (item 2).
+
+_POINTS = np.array(
+  [[0.0, 0.0], [0.0, 1.0], [5.0, 5.0], [5.0, 6.0], [9.0, 0.0], [9.0, 1.0]],
+  np.float32,
+)
+_X_COLUMN = tf.feature_column.numeric_column("x", shape=[2])
+
+
+def _points_input_fn():
+  return tf1.train.limit_epochs(tf.constant(_POINTS), num_epochs=1)
+
+
+def _examples() -> np.ndarray:
+  """`_X` as serialized tf.Examples, for the canned estimators' exports."""
+  return np.array(
+    [
+      tf.train.Example(
+        features=tf.train.Features(
+          feature={
+            "x": tf.train.Feature(float_list=tf.train.FloatList(value=x))
+          }
+        )
+      ).SerializeToString()
+      for x in _X
+    ],
+    dtype=object,  # numpy's fixed-width bytes would drop trailing NULs.
+  )
+
+
+def _canned_export(estimator: tf.estimator.Estimator, method: str):
+  """Every output of the export's `predict` signature, by the TF1 loader."""
+  receiver = tf.estimator.export.build_parsing_serving_input_receiver_fn(
+    tf.feature_column.make_parse_example_spec([_X_COLUMN])
+  )
+  export_dir = getattr(estimator, method)(
+    os.path.join(estimator.model_dir, "export"), receiver
+  ).decode()
+  with tf.Graph().as_default(), tf1.Session() as sess:
+    meta_graph = tf1.saved_model.loader.load(
+      sess, [tf.saved_model.SERVING], export_dir
+    )
+    signature = meta_graph.signature_def["predict"]
+    names = sorted(signature.outputs)
+    values = sess.run(
+      [signature.outputs[name].name for name in names],
+      {signature.inputs["examples"].name: _examples()},
+    )
+  return dict(zip(names, values))
+
+
+def _canned_predictions(estimator: tf.estimator.Estimator):
+  return list(
+    estimator.predict(lambda: tf.data.Dataset.from_tensors({"x": _X}))
+  )
+
+
+def _linear_model_fn(features, labels, mode, params):
+  kernel = tf1.get_variable(
+    "dense/kernel",
+    [2, params["units"]],
+    tf.float32,
+    initializer=tf1.glorot_uniform_initializer(),
+  )
+  predictions = tf.matmul(features["x"], kernel)
+  loss = train_op = None
+  if labels is not None:
+    loss = tf1.losses.mean_squared_error(labels, predictions)
+    train_op = tf1.train.GradientDescentOptimizer(0.1).minimize(
+      loss, global_step=tf1.train.get_global_step()
+    )
+  return tf.estimator.EstimatorSpec(
+    mode, loss=loss, train_op=train_op, predictions={"y": predictions}
+  )
+
+
+class _Scorer(tf.estimator.Estimator):
+  """A user's subclass: own constructor, attributes, methods, constant."""
+
+  KIND = "scorer"
+
+  def __init__(self, model_dir: str, config=None, scale: float = 2.0):
+    self.scale = scale
+    super().__init__(
+      _linear_model_fn, model_dir=model_dir, config=config, params={"units": 1}
+    )
+
+  def kernel_norm(self) -> float:
+    return float(np.linalg.norm(self.get_variable_value("dense/kernel")))
+
+  def scaled(self, input_fn) -> np.ndarray:
+    return np.stack([p["y"] * self.scale for p in self.predict(input_fn)])
+
+
+def _kmeans(model_dir, config):
+  return tf1.estimator.experimental.KMeans(
+    num_clusters=3,
+    initial_clusters=_POINTS[[0, 2, 4]] + 0.5,
+    model_dir=model_dir,
+    config=config,
+  )
+
+
+def _compare_kmeans(test, stock, migrated):
+  stock.train(_points_input_fn, steps=3)
+  migrated.train(_points_input_fn, steps=3)
+  test.assertAllClose(migrated.cluster_centers(), stock.cluster_centers())
+  test.assertNotAllClose(stock.cluster_centers(), _POINTS[[0, 2, 4]] + 0.5)
+  test.assertAllClose(
+    migrated.score(_points_input_fn), stock.score(_points_input_fn)
+  )
+  test.assertAllEqual(
+    list(migrated.predict_cluster_index(_points_input_fn)),
+    list(stock.predict_cluster_index(_points_input_fn)),
+  )
+  test.assertAllClose(
+    list(migrated.transform(_points_input_fn)),
+    list(stock.transform(_points_input_fn)),
+  )
+  test.assertEqual(migrated.CLUSTER_CENTERS_VAR_NAME, "clusters")
+
+
+def _canned_input_fn():
+  return tf.data.Dataset.from_tensors(({"x": _X}, _Y > 0)).repeat()
+
+
+def _compare_canned(method):
+  def compare(test, stock, migrated):
+    for estimator in (stock, migrated):
+      estimator.train(_canned_input_fn, steps=3)
+    for got, expected in zip(
+      _canned_predictions(migrated), _canned_predictions(stock)
+    ):
+      for name, value in expected.items():
+        test.assertAllEqual(got[name], value, msg=name)
+    expected = _canned_export(stock, method)
+    for name, value in _canned_export(migrated, method).items():
+      test.assertAllEqual(value, expected[name], msg=name)
+
+  return compare
+
+
+def _compare_subclass(test, stock, migrated):
+  for estimator in (stock, migrated):
+    estimator.train(_input_fn, steps=3)
+  test.assertEqual(migrated.KIND, "scorer")
+  test.assertEqual(migrated.scale, 2.0)
+  test.assertEqual(migrated.kernel_norm(), stock.kernel_norm())
+  test.assertAllEqual(
+    migrated.scaled(_predict_input_fn), stock.scaled(_predict_input_fn)
+  )
+
+
+_KINDS = {
+  "kmeans": (_kmeans, _compare_kmeans),
+  "v1_dnn_classifier": (
+    lambda model_dir, config: tf1.estimator.DNNClassifier(
+      hidden_units=[3],
+      feature_columns=[_X_COLUMN],
+      model_dir=model_dir,
+      config=config,
+    ),
+    _compare_canned("export_savedmodel"),
+  ),
+  "v2_linear_regressor": (
+    lambda model_dir, config: tf.estimator.LinearRegressor(
+      feature_columns=[_X_COLUMN], model_dir=model_dir, config=config
+    ),
+    _compare_canned("export_saved_model"),
+  ),
+  "user_subclass": (
+    lambda model_dir, config: _Scorer(model_dir, config=config),
+    _compare_subclass,
+  ),
+}
+
+
+class EstimatorClassTest(parameterized.TestCase, tf.test.TestCase):
+  """migrate_estimator returns the argument's class, working as stock."""
+
+  @parameterized.named_parameters(
+    (name, make, compare) for name, (make, compare) in sorted(_KINDS.items())
+  )
+  def test_same_class_same_results(self, make, compare):
+    def build():
+      return make(
+        self.create_tempdir().full_path,
+        tf.estimator.RunConfig(tf_random_seed=5),
+      )
+
+    stock = build()
+    original = build()
+    migrated = estimator_ckpt.migrate_estimator(original)
+    self.assertIs(type(migrated), type(stock))
+    self.assertIsNot(migrated, original)
+    # `config` and `params` are deep copies of these (Estimator's properties).
+    self.assertIs(migrated._config, original._config)  # pylint: disable=protected-access
+    self.assertEqual(migrated.model_dir, original.model_dir)
+    self.assertEqual(migrated.params, original.params)
+    compare(self, stock, migrated)
+    self.assertEqual(
+      estimator_ckpt.checkpoint_format(migrated.model_dir), "tf2"
+    )
+    self.assertEqual(estimator_ckpt.checkpoint_format(stock.model_dir), "tf1")
+    # Estimator's own methods answer by TF1 name, as stock.
+    self.assertEqual(migrated.get_variable_names(), stock.get_variable_names())
+
+  def test_warm_start_kept_and_migrating_twice_is_harmless(self):
+    old = _Scorer(self.create_tempdir().full_path)
+    old.train(_input_fn, steps=2)
+    estimator = tf.estimator.Estimator(
+      _linear_model_fn,
+      model_dir=self.create_tempdir().full_path,
+      params={"units": 1},
+      warm_start_from=estimator_ckpt.warm_start_settings(old.model_dir),
+    )
+    migrated = estimator_ckpt.migrate_estimator(
+      estimator_ckpt.migrate_estimator(estimator)
+    )
+    # pylint: disable=protected-access
+    self.assertIs(migrated._warm_start_settings, estimator._warm_start_settings)
+    # pylint: enable=protected-access
+    migrated.train(_input_fn, steps=1)
+    self.assertEqual(migrated.get_variable_value("global_step"), 1)
+    # Trained one step from the warm-started kernel: close, not equal.
+    self.assertAllClose(
+      migrated.get_variable_value("dense/kernel"),
+      old.get_variable_value("dense/kernel"),
+      atol=0.5,
+    )
+    self.assertEqual(
+      estimator_ckpt.checkpoint_format(migrated.model_dir), "tf2"
+    )
+
+
 if __name__ == "__main__":
   absltest.main()

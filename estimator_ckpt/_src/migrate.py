@@ -1,8 +1,9 @@
-"""TF2 checkpoints for whole Estimators: a model_fn decorator and a rebuild.
+"""TF2 checkpoints for whole Estimators: a model_fn decorator and a copy.
 
-`tf2_checkpoints` wraps any Estimator `model_fn` so its `EstimatorSpec`
-carries `scaffold.scaffold()`; `migrate_estimator` rebuilds an Estimator
-(canned ones included) around the wrapped model_fn. Both take the saver's
+`tf2_checkpoints` wraps any Estimator `model_fn` so its `EstimatorSpec` (or
+`TPUEstimatorSpec`) carries `scaffold.scaffold()`; `migrate_estimator`
+copies an Estimator of any class with the wrapped model_fn
+(`estimator_class`). Both take the saver's
 retention from the `RunConfig` Estimator passes, as Estimator's own TF1 saver
 does (`keep_checkpoint_max`, `keep_checkpoint_every_n_hours`).
 
@@ -22,6 +23,7 @@ from tensorflow.python.util import function_utils
 from tensorflow_estimator.python.estimator import model_fn as model_fn_lib
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import estimator_class
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import scaffold
 from estimator_ckpt._src import user_saver
@@ -187,10 +189,15 @@ def migrate_estimator(
 ) -> tf.estimator.Estimator:
   """The same Estimator, saving TF2 object-based checkpoints.
 
-  Same model_fn, model_dir, config, params and warm start; works for canned
-  estimators (DNNClassifier, LinearRegressor, DNNLinearCombinedClassifier,
-  ...). If model_dir holds TF1 checkpoints, training resumes from them by
-  name and the next save is TF2.
+  The result is an Estimator of the argument's own class (a shallow copy,
+  see `estimator_class`): same model_dir, config, params, warm start and
+  every attribute, the same methods (`KMeans.cluster_centers()`, a TF1
+  canned class's `export_savedmodel`, a subclass's own), and its model_fn
+  wrapped by `tf2_checkpoints`. For a `TPUEstimator` the user's model_fn is
+  wrapped inside TPUEstimator's own (`params["batch_size"]`, the TPU config
+  and export settings kept). The argument itself is unchanged. If model_dir
+  holds TF1 checkpoints, training resumes from them by name and the next
+  save is TF2.
 
   The result reads its checkpoints by TF1 variable name, as the Estimator
   did before migration, whichever format model_dir holds:
@@ -218,21 +225,19 @@ def migrate_estimator(
     **options: Keyword arguments of `estimator_ckpt.scaffold()`.
 
   Returns:
-    A new `tf.estimator.Estimator`.
+    A new Estimator of `type(estimator)`.
+
+  Raises:
+    errors.FileSystemNotSupportedError: model_dir has a URL scheme no file
+      system is registered for.
   """
   if remote_files.scheme(estimator.model_dir):
     # FileSystemNotSupportedError now, not TensorFlow's UnimplementedError
     # once training writes.
     remote_files.gfile(estimator.model_dir)
-  # pylint: disable=protected-access
-  migrated = tf.estimator.Estimator(
-    model_fn=tf2_checkpoints(estimator._model_fn, **options),
-    model_dir=estimator.model_dir,
-    config=estimator.config,
-    params=estimator.params or None,
-    warm_start_from=estimator._warm_start_settings,
+  migrated = estimator_class.copy_with_model_fn(
+    estimator, lambda model_fn: tf2_checkpoints(model_fn, **options)
   )
-  # pylint: enable=protected-access
   _read_by_tf1_name(migrated)
   return migrated
 
@@ -246,8 +251,9 @@ def _read_by_tf1_name(estimator: tf.estimator.Estimator) -> None:
   no checkpoint yet (`ValueError`), a non-string name, a model_dir with a URL
   scheme, a name no layout of the checkpoint holds.
   """
-  stock_names = estimator.get_variable_names
-  stock_value = estimator.get_variable_value
+  # The class's, not those a previous migration set on the instance.
+  stock_names = type(estimator).get_variable_names.__get__(estimator)
+  stock_value = type(estimator).get_variable_value.__get__(estimator)
 
   def readable() -> bool:
     model_dir = estimator.model_dir
