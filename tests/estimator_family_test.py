@@ -431,5 +431,139 @@ class EstimatorClassTest(parameterized.TestCase, tf.test.TestCase):
     )
 
 
+# TPUEstimator with use_tpu=False, on CPU (item 3).
+
+_INITIALIZED_BY_SCAFFOLD_FN = []
+
+
+def _tpu_input_fn(params):
+  return _input_fn().unbatch().batch(params["batch_size"], drop_remainder=True)
+
+
+def _tpu_predict_input_fn(params):
+  return _predict_input_fn().unbatch().batch(params["batch_size"])
+
+
+def _tpu_model_fn(features, labels, mode, params):
+  """Returns TPUEstimatorSpecs whose scaffold_fn sets an init_fn."""
+  del params  # TPUEstimator requires the argument.
+  kernel = tf1.get_variable(
+    "dense/kernel", [2, 1], initializer=tf1.glorot_uniform_initializer()
+  )
+  predictions = tf.matmul(features["x"], kernel)
+
+  def scaffold_fn():
+    return tf1.train.Scaffold(
+      init_fn=lambda scaffold, sess: _INITIALIZED_BY_SCAFFOLD_FN.append(1)
+    )
+
+  if mode == tf.estimator.ModeKeys.PREDICT:
+    return tf1.estimator.tpu.TPUEstimatorSpec(
+      mode,
+      predictions={"y": predictions},
+      export_outputs={
+        "serving_default": tf.estimator.export.PredictOutput({"y": predictions})
+      },
+      scaffold_fn=scaffold_fn,
+    )
+  loss = tf1.losses.mean_squared_error(labels, predictions)
+  train_op = tf1.train.GradientDescentOptimizer(0.2).minimize(
+    loss, global_step=tf1.train.get_global_step()
+  )
+
+  def metric_fn(labels, predictions):
+    return {"mae": tf1.metrics.mean_absolute_error(labels, predictions)}
+
+  return tf1.estimator.tpu.TPUEstimatorSpec(
+    mode,
+    loss=loss,
+    train_op=train_op,
+    eval_metrics=(metric_fn, [labels, predictions]),
+    scaffold_fn=scaffold_fn,
+  )
+
+
+def _tpu_estimator(model_fn, model_dir: str) -> tf.estimator.Estimator:
+  return tf1.estimator.tpu.TPUEstimator(
+    model_fn=model_fn,
+    config=tf1.estimator.tpu.RunConfig(
+      model_dir=model_dir,
+      tf_random_seed=3,
+      save_checkpoints_steps=1,
+      keep_checkpoint_max=2,
+      tpu_config=tf1.estimator.tpu.TPUConfig(iterations_per_loop=1),
+    ),
+    use_tpu=False,
+    train_batch_size=4,
+    eval_batch_size=4,
+    predict_batch_size=4,
+    export_to_tpu=False,
+  )
+
+
+def _tpu_results(estimator: tf.estimator.Estimator) -> Dict[str, Any]:
+  """Evaluation, predictions and both loaders on an export."""
+  results = {
+    "evaluate": estimator.evaluate(_tpu_input_fn, steps=1),
+    "predict": np.stack(
+      [p["y"] for p in estimator.predict(_tpu_predict_input_fn)]
+    ),
+  }
+  results.update(_export_outputs(estimator))
+  return results
+
+
+class TPUEstimatorTest(parameterized.TestCase, tf.test.TestCase):
+  """TPUEstimator(use_tpu=False) on CPU, stock against migrated."""
+
+  def _stock(self) -> tf.estimator.Estimator:
+    stock = _tpu_estimator(_tpu_model_fn, self.create_tempdir().full_path)
+    stock.train(_tpu_input_fn, steps=3)
+    return stock
+
+  def assert_same_results(self, got, expected):
+    self.assertCountEqual(got, expected)
+    for name, value in expected.items():
+      self.assertAllClose(got[name], value, msg=name)
+
+  @parameterized.named_parameters(
+    ("migrate_estimator", True), ("tf2_checkpoints", False)
+  )
+  def test_train_evaluate_predict_export_as_stock(self, migrate):
+    stock = self._stock()
+    model_dir = self.create_tempdir().full_path
+    if migrate:
+      migrated = estimator_ckpt.migrate_estimator(
+        _tpu_estimator(_tpu_model_fn, model_dir)
+      )
+      self.assertIsInstance(migrated, tf1.estimator.tpu.TPUEstimator)
+    else:
+      migrated = _tpu_estimator(
+        estimator_ckpt.tf2_checkpoints(_tpu_model_fn), model_dir
+      )
+    del _INITIALIZED_BY_SCAFFOLD_FN[:]
+    migrated.train(_tpu_input_fn, steps=3)
+    # The user's scaffold_fn ran: its init_fn initialized the fresh model.
+    self.assertEqual(_INITIALIZED_BY_SCAFFOLD_FN, [1])
+    self.assertEqual(estimator_ckpt.checkpoint_format(model_dir), "tf2")
+    # Retention from the TPU RunConfig (keep_checkpoint_max=2), as stock.
+    self.assertEqual(_checkpoints(model_dir), 2)
+    self.assertEqual(_checkpoints(stock.model_dir), 2)
+    self.assert_same_results(_tpu_results(migrated), _tpu_results(stock))
+
+  def test_resumes_a_tf1_dir_in_place(self):
+    stock = self._stock()
+    expected = _tpu_results(stock)
+    in_place = estimator_ckpt.migrate_estimator(
+      _tpu_estimator(_tpu_model_fn, stock.model_dir)
+    )
+    self.assert_same_results(_tpu_results(in_place), expected)
+    kernel = stock.get_variable_value("dense/kernel")
+    in_place.train(_tpu_input_fn, steps=1)
+    self.assertEqual(estimator_ckpt.checkpoint_format(stock.model_dir), "tf2")
+    self.assertEqual(in_place.get_variable_value("global_step"), 4)
+    self.assertNotAllClose(in_place.get_variable_value("dense/kernel"), kernel)
+
+
 if __name__ == "__main__":
   absltest.main()
