@@ -208,6 +208,47 @@ class TablesTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(estimator_ckpt.checkpoint_format(prefix), "tf2")
     self.assertAllEqual(_restore_tables_in_tf2(prefix)["table"], _IDS)
 
+  def test_earlier_layout_with_tables_under_tf1_names_restores(self):
+    # Earlier versions saved a table's tensors under its TF1 names next to
+    # the object graph, which did not list the table.
+    prefix = os.path.join(self.create_tempdir().full_path, "model.ckpt")
+    with tf.Graph().as_default():
+      table, dense = _tables()
+      inserts = [
+        table.insert(tf.constant(_WORDS), tf.constant(_IDS)),
+        dense.insert(tf.constant(_IDS), tf.constant([7.0, 8.0, 9.0])),
+      ]
+      step = tf1.train.get_or_create_global_step()
+      kernel = tf1.get_variable("w", initializer=[3.0])
+      graph = tf1.Variable(keys.object_graph(["w"]).SerializeToString())
+      var_list = {
+        keys.variable_key("w"): kernel,
+        keys.STEP_KEY: step,
+        keys.OBJECT_GRAPH_KEY: graph,
+      }
+      for saveable in tf1.get_collection(tf1.GraphKeys.SAVEABLE_OBJECTS):
+        var_list[saveable.name] = saveable
+      saver = tf1.train.Saver(var_list)
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(inserts)
+        saver.save(sess, prefix)
+    stored = {name for name, _ in tf.train.list_variables(prefix)}
+    self.assertContainsSubset({_TABLE + "-keys", _DENSE + "-values"}, stored)
+    self.assertNotIn(_TABLE_KEYS, stored)
+    with tf.Graph().as_default():
+      table, dense = _tables()
+      tf1.train.get_or_create_global_step()
+      kernel = tf1.get_variable("w", [1])
+      saver = estimator_ckpt.Tf2Saver()
+      with tf1.Session() as sess:
+        saver.restore(sess, prefix)
+        self.assertAllEqual(sess.run(table.lookup(tf.constant(_WORDS))), _IDS)
+        self.assertAllEqual(
+          sess.run(dense.lookup(tf.constant(_IDS))), [7.0, 8.0, 9.0]
+        )
+        self.assertAllEqual(sess.run(kernel), [3.0])
+
 
 if __name__ == "__main__":
   absltest.main()
