@@ -173,9 +173,9 @@ class UserSaverTest(parameterized.TestCase, tf.test.TestCase):
     for loader, outputs in _export_outputs(in_place).items():
       self.assertAllClose(outputs, _export_outputs(stock)[loader], msg=loader)
 
-  def test_saver_retention_carries_over(self):
+  def test_saver_retention_carries_over_unless_given(self):
     counts = []
-    for migrate in (False, True):
+    for migrate in (False, True, {"max_to_keep": 2}):
       model_dir = self.create_tempdir().full_path
       estimator = tf.estimator.Estimator(
         _retention_model_fn,
@@ -185,10 +185,13 @@ class UserSaverTest(parameterized.TestCase, tf.test.TestCase):
         ),
       )
       if migrate:
-        estimator = estimator_ckpt.migrate_estimator(estimator)
+        options = migrate if isinstance(migrate, dict) else {}
+        estimator = estimator_ckpt.migrate_estimator(estimator, **options)
       estimator.train(_input_fn, steps=3)
       counts.append(_checkpoints(model_dir))
-    self.assertEqual(counts, [1, 1])
+    # Stock keeps the saver's 1 (not RunConfig's 5); so does the migrated
+    # Estimator, unless migrate_estimator is given its own.
+    self.assertEqual(counts, [1, 1, 2])
     latest = tf.train.latest_checkpoint(model_dir)
     self.assertIn(
       keys.variable_key("kernel"),
