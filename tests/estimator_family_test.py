@@ -198,6 +198,30 @@ class UserSaverTest(parameterized.TestCase, tf.test.TestCase):
       {name for name, _ in tf.train.list_variables(latest)},
     )
 
+  def test_savers_that_write_tf2_are_kept_and_others_refused(self):
+    def model_fn(features, labels, mode, params):
+      spec = _retention_model_fn(features, labels, mode)
+      return spec._replace(scaffold=params["scaffold"]())
+
+    def train(make_scaffold):
+      estimator = tf.estimator.Estimator(
+        estimator_ckpt.tf2_checkpoints(model_fn),
+        model_dir=self.create_tempdir().full_path,
+        config=tf.estimator.RunConfig(save_checkpoints_steps=1),
+        params={"scaffold": make_scaffold},
+      )
+      estimator.train(_input_fn, steps=3)
+      return estimator.model_dir
+
+    # The model_fn's own Tf2Saver, with its retention (not RunConfig's 5).
+    model_dir = train(lambda: estimator_ckpt.scaffold(max_to_keep=1))
+    self.assertEqual(_checkpoints(model_dir), 1)
+    self.assertEqual(estimator_ckpt.checkpoint_format(model_dir), "tf2")
+    with self.assertRaisesRegex(
+      estimator_ckpt.errors.ArgumentTypeError, "tf.compat.v1.train.Saver"
+    ):
+      train(lambda: tf1.train.Scaffold(saver=object()))
+
 
 # migrate_estimator keeps the estimator's class (item 2).
 

@@ -40,7 +40,7 @@ _RUN_CONFIG_DEFAULTS = {
 
 
 def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
-  """Returns model_fn with the TF2 scaffold in its EstimatorSpec."""
+  """model_fn with the TF2 scaffold in its EstimatorSpec (or scaffold_fn)."""
   accepted = set(function_utils.fn_args(model_fn))
 
   # Estimator passes `labels`, `mode`, `params` and `config` only to a
