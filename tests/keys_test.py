@@ -9,6 +9,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from estimator_ckpt import errors
 from estimator_ckpt import keys
+from estimator_ckpt._src.format import keys as format_keys
 
 tf1 = tf.compat.v1
 
@@ -108,6 +109,37 @@ class KeysTest(parameterized.TestCase, tf.test.TestCase):
 
     self.assertEqual(
       {name for _, name in edges(ours)}, {name for _, name in edges(real)}
+    )
+
+  def test_table_nodes_match_tensorflow(self):
+    """A table's node, attribute and keys as Checkpoint writes them."""
+    prefix = os.path.join(self.create_tempdir().full_path, "ckpt")
+    table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
+    path = tf.train.Checkpoint(
+      var_list={"vocab/t.x": table, "w": tf.Variable(1.0)}
+    ).write(prefix)
+    real = trackable_object_graph_pb2.TrackableObjectGraph()
+    real.ParseFromString(
+      tf.train.load_checkpoint(path).get_tensor(keys.OBJECT_GRAPH_KEY)
+    )
+    ours = keys.object_graph(["w"], step_name=None, tables=["vocab/t.x"])
+
+    def attributes(graph):
+      return sorted(
+        (attribute.name, attribute.checkpoint_key)
+        for node in graph.nodes
+        for attribute in node.attributes
+      )
+
+    self.assertEqual(attributes(ours), attributes(real))
+    stored = {name for name, _ in tf.train.list_variables(path)}
+    for suffix in keys.TABLE_SUFFIXES:
+      key = keys.tensor_key("vocab/t.x" + suffix, tables={"vocab/t.x"})
+      self.assertIn(key, stored)
+      self.assertEqual(keys.variable_name(key), "vocab/t.x" + suffix)
+    self.assertEqual(
+      format_keys.tables_among(["a-keys", "a-values", "b-keys", "c-values"]),
+      {"a"},
     )
 
 

@@ -401,6 +401,45 @@ class RemoteTest(parameterized.TestCase, tf.test.TestCase):
     )
 
 
+_U = "foo://x/y"  # No file system is registered for `foo://`.
+
+
+def _linear_regressor(model_dir: str) -> tf.estimator.Estimator:
+  return tf.estimator.LinearRegressor(
+    [tf.feature_column.numeric_column("x")], model_dir=model_dir
+  )
+
+
+class UnregisteredSchemeTest(parameterized.TestCase):
+  """A scheme no file system is registered for, at every entry point."""
+
+  @parameterized.named_parameters(
+    ("checkpoint_format", lambda: estimator_ckpt.checkpoint_format(_U)),
+    ("list_variables", lambda: estimator_ckpt.list_variables(_U)),
+    ("load_variable", lambda: estimator_ckpt.load_variable(_U, "w")),
+    ("convert_from", lambda: estimator_ckpt.convert(_U, _U + "2", to="tf2")),
+    (
+      "convert_to",
+      lambda: estimator_ckpt.convert(
+        tool_fixtures.golden_path("est-tf1"), _U, to="tf2"
+      ),
+    ),
+    ("verify", lambda: estimator_ckpt.verify(_U)),
+    ("warm_start_settings", lambda: estimator_ckpt.warm_start_settings(_U)),
+    ("warm_start", lambda: estimator_ckpt.warm_start(_U)),
+    (
+      "migrate_estimator",
+      lambda: estimator_ckpt.migrate_estimator(_linear_regressor(_U)),
+    ),
+  )
+  def test_file_system_not_supported(self, entry_point):
+    with self.assertRaisesRegex(
+      errors.FileSystemNotSupportedError,
+      r"no file system for `foo://`.*install the TensorFlow plugin",
+    ):
+      entry_point()
+
+
 class RemoteKerasTest(tf.test.TestCase):
   def test_load_weights_from_a_url_equals_local(self):
     bucket = f"ram://keras-{secrets.token_hex(4)}"

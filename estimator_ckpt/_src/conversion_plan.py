@@ -9,6 +9,7 @@ output data file is.
 TF2 output has the layout of the Scaffold factory (`keys.object_graph`):
 
   var_list/<escaped TF1 name>/.ATTRIBUTES/VARIABLE_VALUE   every variable
+  var_list/<escaped table>/.ATTRIBUTES/table-keys          lookup tables
   step/.ATTRIBUTES/VARIABLE_VALUE                          the global step
   save_counter/.ATTRIBUTES/VARIABLE_VALUE                  alias of `step/...`
   global_step                                              alias of `step/...`
@@ -196,8 +197,11 @@ def _plan_one(
     )
 
   has_step = to == TF2 and keys.GLOBAL_STEP_NAME in renamed
+  # Lookup tables (`<table>-keys` and `-values`) become object-graph nodes.
+  tables = keys.tables_among(renamed) if to == TF2 else frozenset()
   key_of = {
-    name: (keys.variable_key(name) if to == TF2 else name) for name in renamed
+    name: (keys.tensor_key(name, tables) if to == TF2 else name)
+    for name in renamed
   }
   entries: Dict[bytes, protos.BundleEntryProto] = {}
   for name, variable in renamed.items():
@@ -248,10 +252,15 @@ def _plan_one(
   extra_shard = None
   if to == TF2:
     graph = keys.object_graph(
-      [n for n in renamed if n != keys.GLOBAL_STEP_NAME],
+      [
+        n
+        for n in renamed
+        if n != keys.GLOBAL_STEP_NAME and keys.table_parts(n, tables) is None
+      ],
       step_name=keys.GLOBAL_STEP_NAME if has_step else None,
       graph=protos.TrackableObjectGraph(),
       save_counter=with_save_counter,
+      tables=tables,
     )
     extra_shard, crc = values.encode_strings([graph.SerializeToString()])
     entries[_OBJECT_GRAPH_KEY] = protos.BundleEntryProto(

@@ -12,10 +12,13 @@ Layouts (`Layout`), by how a key names its variable:
 * `TF1_NAME`: the key is the name. Every key of a name-based (TF1)
   checkpoint; in an object-based one, a key the object graph does not list,
   i.e. one saved by name next to the graph: the Scaffold factory's
-  `global_step` alias, its lookup-table saveables.
+  `global_step` alias and TF1-name aliases, the lookup-table saveables of
+  its earlier versions.
 * `VAR_LIST`: `var_list/<escaped name>/.ATTRIBUTES/VARIABLE_VALUE` and
   `step/.ATTRIBUTES/VARIABLE_VALUE` (`global_step`), as this package and the
-  guide's `tf.train.Checkpoint(var_list={name: v}, step=step)` write them
+  guide's `tf.train.Checkpoint(var_list={name: v}, step=step)` write them,
+  and a lookup table's `var_list/<escaped table>/.ATTRIBUTES/table-keys`
+  (named `<table>-keys`, as TF1 saves it) and `...-values`
   (`keys.variable_name` decodes them).
 * `GUIDE_VARS`: `vars/<escaped name>/...`, the guide's `convert_tf1_to_tf2`.
 * `FULL_NAME`: any other object-graph key, named by the `full_name` the graph

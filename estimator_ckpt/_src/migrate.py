@@ -1,8 +1,9 @@
-"""TF2 checkpoints for whole Estimators: a model_fn decorator and a rebuild.
+"""TF2 checkpoints for whole Estimators: a model_fn decorator and a copy.
 
-`tf2_checkpoints` wraps any Estimator `model_fn` so its `EstimatorSpec`
-carries `scaffold.scaffold()`; `migrate_estimator` rebuilds an Estimator
-(canned ones included) around the wrapped model_fn. Both take the saver's
+`tf2_checkpoints` wraps any Estimator `model_fn` so its `EstimatorSpec` (or
+`TPUEstimatorSpec`) carries `scaffold.scaffold()`; `migrate_estimator`
+copies an Estimator of any class with the wrapped model_fn
+(`estimator_class`). Both take the saver's
 retention from the `RunConfig` Estimator passes, as Estimator's own TF1 saver
 does (`keep_checkpoint_max`, `keep_checkpoint_every_n_hours`).
 
@@ -14,16 +15,19 @@ hold each name). Estimator forbids subclasses to override those methods
 """
 
 import functools
-import re
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import function_utils
+from tensorflow_estimator.python.estimator import model_fn as model_fn_lib
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import estimator_class
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import scaffold
+from estimator_ckpt._src import user_saver
+from estimator_ckpt._src.storage import registry
 
 tf1 = tf.compat.v1
 
@@ -34,12 +38,9 @@ _RUN_CONFIG_DEFAULTS = {
   "keep_checkpoint_every_n_hours": "keep_checkpoint_every_n_hours",
 }
 
-# `gs://bucket/dir`, `hdfs://...`: file systems only TensorFlow reads.
-_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
 
 def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
-  """Returns model_fn with the TF2 scaffold in its EstimatorSpec."""
+  """model_fn with the TF2 scaffold in its EstimatorSpec (or scaffold_fn)."""
   accepted = set(function_utils.fn_args(model_fn))
 
   # Estimator passes `labels`, `mode`, `params` and `config` only to a
@@ -61,26 +62,19 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
     if "config" in accepted:
       kwargs["config"] = config
     spec = model_fn(features=features, **kwargs)
-    if not isinstance(spec, tf.estimator.EstimatorSpec):
-      raise errors.ArgumentTypeError(
-        f"estimator_ckpt.tf2_checkpoints supports model_fns returning "
-        f"tf.estimator.EstimatorSpec; {model_fn} returned {type(spec)}."
+    if isinstance(spec, tf.estimator.EstimatorSpec):
+      return spec._replace(
+        scaffold=tf2_scaffold(spec.scaffold, options, config)
       )
-    saver_options = dict(options)
-    for option, field in _RUN_CONFIG_DEFAULTS.items():
-      if option not in saver_options and config is not None:
-        saver_options[option] = getattr(config, field)
-    user_scaffold = spec.scaffold
-    if user_scaffold is not None and user_scaffold.saver is not None:
-      tf1.logging.warning(
-        "estimator_ckpt.tf2_checkpoints replaces the saver %s set by the "
-        "model_fn with a TF2 checkpoint saver.",
-        user_scaffold.saver,
+    if isinstance(spec, model_fn_lib._TPUEstimatorSpec):  # pylint: disable=protected-access
+      return spec._replace(
+        scaffold_fn=_tf2_scaffold_fn(spec.scaffold_fn, options, config)
       )
-    new_scaffold = scaffold.scaffold(
-      copy_from_scaffold=user_scaffold, **saver_options
+    raise errors.ArgumentTypeError(
+      f"estimator_ckpt.tf2_checkpoints supports model_fns returning "
+      f"tf.estimator.EstimatorSpec or TPUEstimatorSpec; {model_fn} "
+      f"returned {type(spec)}."
     )
-    return spec._replace(scaffold=new_scaffold)
 
   # Estimator passes `params` only to a model_fn that names it.
   def with_params(features, labels, mode, params, config):
@@ -97,14 +91,69 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
   )
 
 
+def tf2_scaffold(
+  user_scaffold: Optional["tf.compat.v1.train.Scaffold"],
+  options: Mapping[str, Any],
+  config: Optional[tf.estimator.RunConfig],
+) -> "tf.compat.v1.train.Scaffold":
+  """The Scaffold a wrapped model_fn returns instead of `user_scaffold`.
+
+  Every field of `user_scaffold` is kept. Its saver is honoured: a TF1
+  `Saver` becomes a `Tf2Saver` of the same var_list and retention
+  (`user_saver`), a saver that already writes object-based checkpoints is
+  kept. Options win over the saver's, which win over RunConfig's retention
+  (as in stock Estimator, whose CheckpointSaverHook uses the Scaffold's
+  saver when there is one).
+
+  Args:
+    user_scaffold: The Scaffold the model_fn returned, or None.
+    options: Keyword arguments of `scaffold.scaffold()`.
+    config: The RunConfig Estimator passed, or None.
+  """
+  saver = None if user_scaffold is None else user_scaffold.saver
+  if user_saver.writes_tf2(saver):
+    return user_scaffold
+  saver_options = dict(options)
+  for option, value in user_saver.saver_options(saver).items():
+    saver_options.setdefault(option, value)
+  for option, field in _RUN_CONFIG_DEFAULTS.items():
+    if option not in saver_options and config is not None:
+      saver_options[option] = getattr(config, field)
+  return scaffold.scaffold(copy_from_scaffold=user_scaffold, **saver_options)
+
+
+def _tf2_scaffold_fn(
+  scaffold_fn: Optional[Callable[[], "tf.compat.v1.train.Scaffold"]],
+  options: Mapping[str, Any],
+  config: Optional[tf.estimator.RunConfig],
+) -> Callable[[], "tf.compat.v1.train.Scaffold"]:
+  """A TPUEstimatorSpec's `scaffold_fn`, returning the TF2 Scaffold.
+
+  TPUEstimator calls `scaffold_fn` on the host once the model is built
+  (tpu_estimator.py `_get_scaffold`, or `as_estimator_spec` on CPU); the
+  user's runs first, so every field it sets is kept (`tf2_scaffold`).
+  """
+
+  def tf2_scaffold_fn() -> "tf.compat.v1.train.Scaffold":
+    user_scaffold = scaffold_fn() if scaffold_fn is not None else None
+    return tf2_scaffold(user_scaffold, options, config)
+
+  return tf2_scaffold_fn
+
+
 def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
   """Makes a model_fn save TF2 object-based checkpoints.
 
   Use as `@tf2_checkpoints` or `@tf2_checkpoints(also_write_tf1=True)`, or
   call `tf2_checkpoints(model_fn)`. The model_fn may have any Estimator
-  signature (`labels`, `mode`, `params`, `config` optional). The returned
-  model_fn keeps every field of its `EstimatorSpec` and of a Scaffold it set
-  (init_fn, ready_op, ...); only the saver changes.
+  signature (`labels`, `mode`, `params`, `config` optional) and may return
+  an `EstimatorSpec` or a `TPUEstimatorSpec` (its `scaffold_fn` is wrapped).
+  The returned model_fn keeps every field of its spec and of a Scaffold it
+  set (init_fn, ready_op, ...). A saver the Scaffold sets is honoured, in
+  every mode: a `tf.compat.v1.train.Saver` becomes a TF2 saver of the same
+  var_list (e.g. `Saver(ema.variables_to_restore())` still restores the
+  moving averages into the weights for evaluation, prediction and export)
+  and retention; a `tf.train.Checkpoint` or `Tf2Saver` is kept as it is.
 
   A `tf.estimator.Estimator` you build around the wrapped model_fn keeps
   stock `get_variable_names()` and `get_variable_value()`: a model_fn cannot
@@ -118,8 +167,10 @@ def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
   Args:
     model_fn: The model_fn; None when used as `@tf2_checkpoints(...)`.
     **options: Keyword arguments of `estimator_ckpt.scaffold()`.
-      `max_to_keep` and `keep_checkpoint_every_n_hours` default to the
-      `RunConfig`'s `keep_checkpoint_max` and `keep_checkpoint_every_n_hours`.
+      `var_list`, `max_to_keep` and `keep_checkpoint_every_n_hours` default
+      to those of the model_fn's own saver, if it sets one, else (retention)
+      to the `RunConfig`'s `keep_checkpoint_max` and
+      `keep_checkpoint_every_n_hours`.
 
   Returns:
     The wrapped model_fn, or a decorator when `model_fn` is None.
@@ -138,10 +189,15 @@ def migrate_estimator(
 ) -> tf.estimator.Estimator:
   """The same Estimator, saving TF2 object-based checkpoints.
 
-  Same model_fn, model_dir, config, params and warm start; works for canned
-  estimators (DNNClassifier, LinearRegressor, DNNLinearCombinedClassifier,
-  ...). If model_dir holds TF1 checkpoints, training resumes from them by
-  name and the next save is TF2.
+  The result is an Estimator of the argument's own class (a shallow copy,
+  see `estimator_class`): same model_dir, config, params, warm start and
+  every attribute, the same methods (`KMeans.cluster_centers()`, a TF1
+  canned class's `export_savedmodel`, a subclass's own), and its model_fn
+  wrapped by `tf2_checkpoints`. For a `TPUEstimator` the user's model_fn is
+  wrapped inside TPUEstimator's own (`params["batch_size"]`, the TPU config
+  and export settings kept). The argument itself is unchanged. If model_dir
+  holds TF1 checkpoints, training resumes from them by name and the next
+  save is TF2.
 
   The result reads its checkpoints by TF1 variable name, as the Estimator
   did before migration, whichever format model_dir holds:
@@ -169,17 +225,18 @@ def migrate_estimator(
     **options: Keyword arguments of `estimator_ckpt.scaffold()`.
 
   Returns:
-    A new `tf.estimator.Estimator`.
+    A new Estimator of `type(estimator)`.
+
+  Raises:
+    errors.FileSystemNotSupportedError: model_dir has a URL scheme no file
+      system is registered for.
   """
-  # pylint: disable=protected-access
-  migrated = tf.estimator.Estimator(
-    model_fn=tf2_checkpoints(estimator._model_fn, **options),
-    model_dir=estimator.model_dir,
-    config=estimator.config,
-    params=estimator.params or None,
-    warm_start_from=estimator._warm_start_settings,
+  # FileSystemNotSupportedError now for a scheme no file system is
+  # registered for, not TensorFlow's UnimplementedError once training writes.
+  registry.for_path(estimator.model_dir)
+  migrated = estimator_class.copy_with_model_fn(
+    estimator, lambda model_fn: tf2_checkpoints(model_fn, **options)
   )
-  # pylint: enable=protected-access
   _read_by_tf1_name(migrated)
   return migrated
 
@@ -193,13 +250,15 @@ def _read_by_tf1_name(estimator: tf.estimator.Estimator) -> None:
   no checkpoint yet (`ValueError`), a non-string name, a model_dir with a URL
   scheme, a name no layout of the checkpoint holds.
   """
-  stock_names = estimator.get_variable_names
-  stock_value = estimator.get_variable_value
+  # The class's, not those a previous migration set on the instance.
+  stock_names = type(estimator).get_variable_names.__get__(estimator)
+  stock_value = type(estimator).get_variable_value.__get__(estimator)
 
   def readable() -> bool:
     model_dir = estimator.model_dir
     return (
-      not _URL_SCHEME.match(model_dir)
+      # `gs://bucket/dir`, `hdfs://...`: file systems only TensorFlow reads.
+      not registry.scheme(model_dir)
       and tf.train.latest_checkpoint(model_dir) is not None
     )
 

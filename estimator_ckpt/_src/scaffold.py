@@ -74,6 +74,7 @@ from tensorflow.python.training.saving import saveable_object_util
 from estimator_ckpt import errors
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
+from estimator_ckpt._src import saveables
 from estimator_ckpt._src.format import aliases
 from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.storage import registry
@@ -266,10 +267,20 @@ class Tf2Saver(saver_lib.Saver):
         if value is not step and name != step_name
       }
     by_key = {}
+    tables = []
+    # TF1 name -> what a TF1 Saver saves under it (for `also_write_tf1`).
+    tf1_values = dict(by_name)
     for name, value in by_name.items():
       if isinstance(value, saveable_object.SaveableObject):
-        # Lookup tables and other saveables name their own tensors; they
-        # keep their TF1 names in both layouts.
+        keyed = saveables.tf2_keyed(value)
+        if keyed is not None:
+          # A lookup table: a node of the object graph (`saveables`).
+          tables.append(value.name)
+          self._tf1_name_by_key.update(keyed.tf1_names)
+          by_key[keys.table_attribute_key(value.name)] = keyed
+          continue
+        # Other saveables name their own tensors; they keep their TF1
+        # names in both layouts.
         key = name
       else:
         key = keys.variable_key(name)
@@ -283,6 +294,7 @@ class Tf2Saver(saver_lib.Saver):
     if step is not None:
       by_key[keys.STEP_KEY] = step
       self._tf1_name_by_key[keys.STEP_KEY] = keys.GLOBAL_STEP_NAME
+      tf1_values[keys.GLOBAL_STEP_NAME] = step
     self._values_by_key = dict(by_key)
 
     # The step is an int64 scalar variable in practice; then it doubles as
@@ -296,6 +308,7 @@ class Tf2Saver(saver_lib.Saver):
       names,
       step_name=keys.GLOBAL_STEP_NAME if step is not None else None,
       save_counter=with_save_counter,
+      tables=tables,
     )
     with tf.device("cpu:0"):
       graph_tensor = constant_op.constant(
@@ -323,12 +336,8 @@ class Tf2Saver(saver_lib.Saver):
           self._aliases[name.encode()] = key.encode()
 
     if self._also_write_tf1:
-      tf1_var_list = {
-        name: self._values_by_key[key]
-        for key, name in self._tf1_name_by_key.items()
-      }
       self._tf1_saver = saver_lib.Saver(
-        var_list=tf1_var_list,
+        var_list=tf1_values,
         sharded=True,
         max_to_keep=self._max_to_keep,
         keep_checkpoint_every_n_hours=self._keep_checkpoint_every_n_hours,

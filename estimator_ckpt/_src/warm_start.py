@@ -491,6 +491,10 @@ def _checkpoint_location(path: str) -> str:
       f"ckpt_to_initialize_from must be a model_dir or checkpoint prefix, "
       f"got {path!r}."
     )
+  # A scheme no file system is registered for raises the tools'
+  # FileSystemNotSupportedError here, not TensorFlow's UnimplementedError
+  # from the probe below.
+  registry.for_path(path)
   variables = "/".join((path.rstrip("/"),) + _SAVED_MODEL_VARIABLES)
   if registry.for_path(variables).exists(variables + ".index"):
     return variables

@@ -15,7 +15,7 @@ the guide's `name.replace('.S', '/')` is wrong for names with dots: the name
 """
 
 import re
-from typing import Iterable, Mapping, Optional
+from typing import Collection, FrozenSet, Iterable, Mapping, Optional, Tuple
 
 from google.protobuf import message
 
@@ -34,10 +34,28 @@ SAVE_COUNTER_KEY = SAVE_COUNTER + VARIABLE_VALUE_SUFFIX
 # The guide's `convert_tf1_to_tf2` stores variables under `vars/`.
 GUIDE_CONVERTED_VAR_LIST = "vars"
 
+# Lookup tables (`MutableHashTable`, `DenseHashTable`) are object-graph
+# nodes with one attribute, `table` (their `legacy_saveable_name`,
+# tensorflow/python/ops/lookup_ops.py), whose tensors are stored under the
+# attribute's key plus the suffix of their TF1 save spec: what
+# `tf.train.Checkpoint(var_list={name: table})` writes,
+#   var_list/<escaped table name>/.ATTRIBUTES/table-keys
+#   var_list/<escaped table name>/.ATTRIBUTES/table-values
+# and, by TF1 name, `<table name>-keys` and `<table name>-values`.
+TABLE_ATTRIBUTE = "table"
+TABLE_SUFFIXES = ("-keys", "-values")
+
 _ESCAPE = "."
 # `<root>/<escaped local name>/.ATTRIBUTES/VARIABLE_VALUE`; the escaped name
 # never contains an unescaped `/`, so this split is unambiguous.
 _VAR_KEY_RE = re.compile(r"^([^/]+)/([^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$")
+_TABLE_KEY_RE = re.compile(
+  r"^"
+  + VAR_LIST
+  + r"/([^/]+)/\.ATTRIBUTES/"
+  + TABLE_ATTRIBUTE
+  + r"(-keys|-values)$"
+)
 
 
 def escape(name: str) -> str:
@@ -88,13 +106,54 @@ def variable_key(name: str, var_list: str = VAR_LIST) -> str:
   return f"{var_list}/{escape(name)}{VARIABLE_VALUE_SUFFIX}"
 
 
+def table_attribute_key(table: str) -> str:
+  """The object-graph attribute key of the lookup table named `table`."""
+  return f"{VAR_LIST}/{escape(table)}/.ATTRIBUTES/{TABLE_ATTRIBUTE}"
+
+
+def table_parts(
+  name: str, tables: Collection[str]
+) -> Optional[Tuple[str, str]]:
+  """`(table, suffix)` if `name` is a tensor of one of `tables`, else None."""
+  for suffix in TABLE_SUFFIXES:
+    if name.endswith(suffix) and name[: -len(suffix)] in tables:
+      return name[: -len(suffix)], suffix
+  return None
+
+
+def tables_among(names: Iterable[str]) -> FrozenSet[str]:
+  """The lookup tables whose tensors `names` lists, by their TF1 names.
+
+  A name-based checkpoint does not say what a key holds; a table's saveable
+  stores exactly `<table>-keys` and `<table>-values`, so names that come as
+  such a pair are taken for a table's.
+  """
+  names = set(names)
+  suffix = TABLE_SUFFIXES[0]
+  return frozenset(
+    name[: -len(suffix)]
+    for name in names
+    if name.endswith(suffix)
+    and all(name[: -len(suffix)] + other in names for other in TABLE_SUFFIXES)
+  )
+
+
+def tensor_key(name: str, tables: Collection[str] = ()) -> str:
+  """The TF2 key of TF1 name `name`: a variable's, or a table's tensor's."""
+  parts = table_parts(name, tables)
+  if parts is None:
+    return variable_key(name)
+  return table_attribute_key(parts[0]) + parts[1]
+
+
 def variable_name(key: str) -> Optional[str]:
   """Returns the TF1 variable name stored under a TF2 key, or None.
 
-  Understands this package's layout (`var_list/`, `step`) and the guide's
-  `convert_tf1_to_tf2` layout (`vars/`). Other keys (optimizer slots of Keras
-  models, `save_counter`, ...) return None: use the object graph's
-  `full_name`s for those (see `full_names_by_key`).
+  Understands this package's layout (`var_list/`, `step`, a lookup table's
+  `var_list/<table>/.ATTRIBUTES/table-keys`, named `<table>-keys` as TF1
+  saves it) and the guide's `convert_tf1_to_tf2` layout (`vars/`). Other keys
+  (optimizer slots of Keras models, `save_counter`, ...) return None: use the
+  object graph's `full_name`s for those (see `full_names_by_key`).
 
   Args:
     key: A checkpoint key.
@@ -104,6 +163,9 @@ def variable_name(key: str) -> Optional[str]:
   """
   if key == STEP_KEY:
     return GLOBAL_STEP_NAME
+  match = _TABLE_KEY_RE.match(key)
+  if match:
+    return unescape(match.group(1)) + match.group(2)
   match = _VAR_KEY_RE.match(key)
   if not match or match.group(1) not in (VAR_LIST, GUIDE_CONVERTED_VAR_LIST):
     return None
@@ -137,6 +199,7 @@ def object_graph(
   *,
   graph: Optional[message.Message] = None,
   save_counter: bool = False,
+  tables: Iterable[str] = (),
 ) -> message.Message:
   """Builds the object graph of `Checkpoint(var_list={...}, step=...)`.
 
@@ -160,6 +223,10 @@ def object_graph(
       `Checkpoint(...).restore(path).assert_consumed()` fails on the
       Checkpoint's own unbound save counter. The checkpoint must then hold
       an int64 scalar under `SAVE_COUNTER_KEY`.
+    tables: TF1 names of lookup tables under `var_list`, each a node with a
+      `table` attribute as `tf.train.Checkpoint` writes it (its `full_name`
+      the table's TF1 name), so that a TF2 Checkpoint tracking the table
+      restores it. The checkpoint must hold their `-keys` and `-values`.
 
   Returns:
     The `TrackableObjectGraph` proto to store under `OBJECT_GRAPH_KEY`.
@@ -178,6 +245,15 @@ def object_graph(
     node.has_checkpoint_values.value = True
     return node_id
 
+  def add_table_node(full_name: str, key: str) -> int:
+    node_id = len(graph.nodes)
+    node = graph.nodes.add()
+    node.attributes.add(
+      name=TABLE_ATTRIBUTE, full_name=full_name, checkpoint_key=key
+    )
+    node.has_checkpoint_values.value = True
+    return node_id
+
   if step_name is not None:
     root.children.add(
       node_id=add_variable_node(step_name, STEP_KEY), local_name=STEP
@@ -191,10 +267,13 @@ def object_graph(
   var_list = graph.nodes.add()
   var_list.has_checkpoint_values.value = True
   root.children.add(node_id=var_list_id, local_name=VAR_LIST)
-  for name in sorted(names):
-    var_list.children.add(
-      node_id=add_variable_node(name, variable_key(name)), local_name=name
-    )
+  tables = set(tables)
+  children = {name: (add_variable_node, variable_key(name)) for name in names}
+  for table in tables:
+    children[table] = (add_table_node, table_attribute_key(table))
+  for name in sorted(children):
+    add_node, key = children[name]
+    var_list.children.add(node_id=add_node(name, key), local_name=name)
   return graph
 
 
