@@ -109,6 +109,7 @@ from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src import vocab_remap
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.format import state_file
@@ -132,6 +133,9 @@ class _Options:
   with_optimizer_slots: bool
   strict: bool
   adam_betas: Optional[Tuple[float, float]] = None
+  # (name, VocabInfo) pairs: immutable, and copied and pickled as settings
+  # are (a mappingproxy cannot be).
+  vocab_info: Tuple[Tuple[str, vocab_remap.VocabInfo], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +154,8 @@ class WarmStartSummary:
     excluded: Variables left out by default, sorted: the global step, and
       optimizer state unless `with_optimizer_slots`.
     not_selected: Variables that `vars_to_warm_start` does not match, sorted.
+    remapped: Warm-started variables whose rows or columns were remapped
+      to a new vocabulary (`vocab_info`), sorted.
   """
 
   checkpoint: str
@@ -159,6 +165,7 @@ class WarmStartSummary:
   unused_in_checkpoint: Tuple[str, ...]
   excluded: Tuple[str, ...]
   not_selected: Tuple[str, ...]
+  remapped: Tuple[str, ...] = ()
 
   def format(self) -> str:
     """A multi-line, human-readable account (what gets logged)."""
@@ -175,6 +182,10 @@ class WarmStartSummary:
           name if source == name else f"{name} <- {source}"
           for name, source in self.warm_started.items()
         )
+      )
+    if self.remapped:
+      lines.append(
+        "  remapped to a new vocabulary: " + errors.format_names(self.remapped)
       )
     if self.not_found:
       lines.append(
@@ -272,6 +283,7 @@ class WarmStartSettings(tf.estimator.WarmStartSettings):
       "with_optimizer_slots": self._options.with_optimizer_slots,
       "strict": self._options.strict,
       "adam_betas": self._options.adam_betas,
+      "vocab_info": dict(self._options.vocab_info),
     }
 
   def _replace(self, **kwargs):
@@ -324,6 +336,7 @@ def warm_start_settings(
   with_optimizer_slots: bool = False,
   strict: bool = False,
   adam_betas: Optional[Tuple[float, float]] = None,
+  vocab_info: vocab_remap.VocabInfoArg = None,
 ) -> WarmStartSettings:
   """Warm-start settings for `tf.estimator.Estimator(warm_start_from=...)`.
 
@@ -357,6 +370,15 @@ def warm_start_settings(
       Adam (which saves no betas): its `(beta_1, beta_2)`, from which TF1's
       `beta1_power` and `beta2_power` are computed. Default: Keras's (0.9,
       0.999), logged; a legacy Adam's saved betas win.
+    vocab_info: `{current variable name: tf.estimator.VocabInfo}` for
+      variables indexed by a vocabulary that changed (stock
+      `var_name_to_vocab_info`): their rows (axis 0: embeddings, linear
+      weights) or columns (axis 1: an output layer over a label vocabulary)
+      are remapped from the old vocabulary to the new one with stock
+      semantics for every field, from any layout and partitioning. Key a
+      partitioned variable by its name. With `with_optimizer_slots`, the
+      variable's slots are remapped the same way. A name that is not a
+      selected variable is an error when the warm start runs.
 
   Keras checkpoints (`model.save_weights`, `tf.train.Checkpoint(model=...,
   optimizer=...)`) name variables by their Keras names (`<layer>/<weight>`).
@@ -375,7 +397,8 @@ def warm_start_settings(
       or holds no checkpoint.
     errors.InvalidRenameError: `rename` is malformed.
     TypeError: `vars_to_warm_start` has an unsupported type.
-    ValueError: A `vars_to_warm_start` regex does not compile.
+    ValueError: A `vars_to_warm_start` regex does not compile, or a
+      `vocab_info` size is out of range.
   """
   path = _checkpoint_location(ckpt_to_initialize_from)
   state_file.resolve(path)  # Fails now, naming the path.
@@ -385,6 +408,7 @@ def warm_start_settings(
     with_optimizer_slots=bool(with_optimizer_slots),
     strict=bool(strict),
     adam_betas=_validate_betas(adam_betas),
+    vocab_info=tuple(vocab_remap.validate(vocab_info).items()),
   )
   return WarmStartSettings(path, options)
 
@@ -397,6 +421,7 @@ def warm_start(
   with_optimizer_slots: bool = False,
   strict: bool = False,
   adam_betas: Optional[Tuple[float, float]] = None,
+  vocab_info: vocab_remap.VocabInfoArg = None,
 ) -> WarmStartSummary:
   """Warm-starts the default graph's variables now, for plain graph code.
 
@@ -421,6 +446,7 @@ def warm_start(
     with_optimizer_slots=with_optimizer_slots,
     strict=strict,
     adam_betas=adam_betas,
+    vocab_info=vocab_info,
   )
   options = settings._options  # pylint: disable=protected-access
   arguments, summary = _prepare(settings.ckpt_to_initialize_from, options)
@@ -550,6 +576,7 @@ def _prepare(
   graph_variables = _graph_variables(graph)
   excluded, selected, not_selected = _select(graph, graph_variables, options)
 
+  vocab = _vocab_for(options, selected, graph_variables)
   sources: Dict[str, _Source] = {}
   not_found = []
   synthesized: Dict[str, Any] = {}
@@ -558,14 +585,23 @@ def _prepare(
     if value is not None:
       synthesized[variable.name] = value
       continue
-    source = index.find(options.renamer(variable.name), variable.shape)
+    # A remapped variable's shape is the new vocabulary's, not the source's.
+    source = index.find(
+      options.renamer(variable.name),
+      None if variable.name in vocab else variable.shape,
+    )
     if source is None:
       not_found.append(variable.name)
     else:
       sources[variable.name] = source
 
   _check_unused_rules(options.renamer, selected)
-  _check_compatible(checkpoint, selected, sources)
+  _check_compatible(
+    checkpoint,
+    [v for v in selected if v.name not in vocab],
+    {n: s for n, s in sources.items() if n not in vocab},
+  )
+  _check_vocab(checkpoint, selected, sources, vocab)
   consumed = set()
   for variable in graph_variables:
     consumed.update(index.names_read_for(options.renamer(variable.name)))
@@ -599,6 +635,7 @@ def _prepare(
     unused_in_checkpoint=unused,
     excluded=tuple(sorted(v.name for v in excluded)),
     not_selected=tuple(sorted(v.name for v in not_selected)),
+    remapped=tuple(sorted(set(vocab) & set(sources))),
   )
   if not_found or not sources:
     logging.warning("%s", summary.format())
@@ -612,17 +649,108 @@ def _prepare(
     _init_from_value(by_name[name], value)
   stock_vars: List[Any] = []
   prev_names = {}
+  stock_vocab: Dict[str, vocab_remap.VocabInfo] = {}
   for name, source in sorted(sources.items()):
-    if source.assembled:
+    info = vocab.get(name)
+    if source.assembled and info is not None:
+      # No key holds the whole tensor; stock code reads it from a staged
+      # index that lists the parts as slices (see vocab_remap).
+      staged, key = vocab_remap.stage_parts(
+        checkpoint,
+        index.header,
+        source.name,
+        index.variable(source.name),
+        source.axis or 0,
+      )
+      vocab_remap.initialise(by_name[name].parts, staged, key, info)
+    elif source.assembled:
       _init_from_parts(checkpoint, by_name[name], source)
     else:
       stock_vars.extend(by_name[name].parts)
       prev_names[name] = source.keys[0]
+      if info is not None:
+        stock_vocab[name] = info
   # Stock code gets the model dir when that is what the user gave (it
   # resolves the same latest checkpoint): TensorFlow's own ram:// file system
   # calls any prefix of a file a directory, so a prefix would not load.
   stock_source = path if checkpoint != path else checkpoint
-  return (stock_source, stock_vars, {}, prev_names), summary
+  return (stock_source, stock_vars, stock_vocab, prev_names), summary
+
+
+def _vocab_for(
+  options: _Options,
+  selected: Sequence[_GraphVariable],
+  graph_variables: Sequence[_GraphVariable],
+) -> Mapping[str, vocab_remap.VocabInfo]:
+  """The VocabInfo of each selected variable that has one (slots too).
+
+  Raises:
+    errors.InvalidArgumentError: A `vocab_info` name is not selected.
+  """
+  names = {variable.name for variable in selected}
+  vocab_info = dict(options.vocab_info)
+  unknown = sorted(set(vocab_info) - names)
+  if unknown:
+    raise errors.InvalidArgumentError(
+      f"vocab_info names variables that are not warm-started: "
+      f"{errors.format_names(unknown)}. A misspelled name would silently "
+      "copy rows of another vocabulary, so this is an error (as with stock "
+      "var_name_to_vocab_info). Use current variable names (a partitioned "
+      "variable by its name, not a partition's), and select them with "
+      "vars_to_warm_start (optimizer slots need with_optimizer_slots). "
+      f"Selected variables: {errors.format_names(sorted(names)) or 'none'}."
+    )
+  if not options.with_optimizer_slots:
+    return vocab_info
+  state = _optimizer_state_names(graph_variables)
+  shapes = {variable.name: variable.shape for variable in selected}
+  slots_of = {
+    name: [
+      slot
+      for slot in sorted(names & state)
+      if slot.startswith(name + "/") and shapes[slot] == shapes[name]
+    ]
+    for name in vocab_info
+  }
+  return vocab_remap.with_slots(vocab_info, slots_of)
+
+
+def _check_vocab(
+  checkpoint: str,
+  selected: Sequence[_GraphVariable],
+  sources: Mapping[str, _Source],
+  vocab: Mapping[str, vocab_remap.VocabInfo],
+) -> None:
+  """Raises one error listing what stock's remapping would fail on."""
+  problems = []
+  for variable in selected:
+    source = sources.get(variable.name)
+    if variable.name not in vocab or source is None:
+      continue
+    if source.axis is not None:
+      stored = list(source.shapes[0])
+      stored[source.axis] = sum(s[source.axis] for s in source.shapes)
+    else:
+      stored = list(source.shapes[0])
+    found = vocab_remap.problem(
+      variable.name,
+      variable.shape,
+      variable.dtype,
+      source.name,
+      stored,
+      source.dtype,
+      vocab[variable.name],
+    )
+    if found:
+      problems.append(found)
+  if problems:
+    raise errors.ShapeMismatchError(
+      f"Cannot remap vocabularies warm-starting from `{checkpoint}`:\n  "
+      + ";\n  ".join(problems)
+      + ".\nFix the VocabInfo (the variable's size along `axis` must be "
+      "new_vocab_size + num_oov_buckets), or leave the variable out of "
+      "vocab_info and vars_to_warm_start."
+    )
 
 
 def _graph_variables(graph: tf.Graph) -> List[_GraphVariable]:
@@ -837,6 +965,7 @@ class _CheckpointIndex:
     adam_betas: Optional[Tuple[float, float]] = None,
   ):
     contents = reader.read(checkpoint)
+    self.header = contents.bundle.header
     self.object_based = contents.format == reader.TF2
     self._variables = contents.variables
     # Values a Keras checkpoint lacks, by TF1 name (Adam's beta powers).
@@ -856,17 +985,24 @@ class _CheckpointIndex:
     # Every variable, by the name it is reported under.
     self.names = tuple(self._variables)
 
+  def variable(self, name: str) -> layouts.Variable:
+    """The checkpoint variable `find` found under `name`."""
+    return self._variables[name]
+
   def names_read_for(self, name: str) -> List[str]:
     """The checkpoint names a variable with checkpoint name `name` reads."""
     return [name] if name in self._variables else []
 
-  def find(self, name: str, shape: Sequence[int]) -> Optional[_Source]:
+  def find(
+    self, name: str, shape: Optional[Sequence[int]]
+  ) -> Optional[_Source]:
     """Where the variable with checkpoint name `name` is, or None.
 
     Args:
       name: The variable's name in the checkpoint (after renaming).
       shape: The model's full shape of it, used to find the axis along
-        which per-partition tensors are concatenated.
+        which per-partition tensors are concatenated; None when it may
+        differ (a remapped vocabulary): the one axis the parts differ in.
     """
     variable = self._variables.get(name)
     if variable is None:
@@ -889,7 +1025,7 @@ class _CheckpointIndex:
       keys=tuple(reader.key_name(p.key) for p in variable.parts),
       shapes=shapes,
       dtype=dtype,
-      axis=layouts.concat_axis(shapes, tuple(shape)),
+      axis=layouts.concat_axis(shapes, None if shape is None else tuple(shape)),
     )
 
 

@@ -1,0 +1,296 @@
+"""Vocabulary-aware warm start: stock `VocabInfo` from any checkpoint layout.
+
+A variable indexed by a vocabulary (an embedding or linear weights over a
+feature's words, axis 0; an output layer over a label vocabulary, axis 1)
+cannot be copied row for row when the vocabulary changed: stock Estimator
+remaps it with `tf.estimator.VocabInfo`, through the `GenerateVocabRemapping`
+and `LoadAndRemapMatrix` ops (tensorflow/python/training/
+warm_starting_util.py `_warm_start_var_with_vocab`, checkpoint_ops.py
+`_load_and_remap_matrix`).
+
+The remapped values here are stock's, bit for bit, because they are made by
+stock's own code: `LoadAndRemapMatrix` reads one tensor by name from a
+name-based bundle with `BundleReader::LookupSlice`, which reads a whole
+tensor or a tensor stored as slices alike, so
+
+* a source that one key holds (TF1 names, `var_list/...` with or without
+  slices, the guide's `vars/...`, object-graph names, SavedModels, Keras
+  keys) is handed to stock code with that key as the previous tensor name;
+* a source stored one tensor per partition (stock `tf.train.Checkpoint`'s
+  `emb.Spart_K`) has no such key. `stage_parts` writes a small TF1 index in
+  a temporary directory that lists the parts as slices of one tensor, whose
+  data files are the source's own (symbolic links; for a source on a remote
+  file system the parts' bytes are copied, streamed). Nothing is decoded or
+  held in memory, and stock code then reads it like any sliced tensor.
+
+What stock does not check until a session runs (a variable of the wrong
+shape, a missing vocabulary file) is checked here when the warm start is
+resolved, by `problem`.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+# Stock's implementation; TensorFlow exports only `warm_start` itself, which
+# reads every tensor from one checkpoint (one path for all variables).
+from tensorflow.python.training import warm_starting_util
+
+# `tf.estimator.VocabInfo` (and `tf.compat.v1.train.VocabInfo`) is this class;
+# imported by name so that type checkers see a class.
+from tensorflow.python.training.warm_starting_util import VocabInfo  # noqa: I001  pylint: disable=g-importing-member
+
+from estimator_ckpt import errors
+from estimator_ckpt._src import layouts
+from estimator_ckpt._src.format import bundle
+from estimator_ckpt._src.format import checkpoint_files
+from estimator_ckpt._src.format import protos
+from estimator_ckpt._src.format import tensor_slice
+
+VocabInfoArg = Optional[Mapping[str, VocabInfo]]
+
+# Bytes copied at once when staging parts from a remote file system.
+_COPY_CHUNK = 64 << 20
+
+
+def validate(vocab_info: VocabInfoArg) -> Mapping[str, VocabInfo]:
+  """Checks the `vocab_info` argument's types and numbers.
+
+  Raises:
+    errors.ArgumentTypeError: Not a mapping of names to VocabInfo.
+    errors.InvalidArgumentError: A size or bucket count out of range.
+  """
+  if vocab_info is None:
+    return {}
+  if not isinstance(vocab_info, Mapping):
+    raise errors.ArgumentTypeError(
+      "vocab_info must be a dict {variable name: tf.estimator.VocabInfo}, "
+      f"got {type(vocab_info).__name__}."
+    )
+  result = {}
+  for name, info in vocab_info.items():
+    if not isinstance(name, str) or not isinstance(info, VocabInfo):
+      raise errors.ArgumentTypeError(
+        "vocab_info must map variable names (str) to "
+        f"tf.estimator.VocabInfo, got {name!r}: {type(info).__name__}. "
+        "Key a partitioned variable by its name, not a partition's."
+      )
+    if not (isinstance(info.new_vocab_size, int) and info.new_vocab_size > 0):
+      raise errors.InvalidArgumentError(
+        f"vocab_info[{name!r}].new_vocab_size must be a positive int, got "
+        f"{info.new_vocab_size!r}."
+      )
+    if not (
+      isinstance(info.num_oov_buckets, int) and info.num_oov_buckets >= 0
+    ):
+      raise errors.InvalidArgumentError(
+        f"vocab_info[{name!r}].num_oov_buckets must be an int >= 0, got "
+        f"{info.num_oov_buckets!r}."
+      )
+    if not info.new_vocab or not info.old_vocab:
+      raise errors.InvalidArgumentError(
+        f"vocab_info[{name!r}] needs both new_vocab and old_vocab (paths to "
+        "vocabulary files, one entry per line)."
+      )
+    result[name] = info
+  return result
+
+
+def with_slots(
+  vocab_info: Mapping[str, VocabInfo],
+  slots_of: Mapping[str, Sequence[str]],
+) -> Dict[str, VocabInfo]:
+  """Gives each remapped variable's optimizer slots its VocabInfo.
+
+  A slot of an embedding (Adagrad's accumulator, Adam's `m` and `v`) is
+  indexed by the same vocabulary, so it is remapped the same way. Stock
+  users do that by listing the slot names in `var_name_to_vocab_info` too;
+  here it is implied. An explicit entry for a slot wins.
+
+  Args:
+    vocab_info: The user's, by current variable name.
+    slots_of: Variable name -> names of its warm-started slots.
+  """
+  result = dict(vocab_info)
+  for name, info in vocab_info.items():
+    for slot in slots_of.get(name, ()):
+      result.setdefault(slot, info)
+  return result
+
+
+def problem(
+  name: str,
+  shape: Sequence[int],
+  dtype: tf.dtypes.DType,
+  source_name: str,
+  source_shape: Sequence[int],
+  source_dtype: tf.dtypes.DType,
+  info: VocabInfo,
+) -> Optional[str]:
+  """Why stock's remapping of `name` would fail at run time, or None.
+
+  Args:
+    name: The current variable's name.
+    shape: Its full shape.
+    dtype: Its dtype.
+    source_name: The checkpoint variable it is read from.
+    source_shape: That variable's full shape.
+    source_dtype: That variable's dtype.
+    info: The VocabInfo for it.
+  """
+  expected = info.new_vocab_size + info.num_oov_buckets
+  where = f"`{name}` (from `{source_name}`)"
+  if len(shape) != 2 or len(source_shape) != 2:
+    return (
+      f"{where}: vocabulary remapping works on matrices, but the variable "
+      f"has shape {list(shape)} and the checkpoint's {list(source_shape)}"
+    )
+  if dtype != tf.float32 or source_dtype != tf.float32:
+    return (
+      f"{where}: LoadAndRemapMatrix reads float32 only, but the variable is "
+      f"{dtype.name} and the checkpoint's {source_dtype.name}"
+    )
+  axis, other = info.axis, 1 - info.axis
+  if shape[axis] != expected:
+    return (
+      f"{where}: axis {axis} has {shape[axis]} entries, but the VocabInfo "
+      f"says new_vocab_size {info.new_vocab_size} + num_oov_buckets "
+      f"{info.num_oov_buckets} = {expected}"
+    )
+  if shape[other] != source_shape[other]:
+    return (
+      f"{where}: axis {other} (not remapped) has {shape[other]} entries in "
+      f"the model and {source_shape[other]} in the checkpoint"
+    )
+  if info.axis == 0 and info.old_vocab_size > source_shape[0]:
+    return (
+      f"{where}: old_vocab_size {info.old_vocab_size} exceeds the "
+      f"checkpoint's {source_shape[0]} rows"
+    )
+  for which, path in (
+    ("new_vocab", info.new_vocab),
+    ("old_vocab", info.old_vocab),
+  ):
+    if isinstance(path, str) and not tf.io.gfile.exists(path):
+      return f"{where}: {which} file `{path}` does not exist"
+  return None
+
+
+def initialise(
+  parts: Sequence[tf.Variable],
+  checkpoint: str,
+  tensor_name: str,
+  info: VocabInfo,
+) -> None:
+  """Replaces the initializers of `parts` with stock's remapping.
+
+  Args:
+    parts: The variable, or its partitions.
+    checkpoint: A name-based bundle prefix (or a model dir).
+    tensor_name: The key of the source tensor in it.
+    info: How to remap.
+  """
+  # pylint: disable=protected-access
+  warm_starting_util._warm_start_var_with_vocab(
+    list(parts),
+    current_vocab_path=info.new_vocab,
+    current_vocab_size=info.new_vocab_size,
+    prev_ckpt=checkpoint,
+    prev_vocab_path=info.old_vocab,
+    previous_vocab_size=info.old_vocab_size,
+    current_oov_buckets=info.num_oov_buckets,
+    prev_tensor_name=tensor_name,
+    initializer=info.backup_initializer,
+    axis=info.axis,
+  )
+  # pylint: enable=protected-access
+
+
+def stage_parts(
+  prefix: str,
+  header: Any,
+  name: str,
+  variable: layouts.Variable,
+  axis: int,
+) -> Tuple[str, str]:
+  """A TF1 bundle listing per-partition tensors as slices of one tensor.
+
+  See the module docstring. The directory is removed when the process
+  exits (the remapping reads it when the session initialises variables).
+
+  Args:
+    prefix: The source checkpoint's prefix.
+    header: Its `BundleHeaderProto`.
+    name: The variable's checkpoint name.
+    variable: The variable, stored one tensor per part.
+    axis: The axis the parts are concatenated along.
+
+  Returns:
+    The staged prefix and the tensor's key in it.
+  """
+  directory = tempfile.mkdtemp(prefix="estimator_ckpt_vocab_")
+  atexit.register(shutil.rmtree, directory, True)
+  staged = os.path.join(directory, "parts")
+  local = not checkpoint_files.is_url(prefix)
+  staged_header = protos.BundleHeaderProto()
+  staged_header.CopyFrom(header)
+  if not local:
+    staged_header.num_shards = 1
+
+  full = protos.BundleEntryProto()
+  full.dtype = variable.parts[0].entry.dtype
+  for dim in variable.shape:
+    full.shape.dim.add().size = dim
+  key = name.encode("utf-8")
+  entries = []
+  start = 0
+  copied = []
+  offset = 0
+  for part in variable.parts:
+    shape = bundle.shape_of(part.entry)
+    extents = [(0, -1)] * len(shape)
+    extents[axis] = (start, shape[axis])
+    start += shape[axis]
+    piece = tensor_slice.TensorSlice(tuple(extents))
+    piece.to_proto(full.slices.add())
+    entry = protos.BundleEntryProto()
+    entry.CopyFrom(part.entry)
+    entry.ClearField("slices")
+    if not local:
+      entry.shard_id = 0
+      entry.offset = offset
+      copied.append(part.entry)
+      offset += part.entry.size
+    entries.append((tensor_slice.slice_key(key, piece), entry))
+  entries.append((key, full))
+
+  if local:
+    for shard in range(header.num_shards):
+      os.symlink(
+        os.path.abspath(bundle.data_filename(prefix, shard, header.num_shards)),
+        bundle.data_filename(staged, shard, header.num_shards),
+      )
+  else:
+    _copy_parts(prefix, header.num_shards, copied, staged)
+  with open(bundle.index_filename(staged), "wb") as f:
+    f.write(bundle.encode_index(staged_header, entries))
+  return staged, name
+
+
+def _copy_parts(
+  prefix: str, num_shards: int, parts: Sequence[Any], staged: str
+) -> None:
+  """Streams the parts' bytes into the staged bundle's one data file."""
+  with open(bundle.data_filename(staged, 0, 1), "wb") as out:
+    for entry in parts:
+      path = bundle.data_filename(prefix, entry.shard_id, num_shards)
+      with checkpoint_files.open_regular(path, "data file") as source:
+        done = 0
+        while done < entry.size:
+          size = min(_COPY_CHUNK, entry.size - done)
+          out.write(source.pread(size, entry.offset + done))
+          done += size
