@@ -109,6 +109,7 @@ from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src import vocab_detect
 from estimator_ckpt._src import vocab_remap
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import keys
@@ -323,6 +324,8 @@ class WarmStartSettings(tf.estimator.WarmStartSettings):
         is not in the checkpoint.
       errors.InvalidRenameError: A rename rule matches no selected
         variable.
+      errors.VocabularyChangedError: A variable would be copied row for row
+        although its vocabulary changed (pass `vocab_info` for it).
     """
     arguments, _ = _prepare(self.ckpt_to_initialize_from, self._options)
     return iter(arguments)
@@ -437,7 +440,9 @@ def warm_start(
   Raises:
     The errors of `warm_start_settings`, and errors.ShapeMismatchError,
     errors.IncompatibleCheckpointError (`strict`) and
-    errors.InvalidRenameError (unused rule) of the resolution.
+    errors.InvalidRenameError (unused rule) and
+    errors.VocabularyChangedError (a changed vocabulary without
+    `vocab_info`) of the resolution.
   """
   settings = warm_start_settings(
     ckpt_to_initialize_from,
@@ -602,6 +607,13 @@ def _prepare(
     {n: s for n, s in sources.items() if n not in vocab},
   )
   _check_vocab(checkpoint, selected, sources, vocab)
+  vocab_detect.check(
+    checkpoint,
+    graph,
+    {name: source.name for name, source in sources.items()},
+    {variable.name: variable.shape for variable in selected},
+    exempt=vocab,
+  )
   consumed = set()
   for variable in graph_variables:
     consumed.update(index.names_read_for(options.renamer(variable.name)))
