@@ -100,6 +100,93 @@ def validate(vocab_info: VocabInfoArg) -> Mapping[str, VocabInfo]:
   return result
 
 
+FLAG_SYNTAX = (
+  "VARIABLE=NEW_VOCAB,OLD_VOCAB[,new_size=N][,oov=N][,old_size=N][,axis=0|1]"
+)
+_FLAG_KEYS = ("new_size", "oov", "old_size", "axis")
+
+
+def parse_flag_value(value: str) -> Tuple[str, VocabInfo]:
+  """One `--warm_start_vocab` value as (variable name, VocabInfo).
+
+  `VARIABLE=NEW_VOCAB,OLD_VOCAB[,new_size=N][,oov=N][,old_size=N]
+  [,axis=0|1]`: the variable's current name, its new and old vocabulary
+  files; `new_size` defaults to the new file's line count, `oov` (OOV
+  buckets) to 0, `old_size` to the whole old file, `axis` to 0. No backup
+  initializer: rows of new words start at zero, as stock's default.
+
+  Raises:
+    errors.InvalidArgumentError: The value does not follow the syntax, a
+      number is bad, or a vocabulary file does not exist.
+  """
+
+  def fail(why: str) -> errors.InvalidArgumentError:
+    return errors.InvalidArgumentError(
+      f"`{value}`: {why}. Expected {FLAG_SYNTAX}, e.g. "
+      "`--warm_start_vocab=dnn/emb/embedding_weights=/data/words_v2.txt,"
+      "/data/words_v1.txt,oov=2`."
+    )
+
+  name, sep, rest = value.partition("=")
+  fields = rest.split(",")
+  if not sep or not name.strip() or len(fields) < 2:
+    raise fail("it needs a variable name, `=`, and two vocabulary files")
+  new_vocab, old_vocab = fields[0].strip(), fields[1].strip()
+  if not new_vocab or not old_vocab or "=" in new_vocab + old_vocab:
+    raise fail("the new and the old vocabulary file come first, in order")
+  options: Dict[str, int] = {}
+  for field in fields[2:]:
+    key, eq, number = field.partition("=")
+    key = key.strip()
+    if not eq or key not in _FLAG_KEYS:
+      raise fail(f"unknown option `{field}` (options: {', '.join(_FLAG_KEYS)})")
+    if key in options:
+      raise fail(f"`{key}` is given twice")
+    try:
+      options[key] = int(number)
+    except ValueError:
+      raise fail(f"`{key}` must be an integer, got `{number}`") from None
+  for path in (new_vocab, old_vocab):
+    if not tf.io.gfile.exists(path):
+      raise fail(f"vocabulary file `{path}` does not exist")
+  if options.get("axis", 0) not in (0, 1):
+    raise fail("axis must be 0 (rows: embeddings) or 1 (columns: labels)")
+  if options.get("oov", 0) < 0:
+    raise fail("oov must be >= 0")
+  new_size = options.get("new_size")
+  if new_size is None:
+    with tf.io.gfile.GFile(new_vocab, "rb") as f:
+      lines = f.read().split(b"\n")
+    new_size = len(lines) - (1 if lines and lines[-1] == b"" else 0)
+  if new_size < 1:
+    raise fail("new_size must be at least 1 (an empty new vocabulary?)")
+  old_size = options.get("old_size", -1)
+  if old_size == 0 or old_size < -1:
+    raise fail("old_size must be at least 1 (or left out: the whole file)")
+  info = VocabInfo(
+    new_vocab=new_vocab,
+    new_vocab_size=new_size,
+    num_oov_buckets=options.get("oov", 0),
+    old_vocab=old_vocab,
+    old_vocab_size=old_size,
+    axis=options.get("axis", 0),
+  )
+  return name.strip(), info
+
+
+def parse_flag_values(values: Sequence[str]) -> Dict[str, VocabInfo]:
+  """All `--warm_start_vocab` values; a variable named twice is an error."""
+  result: Dict[str, VocabInfo] = {}
+  for value in values:
+    name, info = parse_flag_value(value)
+    if name in result:
+      raise errors.InvalidArgumentError(
+        f"`{name}` is given twice; pass one --warm_start_vocab per variable."
+      )
+    result[name] = info
+  return result
+
+
 def with_slots(
   vocab_info: Mapping[str, VocabInfo],
   slots_of: Mapping[str, Sequence[str]],
