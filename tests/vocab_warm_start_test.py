@@ -287,6 +287,8 @@ class VocabWarmStartTest(parameterized.TestCase, tf.test.TestCase):
     ("tf1_3_to_1", "tf1", 3, 0),
     ("convert_tf2_1_to_3", "convert_tf2", 0, 3),
     ("scaffold_3_to_2", "scaffold", 3, 2),
+    ("stock_tf2_3_to_2", "stock_tf2", 3, 2),
+    ("stock_tf2_3_to_1", "stock_tf2", 3, 0),
   )
   def test_optimizer_slots_are_remapped_like_their_variable(
     self, layout, source_parts, target_parts
@@ -299,6 +301,11 @@ class VocabWarmStartTest(parameterized.TestCase, tf.test.TestCase):
         sess.run(train)
         tf1_prefix = tf1.train.Saver().save(sess, tf1_dir + "/model.ckpt")
         source = tf1_dir
+        if layout == "stock_tf2":
+          # One tensor per partition, slots too (`emb.Spart_K.SAdagrad`).
+          source = tf.train.Checkpoint(
+            var_list={v.op.name: v for v in tf1.global_variables()}
+          ).save(os.path.join(self._root, layout, "ckpt"))
         if layout == "scaffold":
           source = os.path.join(self._root, layout)
           tf.io.gfile.makedirs(source)
