@@ -40,7 +40,9 @@ _SOURCE = {
   "dnn/logits/kernel": checkpoint_layouts.distinct_values([_HIDDEN, 3], 300),
 }
 
-# Layouts written from the TF1 original (see `_write_source`).
+# Layouts written from the TF1 original (see `_write_source`);
+# `convert_tf2_with_aliases` is the layout of migrated model dirs (the
+# Scaffold factory's), Keras checkpoints are tested on their own below.
 _LAYOUTS = (
   "tf1",
   "scaffold",
@@ -339,6 +341,50 @@ class VocabWarmStartTest(parameterized.TestCase, tf.test.TestCase):
       self.assertAllEqual(_bits(ours)[name], _bits(truth)[name], msg=name)
     # The slot was trained (not its 0.1 start) and moved with its rows.
     self.assertNotAllClose(ours["dnn/emb/Adagrad"][0], np.full([_HIDDEN], 0.1))
+
+  @parameterized.named_parameters(("unpartitioned", 0), ("into_2_parts", 2))
+  def test_keras_checkpoint_equals_stock(self, target_parts):
+    # A Keras model's checkpoint names the table by its Keras name.
+    value = _SOURCE["dnn/emb"]
+    layer = tf.keras.layers.Embedding(7, _HIDDEN, name="words")
+    model = tf.keras.Sequential([layer])
+    model.build([None, 1])
+    layer.set_weights([value])
+    source = os.path.join(self._root, "keras", "w")
+    model.save_weights(source)  # TF format: `layer_with_weights-0/...`.
+    tf1_prefix = checkpoint_layouts.write(
+      "tf1", os.path.join(self._root, "tf1"), {"words/embeddings": value}
+    )
+    info = self._info("dnn/emb")
+
+    def build():
+      tf1.get_variable(
+        "words/embeddings",
+        [len(_NEW_WORDS) + 2, _HIDDEN],
+        initializer=tf1.zeros_initializer(),
+        partitioner=(
+          tf1.fixed_size_partitioner(target_parts) if target_parts else None
+        ),
+      )
+
+    with tf.Graph().as_default():
+      build()
+      tf1.train.warm_start(
+        tf1_prefix,
+        vars_to_warm_start=[r"words/embeddings(/part_\d+)?:0$"],
+        var_name_to_vocab_info={"words/embeddings": info},
+      )
+      truth = checkpoint_layouts.read_values(["words/embeddings"])
+    with tf.Graph().as_default():
+      build()
+      summary = warm_start.warm_start(
+        source, vocab_info={"words/embeddings": info}
+      )
+      ours = checkpoint_layouts.read_values(["words/embeddings"])
+    self.assertEqual(summary.remapped, ("words/embeddings",))
+    self.assertAllEqual(
+      _bits(ours)["words/embeddings"], _bits(truth)["words/embeddings"]
+    )
 
   def test_unknown_name_is_an_error(self):
     _, source = self._write_source("tf1", {})
