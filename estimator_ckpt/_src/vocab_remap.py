@@ -29,10 +29,19 @@ resolved, by `problem`.
 """
 
 import atexit
+import dataclasses
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import (
+  AbstractSet,
+  Any,
+  Dict,
+  Mapping,
+  Optional,
+  Sequence,
+  Tuple,
+)
 
 import tensorflow as tf
 
@@ -187,26 +196,91 @@ def parse_flag_values(values: Sequence[str]) -> Dict[str, VocabInfo]:
   return result
 
 
-def with_slots(
+def for_selected(
   vocab_info: Mapping[str, VocabInfo],
-  slots_of: Mapping[str, Sequence[str]],
+  shapes: Mapping[str, Sequence[int]],
+  optimizer_state: Optional[AbstractSet[str]],
 ) -> Dict[str, VocabInfo]:
-  """Gives each remapped variable's optimizer slots its VocabInfo.
+  """The VocabInfo of each selected variable that has one.
 
-  A slot of an embedding (Adagrad's accumulator, Adam's `m` and `v`) is
-  indexed by the same vocabulary, so it is remapped the same way. Stock
-  users do that by listing the slot names in `var_name_to_vocab_info` too;
-  here it is implied. An explicit entry for a slot wins.
+  A slot of a remapped variable (Adagrad's accumulator, Adam's `m` and
+  `v`) is indexed by the same vocabulary, so it gets the same VocabInfo
+  (stock users list the slot names in `var_name_to_vocab_info` too; here it
+  is implied). An explicit entry for a slot wins.
 
   Args:
     vocab_info: The user's, by current variable name.
-    slots_of: Variable name -> names of its warm-started slots.
+    shapes: The selected variables' full shapes, by name.
+    optimizer_state: Names of the optimizer's variables when slots are
+      warm-started (`with_optimizer_slots`); None otherwise.
+
+  Raises:
+    errors.InvalidArgumentError: A `vocab_info` name is not selected.
   """
+  unknown = sorted(set(vocab_info) - set(shapes))
+  if unknown:
+    raise errors.InvalidArgumentError(
+      f"vocab_info names variables that are not warm-started: "
+      f"{errors.format_names(unknown)}. A misspelled name would silently "
+      "copy rows of another vocabulary, so this is an error (as with stock "
+      "var_name_to_vocab_info). Use current variable names (a partitioned "
+      "variable by its name, not a partition's), and select them with "
+      "vars_to_warm_start (optimizer slots need with_optimizer_slots). "
+      f"Selected variables: {errors.format_names(sorted(shapes)) or 'none'}."
+    )
   result = dict(vocab_info)
+  if optimizer_state is None:
+    return result
   for name, info in vocab_info.items():
-    for slot in slots_of.get(name, ()):
-      result.setdefault(slot, info)
+    for slot in sorted(set(shapes) & set(optimizer_state)):
+      if slot.startswith(name + "/") and shapes[slot] == shapes[name]:
+        result.setdefault(slot, info)
   return result
+
+
+@dataclasses.dataclass(frozen=True)
+class Remapped:
+  """A variable to remap and its source (for `check`)."""
+
+  name: str
+  shape: Tuple[int, ...]
+  dtype: tf.dtypes.DType
+  source_name: str
+  source_shape: Tuple[int, ...]
+  source_dtype: tf.dtypes.DType
+  info: VocabInfo
+
+
+def check(checkpoint: str, remapped: Sequence[Remapped]) -> None:
+  """Raises one error listing what stock's remapping would fail on.
+
+  Raises:
+    errors.ShapeMismatchError: See `problem`.
+  """
+  problems = [
+    found
+    for found in (
+      problem(
+        r.name,
+        r.shape,
+        r.dtype,
+        r.source_name,
+        r.source_shape,
+        r.source_dtype,
+        r.info,
+      )
+      for r in remapped
+    )
+    if found
+  ]
+  if problems:
+    raise errors.ShapeMismatchError(
+      f"Cannot remap vocabularies warm-starting from `{checkpoint}`:\n  "
+      + ";\n  ".join(problems)
+      + ".\nFix the VocabInfo (the variable's size along `axis` must be "
+      "new_vocab_size + num_oov_buckets), or leave the variable out of "
+      "vocab_info and vars_to_warm_start."
+    )
 
 
 def problem(

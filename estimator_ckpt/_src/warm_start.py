@@ -694,37 +694,14 @@ def _vocab_for(
   selected: Sequence[_GraphVariable],
   graph_variables: Sequence[_GraphVariable],
 ) -> Mapping[str, vocab_remap.VocabInfo]:
-  """The VocabInfo of each selected variable that has one (slots too).
-
-  Raises:
-    errors.InvalidArgumentError: A `vocab_info` name is not selected.
-  """
-  names = {variable.name for variable in selected}
-  vocab_info = dict(options.vocab_info)
-  unknown = sorted(set(vocab_info) - names)
-  if unknown:
-    raise errors.InvalidArgumentError(
-      f"vocab_info names variables that are not warm-started: "
-      f"{errors.format_names(unknown)}. A misspelled name would silently "
-      "copy rows of another vocabulary, so this is an error (as with stock "
-      "var_name_to_vocab_info). Use current variable names (a partitioned "
-      "variable by its name, not a partition's), and select them with "
-      "vars_to_warm_start (optimizer slots need with_optimizer_slots). "
-      f"Selected variables: {errors.format_names(sorted(names)) or 'none'}."
-    )
-  if not options.with_optimizer_slots:
-    return vocab_info
-  state = _optimizer_state_names(graph_variables)
-  shapes = {variable.name: variable.shape for variable in selected}
-  slots_of = {
-    name: [
-      slot
-      for slot in sorted(names & state)
-      if slot.startswith(name + "/") and shapes[slot] == shapes[name]
-    ]
-    for name in vocab_info
-  }
-  return vocab_remap.with_slots(vocab_info, slots_of)
+  """The VocabInfo of each selected variable that has one (slots too)."""
+  return vocab_remap.for_selected(
+    dict(options.vocab_info),
+    {variable.name: variable.shape for variable in selected},
+    _optimizer_state_names(graph_variables)
+    if options.with_optimizer_slots
+    else None,
+  )
 
 
 def _check_vocab(
@@ -734,35 +711,26 @@ def _check_vocab(
   vocab: Mapping[str, vocab_remap.VocabInfo],
 ) -> None:
   """Raises one error listing what stock's remapping would fail on."""
-  problems = []
+  remapped = []
   for variable in selected:
     source = sources.get(variable.name)
     if variable.name not in vocab or source is None:
       continue
+    stored = list(source.shapes[0])
     if source.axis is not None:
-      stored = list(source.shapes[0])
       stored[source.axis] = sum(s[source.axis] for s in source.shapes)
-    else:
-      stored = list(source.shapes[0])
-    found = vocab_remap.problem(
-      variable.name,
-      variable.shape,
-      variable.dtype,
-      source.name,
-      stored,
-      source.dtype,
-      vocab[variable.name],
+    remapped.append(
+      vocab_remap.Remapped(
+        variable.name,
+        variable.shape,
+        variable.dtype,
+        source.name,
+        tuple(stored),
+        source.dtype,
+        vocab[variable.name],
+      )
     )
-    if found:
-      problems.append(found)
-  if problems:
-    raise errors.ShapeMismatchError(
-      f"Cannot remap vocabularies warm-starting from `{checkpoint}`:\n  "
-      + ";\n  ".join(problems)
-      + ".\nFix the VocabInfo (the variable's size along `axis` must be "
-      "new_vocab_size + num_oov_buckets), or leave the variable out of "
-      "vocab_info and vars_to_warm_start."
-    )
+  vocab_remap.check(checkpoint, remapped)
 
 
 def _graph_variables(graph: tf.Graph) -> List[_GraphVariable]:
