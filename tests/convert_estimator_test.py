@@ -169,6 +169,17 @@ class ConversionEstimatorTest(tf.test.TestCase):
       accumulator + weights**2,
     )
 
+    # The Scaffold factory resumes the stock dir in place (by TF1 name).
+    est = tf.estimator.Estimator(
+      migrate.tf2_checkpoints(model_fn(False)), stock_dir
+    )
+    est.train(fixtures.one_example_input_fn, steps=1)
+    self.assertAllClose(
+      estimator_ckpt.load_variable(stock_dir, "emb/Adagrad"),
+      accumulator + weights**2,
+    )
+    self.assertEqual(estimator_ckpt.load_variable(stock_dir, "global_step"), 3)
+
     # And warm start reads them as one tensor, into any partitioning.
     def warm_started(tf2_source):
       with tf.Graph().as_default():

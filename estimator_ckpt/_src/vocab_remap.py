@@ -17,25 +17,19 @@ tensor or a tensor stored as slices alike, so
   slices, the guide's `vars/...`, object-graph names, SavedModels, Keras
   keys) is handed to stock code with that key as the previous tensor name;
 * a source stored one tensor per partition (stock `tf.train.Checkpoint`'s
-  `emb.Spart_K`) has no such key. `stage_parts` writes a small TF1 index in
-  a temporary directory that lists the parts as slices of one tensor, whose
-  data files are the source's own (symbolic links; for a source on a remote
-  file system the parts' bytes are copied, streamed). Nothing is decoded or
-  held in memory, and stock code then reads it like any sliced tensor.
+  `emb.Spart_K`) has no such key: `staged_index` writes a small TF1 index
+  that lists the parts as slices of one tensor over the source's own data
+  files, and stock code reads it like any sliced tensor. Nothing is decoded
+  or held in memory.
 
 What stock does not check until a session runs (a variable of the wrong
 shape, a missing vocabulary file) is checked here when the warm start is
 resolved, by `problem`.
 """
 
-import atexit
 import dataclasses
-import os
-import shutil
-import tempfile
 from typing import (
   AbstractSet,
-  Any,
   Dict,
   Mapping,
   Optional,
@@ -54,16 +48,8 @@ from tensorflow.python.training import warm_starting_util
 from tensorflow.python.training.warm_starting_util import VocabInfo  # noqa: I001  pylint: disable=g-importing-member
 
 from estimator_ckpt import errors
-from estimator_ckpt._src import layouts
-from estimator_ckpt._src.format import bundle
-from estimator_ckpt._src.format import checkpoint_files
-from estimator_ckpt._src.format import protos
-from estimator_ckpt._src.format import tensor_slice
 
 VocabInfoArg = Optional[Mapping[str, VocabInfo]]
-
-# Bytes copied at once when staging parts from a remote file system.
-_COPY_CHUNK = 64 << 20
 
 
 def validate(vocab_info: VocabInfoArg) -> Mapping[str, VocabInfo]:
@@ -369,89 +355,3 @@ def initialise(
     axis=info.axis,
   )
   # pylint: enable=protected-access
-
-
-def stage_parts(
-  prefix: str,
-  header: Any,
-  name: str,
-  variable: layouts.Variable,
-  axis: int,
-) -> Tuple[str, str]:
-  """A TF1 bundle listing per-partition tensors as slices of one tensor.
-
-  See the module docstring. The directory is removed when the process
-  exits (the remapping reads it when the session initialises variables).
-
-  Args:
-    prefix: The source checkpoint's prefix.
-    header: Its `BundleHeaderProto`.
-    name: The variable's checkpoint name.
-    variable: The variable, stored one tensor per part.
-    axis: The axis the parts are concatenated along.
-
-  Returns:
-    The staged prefix and the tensor's key in it.
-  """
-  directory = tempfile.mkdtemp(prefix="estimator_ckpt_vocab_")
-  atexit.register(shutil.rmtree, directory, True)
-  staged = os.path.join(directory, "parts")
-  local = not checkpoint_files.is_url(prefix)
-  staged_header = protos.BundleHeaderProto()
-  staged_header.CopyFrom(header)
-  if not local:
-    staged_header.num_shards = 1
-
-  full = protos.BundleEntryProto()
-  full.dtype = variable.parts[0].entry.dtype
-  for dim in variable.shape:
-    full.shape.dim.add().size = dim
-  key = name.encode("utf-8")
-  entries = []
-  start = 0
-  copied = []
-  offset = 0
-  for part in variable.parts:
-    shape = bundle.shape_of(part.entry)
-    extents = [(0, -1)] * len(shape)
-    extents[axis] = (start, shape[axis])
-    start += shape[axis]
-    piece = tensor_slice.TensorSlice(tuple(extents))
-    piece.to_proto(full.slices.add())
-    entry = protos.BundleEntryProto()
-    entry.CopyFrom(part.entry)
-    entry.ClearField("slices")
-    if not local:
-      entry.shard_id = 0
-      entry.offset = offset
-      copied.append(part.entry)
-      offset += part.entry.size
-    entries.append((tensor_slice.slice_key(key, piece), entry))
-  entries.append((key, full))
-
-  if local:
-    for shard in range(header.num_shards):
-      os.symlink(
-        os.path.abspath(bundle.data_filename(prefix, shard, header.num_shards)),
-        bundle.data_filename(staged, shard, header.num_shards),
-      )
-  else:
-    _copy_parts(prefix, header.num_shards, copied, staged)
-  with open(bundle.index_filename(staged), "wb") as f:
-    f.write(bundle.encode_index(staged_header, entries))
-  return staged, name
-
-
-def _copy_parts(
-  prefix: str, num_shards: int, parts: Sequence[Any], staged: str
-) -> None:
-  """Streams the parts' bytes into the staged bundle's one data file."""
-  with open(bundle.data_filename(staged, 0, 1), "wb") as out:
-    for entry in parts:
-      path = bundle.data_filename(prefix, entry.shard_id, num_shards)
-      with checkpoint_files.open_regular(path, "data file") as source:
-        done = 0
-        while done < entry.size:
-          size = min(_COPY_CHUNK, entry.size - done)
-          out.write(source.pread(size, entry.offset + done))
-          done += size

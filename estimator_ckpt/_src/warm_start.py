@@ -109,6 +109,7 @@ from estimator_ckpt._src import keras_checkpoints
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src import staged_index
 from estimator_ckpt._src import vocab_detect
 from estimator_ckpt._src import vocab_remap
 from estimator_ckpt._src.format import bundle
@@ -667,14 +668,8 @@ def _prepare(
     if source.assembled and info is not None:
       # No key holds the whole tensor; stock code reads it from a staged
       # index that lists the parts as slices (see vocab_remap).
-      staged, key = vocab_remap.stage_parts(
-        checkpoint,
-        index.header,
-        source.name,
-        index.variable(source.name),
-        source.axis or 0,
-      )
-      vocab_remap.initialise(by_name[name].parts, staged, key, info)
+      staged = staged_index.stage(index.bundle, [index.variable(source.name)])
+      vocab_remap.initialise(by_name[name].parts, staged, source.name, info)
     elif source.assembled:
       _init_from_parts(checkpoint, by_name[name], source)
     else:
@@ -945,7 +940,7 @@ class _CheckpointIndex:
     adam_betas: Optional[Tuple[float, float]] = None,
   ):
     contents = reader.read(checkpoint)
-    self.header = contents.bundle.header
+    self.bundle = contents.bundle
     self.object_based = contents.format == reader.TF2
     self._variables = contents.variables
     # Values a Keras checkpoint lacks, by TF1 name (Adam's beta powers).
