@@ -141,6 +141,22 @@ class VocabularyChangedTest(parameterized.TestCase, tf.test.TestCase):
       r"difference: entry 0 was 'p' and is 'q'",
     )
 
+  def test_from_a_migrated_model_dir(self):
+    # TF2 checkpoints of the Scaffold factory; Estimator's graph.pbtxt.
+    old = self._file("old.txt", _WORDS)
+    estimator_ckpt.migrate_estimator(
+      self._dnn(self._root + "/old", old, _LABELS)
+    ).train(_input_fn, steps=1)
+    self.assertEqual(
+      estimator_ckpt.checkpoint_format(self._root + "/old"), "tf2"
+    )
+    new = self._file("new.txt", ["a", "b", "d", "c"])
+    settings = estimator_ckpt.warm_start_settings(self._root + "/old")
+    self._assert_refused(
+      self._dnn(self._root + "/new", new, _LABELS, settings),
+      r"first difference: entry 2 was 'c' and is 'd'",
+    )
+
   def test_unchanged_vocabularies_pass(self):
     words = self._file("words.txt", _WORDS)
     self._dnn(self._root + "/old", words, _LABELS).train(_input_fn, steps=1)

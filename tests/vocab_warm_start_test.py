@@ -386,6 +386,43 @@ class VocabWarmStartTest(parameterized.TestCase, tf.test.TestCase):
       _bits(ours)["words/embeddings"], _bits(truth)["words/embeddings"]
     )
 
+  @parameterized.named_parameters(("tf1", "tf1"), ("stock_tf2", "stock_tf2"))
+  def test_with_a_selection_and_strict(self, layout):
+    tf1_prefix, source = self._write_source(layout, {"dnn/emb": 3})
+    info = self._info("dnn/emb")
+    with tf.Graph().as_default():
+      self._new_model(None, True, 2)
+      tf1.train.warm_start(
+        tf1_prefix,
+        vars_to_warm_start=[r"dnn/emb/part_\d+:0$"],
+        var_name_to_vocab_info={"dnn/emb": info},
+      )
+      truth = checkpoint_layouts.read_values(["dnn/emb"])
+    with tf.Graph().as_default():
+      self._new_model(None, True, 2)
+      summary = warm_start.warm_start(
+        source,
+        vars_to_warm_start=["dnn/emb"],
+        strict=True,
+        vocab_info={"dnn/emb": info},
+      )
+      ours = checkpoint_layouts.read_values(["dnn/emb", "dnn/logits/kernel"])
+    self.assertEqual(list(summary.warm_started), ["dnn/emb"])
+    self.assertAllEqual(_bits(ours)["dnn/emb"], _bits(truth)["dnn/emb"])
+    self.assertAllEqual(ours["dnn/logits/kernel"], np.zeros([_HIDDEN, 4]))
+    with tf.Graph().as_default():
+      self._new_model(None, True, 2)
+      with self.assertRaisesRegex(
+        errors.IncompatibleCheckpointError, "dnn/emb"
+      ):
+        warm_start.warm_start(
+          source,
+          vars_to_warm_start=["dnn/emb"],
+          rename={"dnn/emb": "dnn/gone"},
+          strict=True,
+          vocab_info={"dnn/emb": info},
+        )
+
   def test_unknown_name_is_an_error(self):
     _, source = self._write_source("tf1", {})
     with tf.Graph().as_default():
