@@ -17,10 +17,10 @@ What it sees (both graphs are `GraphDef`s):
   `index_table_from_tensor`), and the variables gathered with its ids
   (`ResourceGather`/`GatherV2` whose indices come from the lookup, as
   `embedding_column` and linear models do, partitioned or not): axis 0.
-* Label vocabularies of canned heads (`label_vocabulary`): the head's
-  `class_id_lookup` table, and the output layer's variables over the
-  classes (`.../logits/kernel` and `bias`, linear models' weights and
-  `bias_weights`): their last axis.
+* Label vocabularies of canned multi-class heads (`label_vocabulary`): the
+  head's `class_id_lookup` table, and the output layer's variables with one
+  column per class (`.../logits/kernel` and `bias`, linear models' weights
+  and `bias_weights`): their last axis.
 
 The checkpoint's graph is its `<prefix>.meta` (TF1 `Saver`), else the model
 dir's `graph.pbtxt` (Estimator writes it), else a SavedModel's
@@ -206,7 +206,13 @@ def indexed_variables(
     elif node.op in _VARIABLE_OPS and len(labels) == 1:
       name = _PARTITION.sub("", node.name)
       shape = graph.variable_shape(node.name)
-      if _LABEL_INDEXED.search(name) and shape:
+      # One column per class (a binary head's single logit is no vocabulary
+      # axis: reordering its two labels negates it, which VocabInfo cannot).
+      if (
+        _LABEL_INDEXED.search(name)
+        and shape
+        and shape[-1] == len(labels[0].entries)
+      ):
         entry = Indexed(name, len(shape) - 1, labels[0], label=True)
         if entry not in result[name]:
           result[name].append(entry)
