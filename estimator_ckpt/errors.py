@@ -102,6 +102,14 @@ class CheckpointsDifferError(Error, ValueError):
     self.differences = list(differences)
 
 
+class VocabularyChangedError(Error, ValueError):
+  """A warm-started variable is indexed by a vocabulary that changed.
+
+  Copying it row for row would misalign it; the message names the variable,
+  both vocabularies, the first difference and the `VocabInfo` to pass.
+  """
+
+
 class InvalidArgumentError(Error, ValueError):
   """An argument has a value the function does not accept."""
 

@@ -91,6 +91,7 @@ class CheckpointFlagsTest(parameterized.TestCase):
         "with_optimizer_slots": True,
         "strict": True,
         "adam_betas": (0.8, 0.99),
+        "vocab_info": {},  # --warm_start_vocab: warm_start_vocab_flag_test.
       },
     )
 

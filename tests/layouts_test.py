@@ -232,6 +232,36 @@ class ResolveTest(parameterized.TestCase, tf.test.TestCase):
       [_var_list_key(f"emb/part_{i}") for i in range(3)],
     )
 
+  def test_slots_of_stock_parts_are_one_variable_like_their_variable(self):
+    # slot_creator names each partition's slot `emb/part_<i>/Adagrad`; its
+    # full_name is the whole slot's, `emb/Adagrad` (issue 18 item 4).
+    with tf.Graph().as_default():
+      emb = checkpoint_layouts.create_variables(
+        {"emb": _VALUES["emb"]}, {"emb": 3}
+      )
+      loss = tf.reduce_sum(tf.convert_to_tensor(emb["emb"]))
+      train = tf1.train.AdagradOptimizer(0.5).minimize(loss)
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(train)
+        prefix = tf.train.Checkpoint(
+          var_list={v.op.name: v for v in tf1.global_variables()}
+        ).save(os.path.join(self._dir(), "ckpt"))
+    _, variables = _resolve(prefix)
+    self.assertEqual(
+      _where(variables)["emb/Adagrad"],
+      (
+        Layout.STOCK_PARTS,
+        tuple(_var_list_key(f"emb/part_{i}/Adagrad") for i in range(3)),
+        3,
+      ),
+    )
+    self.assertNotIn("emb/part_0/Adagrad", variables)
+    self.assertAllEqual(
+      estimator_ckpt.load_variable(prefix, "emb/Adagrad"),
+      np.full([6, 2], 0.1 + 1.0, np.float32),
+    )
+
   def test_decoded_name_beats_full_name(self):
     # `Checkpoint(var_list={"renamed": v})` stores v for `renamed`, whatever
     # v was called; the key answers to that one name only.

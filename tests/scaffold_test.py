@@ -196,6 +196,20 @@ class PartitionedVariablesTest(_TestCase):
     expected = np.arange(8, dtype=np.float32)[:, None] + [2.0, 2.0]
     self.assertAllEqual(_stored(model_dir)[keys.variable_key("emb")], expected)
 
+  @parameterized.named_parameters(("3_to_2", 3, 2), ("2_to_1", 2, 1))
+  def test_stock_tf2_dir_resumes_with_other_partition_count(
+    self, before, after
+  ):
+    # One tensor per partition (`var_list/emb.Spart_<i>`): read through a
+    # staged index that lists the parts as slices of `emb`.
+    model_dir = self.model_dir()
+    tf.estimator.Estimator(
+      fixtures.partitioned_model_fn(before, tf2_checkpoint=True), model_dir
+    ).train(fixtures.one_example_input_fn, steps=1)
+    self._train(model_dir, after)
+    expected = np.arange(8, dtype=np.float32)[:, None] + [2.0, 2.0]
+    self.assertAllEqual(_stored(model_dir)[keys.variable_key("emb")], expected)
+
 
 class EstimatorBehaviourTest(_TestCase):
   def test_train_evaluate_predict_export(self):

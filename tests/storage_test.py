@@ -29,9 +29,9 @@ from estimator_ckpt._src.storage import transfer
 _ROOTS = ("local", "ram", "file_url")
 # (atomic_rename, exclusive_create, durable_fsync, directories_are_prefixes)
 _CAPABILITIES = {
-  "local": (True, True, True, False),
-  "ram": (False, False, False, True),
-  "file_url": (True, True, False, False),
+  "local": (True, True, True, False, True),
+  "ram": (False, False, False, True, False),
+  "file_url": (True, True, False, False, False),
 }
 _CLASSES = {
   "local": local.LocalStorage,
@@ -69,6 +69,7 @@ class StorageContractTest(parameterized.TestCase, tf.test.TestCase):
         caps.exclusive_create,
         caps.durable_fsync,
         caps.directories_are_prefixes,
+        caps.os_paths,
       ),
       _CAPABILITIES[kind],
     )

@@ -22,10 +22,10 @@ warm-start settings and the Scaffold factory's options:
   app.run(main)
 
 The flags (see `define_checkpoint_flags`): --model_dir, --warm_start_from,
---warm_start_vars, --warm_start_rename, --warm_start_optimizer_slots,
---warm_start_adam_betas, --warm_start_strict, --checkpoint_format,
---keep_checkpoint_max, --save_checkpoints_steps. Bad combinations fail at
-flag parsing with a message that says what to do.
+--warm_start_vars, --warm_start_rename, --warm_start_vocab,
+--warm_start_optimizer_slots, --warm_start_adam_betas, --warm_start_strict,
+--checkpoint_format, --keep_checkpoint_max, --save_checkpoints_steps. Bad
+combinations fail at flag parsing with a message that says what to do.
 """
 
 import dataclasses
@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src import vocab_remap
 from estimator_ckpt._src import warm_start
 from estimator_ckpt._src.keras import checkpoints as keras_checkpoints
 
@@ -51,6 +52,7 @@ FORMATS = (FORMAT_TF2, FORMAT_TF1, FORMAT_BOTH)
 _WARM_START_OPTION_FLAGS = (
   "warm_start_vars",
   "warm_start_rename",
+  "warm_start_vocab",
   "warm_start_optimizer_slots",
   "warm_start_strict",
 )
@@ -99,6 +101,16 @@ def define_checkpoint_flags(
     None,
     "`current=in_checkpoint`; repeatable. A name ending in `/` is a scope: "
     "`tower/=` reads `tower/dense/kernel` from `dense/kernel`.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_multi_string(
+    "warm_start_vocab",
+    None,
+    f"`{vocab_remap.FLAG_SYNTAX}`; repeatable, one per variable indexed by "
+    "a vocabulary that changed (stock VocabInfo): its rows (axis 0) or "
+    "columns (axis 1) are remapped from the old vocabulary file to the new "
+    "one. new_size defaults to the new file's line count, oov to 0, "
+    "old_size to the whole old file.",
     flag_values=flag_values,
   )
   flags.DEFINE_bool(
@@ -190,6 +202,12 @@ def define_checkpoint_flags(
     message="--warm_start_rename values are `current=in_checkpoint`.",
     flag_values=flag_values,
   )
+  flags.register_validator(
+    "warm_start_vocab",
+    _check_vocab,
+    message=f"--warm_start_vocab values are `{vocab_remap.FLAG_SYNTAX}`.",
+    flag_values=flag_values,
+  )
   flags.register_multi_flags_validator(
     ("warm_start_from",) + _WARM_START_OPTION_FLAGS,
     _check_options_need_source,
@@ -231,6 +249,14 @@ def _check_renames(values) -> bool:
     rename_rules.parse_flag_values(values or ())
   except errors.InvalidRenameError as e:
     raise flags.ValidationError(f"--warm_start_rename: {e}") from None
+  return True
+
+
+def _check_vocab(values) -> bool:
+  try:
+    vocab_remap.parse_flag_values(values or ())
+  except errors.InvalidArgumentError as e:
+    raise flags.ValidationError(f"--warm_start_vocab: {e}") from None
   return True
 
 
@@ -344,6 +370,7 @@ def checkpoint_settings_from_flags(
       rename=rename_rules.parse_flag_values(fv.warm_start_rename or ()),
       with_optimizer_slots=fv.warm_start_optimizer_slots,
       strict=fv.warm_start_strict,
+      vocab_info=vocab_remap.parse_flag_values(fv.warm_start_vocab or ()),
       adam_betas=(
         keras_checkpoints.parse_adam_betas(fv.warm_start_adam_betas)
         if fv.warm_start_adam_betas is not None

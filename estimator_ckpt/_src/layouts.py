@@ -31,8 +31,10 @@ Layouts (`Layout`), by how a key names its variable:
 * `STOCK_PARTS`: one tensor per partition, `var_list/emb.Spart_<i>/...`, as
   stock `tf.train.Checkpoint(var_list={v.name: v for v in
   global_variables()})` writes a partitioned variable: a decoded
-  `<name>/part_<i>` whose `full_name` is `<name>`. The parts are put back
-  together along the one axis in which their shapes differ (`concat_axis`).
+  `<name>/part_<i>` whose `full_name` is `<name>`; likewise its optimizer
+  slots, `emb/part_<i>/Adagrad` whose `full_name` is `emb/Adagrad`. The
+  parts are put back together along the one axis in which their shapes
+  differ (`concat_axis`).
 * `KEY`: no name: an object-graph key with neither a decodable layout nor a
   unique `full_name` (eager variables all called `Variable`), or a key whose
   name other keys claim with another value. It is listed under its key.
@@ -100,7 +102,10 @@ from estimator_ckpt._src.format import tensor_slice
 _OBJECT_GRAPH_KEY = keys.OBJECT_GRAPH_KEY.encode()
 # `tf.train.Checkpoint`'s save counter counts saves; it is no model variable.
 _SAVE_COUNTER_KEY = keys.SAVE_COUNTER_KEY.encode()
-_PART_RE = re.compile(r"^(.*)/part_(\d+)$")
+# A partition's segment of a variable name: `emb/part_0`, and in the names of
+# its optimizer slots, `emb/part_0/Adagrad` (slot_creator names a slot after
+# its partition; its `full_name` is the whole slot's, `emb/Adagrad`).
+_PART_SEGMENT = re.compile(r"/part_(\d+)(?=/|$)")
 # The `full_name` of a ShardedVariable's slices unless it was given a name,
 # which ParameterServerStrategy never does (tensorflow/python/distribute/
 # sharded_variable.py, parameter_server_strategy_v2.py `_create_variable`).
@@ -234,11 +239,10 @@ def _object_graph_claim(
     full_name = None  # Every ShardedVariable's; no variable's name.
   decoded = _decoded_name(text)
   if decoded is not None:
-    match = _PART_RE.match(decoded)
-    if match and match.group(1) == full_name and not entry.slices:
-      return match.group(1), _Claim(
-        key, entry, Layout.STOCK_PARTS, int(match.group(2))
-      )
+    part = _stock_part(decoded, full_name)
+    if part is not None and not entry.slices:
+      assert full_name is not None
+      return full_name, _Claim(key, entry, Layout.STOCK_PARTS, part)
     layout = (
       Layout.GUIDE_VARS
       if text.startswith(_GUIDE_VARS_PREFIX)
@@ -249,6 +253,20 @@ def _object_graph_claim(
     return full_name, _Claim(key, entry, Layout.FULL_NAME)
   layout = Layout.KEY if text in graph_keys else Layout.TF1_NAME
   return text, _Claim(key, entry, layout)
+
+
+def _stock_part(decoded: str, full_name: Optional[str]) -> Optional[int]:
+  """The part number if `decoded` is a partition of `full_name`, else None.
+
+  `emb/part_1` of `emb`, and `emb/part_1/Adagrad` of `emb/Adagrad`: the
+  optimizer slots of stock partitions are partitions of the whole slot.
+  """
+  if not full_name:
+    return None
+  for match in _PART_SEGMENT.finditer(decoded):
+    if decoded[: match.start()] + decoded[match.end() :] == full_name:
+      return int(match.group(1))
+  return None
 
 
 def _claims(

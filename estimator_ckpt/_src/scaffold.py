@@ -75,6 +75,7 @@ from estimator_ckpt import errors
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import saveables
+from estimator_ckpt._src import staged_index
 from estimator_ckpt._src.format import aliases
 from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.storage import registry
@@ -477,8 +478,22 @@ class Tf2Saver(saver_lib.Saver):
       # reads every tensor before any assignment runs; a shard that did
       # restore is restored again below.)
       pass
-    located = self._choose_layout(save_path, reader.read(save_path))
+    contents = reader.read(save_path)
+    located = self._choose_layout(save_path, contents)
     self._check_shapes(save_path, located)
+    stock_parts = {
+      variable.name: variable
+      for _, variable in located.values()
+      if _per_partition(variable)
+    }
+    if stock_parts:
+      # No key holds them whole: restore from an index that lists them as
+      # slices over the same data files (see staged_index).
+      feed[self.saver_def.filename_tensor_name] = staged_index.stage(
+        contents.bundle,
+        list(stock_parts.values()),
+        keep=staged_index.entries_except(contents.bundle, stock_parts).items(),
+      )
     for names_tensor, names in self._key_builder.key_feeds:
       translated = [located[name][0] for name in names]
       if translated != list(names):
@@ -504,14 +519,16 @@ class Tf2Saver(saver_lib.Saver):
     The key itself first (this layout; a saveable's own name), then, with
     `restore_name_based`, the variable's TF1 name in any layout `layouts`
     resolves, unless that is several per-partition tensors, which one
-    RestoreV2 key cannot read.
+    RestoreV2 key cannot read (`restore` stages them as one), unless the
+    checkpoint is remote (`staged_index` links to local data files).
     """
     variable = layouts.find(contents.bundle, contents.variables, key)
     if variable is not None or not self._restore_name_based:
       return variable
     variable = contents.variables.get(self._tf1_name(key))
     if variable is None or (
-      variable.layout is layouts.Layout.STOCK_PARTS and variable.partitioned
+      _per_partition(variable)
+      and not staged_index.can_keep_entries(contents.prefix)
     ):
       return None
     return variable
@@ -534,10 +551,12 @@ class Tf2Saver(saver_lib.Saver):
       else:
         # The key itself if it is stored, else where the variable's value is
         # read from (an alias's first key).
-        located[key] = (
-          key if key in variable.keys else variable.keys[0],
-          variable,
-        )
+        stored = variable.keys[0]
+        if key in variable.keys:
+          stored = key
+        elif _per_partition(variable):
+          stored = variable.name  # Its key in the staged index.
+        located[key] = (stored, variable)
     if missing and not self._restore_name_based:
       raise errors.IncompatibleCheckpointError(
         f"`{save_path}` lacks {len(missing)} of the {len(wanted)} keys "
@@ -558,8 +577,9 @@ class Tf2Saver(saver_lib.Saver):
       if parts:
         hint = (
           f" {errors.format_names(parts)} are stored one tensor per "
-          "partition (stock tf.train.Checkpoint), which restore cannot "
-          "read; warm start can."
+          "partition (stock tf.train.Checkpoint) on a remote file system, "
+          "which restore cannot read; copy the checkpoint to a local "
+          "directory, or warm-start from it."
         )
       raise errors.IncompatibleCheckpointError(
         f"`{save_path}` does not hold this model's variables: looked up "
@@ -616,6 +636,11 @@ class Tf2Saver(saver_lib.Saver):
           "the same shapes, or warm-start only the variables that match "
           "(vars_to_warm_start)."
         )
+
+
+def _per_partition(variable: layouts.Variable) -> bool:
+  """Stored one tensor per partition: no key holds it whole."""
+  return variable.layout is layouts.Layout.STOCK_PARTS and variable.partitioned
 
 
 def scaffold(

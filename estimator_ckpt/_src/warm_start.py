@@ -108,6 +108,9 @@ from estimator_ckpt import errors
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import rename_rules
+from estimator_ckpt._src import staged_index
+from estimator_ckpt._src import vocab_detect
+from estimator_ckpt._src import vocab_remap
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.format import state_file
@@ -133,6 +136,9 @@ class _Options:
   with_optimizer_slots: bool
   strict: bool
   adam_betas: Optional[Tuple[float, float]] = None
+  # (name, VocabInfo) pairs: immutable, and copied and pickled as settings
+  # are (a mappingproxy cannot be).
+  vocab_info: Tuple[Tuple[str, vocab_remap.VocabInfo], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +157,8 @@ class WarmStartSummary:
     excluded: Variables left out by default, sorted: the global step, and
       optimizer state unless `with_optimizer_slots`.
     not_selected: Variables that `vars_to_warm_start` does not match, sorted.
+    remapped: Warm-started variables whose rows or columns were remapped
+      to a new vocabulary (`vocab_info`), sorted.
   """
 
   checkpoint: str
@@ -160,6 +168,7 @@ class WarmStartSummary:
   unused_in_checkpoint: Tuple[str, ...]
   excluded: Tuple[str, ...]
   not_selected: Tuple[str, ...]
+  remapped: Tuple[str, ...] = ()
 
   def format(self) -> str:
     """A multi-line, human-readable account (what gets logged)."""
@@ -176,6 +185,10 @@ class WarmStartSummary:
           name if source == name else f"{name} <- {source}"
           for name, source in self.warm_started.items()
         )
+      )
+    if self.remapped:
+      lines.append(
+        "  remapped to a new vocabulary: " + errors.format_names(self.remapped)
       )
     if self.not_found:
       lines.append(
@@ -273,6 +286,7 @@ class WarmStartSettings(tf.estimator.WarmStartSettings):
       "with_optimizer_slots": self._options.with_optimizer_slots,
       "strict": self._options.strict,
       "adam_betas": self._options.adam_betas,
+      "vocab_info": dict(self._options.vocab_info),
     }
 
   def _replace(self, **kwargs):
@@ -312,6 +326,8 @@ class WarmStartSettings(tf.estimator.WarmStartSettings):
         is not in the checkpoint.
       errors.InvalidRenameError: A rename rule matches no selected
         variable.
+      errors.VocabularyChangedError: A variable would be copied row for row
+        although its vocabulary changed (pass `vocab_info` for it).
     """
     arguments, _ = _prepare(self.ckpt_to_initialize_from, self._options)
     return iter(arguments)
@@ -325,6 +341,7 @@ def warm_start_settings(
   with_optimizer_slots: bool = False,
   strict: bool = False,
   adam_betas: Optional[Tuple[float, float]] = None,
+  vocab_info: vocab_remap.VocabInfoArg = None,
 ) -> WarmStartSettings:
   """Warm-start settings for `tf.estimator.Estimator(warm_start_from=...)`.
 
@@ -358,6 +375,15 @@ def warm_start_settings(
       Adam (which saves no betas): its `(beta_1, beta_2)`, from which TF1's
       `beta1_power` and `beta2_power` are computed. Default: Keras's (0.9,
       0.999), logged; a legacy Adam's saved betas win.
+    vocab_info: `{current variable name: tf.estimator.VocabInfo}` for
+      variables indexed by a vocabulary that changed (stock
+      `var_name_to_vocab_info`): their rows (axis 0: embeddings, linear
+      weights) or columns (axis 1: an output layer over a label vocabulary)
+      are remapped from the old vocabulary to the new one with stock
+      semantics for every field, from any layout and partitioning. Key a
+      partitioned variable by its name. With `with_optimizer_slots`, the
+      variable's slots are remapped the same way. A name that is not a
+      selected variable is an error when the warm start runs.
 
   Keras checkpoints (`model.save_weights`, `tf.train.Checkpoint(model=...,
   optimizer=...)`) name variables by their Keras names (`<layer>/<weight>`).
@@ -376,7 +402,8 @@ def warm_start_settings(
       or holds no checkpoint.
     errors.InvalidRenameError: `rename` is malformed.
     TypeError: `vars_to_warm_start` has an unsupported type.
-    ValueError: A `vars_to_warm_start` regex does not compile.
+    ValueError: A `vars_to_warm_start` regex does not compile, or a
+      `vocab_info` size is out of range.
   """
   path = _checkpoint_location(ckpt_to_initialize_from)
   state_file.resolve(path)  # Fails now, naming the path.
@@ -386,6 +413,7 @@ def warm_start_settings(
     with_optimizer_slots=bool(with_optimizer_slots),
     strict=bool(strict),
     adam_betas=_validate_betas(adam_betas),
+    vocab_info=tuple(vocab_remap.validate(vocab_info).items()),
   )
   return WarmStartSettings(path, options)
 
@@ -398,6 +426,7 @@ def warm_start(
   with_optimizer_slots: bool = False,
   strict: bool = False,
   adam_betas: Optional[Tuple[float, float]] = None,
+  vocab_info: vocab_remap.VocabInfoArg = None,
 ) -> WarmStartSummary:
   """Warm-starts the default graph's variables now, for plain graph code.
 
@@ -413,7 +442,9 @@ def warm_start(
   Raises:
     The errors of `warm_start_settings`, and errors.ShapeMismatchError,
     errors.IncompatibleCheckpointError (`strict`) and
-    errors.InvalidRenameError (unused rule) of the resolution.
+    errors.InvalidRenameError (unused rule) and
+    errors.VocabularyChangedError (a changed vocabulary without
+    `vocab_info`) of the resolution.
   """
   settings = warm_start_settings(
     ckpt_to_initialize_from,
@@ -422,6 +453,7 @@ def warm_start(
     with_optimizer_slots=with_optimizer_slots,
     strict=strict,
     adam_betas=adam_betas,
+    vocab_info=vocab_info,
   )
   options = settings._options  # pylint: disable=protected-access
   arguments, summary = _prepare(settings.ckpt_to_initialize_from, options)
@@ -555,6 +587,7 @@ def _prepare(
   graph_variables = _graph_variables(graph)
   excluded, selected, not_selected = _select(graph, graph_variables, options)
 
+  vocab = _vocab_for(options, selected, graph_variables)
   sources: Dict[str, _Source] = {}
   not_found = []
   synthesized: Dict[str, Any] = {}
@@ -563,14 +596,30 @@ def _prepare(
     if value is not None:
       synthesized[variable.name] = value
       continue
-    source = index.find(options.renamer(variable.name), variable.shape)
+    # A remapped variable's shape is the new vocabulary's, not the source's.
+    source = index.find(
+      options.renamer(variable.name),
+      None if variable.name in vocab else variable.shape,
+    )
     if source is None:
       not_found.append(variable.name)
     else:
       sources[variable.name] = source
 
   _check_unused_rules(options.renamer, selected)
-  _check_compatible(checkpoint, selected, sources)
+  _check_compatible(
+    checkpoint,
+    [v for v in selected if v.name not in vocab],
+    {n: s for n, s in sources.items() if n not in vocab},
+  )
+  _check_vocab(checkpoint, selected, sources, vocab)
+  vocab_detect.check(
+    checkpoint,
+    graph,
+    {name: source.name for name, source in sources.items()},
+    {variable.name: variable.shape for variable in selected},
+    exempt=vocab,
+  )
   consumed = set()
   for variable in graph_variables:
     consumed.update(index.names_read_for(options.renamer(variable.name)))
@@ -604,6 +653,7 @@ def _prepare(
     unused_in_checkpoint=unused,
     excluded=tuple(sorted(v.name for v in excluded)),
     not_selected=tuple(sorted(v.name for v in not_selected)),
+    remapped=tuple(sorted(set(vocab) & set(sources))),
   )
   if not_found or not sources:
     logging.warning("%s", summary.format())
@@ -617,17 +667,70 @@ def _prepare(
     _init_from_value(by_name[name], value)
   stock_vars: List[Any] = []
   prev_names = {}
+  stock_vocab: Dict[str, vocab_remap.VocabInfo] = {}
   for name, source in sorted(sources.items()):
-    if source.assembled:
+    info = vocab.get(name)
+    if source.assembled and info is not None:
+      # No key holds the whole tensor; stock code reads it from a staged
+      # index that lists the parts as slices (see vocab_remap).
+      staged = staged_index.stage(index.bundle, [index.variable(source.name)])
+      vocab_remap.initialise(by_name[name].parts, staged, source.name, info)
+    elif source.assembled:
       _init_from_parts(checkpoint, by_name[name], source)
     else:
       stock_vars.extend(by_name[name].parts)
       prev_names[name] = source.keys[0]
+      if info is not None:
+        stock_vocab[name] = info
   # Stock code gets the model dir when that is what the user gave (it
   # resolves the same latest checkpoint): TensorFlow's own ram:// file system
   # calls any prefix of a file a directory, so a prefix would not load.
   stock_source = path if checkpoint != path else checkpoint
-  return (stock_source, stock_vars, {}, prev_names), summary
+  return (stock_source, stock_vars, stock_vocab, prev_names), summary
+
+
+def _vocab_for(
+  options: _Options,
+  selected: Sequence[_GraphVariable],
+  graph_variables: Sequence[_GraphVariable],
+) -> Mapping[str, vocab_remap.VocabInfo]:
+  """The VocabInfo of each selected variable that has one (slots too)."""
+  return vocab_remap.for_selected(
+    dict(options.vocab_info),
+    {variable.name: variable.shape for variable in selected},
+    _optimizer_state_names(graph_variables)
+    if options.with_optimizer_slots
+    else None,
+  )
+
+
+def _check_vocab(
+  checkpoint: str,
+  selected: Sequence[_GraphVariable],
+  sources: Mapping[str, _Source],
+  vocab: Mapping[str, vocab_remap.VocabInfo],
+) -> None:
+  """Raises one error listing what stock's remapping would fail on."""
+  remapped = []
+  for variable in selected:
+    source = sources.get(variable.name)
+    if variable.name not in vocab or source is None:
+      continue
+    stored = list(source.shapes[0])
+    if source.axis is not None:
+      stored[source.axis] = sum(s[source.axis] for s in source.shapes)
+    remapped.append(
+      vocab_remap.Remapped(
+        variable.name,
+        variable.shape,
+        variable.dtype,
+        source.name,
+        tuple(stored),
+        source.dtype,
+        vocab[variable.name],
+      )
+    )
+  vocab_remap.check(checkpoint, remapped)
 
 
 def _graph_variables(graph: tf.Graph) -> List[_GraphVariable]:
@@ -842,6 +945,7 @@ class _CheckpointIndex:
     adam_betas: Optional[Tuple[float, float]] = None,
   ):
     contents = reader.read(checkpoint)
+    self.bundle = contents.bundle
     self.object_based = contents.format == reader.TF2
     self._variables = contents.variables
     # Values a Keras checkpoint lacks, by TF1 name (Adam's beta powers).
@@ -861,17 +965,24 @@ class _CheckpointIndex:
     # Every variable, by the name it is reported under.
     self.names = tuple(self._variables)
 
+  def variable(self, name: str) -> layouts.Variable:
+    """The checkpoint variable `find` found under `name`."""
+    return self._variables[name]
+
   def names_read_for(self, name: str) -> List[str]:
     """The checkpoint names a variable with checkpoint name `name` reads."""
     return [name] if name in self._variables else []
 
-  def find(self, name: str, shape: Sequence[int]) -> Optional[_Source]:
+  def find(
+    self, name: str, shape: Optional[Sequence[int]]
+  ) -> Optional[_Source]:
     """Where the variable with checkpoint name `name` is, or None.
 
     Args:
       name: The variable's name in the checkpoint (after renaming).
       shape: The model's full shape of it, used to find the axis along
-        which per-partition tensors are concatenated.
+        which per-partition tensors are concatenated; None when it may
+        differ (a remapped vocabulary): the one axis the parts differ in.
     """
     variable = self._variables.get(name)
     if variable is None:
@@ -894,7 +1005,7 @@ class _CheckpointIndex:
       keys=tuple(reader.key_name(p.key) for p in variable.parts),
       shapes=shapes,
       dtype=dtype,
-      axis=layouts.concat_axis(shapes, tuple(shape)),
+      axis=layouts.concat_axis(shapes, None if shape is None else tuple(shape)),
     )
 
 

@@ -43,12 +43,16 @@ class Capabilities:
     directories_are_prefixes: Any prefix of a file's name may be listed as a
       directory (object stores, TensorFlow's `ram://`), so `prefix.index`
       existing decides before `isdir(prefix)`.
+    os_paths: Its paths are the operating system's own, so other readers
+      (TensorFlow's kernels, a symlink to the file) reach a file by the same
+      path; a URL is not one.
   """
 
   atomic_rename: bool
   exclusive_create: bool
   durable_fsync: bool
   directories_are_prefixes: bool
+  os_paths: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

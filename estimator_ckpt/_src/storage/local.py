@@ -85,6 +85,7 @@ class LocalStorage(base.Storage):
     exclusive_create=True,
     durable_fsync=True,
     directories_are_prefixes=False,
+    os_paths=True,
   )
 
   def split(self, path: str) -> Tuple[str, str]:
