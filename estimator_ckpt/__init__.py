@@ -45,7 +45,7 @@ if TYPE_CHECKING:
   from estimator_ckpt._src.warm_start import (
     warm_start_settings as warm_start_settings,
   )
-  from estimator_ckpt._src.warm_start import (
+  from estimator_ckpt._src.warm_start_plan import (
     WarmStartSummary as WarmStartSummary,
   )
 
@@ -70,7 +70,10 @@ _EXPORTS: Dict[str, Tuple[str, Optional[str]]] = {
     "warm_start_settings",
   ),
   "warm_start": ("estimator_ckpt._src.warm_start", "warm_start"),
-  "WarmStartSummary": ("estimator_ckpt._src.warm_start", "WarmStartSummary"),
+  "WarmStartSummary": (
+    "estimator_ckpt._src.warm_start_plan",
+    "WarmStartSummary",
+  ),
   "define_checkpoint_flags": (
     "estimator_ckpt._src.checkpoint_flags",
     "define_checkpoint_flags",
