@@ -39,7 +39,7 @@ if TYPE_CHECKING:
   from estimator_ckpt._src.reader import list_variables as list_variables
   from estimator_ckpt._src.reader import load_variable as load_variable
   from estimator_ckpt._src.scaffold import scaffold as scaffold
-  from estimator_ckpt._src.scaffold import Tf2Saver as Tf2Saver
+  from estimator_ckpt._src.tf2_saver import Tf2Saver as Tf2Saver
   from estimator_ckpt._src.verify import verify as verify
   from estimator_ckpt._src.warm_start import warm_start as warm_start
   from estimator_ckpt._src.warm_start import (
@@ -61,7 +61,7 @@ _EXPORTS: Dict[str, Tuple[str, Optional[str]]] = {
   "verify": ("estimator_ckpt._src.verify", "verify"),
   # The Scaffold factory and Estimator migration.
   "scaffold": ("estimator_ckpt._src.scaffold", "scaffold"),
-  "Tf2Saver": ("estimator_ckpt._src.scaffold", "Tf2Saver"),
+  "Tf2Saver": ("estimator_ckpt._src.tf2_saver", "Tf2Saver"),
   "tf2_checkpoints": ("estimator_ckpt._src.migrate", "tf2_checkpoints"),
   "migrate_estimator": ("estimator_ckpt._src.migrate", "migrate_estimator"),
   # The warm-start bridge and the flags for absl binaries.
