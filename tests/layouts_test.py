@@ -19,6 +19,7 @@ import tensorflow as tf
 import estimator_ckpt
 from estimator_ckpt import keys
 from estimator_ckpt._src import layouts
+from estimator_ckpt._src import slice_geometry
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import protos
 
@@ -394,7 +395,7 @@ class PrecedenceTest(parameterized.TestCase, tf.test.TestCase):
     ("no_parts", [], None, None),
   )
   def test_concat_axis(self, shapes, full_shape, expected):
-    self.assertEqual(layouts.concat_axis(shapes, full_shape), expected)
+    self.assertEqual(slice_geometry.concat_axis(shapes, full_shape), expected)
 
 
 # Saves, under ParameterServerStrategy on a real in-process cluster (one

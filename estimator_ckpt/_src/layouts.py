@@ -34,7 +34,7 @@ Layouts (`Layout`), by how a key names its variable:
   `<name>/part_<i>` whose `full_name` is `<name>`; likewise its optimizer
   slots, `emb/part_<i>/Adagrad` whose `full_name` is `emb/Adagrad`. The
   parts are put back together along the one axis in which their shapes
-  differ (`concat_axis`).
+  differ (`slice_geometry.concat_axis`).
 * `KEY`: no name: an object-graph key with neither a decodable layout nor a
   unique `full_name` (eager variables all called `Variable`), or a key whose
   name other keys claim with another value. It is listed under its key.
@@ -93,6 +93,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from absl import logging
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import slice_geometry
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.format import dtypes
 from estimator_ckpt._src.format import keys
@@ -180,7 +181,7 @@ class Variable:
 
   @property
   def complete(self) -> bool:
-    """Whether the parts hold every element (see `_coverage_problem`).
+    """Whether the parts hold every element (`slice_geometry.coverage_problem`).
 
     TF1 writes the optimizer slots of a partition of a partitioned variable
     as a variable of the full shape holding only that partition's slice
@@ -297,51 +298,6 @@ def _claims(
   return claims
 
 
-def concat_axis(
-  shapes: Sequence[Sequence[int]], full_shape: Optional[Sequence[int]] = None
-) -> Optional[int]:
-  """The axis along which stock partitions of these shapes concatenate.
-
-  Args:
-    shapes: The parts' shapes, in part order.
-    full_shape: The whole variable's shape if known (a model's variable, in
-      warm start). Default: unknown.
-
-  Returns:
-    Without `full_shape`, the one axis in which the shapes differ, or 0 if
-    they are all the same shape (every TF1 partitioner splits one axis, and
-    the default one axis 0). With `full_shape`, the first axis along which
-    they concatenate to exactly `full_shape`, so that equal parts of a
-    variable split along axis 1 still fit a model that says so. None if no
-    axis fits: no parts, ranks that differ or are 0, shapes that differ in
-    more than one axis, or that do not make `full_shape`.
-  """
-  if not shapes:
-    return None
-  rank = len(shapes[0])
-  if rank == 0 or any(len(shape) != rank for shape in shapes):
-    return None
-  if full_shape is None:
-    differing = [
-      axis for axis in range(rank) if len({shape[axis] for shape in shapes}) > 1
-    ]
-    if len(differing) > 1:
-      return None
-    return differing[0] if differing else 0
-  if len(full_shape) != rank:
-    return None
-  for axis in range(rank):
-    others_match = all(
-      shape[d] == full_shape[d]
-      for shape in shapes
-      for d in range(rank)
-      if d != axis
-    )
-    if others_match and sum(s[axis] for s in shapes) == full_shape[axis]:
-      return axis
-  return None
-
-
 def _stock_partition(
   name: str, claims: Sequence[_Claim], prefix: str
 ) -> Tuple[Tuple[int, ...], List[Part]]:
@@ -367,7 +323,7 @@ def _stock_partition(
     raise fail("their dtypes differ")
   if len({len(shape) for shape in shapes}) != 1 or not shapes[0]:
     raise fail("their ranks differ or are 0")
-  axis = concat_axis(shapes)
+  axis = slice_geometry.concat_axis(shapes)
   if axis is None:
     raise fail(f"their shapes {shapes} differ in more than one axis")
   full_shape = list(shapes[0])
@@ -386,75 +342,6 @@ def _stock_partition(
   if len(slices) == 1:
     return tuple(full_shape), [dataclasses.replace(slices[0], slice=None)]
   return tuple(full_shape), slices
-
-
-# Slices along more than one axis are checked pairwise; TensorFlow never
-# writes them (its partitioners split one axis), so few is plenty.
-_MAX_MULTI_AXIS_SLICES = 2000
-
-
-def _coverage_problem(
-  shape: Sequence[int], slices: Sequence[tensor_slice.TensorSlice]
-) -> Optional[str]:
-  """Why slices cannot be parts of one tensor (they overlap), or None.
-
-  Slices that leave elements uncovered are fine (`Variable.complete`).
-  Slices along one axis (what TensorFlow writes) are sorted and checked end
-  to start: n log n. Slices along several axes are compared pairwise after a
-  sort by their first axis, up to `_MAX_MULTI_AXIS_SLICES`.
-  """
-  boxes = [part.bounds(shape) for part in slices]
-  sizes = [
-    bundle.num_elements([end - start for start, end in box]) for box in boxes
-  ]
-  volume = sum(sizes)
-  if volume > bundle.num_elements(shape):
-    return (
-      f"its {len(slices)} slices hold {volume} elements, more than its "
-      f"{bundle.num_elements(shape)} (first slices: "
-      f"{errors.format_list((f'`{s}`' for s in slices), limit=3)})"
-    )
-  # Fewer is fine: TF1 writes the slots of one partition that way.
-  split_axes = {
-    axis
-    for box in boxes
-    for axis, ((start, end), dim) in enumerate(zip(box, shape))
-    if (start, end) != (0, dim)
-  }
-  if not shape:
-    return None  # A scalar's one slice; the volumes add up.
-  if len(split_axes) <= 1:
-    axis = split_axes.pop() if split_axes else 0
-    order = sorted(range(len(boxes)), key=lambda i: boxes[i][axis])
-    previous = None
-    for i in order:
-      if not sizes[i]:
-        continue
-      if previous is not None and boxes[i][axis][0] < boxes[previous][axis][1]:
-        return f"slices `{slices[previous]}` and `{slices[i]}` overlap"
-      previous = i
-    return None  # No overlaps: an exact tiling, or part of one.
-  if len(boxes) > _MAX_MULTI_AXIS_SLICES:
-    return (
-      f"it has {len(boxes)} slices along several axes; this tool "
-      f"checks at most {_MAX_MULTI_AXIS_SLICES} (TensorFlow's "
-      "partitioners split one axis)"
-    )
-  order = sorted(
-    (i for i in range(len(boxes)) if sizes[i]), key=lambda i: boxes[i][0]
-  )
-  active: List[int] = []
-  for i in order:
-    start = boxes[i][0][0]
-    active = [j for j in active if boxes[j][0][1] > start]
-    for j in active:
-      if all(
-        a < other_end and other_start < b
-        for (a, b), (other_start, other_end) in zip(boxes[i], boxes[j])
-      ):
-        return f"slices `{slices[j]}` and `{slices[i]}` overlap"
-    active.append(i)
-  return None
 
 
 def _data_location(entry: protos.BundleEntryProto) -> Tuple[int, ...]:
@@ -529,7 +416,7 @@ def _variable(
       if previous and _data_location(previous.entry) != _data_location(child):
         return None
       parts.setdefault(part_slice, Part(child_key, part_slice, child))
-  problem = _coverage_problem(shape, list(parts))
+  problem = slice_geometry.coverage_problem(shape, list(parts))
   if problem:
     raise errors.CorruptCheckpointError(
       f"Partitioned variable `{name}` in "

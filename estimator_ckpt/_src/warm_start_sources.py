@@ -23,6 +23,7 @@ import tensorflow as tf
 from estimator_ckpt import errors
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
+from estimator_ckpt._src import slice_geometry
 from estimator_ckpt._src import warm_start_selection
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.keras import checkpoints as keras_checkpoints
@@ -168,7 +169,9 @@ class CheckpointIndex:
       keys=tuple(reader.key_name(p.key) for p in variable.parts),
       shapes=shapes,
       dtype=dtype,
-      axis=layouts.concat_axis(shapes, None if shape is None else tuple(shape)),
+      axis=slice_geometry.concat_axis(
+        shapes, None if shape is None else tuple(shape)
+      ),
     )
 
 
