@@ -17,6 +17,12 @@ from tests import object_store_scenarios
 
 
 class GcsTest(object_store_scenarios.Scenarios):
+  # Every third step: the commit protocol is the one s3_test kills at each
+  # step; here each of its phases (withdrawal, removals, data, index, state
+  # file) still gets a kill, through TensorFlow's own GCS client, at a third
+  # of the cost (each kill is a child importing TensorFlow).
+  KILL_STEP_STRIDE = 3
+
   @classmethod
   def start_server(cls) -> gcs_server.GcsServer:
     server = gcs_server.GcsServer()
