@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow.python.util import function_utils
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import async_hook
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import scaffold
 
@@ -80,7 +81,10 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
     new_scaffold = scaffold.scaffold(
       copy_from_scaffold=user_scaffold, **saver_options
     )
-    return spec._replace(scaffold=new_scaffold)
+    spec = spec._replace(scaffold=new_scaffold)
+    if saver_options.get("async_save") and mode == tf.estimator.ModeKeys.TRAIN:
+      spec = _with_async_hook(spec, config)
+    return spec
 
   # Estimator passes `params` only to a model_fn that names it.
   def with_params(features, labels, mode, params, config):
@@ -94,6 +98,36 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
     model_fn,
     assigned=("__module__", "__name__", "__qualname__", "__doc__"),
     updated=(),
+  )
+
+
+def _with_async_hook(
+  spec: tf.estimator.EstimatorSpec, config: Any
+) -> tf.estimator.EstimatorSpec:
+  """Adds the hook that saves in the background, as Estimator would its own.
+
+  Estimator makes a `CheckpointSaverHook` from the RunConfig unless the spec
+  has one (`_train_with_estimator_spec`), and attaches `saving_listeners` to
+  the first it finds; an `AsyncCheckpointSaverHook` with the same schedule
+  takes its place. A model_fn that brings its own saver hook keeps it (and
+  saves synchronously).
+  """
+  hooks = list(spec.training_hooks) + list(spec.training_chief_hooks)
+  if config is None or any(
+    isinstance(h, tf1.train.CheckpointSaverHook) for h in hooks
+  ):
+    return spec
+  if not (config.save_checkpoints_steps or config.save_checkpoints_secs):
+    return spec
+  hook = async_hook.AsyncCheckpointSaverHook(
+    config.model_dir,
+    save_secs=config.save_checkpoints_secs,
+    save_steps=config.save_checkpoints_steps,
+    scaffold=spec.scaffold,
+    save_graph_def=config.checkpoint_save_graph_def,
+  )
+  return spec._replace(
+    training_chief_hooks=(hook,) + tuple(spec.training_chief_hooks)
   )
 
 
@@ -117,7 +151,10 @@ def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
 
   Args:
     model_fn: The model_fn; None when used as `@tf2_checkpoints(...)`.
-    **options: Keyword arguments of `estimator_ckpt.scaffold()`.
+    **options: Keyword arguments of `estimator_ckpt.scaffold()`. With
+      `async_save=True`, training mode also gets an
+      `estimator_ckpt.AsyncCheckpointSaverHook` on the RunConfig's schedule
+      (`save_checkpoints_steps`/`_secs`), so saves do not block training.
       `max_to_keep` and `keep_checkpoint_every_n_hours` default to the
       `RunConfig`'s `keep_checkpoint_max` and `keep_checkpoint_every_n_hours`.
 

@@ -72,6 +72,8 @@ from tensorflow.python.training.saving import saveable_object
 from tensorflow.python.training.saving import saveable_object_util
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import async_save as async_lib
+from estimator_ckpt._src import durable
 from estimator_ckpt._src import layouts
 from estimator_ckpt._src import reader
 from estimator_ckpt._src.format import aliases
@@ -200,6 +202,7 @@ class Tf2Saver(saver_lib.Saver):
     restore_name_based: bool = True,
     also_write_tf1: bool = False,
     tf1_names: bool = True,
+    async_save: bool = False,
   ):
     if tf.executing_eagerly():
       raise RuntimeError(
@@ -221,6 +224,7 @@ class Tf2Saver(saver_lib.Saver):
     self._tf1_name_by_key: Dict[str, str] = {}
     self._values_by_key: Dict[str, Any] = {}
     self._tf1_saver: Optional[saver_lib.Saver] = None
+    self._async = async_lib.AsyncParts() if async_save else None
     self._key_builder = _RemappableKeysSaverBuilder()
     super().__init__(
       var_list=None,
@@ -251,6 +255,15 @@ class Tf2Saver(saver_lib.Saver):
     if not self._is_built:
       self._var_list = self._saveables_by_key()
     super()._build(checkpoint_path, build_save, build_restore)
+    if self._async is not None and self._async.snapshot is None:
+      tf1_rename = None
+      if self._also_write_tf1:
+        tf1_rename = {k: n for k, n in self._tf1_name_by_key.items()}
+      self._async.build(
+        self._var_list,
+        tf1_rename=tf1_rename,
+        tf1_skip=(keys.OBJECT_GRAPH_KEY, keys.SAVE_COUNTER_KEY),
+      )
 
   def _saveables_by_key(self) -> Dict[str, Any]:
     """The Saver var_list: TF2 key -> what to save under it."""
@@ -361,6 +374,8 @@ class Tf2Saver(saver_lib.Saver):
     updates the state file (SavedModel export writes no copy).
     """
     self._ensure_built()
+    if self._async is not None:
+      self._async.committer.wait_until_finished()
     path = super().save(
       sess,
       save_path,
@@ -375,16 +390,9 @@ class Tf2Saver(saver_lib.Saver):
     if path:
       self._add_aliases(path)
       if write_state:
-        # What `Saver.save` does with write_state=True, after the rewrite.
-        self._RecordLastCheckpoint(path)
-        checkpoint_management.update_checkpoint_state_internal(
-          save_dir=os.path.dirname(save_path),
-          model_checkpoint_path=path,
-          all_model_checkpoint_paths=self.last_checkpoints,
-          latest_filename=latest_filename or "checkpoint",
-          save_relative_paths=self._save_relative_paths,
+        _commit_state(
+          self, path, latest_filename, meta_graph_suffix, self.async_save
         )
-        self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
     if self._tf1_saver is not None and write_state and path:
       tf1_dir = os.path.join(os.path.dirname(save_path), TF1_SUBDIR)
       registry.for_path(tf1_dir).makedirs(tf1_dir)
@@ -397,6 +405,113 @@ class Tf2Saver(saver_lib.Saver):
         strip_default_attrs=strip_default_attrs,
       )
     return path
+
+  @property
+  def async_save(self) -> bool:
+    """Whether `save_async` is available (`scaffold(async_save=True)`)."""
+    return self._async is not None
+
+  def save_async(
+    self,
+    sess,
+    save_path: str,
+    global_step=None,
+    latest_filename: Optional[str] = None,
+    meta_graph_suffix: str = "meta",
+    write_meta_graph: bool = True,
+    strip_default_attrs: bool = False,
+    save_debug_info: bool = False,
+    on_thread=None,
+  ) -> str:
+    """Snapshots every saved tensor and saves them in the background.
+
+    Blocks for the save in flight, if any, and one `session.run` that copies
+    every saved tensor into its snapshot variable on the same device; the
+    checkpoint is then written and committed in the background exactly as
+    `save` commits it (aliases, fsync where durable, state file, retention,
+    the `also_write_tf1` copy). `AsyncCheckpointSaverHook` calls it.
+
+    Args:
+      sess: The session (used from the background thread too).
+      save_path: As `tf.compat.v1.train.Saver.save`.
+      global_step: As `Saver.save`.
+      latest_filename: As `Saver.save` (the state file is always written).
+      meta_graph_suffix: As `Saver.save`.
+      write_meta_graph: As `Saver.save`.
+      strip_default_attrs: As `Saver.save`.
+      save_debug_info: As `Saver.save`.
+      on_thread: Called with the background thread once started.
+
+    Returns:
+      The prefix of the checkpoint being written (committed once
+      `wait_until_finished()` returns).
+
+    Raises:
+      errors.AsyncSaveError: The previous background save failed.
+      errors.InvalidArgumentError: The saver was not built with async_save.
+    """
+    if self._async is None:
+      raise errors.InvalidArgumentError(
+        "save_async needs a saver built with scaffold(async_save=True)."
+      )
+    self._ensure_built()
+    parts = self._async
+    parts.committer.wait_until_finished()
+    prefix = async_lib.checkpoint_file(sess, save_path, global_step)
+    assert parts.snapshot is not None  # Built with the saver.
+    sess.run(parts.snapshot.take)
+    tf1_dir = os.path.join(os.path.dirname(save_path), TF1_SUBDIR)
+    meta = async_lib.meta_graph_file(prefix, meta_graph_suffix)
+
+    def write_and_commit():
+      parts.write(sess, parts.saver, prefix)
+      if write_meta_graph:
+        with sess.graph.as_default():
+          self.export_meta_graph(
+            meta,
+            strip_default_attrs=strip_default_attrs,
+            save_debug_info=save_debug_info,
+          )
+      self._add_aliases(prefix)
+      _commit_state(self, prefix, latest_filename, meta_graph_suffix, True)
+      if parts.tf1_saver is not None and self._tf1_saver is not None:
+        registry.for_path(tf1_dir).makedirs(tf1_dir)
+        tf1_prefix = os.path.join(tf1_dir, os.path.basename(prefix))
+        parts.write(sess, parts.tf1_saver, tf1_prefix)
+        if write_meta_graph:
+          with sess.graph.as_default():
+            self._tf1_saver.export_meta_graph(
+              async_lib.meta_graph_file(tf1_prefix, meta_graph_suffix),
+              strip_default_attrs=strip_default_attrs,
+            )
+        _commit_state(
+          self._tf1_saver, tf1_prefix, None, meta_graph_suffix, True
+        )
+      parts.release(sess)
+
+    previous = self.last_checkpoints[-1] if self.last_checkpoints else None
+    step = int(prefix.rsplit("-", 1)[1]) if global_step is not None else None
+    parts.committer.start(
+      write_and_commit,
+      checkpoint=prefix,
+      step=step,
+      previous=previous,
+      on_thread=on_thread,
+    )
+    return prefix
+
+  def save_in_flight(self) -> bool:
+    """Whether a background save is still being written or committed."""
+    return self._async is not None and self._async.committer.in_flight()
+
+  def wait_until_finished(self) -> None:
+    """Waits until the background save, if any, is committed.
+
+    Raises:
+      errors.AsyncSaveError: It failed; the message names the checkpoint.
+    """
+    if self._async is not None:
+      self._async.committer.wait_until_finished()
 
   def _add_aliases(self, prefix: str) -> None:
     """Rewrites a saved checkpoint's index with the aliases, atomically.
@@ -609,6 +724,36 @@ class Tf2Saver(saver_lib.Saver):
         )
 
 
+def _commit_state(
+  saver: saver_lib.Saver,
+  path: str,
+  latest_filename: Optional[str],
+  meta_graph_suffix: str,
+  durable_commit: bool,
+) -> None:
+  """Names a written checkpoint in the state file, then applies retention.
+
+  What `Saver.save` does with write_state=True; with `durable_commit` the
+  checkpoint's files and directory are fsynced first and the state file
+  after, where the storage makes fsync durable (`durable`).
+  """
+  save_dir = os.path.dirname(path)
+  latest = latest_filename or "checkpoint"
+  if durable_commit:
+    durable.fsync_checkpoint(path)
+  saver._RecordLastCheckpoint(path)  # pylint: disable=protected-access
+  checkpoint_management.update_checkpoint_state_internal(
+    save_dir=save_dir,
+    model_checkpoint_path=path,
+    all_model_checkpoint_paths=saver.last_checkpoints,
+    latest_filename=latest,
+    save_relative_paths=True,
+  )
+  if durable_commit:
+    durable.fsync_state(save_dir, latest)
+  saver._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)  # pylint: disable=protected-access
+
+
 def scaffold(
   *,
   var_list: Optional[VarList] = None,
@@ -618,6 +763,7 @@ def scaffold(
   restore_name_based: bool = True,
   also_write_tf1: bool = False,
   tf1_names: bool = True,
+  async_save: bool = False,
   **scaffold_kwargs,
 ) -> "tf.compat.v1.train.Scaffold":
   """A Scaffold whose saver writes TF2 object-based checkpoints.
@@ -650,6 +796,13 @@ def scaffold(
       by one entry per variable and slice), so TF1 readers (`Saver.restore`,
       `tf.train.load_variable`, stock warm start) read the TF2 checkpoint by
       name. TF2 readers see only the object graph, the same either way.
+    async_save: Save in the background: a save blocks training only for one
+      `session.run` that snapshots every saved tensor on its device; the
+      checkpoint is written and committed (durably, on a local file system)
+      behind training, with the same contents and commit order. Saves go
+      through `estimator_ckpt.AsyncCheckpointSaverHook` (`tf2_checkpoints`
+      and `migrate_estimator` install it); other hooks save synchronously.
+      See README, "Asynchronous saves".
     **scaffold_kwargs: Passed to `tf.compat.v1.train.Scaffold` (init_op,
       init_fn, ready_op, local_init_op, summary_op, copy_from_scaffold, ...).
       `saver` is not accepted: this function provides it.
@@ -673,5 +826,6 @@ def scaffold(
     restore_name_based=restore_name_based,
     also_write_tf1=also_write_tf1,
     tf1_names=tf1_names,
+    async_save=async_save,
   )
   return tf1.train.Scaffold(saver=saver, **scaffold_kwargs)
