@@ -1,7 +1,7 @@
 """Parameter-server training with the TF2 scaffold, in real processes.
 
 A TF_CONFIG cluster of chief, worker, ps and evaluator on 127.0.0.1 runs the
-training binary (`//estimator_ckpt:train --mode=train_and_evaluate`, the
+training binary (`//examples/ranking:train --mode=train_and_evaluate`, the
 ranking model: partitioned embeddings on the ps, Adam, TF2 checkpoints). The
 chief is killed with SIGKILL after its first checkpoint past step 0 and
 restarted; the cluster must finish, resuming from TF2 checkpoints. The test

@@ -47,6 +47,12 @@ _SCRIPTS = (
   "estimator-ckpt-convert",
   "estimator-ckpt-verify",
 )
+# Each console script's module, and a flag its help must show.
+_SCRIPT_MODULES = {
+  "estimator-ckpt-inspect": ("estimator_ckpt.inspect_main", "--[no]values"),
+  "estimator-ckpt-convert": ("estimator_ckpt.convert_main", "--to"),
+  "estimator-ckpt-verify": ("estimator_ckpt.verify_main", "--against"),
+}
 _TIMEOUT_SECS = 300
 
 # Printed as JSON by the venv's Python: where `estimator_ckpt` comes from and
@@ -307,6 +313,33 @@ class PipInstallTest(absltest.TestCase):
     )
     for name in _SCRIPTS:
       self.assertIn(f"../../../bin/{name}", files)
+
+  def test_help_shows_usage_and_flags(self):
+    # absl describes the `__main__` module: for a console script that is
+    # pip's generated wrapper, which has neither a docstring nor flags.
+    python = os.path.join(self.venv, "bin", "python")
+    for name, (module, flag) in _SCRIPT_MODULES.items():
+      with self.subTest(name):
+        # absl's --help exits with status 1 (absl/app.py, HelpFlag.parse).
+        script = self.run_script(name, "--help", expect_exit=1)
+        as_module = _run([python, "-m", module, "--help"], self.outside)
+        self.assertEqual(as_module.returncode, 1, as_module.stderr)
+        described = _run(
+          [python, "-c", f"import {module}; print({module}.__doc__)"],
+          self.outside,
+        ).stdout.strip()
+        self.assertTrue(described, module)
+        self.assertIn(described.splitlines()[0], script.stdout)
+        self.assertIn(f"  {flag}", script.stdout)
+        # The same text but for the program name heading the flags.
+        self.assertEqual(
+          script.stdout.split("\nflags:\n")[1].split("\n", 2)[2],
+          as_module.stdout.split("\nflags:\n")[1].split("\n", 2)[2],
+        )
+        self.assertEqual(
+          script.stdout.split("\nflags:\n")[0],
+          as_module.stdout.split("\nflags:\n")[0],
+        )
 
   def test_inspect(self):
     golden = tool_fixtures.golden_path("est-tf2")

@@ -258,6 +258,7 @@ import os, signal, sys
 import tensorflow as tf
 from estimator_ckpt._src import scaffold
 from estimator_ckpt._src.format import aliases
+from estimator_ckpt._src.storage import local
 from tensorflow.python.checkpoint import checkpoint_management
 from tests import readers_test
 
@@ -281,7 +282,7 @@ with tf.Graph().as_default():
     if point == "before_rewrite":
       aliases.add_to_index = die
     elif point == "before_rename":
-      tf.io.gfile.rename = die
+      local.LocalStorage.rename = die  # The index rewrite's rename.
     elif point == "before_state":
       checkpoint_management.update_checkpoint_state_internal = die
     sess.run(train_op)

@@ -66,7 +66,7 @@ def define_checkpoint_flags(
   Args:
     flag_values: Where to define them (tests pass a fresh `FlagValues`).
     require_model_dir: Make --model_dir required (a binary with a default
-      run of its own, like //estimator_ckpt:train, passes False).
+      run of its own, like //examples/ranking:train, passes False).
 
   Raises:
     flags.DuplicateFlagError: Called twice on the same `flag_values`.

@@ -5,7 +5,7 @@ in Estimator") warm-starts a model that saves TF2 checkpoints (est-tf2) from a
 model dir of TF1 checkpoints (est-tf1). This binary does exactly that, from
 testdata/est-tf1, into a fresh model dir, and prints both checkpoints.
 
-  bazel run //estimator_ckpt:guide_scenario [-- --output_dir=/tmp/est-tf2]
+  bazel run //examples/guide:scenario [-- --output_dir=/tmp/est-tf2]
 """
 
 import os

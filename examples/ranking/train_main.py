@@ -3,13 +3,13 @@ r"""Trains, evaluates and exports the ranking Estimator; migration built in.
 With no flags, migrates the TF1 model dir shipped in testdata/ to TF2,
 evaluates both on the same data, trains on and prints a report:
 
-  bazel run //estimator_ckpt:train
+  bazel run //examples/ranking:train
 
 With --model_dir, a normal Estimator trainer that writes TF2 checkpoints
 (or --checkpoint_format=tf1/both) and can warm-start from any TF1 or TF2
 checkpoint:
 
-  bazel run //estimator_ckpt:train -- --model_dir=/tmp/ranker \
+  bazel run //examples/ranking:train -- --model_dir=/tmp/ranker \
       --mode=train_and_evaluate --train_steps=500 \
       --warm_start_from=/path/to/est-tf1-dir
 """

@@ -9,6 +9,7 @@ import traceback
 from typing import Callable, List, Sequence
 
 from absl import app
+from absl import flags
 
 
 def use_callers_directory() -> None:
@@ -58,7 +59,13 @@ def run_app(main: Callable[[List[str]], None]) -> None:
   writers, whose objects are uploaded on close), flushes its output and
   leaves with its own exit status at once (130 after Ctrl-C, as a shell
   reports it).
+
+  Run through a console script (`estimator-ckpt-convert`), whose generated
+  `__main__` has no docstring and defines no flags, `--help` still shows the
+  binary's usage and flags, as `python -m estimator_ckpt.convert_main --help`
+  does (`_help_as_main`).
   """
+  _help_as_main(main.__module__)
   try:
     app.run(main)
   except SystemExit as e:
@@ -85,6 +92,26 @@ def run_app(main: Callable[[List[str]], None]) -> None:
     except (BrokenPipeError, ValueError):
       pass  # The reader is gone; the status still counts.
   os._exit(status)
+
+
+def _help_as_main(module_name: str) -> None:
+  """Makes absl's help describe `module_name` as the main module.
+
+  absl prints `sys.modules["__main__"].__doc__` as the usage and the key
+  flags of the module named `sys.argv[0]` (absl/app.py `usage`,
+  absl/flags/_flagvalues.py `main_module_help`). Run as `python -m` or as a
+  script, the binary is `__main__` and both are its own; through a console
+  script, `__main__` is pip's wrapper (whose docstring, if any, is the
+  shell shim pip writes for long interpreter paths), so lend it the binary's
+  docstring and key flags.
+  """
+  main_module = sys.modules.get("__main__")
+  if module_name == "__main__" or main_module is None:
+    return
+  binary = sys.modules[module_name]
+  main_module.__doc__ = binary.__doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def _close_event_writers() -> None:
