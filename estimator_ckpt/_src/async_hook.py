@@ -29,6 +29,7 @@ from typing import Optional
 import tensorflow as tf
 from tensorflow.python.training import basic_session_run_hooks
 
+from estimator_ckpt import errors
 from estimator_ckpt._src import scaffold as scaffold_lib
 
 tf1 = tf.compat.v1
@@ -53,6 +54,16 @@ class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
 
   def after_create_session(self, session, coord):
     self._coord = coord
+    saver = self._async_saver()
+    if saver is not None and self._pending_step is not None:
+      # A session recreated after a failure (`_RecoverableSession`): the
+      # save in flight used the old session. Its checkpoint is committed or
+      # not; the new session restored the last committed one either way.
+      self._pending_step = None
+      try:
+        saver.wait_until_finished()
+      except errors.AsyncSaveError as e:
+        tf1.logging.warning("%s (the session was recreated)", e)
     super().after_create_session(session, coord)
 
   def after_run(self, run_context, run_values):
