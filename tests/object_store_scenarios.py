@@ -379,10 +379,14 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
       steps = []
 
       class Listener(tf1.train.CheckpointSaverListener):
+        def __init__(self, model_dir, steps):
+          self.model_dir = model_dir
+          self.steps = steps
+
         def after_save(self, session, global_step_value):
           del session
-          latest = tf.train.latest_checkpoint(model_dir)
-          steps.append((global_step_value, latest))
+          latest = tf.train.latest_checkpoint(self.model_dir)
+          self.steps.append((global_step_value, latest))
 
       est = tf.estimator.Estimator(
         estimator_ckpt.tf2_checkpoints(
@@ -396,7 +400,7 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
       est.train(
         lambda: guide_models.train_input_fn().repeat(),
         steps=5,
-        saving_listeners=[Listener()],
+        saving_listeners=[Listener(model_dir, steps)],
       )
       latest = tf.train.latest_checkpoint(model_dir)
       self.assertEqual(latest, f"{model_dir}/model.ckpt-5")
