@@ -204,6 +204,13 @@ class SameCheckpointTest(_TestCase):
         saver.restore(sess, path)
         for expected, value in zip(saved, sess.run(tf1.global_variables())):
           np.testing.assert_array_equal(expected, value)
+    # The meta graph written in the background restores, as a stock one.
+    with tf.Graph().as_default():
+      imported = tf1.train.import_meta_graph(path + ".meta")
+      with tf1.Session() as sess:
+        imported.restore(sess, path)
+        for expected, value in zip(saved, sess.run(tf1.global_variables())):
+          np.testing.assert_array_equal(expected, value)
 
 
 class OneInFlightTest(_TestCase):
@@ -326,6 +333,14 @@ class EstimatorTest(_TestCase):
     self.assertIs(estimator_ckpt.AsyncCheckpointSaverHook, type(hook))
     self.assertEqual(hook._timer._every_steps, 7)  # pylint: disable=protected-access
     self.assertTrue(spec.scaffold.saver.async_save)
+    # Evaluation never saves: no snapshot, no hook.
+    with tf.Graph().as_default():
+      features, labels = tf1.data.make_one_shot_iterator(
+        guide_models.train_input_fn()
+      ).get_next()
+      spec = model_fn(features, labels, tf.estimator.ModeKeys.EVAL, config)
+    self.assertFalse(spec.scaffold.saver.async_save)
+    self.assertEmpty(spec.training_chief_hooks)
 
   def test_train_returns_with_every_checkpoint_committed(self):
     model_dir = self.model_dir()

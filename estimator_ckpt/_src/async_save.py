@@ -39,6 +39,7 @@ from tensorflow.python.training.saving import saveable_object
 from tensorflow.python.training.saving import saveable_object_util
 
 from estimator_ckpt import errors
+from estimator_ckpt._src.storage import registry
 
 tf1 = tf.compat.v1
 
@@ -244,6 +245,34 @@ class Committer:
       raise failure
 
 
+class MetaGraphCache:
+  """The serialized meta graph of a finalized graph, exported once.
+
+  Stock `Saver.save` exports the meta graph at every save (tens of ms of
+  Python per save on a large graph, which in a background thread competes
+  with training for the GIL). The graph of a MonitoredSession is finalized,
+  so the export is the same every time: it is redone only when the graph
+  changed (its `version`) or the export options differ.
+  """
+
+  def __init__(self):
+    self._key: Any = None
+    self._data = b""
+
+  def write(
+    self, saver: saver_lib.Saver, graph, path: str, strip_default_attrs: bool
+  ) -> None:
+    key = (id(graph), graph.version, strip_default_attrs)
+    if key != self._key:
+      with graph.as_default():
+        meta_graph = saver.export_meta_graph(
+          None, strip_default_attrs=strip_default_attrs
+        )
+      self._data = meta_graph.SerializeToString()
+      self._key = key
+    registry.for_path(path).put(path, self._data)
+
+
 class AsyncParts:
   """What a `Tf2Saver` built with async_save adds: snapshot, savers, thread.
 
@@ -256,6 +285,8 @@ class AsyncParts:
 
   def __init__(self):
     self.committer = Committer()
+    self.meta_graph = MetaGraphCache()
+    self.tf1_meta_graph = MetaGraphCache()
     self.snapshot: Optional[Snapshot] = None
     self.saver: Optional[saver_lib.Saver] = None
     self.tf1_saver: Optional[saver_lib.Saver] = None

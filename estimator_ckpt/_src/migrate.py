@@ -78,11 +78,14 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
         "model_fn with a TF2 checkpoint saver.",
         user_scaffold.saver,
       )
+    if mode != tf.estimator.ModeKeys.TRAIN:
+      # Only training saves; evaluation and export graphs get no snapshot.
+      saver_options.pop("async_save", None)
     new_scaffold = scaffold.scaffold(
       copy_from_scaffold=user_scaffold, **saver_options
     )
     spec = spec._replace(scaffold=new_scaffold)
-    if saver_options.get("async_save") and mode == tf.estimator.ModeKeys.TRAIN:
+    if saver_options.get("async_save"):
       spec = _with_async_hook(spec, config)
     return spec
 

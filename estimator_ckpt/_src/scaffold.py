@@ -465,13 +465,15 @@ class Tf2Saver(saver_lib.Saver):
 
     def write_and_commit():
       parts.write(sess, parts.saver, prefix)
-      if write_meta_graph:
+      if write_meta_graph and save_debug_info:
         with sess.graph.as_default():
           self.export_meta_graph(
             meta,
             strip_default_attrs=strip_default_attrs,
             save_debug_info=save_debug_info,
           )
+      elif write_meta_graph:
+        parts.meta_graph.write(self, sess.graph, meta, strip_default_attrs)
       self._add_aliases(prefix)
       _commit_state(self, prefix, latest_filename, meta_graph_suffix, True)
       if parts.tf1_saver is not None and self._tf1_saver is not None:
@@ -479,11 +481,12 @@ class Tf2Saver(saver_lib.Saver):
         tf1_prefix = os.path.join(tf1_dir, os.path.basename(prefix))
         parts.write(sess, parts.tf1_saver, tf1_prefix)
         if write_meta_graph:
-          with sess.graph.as_default():
-            self._tf1_saver.export_meta_graph(
-              async_lib.meta_graph_file(tf1_prefix, meta_graph_suffix),
-              strip_default_attrs=strip_default_attrs,
-            )
+          parts.tf1_meta_graph.write(
+            self._tf1_saver,
+            sess.graph,
+            async_lib.meta_graph_file(tf1_prefix, meta_graph_suffix),
+            strip_default_attrs,
+          )
         _commit_state(
           self._tf1_saver, tf1_prefix, None, meta_graph_suffix, True
         )
