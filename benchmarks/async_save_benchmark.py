@@ -1,7 +1,7 @@
 r"""Benchmark: time a save blocks training, TF1 Saver vs Scaffold sync/async.
 
   bazel run -c opt //benchmarks:async_save_benchmark -- \
-    [--sizes_mib=1024,64] [--stores=local,s3] [--save_steps=20]
+    [--sizes_mib=1024,64] [--stores=local,s3] [--save_steps=1000]
 
 Side by side in one run, for each table size and store (a local model dir;
 `s3`: moto on loopback, benchmarks/s3_server.py, with tensorflow-io as the
@@ -51,9 +51,15 @@ _SIZES_MIB = flags.DEFINE_list(
 )
 _STORES = flags.DEFINE_list("stores", ["local", "s3"], "local and/or s3.")
 _PARTITIONS = flags.DEFINE_integer("partitions", 8, "Parts of the table.")
-_SAVE_STEPS = flags.DEFINE_integer("save_steps", 20, "Save every N steps.")
-_SAVES = flags.DEFINE_integer("saves", 5, "Saves per run (after step 0).")
-_BATCH = flags.DEFINE_integer("batch", 256, "Ids looked up per step.")
+_SAVE_STEPS = flags.DEFINE_integer(
+  "save_steps",
+  1000,
+  "Save every N steps. Pick N so that N steps outlast one background save "
+  "(on S3 with moto, several seconds per 64 MiB): a save requested while "
+  "the previous one is still written waits for it.",
+)
+_SAVES = flags.DEFINE_integer("saves", 3, "Saves per run (after step 0).")
+_BATCH = flags.DEFINE_integer("batch", 4096, "Ids looked up per step.")
 _SAVERS = flags.DEFINE_list(
   "savers", ["tf1", "sync", "async"], "Savers to compare."
 )
