@@ -39,6 +39,7 @@ from tensorflow.python.training.saving import saveable_object
 from tensorflow.python.training.saving import saveable_object_util
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import durable
 from estimator_ckpt._src.storage import registry
 
 tf1 = tf.compat.v1
@@ -310,6 +311,64 @@ class AsyncParts:
     sess.run(
       saver_def.save_tensor_name, {saver_def.filename_tensor_name: prefix}
     )
+
+  def write_and_commit(
+    self,
+    sess,
+    saver: saver_lib.Saver,
+    prefix: str,
+    *,
+    tf1_saver: Optional[saver_lib.Saver],
+    tf1_dir: str,
+    latest_filename: Optional[str],
+    meta_graph_suffix: str,
+    write_meta_graph: bool,
+    strip_default_attrs: bool,
+    save_debug_info: bool,
+  ) -> None:
+    """The background part of a save: write, commit, TF1 copy, release.
+
+    Args:
+      sess: The training session.
+      saver: The `Tf2Saver` (its meta graph, aliases, state, retention).
+      prefix: The checkpoint to write.
+      tf1_saver: The saver of the `also_write_tf1` copy, or None.
+      tf1_dir: Where the copy goes.
+      latest_filename: As `Saver.save`.
+      meta_graph_suffix: As `Saver.save`.
+      write_meta_graph: As `Saver.save`.
+      strip_default_attrs: As `Saver.save`.
+      save_debug_info: As `Saver.save`.
+    """
+    assert self.saver is not None
+    self.write(sess, self.saver, prefix)
+    meta = meta_graph_file(prefix, meta_graph_suffix)
+    if write_meta_graph and save_debug_info:
+      with sess.graph.as_default():
+        saver.export_meta_graph(
+          meta,
+          strip_default_attrs=strip_default_attrs,
+          save_debug_info=save_debug_info,
+        )
+    elif write_meta_graph:
+      self.meta_graph.write(saver, sess.graph, meta, strip_default_attrs)
+    saver._add_aliases(prefix)  # pylint: disable=protected-access
+    durable.commit_state(
+      saver, prefix, latest_filename, meta_graph_suffix, True
+    )
+    if self.tf1_saver is not None and tf1_saver is not None:
+      registry.for_path(tf1_dir).makedirs(tf1_dir)
+      tf1_prefix = os.path.join(tf1_dir, os.path.basename(prefix))
+      self.write(sess, self.tf1_saver, tf1_prefix)
+      if write_meta_graph:
+        self.tf1_meta_graph.write(
+          tf1_saver,
+          sess.graph,
+          meta_graph_file(tf1_prefix, meta_graph_suffix),
+          strip_default_attrs,
+        )
+      durable.commit_state(tf1_saver, tf1_prefix, None, meta_graph_suffix, True)
+    self.release(sess)
 
   def release(self, sess) -> None:
     """Frees the snapshot variables' memory until the next save."""

@@ -390,7 +390,7 @@ class Tf2Saver(saver_lib.Saver):
     if path:
       self._add_aliases(path)
       if write_state:
-        _commit_state(
+        durable.commit_state(
           self, path, latest_filename, meta_graph_suffix, self.async_save
         )
     if self._tf1_saver is not None and write_state and path:
@@ -460,37 +460,20 @@ class Tf2Saver(saver_lib.Saver):
     prefix = async_lib.checkpoint_file(sess, save_path, global_step)
     assert parts.snapshot is not None  # Built with the saver.
     sess.run(parts.snapshot.take)
-    tf1_dir = os.path.join(os.path.dirname(save_path), TF1_SUBDIR)
-    meta = async_lib.meta_graph_file(prefix, meta_graph_suffix)
 
     def write_and_commit():
-      parts.write(sess, parts.saver, prefix)
-      if write_meta_graph and save_debug_info:
-        with sess.graph.as_default():
-          self.export_meta_graph(
-            meta,
-            strip_default_attrs=strip_default_attrs,
-            save_debug_info=save_debug_info,
-          )
-      elif write_meta_graph:
-        parts.meta_graph.write(self, sess.graph, meta, strip_default_attrs)
-      self._add_aliases(prefix)
-      _commit_state(self, prefix, latest_filename, meta_graph_suffix, True)
-      if parts.tf1_saver is not None and self._tf1_saver is not None:
-        registry.for_path(tf1_dir).makedirs(tf1_dir)
-        tf1_prefix = os.path.join(tf1_dir, os.path.basename(prefix))
-        parts.write(sess, parts.tf1_saver, tf1_prefix)
-        if write_meta_graph:
-          parts.tf1_meta_graph.write(
-            self._tf1_saver,
-            sess.graph,
-            async_lib.meta_graph_file(tf1_prefix, meta_graph_suffix),
-            strip_default_attrs,
-          )
-        _commit_state(
-          self._tf1_saver, tf1_prefix, None, meta_graph_suffix, True
-        )
-      parts.release(sess)
+      parts.write_and_commit(
+        sess,
+        self,
+        prefix,
+        tf1_saver=self._tf1_saver,
+        tf1_dir=os.path.join(os.path.dirname(save_path), TF1_SUBDIR),
+        latest_filename=latest_filename,
+        meta_graph_suffix=meta_graph_suffix,
+        write_meta_graph=write_meta_graph,
+        strip_default_attrs=strip_default_attrs,
+        save_debug_info=save_debug_info,
+      )
 
     previous = self.last_checkpoints[-1] if self.last_checkpoints else None
     step = int(prefix.rsplit("-", 1)[1]) if global_step is not None else None
@@ -725,36 +708,6 @@ class Tf2Saver(saver_lib.Saver):
           "the same shapes, or warm-start only the variables that match "
           "(vars_to_warm_start)."
         )
-
-
-def _commit_state(
-  saver: saver_lib.Saver,
-  path: str,
-  latest_filename: Optional[str],
-  meta_graph_suffix: str,
-  durable_commit: bool,
-) -> None:
-  """Names a written checkpoint in the state file, then applies retention.
-
-  What `Saver.save` does with write_state=True; with `durable_commit` the
-  checkpoint's files and directory are fsynced first and the state file
-  after, where the storage makes fsync durable (`durable`).
-  """
-  save_dir = os.path.dirname(path)
-  latest = latest_filename or "checkpoint"
-  if durable_commit:
-    durable.fsync_checkpoint(path)
-  saver._RecordLastCheckpoint(path)  # pylint: disable=protected-access
-  checkpoint_management.update_checkpoint_state_internal(
-    save_dir=save_dir,
-    model_checkpoint_path=path,
-    all_model_checkpoint_paths=saver.last_checkpoints,
-    latest_filename=latest,
-    save_relative_paths=True,
-  )
-  if durable_commit:
-    durable.fsync_state(save_dir, latest)
-  saver._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)  # pylint: disable=protected-access
 
 
 def scaffold(
