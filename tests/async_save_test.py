@@ -15,131 +15,24 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-import estimator_ckpt
-from estimator_ckpt import errors
 from estimator_ckpt import keys
-from estimator_ckpt._src import async_hook
-from estimator_ckpt._src import async_save
-from estimator_ckpt._src import migrate
 from estimator_ckpt._src import scaffold
 from estimator_ckpt._src.storage import local
 
-from examples.guide import models as guide_models
+from tests import async_fixtures
 
 tf1 = tf.compat.v1
 
-_REAL_WRITE = async_save.AsyncParts.write
 
-
-class _Gate:
-  """Holds background writes until opened; counts writes in flight.
-
-  Attributes:
-    hold_at: Hold only the write of the prefix ending so (None: all).
-    fail_at: The write of the prefix ending so fails (no space).
-    open_after: Open the gate this many seconds after a held write arrives
-      (None: the test opens it).
-  """
-
-  def __init__(self, hold_at=None, fail_at=None, open_after=None):
-    self.hold_at = hold_at
-    self.open_after = open_after
-    self.opened = threading.Event()
-    self.entered = threading.Event()
-    self.lock = threading.Lock()
-    self.in_flight = 0
-    self.max_in_flight = 0
-    self.prefixes = []
-    self.fail_at = fail_at  # Prefix suffix whose write fails.
-
-  def write(self, sess, saver, prefix):
-    with self.lock:
-      self.in_flight += 1
-      self.max_in_flight = max(self.max_in_flight, self.in_flight)
-      self.prefixes.append(prefix)
-    held = self.hold_at is None or prefix.endswith(self.hold_at)
-    try:
-      if held:
-        self.entered.set()
-        if self.open_after is not None:
-          threading.Timer(self.open_after, self.opened.set).start()
-        self.opened.wait()
-      if self.fail_at is not None and prefix.endswith(self.fail_at):
-        raise tf.errors.ResourceExhaustedError(
-          None, None, f"{prefix}: No space left on device (injected)"
-        )
-      _REAL_WRITE(sess, saver, prefix)
-    finally:
-      with self.lock:
-        self.in_flight -= 1
-
-  def patch(self):
-    return mock.patch.object(
-      async_save.AsyncParts, "write", staticmethod(self.write)
-    )
-
-
-def _model(partitions=2):
-  """Global step, a partitioned embedding, a dense layer, Adam, a table."""
-  step = tf1.train.get_or_create_global_step()
-  emb = tf1.get_variable(
-    "emb",
-    shape=[8, 3],
-    initializer=tf1.initializers.random_normal(seed=1),
-    partitioner=tf1.fixed_size_partitioner(partitions),
-  )
-  kernel = tf1.get_variable(
-    "dense/kernel", shape=[3, 2], initializer=tf1.initializers.ones()
-  )
-  table = tf.lookup.experimental.MutableHashTable(
-    key_dtype=tf.int64, value_dtype=tf.float32, default_value=-1.0
-  )
-  looked_up = tf1.nn.embedding_lookup(emb, [1, 5])
-  loss = tf.reduce_sum(tf.matmul(looked_up, kernel) ** 2)
-  train = tf1.train.AdamOptimizer(0.1).minimize(loss, global_step=step)
-  with tf.control_dependencies([train]):
-    train = table.insert(
-      tf.reshape(step, [1]), tf.reshape(tf.cast(step, tf.float32), [1])
-    )
-  return step, train
-
-
-def _tensors(prefix):
-  reader = tf.train.load_checkpoint(prefix)
-  return {
-    key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-  }
-
-
-def _data_files(prefix):
-  directory, base = os.path.split(prefix)
-  return sorted(
-    name[len(base) :]
-    for name in os.listdir(directory)
-    if name.startswith(base + ".")
-  )
-
-
-def _assert_same_tensors(test, expected, actual):
-  test.assertEqual(sorted(expected), sorted(actual))
-  for key, value in expected.items():
-    np.testing.assert_array_equal(value, actual[key], err_msg=key)
-
-
-class _TestCase(parameterized.TestCase, tf.test.TestCase):
-  def model_dir(self, name="model"):
-    return os.path.join(self.create_tempdir().full_path, name)
-
-
-class SameCheckpointTest(_TestCase):
+class SameCheckpointTest(async_fixtures.TestCase):
   @parameterized.parameters(False, True)
   def test_same_contents_as_synchronous_save(self, also_write_tf1):
     sync_dir, async_dir = self.model_dir("sync"), self.model_dir("async")
     os.makedirs(os.path.join(sync_dir, scaffold.TF1_SUBDIR))
     os.makedirs(async_dir)
-    gate = _Gate()
+    gate = async_fixtures.Gate()
     with tf.Graph().as_default(), gate.patch():
-      step, train = _model()
+      step, train = async_fixtures.model()
       sync = scaffold.Tf2Saver(also_write_tf1=also_write_tf1)
       sync.build()
       saver = scaffold.Tf2Saver(async_save=True, also_write_tf1=also_write_tf1)
@@ -164,22 +57,26 @@ class SameCheckpointTest(_TestCase):
 
     sync_path = tf.train.latest_checkpoint(sync_dir)
     self.assertEqual(tf.train.latest_checkpoint(async_dir), path)
-    expected = _tensors(sync_path)
-    _assert_same_tensors(self, expected, _tensors(path))
+    expected = async_fixtures.tensors(sync_path)
+    async_fixtures.assert_same_tensors(
+      self, expected, async_fixtures.tensors(path)
+    )
     self.assertEqual(expected[keys.STEP_KEY], at)
     self.assertIn("emb", expected)  # TF1-name aliases in both.
     self.assertIn("global_step", expected)
-    self.assertEqual(_data_files(sync_path), _data_files(path))
+    self.assertEqual(
+      async_fixtures.data_files(sync_path), async_fixtures.data_files(path)
+    )
     with open(os.path.join(sync_dir, "checkpoint")) as f:
       sync_state = f.read()
     with open(os.path.join(async_dir, "checkpoint")) as f:
       self.assertEqual(f.read(), sync_state)
     tf1_dir = os.path.join(async_dir, scaffold.TF1_SUBDIR)
     if also_write_tf1:
-      _assert_same_tensors(
+      async_fixtures.assert_same_tensors(
         self,
-        _tensors(tf.train.latest_checkpoint(sync_dir + "/tf1")),
-        _tensors(tf.train.latest_checkpoint(tf1_dir)),
+        async_fixtures.tensors(tf.train.latest_checkpoint(sync_dir + "/tf1")),
+        async_fixtures.tensors(tf.train.latest_checkpoint(tf1_dir)),
       )
     else:
       self.assertFalse(os.path.exists(tf1_dir))
@@ -188,7 +85,7 @@ class SameCheckpointTest(_TestCase):
     model_dir = self.model_dir()
     os.makedirs(model_dir)
     with tf.Graph().as_default():
-      step, train = _model()
+      step, train = async_fixtures.model()
       saver = scaffold.Tf2Saver(async_save=True)
       saver.build()
       with tf1.Session() as sess:
@@ -213,13 +110,13 @@ class SameCheckpointTest(_TestCase):
           np.testing.assert_array_equal(expected, value)
 
 
-class OneInFlightTest(_TestCase):
+class OneInFlightTest(async_fixtures.TestCase):
   def test_a_save_requested_in_flight_waits_for_it(self):
     model_dir = self.model_dir()
     os.makedirs(model_dir)
-    gate = _Gate()
+    gate = async_fixtures.Gate()
     with tf.Graph().as_default(), gate.patch():
-      step, train = _model()
+      step, train = async_fixtures.model()
       saver = scaffold.Tf2Saver(async_save=True)
       saver.build()
       with tf1.Session() as sess:
@@ -252,7 +149,7 @@ class OneInFlightTest(_TestCase):
     model_dir = self.model_dir()
     os.makedirs(model_dir)
     with tf.Graph().as_default():
-      step, train = _model()
+      step, train = async_fixtures.model()
       saver = scaffold.Tf2Saver(async_save=True)
       saver.build()
       handles = [
@@ -276,285 +173,7 @@ class OneInFlightTest(_TestCase):
         self.assertFalse(any(sess.run(is_initialized)))
 
 
-def _estimator(model_dir, save_steps=2, **options):
-  return tf.estimator.Estimator(
-    migrate.tf2_checkpoints(
-      guide_models.model_fn_tf1_ckpt, async_save=True, **options
-    ),
-    model_dir,
-    config=tf.estimator.RunConfig(
-      save_checkpoints_steps=save_steps, keep_checkpoint_max=3
-    ),
-  )
-
-
-def _repeat_input_fn():
-  return guide_models.train_input_fn().repeat()
-
-
-class _CommittedListener(tf1.train.CheckpointSaverListener):
-  """Records, at each after_save, what the model dir names and holds."""
-
-  def __init__(self, test, model_dir):
-    self.test = test
-    self.model_dir = model_dir
-    self.steps = []
-
-  def after_save(self, session, global_step_value):
-    latest = tf.train.latest_checkpoint(self.model_dir)
-    self.test.assertIsNotNone(latest)
-    self.test.assertEqual(
-      os.path.basename(latest), f"model.ckpt-{global_step_value}"
-    )
-    stored = tf.train.load_checkpoint(latest).get_tensor(keys.STEP_KEY)
-    self.test.assertEqual(stored, global_step_value)
-    self.steps.append(int(global_step_value))
-
-
-class EstimatorTest(_TestCase):
-  def test_installs_the_async_hook_on_the_runconfig_schedule(self):
-    model_fn = migrate.tf2_checkpoints(
-      guide_models.model_fn_tf1_ckpt, async_save=True
-    )
-    config = tf.estimator.RunConfig(
-      model_dir=self.model_dir(), save_checkpoints_steps=7
-    )
-    with tf.Graph().as_default():
-      features, labels = tf1.data.make_one_shot_iterator(
-        guide_models.train_input_fn()
-      ).get_next()
-      spec = model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, config)
-    (hook,) = [
-      h
-      for h in spec.training_chief_hooks
-      if isinstance(h, tf1.train.CheckpointSaverHook)
-    ]
-    self.assertIsInstance(hook, async_hook.AsyncCheckpointSaverHook)
-    self.assertIs(estimator_ckpt.AsyncCheckpointSaverHook, type(hook))
-    self.assertEqual(hook._timer._every_steps, 7)  # pylint: disable=protected-access
-    self.assertTrue(spec.scaffold.saver.async_save)
-    # Evaluation never saves: no snapshot, no hook.
-    with tf.Graph().as_default():
-      features, labels = tf1.data.make_one_shot_iterator(
-        guide_models.train_input_fn()
-      ).get_next()
-      spec = model_fn(features, labels, tf.estimator.ModeKeys.EVAL, config)
-    self.assertFalse(spec.scaffold.saver.async_save)
-    self.assertEmpty(spec.training_chief_hooks)
-
-  def test_train_returns_with_every_checkpoint_committed(self):
-    model_dir = self.model_dir()
-    # The last save is held well after training ends: train() must wait.
-    gate = _Gate(hold_at="model.ckpt-7", open_after=1.0)
-    with gate.patch():
-      _estimator(model_dir).train(_repeat_input_fn, steps=7)
-    self.assertFalse(
-      [t for t in threading.enumerate() if "async-save" in t.name]
-    )
-    state = tf.train.get_checkpoint_state(model_dir)
-    self.assertEqual(
-      os.path.basename(state.model_checkpoint_path), "model.ckpt-7"
-    )
-    for path in state.all_model_checkpoint_paths:
-      self.assertEqual(
-        tf.train.load_checkpoint(path).get_tensor(keys.STEP_KEY),
-        int(path.rsplit("-", 1)[1]),
-      )
-    # Every save went through the background writer: 0, 2, 4, 6 and 7.
-    self.assertEqual(
-      [os.path.basename(p) for p in gate.prefixes],
-      [f"model.ckpt-{s}" for s in (0, 2, 4, 6, 7)],
-    )
-    # keep_checkpoint_max=3: retention applied in the background.
-    self.assertEqual(
-      [os.path.basename(p) for p in state.all_model_checkpoint_paths],
-      ["model.ckpt-4", "model.ckpt-6", "model.ckpt-7"],
-    )
-    self.assertFalse(
-      os.path.exists(os.path.join(model_dir, "model.ckpt-2.index"))
-    )
-
-  def test_listener_after_save_sees_the_committed_checkpoint(self):
-    model_dir = self.model_dir()
-    listener = _CommittedListener(self, model_dir)
-    # Each write held a while: a listener run before the commit would see
-    # the previous checkpoint.
-    gate = _Gate(open_after=0.3)
-    with gate.patch():
-      _estimator(model_dir).train(
-        _repeat_input_fn, steps=5, saving_listeners=[listener]
-      )
-    self.assertEqual(listener.steps, [0, 2, 4, 5])
-
-  def test_resumes_and_max_steps(self):
-    model_dir = self.model_dir()
-    _estimator(model_dir).train(_repeat_input_fn, max_steps=3)
-    est = _estimator(model_dir)
-    est.train(_repeat_input_fn, max_steps=5)
-    self.assertEqual(est.get_variable_value("global_step"), 5)
-    est.train(_repeat_input_fn, max_steps=5)  # Already there: no step.
-    self.assertEqual(
-      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-5"
-    )
-
-  def test_train_and_evaluate_evaluates_committed_checkpoints(self):
-    model_dir = self.model_dir()
-    est = _estimator(model_dir, save_steps=3)
-    metrics, _ = tf.estimator.train_and_evaluate(
-      est,
-      tf.estimator.TrainSpec(_repeat_input_fn, max_steps=6),
-      tf.estimator.EvalSpec(
-        guide_models.train_input_fn, steps=1, throttle_secs=0
-      ),
-    )
-    self.assertEqual(metrics["global_step"], 6)
-    self.assertEqual(
-      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-6"
-    )
-
-  def test_migrate_estimator_takes_async_save(self):
-    model_dir = self.model_dir()
-    est = migrate.migrate_estimator(
-      tf.estimator.Estimator(
-        guide_models.model_fn_tf1_ckpt,
-        model_dir,
-        config=tf.estimator.RunConfig(save_checkpoints_steps=2),
-      ),
-      async_save=True,
-    )
-    gate = _Gate()
-    gate.opened.set()
-    with gate.patch():
-      est.train(_repeat_input_fn, steps=3)
-    self.assertNotEmpty(gate.prefixes)
-    self.assertEqual(est.get_variable_value("global_step"), 3)
-
-
-class FailureTest(_TestCase):
-  def test_failure_is_raised_naming_it_and_previous_stays_whole(self):
-    model_dir = self.model_dir()
-    gate = _Gate(fail_at="model.ckpt-4")
-    gate.opened.set()
-    with gate.patch():
-      with self.assertRaisesRegex(
-        errors.AsyncSaveError, r"model\.ckpt-4` \(step 4\).*No space left"
-      ) as raised:
-        _estimator(model_dir).train(_repeat_input_fn, steps=8)
-    self.assertEqual(raised.exception.checkpoint, f"{model_dir}/model.ckpt-4")
-    self.assertEqual(raised.exception.step, 4)
-    self.assertIn("model.ckpt-2", str(raised.exception))
-    # Raised at the next save: nothing after step 4 was saved.
-    self.assertEqual(
-      [os.path.basename(p) for p in gate.prefixes],
-      ["model.ckpt-0", "model.ckpt-2", "model.ckpt-4"],
-    )
-    latest = tf.train.latest_checkpoint(model_dir)
-    self.assertEqual(os.path.basename(latest), "model.ckpt-2")
-    self.assertEqual(
-      tf.train.load_checkpoint(latest).get_tensor(keys.STEP_KEY), 2
-    )
-    # The next run resumes from it.
-    est = _estimator(model_dir)
-    est.train(_repeat_input_fn, steps=1)
-    self.assertEqual(est.get_variable_value("global_step"), 3)
-
-  def test_failure_of_the_last_save_is_raised_at_the_end(self):
-    model_dir = self.model_dir()
-    gate = _Gate(fail_at="model.ckpt-3")
-    gate.opened.set()
-    with gate.patch():
-      with self.assertRaisesRegex(errors.AsyncSaveError, r"model\.ckpt-3"):
-        _estimator(model_dir).train(_repeat_input_fn, steps=3)
-    self.assertEqual(
-      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-2"
-    )
-
-  def test_storage_failure_in_commit_keeps_previous(self):
-    model_dir = self.model_dir()
-    real = local.LocalStorage.fsync_file
-    calls = []
-
-    def failing(store, path):
-      calls.append(path)
-      if "model.ckpt-2." in path:
-        raise OSError(28, "No space left on device", path)
-      real(store, path)
-
-    with mock.patch.object(local.LocalStorage, "fsync_file", failing):
-      with self.assertRaisesRegex(errors.AsyncSaveError, r"model\.ckpt-2"):
-        _estimator(model_dir).train(_repeat_input_fn, steps=2)
-    self.assertEqual(
-      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-0"
-    )
-
-
-class MonitoredSessionTest(_TestCase):
-  def _graph(self, checkpoint_dir, **options):
-    step, train = _model()
-    sc = estimator_ckpt.scaffold(async_save=True, **options)
-    hook = estimator_ckpt.AsyncCheckpointSaverHook(
-      checkpoint_dir, save_steps=2, scaffold=sc
-    )
-    return step, train, sc, hook
-
-  def test_close_by_exception_waits_for_the_save_in_flight(self):
-    model_dir = self.model_dir()
-    gate = _Gate(hold_at="model.ckpt-2")
-    with tf.Graph().as_default(), gate.patch():
-      _, train, sc, hook = self._graph(model_dir)
-      with self.assertRaisesRegex(ValueError, "user error"):
-        with tf1.train.MonitoredTrainingSession(
-          scaffold=sc, chief_only_hooks=[hook], save_checkpoint_secs=None
-        ) as sess:
-          sess.run(train)
-          sess.run(train)  # Step 2: a save, held at the gate.
-          gate.entered.wait()
-          threading.Timer(0.2, gate.opened.set).start()
-          raise ValueError("user error")
-    self.assertEqual(
-      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-2"
-    )
-
-  def test_resumes_from_its_checkpoints(self):
-    model_dir = self.model_dir()
-    for last_step in (3, 5):
-      with tf.Graph().as_default():
-        step, train, sc, hook = self._graph(model_dir)
-        with tf1.train.MonitoredTrainingSession(
-          scaffold=sc,
-          checkpoint_dir=model_dir,
-          chief_only_hooks=[hook],
-          save_checkpoint_secs=None,
-          hooks=[tf1.train.StopAtStepHook(last_step=last_step)],
-        ) as sess:
-          while not sess.should_stop():
-            sess.run(train)
-      self.assertEqual(
-        os.path.basename(tf.train.latest_checkpoint(model_dir)),
-        f"model.ckpt-{last_step}",
-      )
-
-  def test_stock_hook_saves_synchronously(self):
-    model_dir = self.model_dir()
-    gate = _Gate()
-    with tf.Graph().as_default(), gate.patch():
-      step, train = _model()
-      sc = estimator_ckpt.scaffold(async_save=True)
-      with tf1.train.MonitoredTrainingSession(
-        scaffold=sc,
-        checkpoint_dir=model_dir,
-        save_checkpoint_steps=2,
-        hooks=[tf1.train.StopAtStepHook(last_step=3)],
-      ) as sess:
-        while not sess.should_stop():
-          sess.run(train)
-    self.assertEqual(gate.prefixes, [])  # No background write.
-    self.assertEqual(
-      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-3"
-    )
-
-
-class DurabilityTest(_TestCase):
+class DurabilityTest(async_fixtures.TestCase):
   def test_checkpoint_fsynced_before_the_state_file_names_it(self):
     model_dir = self.model_dir()
     events = []
@@ -577,10 +196,12 @@ class DurabilityTest(_TestCase):
       mock.patch.object(local.LocalStorage, "fsync_file", fsync_file),
       mock.patch.object(local.LocalStorage, "fsync_dir", fsync_dir),
     ):
-      _estimator(model_dir).train(_repeat_input_fn, steps=2)
+      async_fixtures.estimator(model_dir).train(
+        async_fixtures.repeat_input_fn, steps=2
+      )
     for step, previous in ((0, None), (2, "model.ckpt-0")):
       prefix = f"model.ckpt-{step}"
-      files = sorted(_data_files(os.path.join(model_dir, prefix)))
+      files = sorted(async_fixtures.data_files(os.path.join(model_dir, prefix)))
       before = [e for e in events if e[1].startswith(prefix + ".")]
       # Every file of the checkpoint (index, data, meta) was fsynced while
       # the state file still named the previous checkpoint.
@@ -595,12 +216,15 @@ class DurabilityTest(_TestCase):
       self.assertEqual(after_files[2], ("dir", ".", prefix))
 
 
-class DistributedDevicesTest(_TestCase):
+class DistributedDevicesTest(async_fixtures.TestCase):
   def test_snapshot_and_shards_stay_on_each_ps(self):
     cluster = tf.train.ClusterSpec(
       {
-        "worker": [f"localhost:{_free_port()}"],
-        "ps": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"],
+        "worker": [f"localhost:{async_fixtures.free_port()}"],
+        "ps": [
+          f"localhost:{async_fixtures.free_port()}",
+          f"localhost:{async_fixtures.free_port()}",
+        ],
       }
     )
     servers = [
@@ -647,21 +271,19 @@ class DistributedDevicesTest(_TestCase):
         )
         sess.run(train)
         saver.wait_until_finished()
-    stored = _tensors(path)
-    _assert_same_tensors(self, _tensors(sync_path), stored)
+    stored = async_fixtures.tensors(path)
+    async_fixtures.assert_same_tensors(
+      self, async_fixtures.tensors(sync_path), stored
+    )
     np.testing.assert_array_equal(stored["emb"], np.full([6, 2], 2.0))
     self.assertEqual(stored[keys.STEP_KEY], 1)
     # One data shard per device, as the synchronous sharded save writes.
-    self.assertEqual(_data_files(sync_path), _data_files(path))
-    self.assertLen([f for f in _data_files(path) if ".data-" in f], 3)
-
-
-def _free_port():
-  import socket  # pylint: disable=g-import-not-at-top
-
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
+    self.assertEqual(
+      async_fixtures.data_files(sync_path), async_fixtures.data_files(path)
+    )
+    self.assertLen(
+      [f for f in async_fixtures.data_files(path) if ".data-" in f], 3
+    )
 
 
 if __name__ == "__main__":
