@@ -21,6 +21,9 @@ if TYPE_CHECKING:
   # pylint: disable=g-bad-import-order,g-import-not-at-top,useless-import-alias
   from estimator_ckpt import errors as errors
   from estimator_ckpt import keys as keys
+  from estimator_ckpt._src.async_hook import (
+    AsyncCheckpointSaverHook as AsyncCheckpointSaverHook,
+  )
   from estimator_ckpt._src.checkpoint_flags import (
     checkpoint_settings_from_flags as checkpoint_settings_from_flags,
   )
@@ -62,6 +65,10 @@ _EXPORTS: Dict[str, Tuple[str, Optional[str]]] = {
   # The Scaffold factory and Estimator migration.
   "scaffold": ("estimator_ckpt._src.scaffold", "scaffold"),
   "Tf2Saver": ("estimator_ckpt._src.tf2_saver", "Tf2Saver"),
+  "AsyncCheckpointSaverHook": (
+    "estimator_ckpt._src.async_hook",
+    "AsyncCheckpointSaverHook",
+  ),
   "tf2_checkpoints": ("estimator_ckpt._src.migrate", "tf2_checkpoints"),
   "migrate_estimator": ("estimator_ckpt._src.migrate", "migrate_estimator"),
   # The warm-start bridge and the flags for absl binaries.
@@ -92,6 +99,7 @@ _EXPORTS: Dict[str, Tuple[str, Optional[str]]] = {
 }
 
 __all__ = [
+  "AsyncCheckpointSaverHook",
   "CheckpointSettings",
   "LoadReport",
   "Tf2Saver",

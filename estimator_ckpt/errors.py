@@ -160,3 +160,21 @@ class CheckpointIOError(Error, OSError):
 
 class FileSystemNotSupportedError(Error, ValueError):
   """A path's URL scheme has no file system here; the message says the fix."""
+
+
+class AsyncSaveError(Error, RuntimeError):
+  """A checkpoint saved in the background (`async_save=True`) failed.
+
+  Raised in the training thread at the next save or at the end of training,
+  chained (`__cause__`) to the failure. The checkpoint state file still names
+  the previous checkpoint, which is whole.
+
+  Attributes:
+    checkpoint: The prefix of the checkpoint that failed.
+    step: Its step, or None.
+  """
+
+  def __init__(self, message: str, *, checkpoint: str, step: Optional[int]):
+    super().__init__(message)
+    self.checkpoint = checkpoint
+    self.step = step

@@ -70,6 +70,7 @@ class CheckpointFlagsTest(parameterized.TestCase):
         "--checkpoint_format=both",
         "--keep_checkpoint_max=2",
         "--save_checkpoints_steps=10",
+        "--async_save",
       )
     )
     self.assertEqual(settings.run_config.keep_checkpoint_max, 2)
@@ -77,7 +78,7 @@ class CheckpointFlagsTest(parameterized.TestCase):
     self.assertIsNone(settings.run_config.save_checkpoints_secs)
     self.assertEqual(
       dict(settings.scaffold_options),
-      {"max_to_keep": 2, "also_write_tf1": True},
+      {"max_to_keep": 2, "also_write_tf1": True, "async_save": True},
     )
     warm_start_from = settings.warm_start_from
     self.assertIsInstance(warm_start_from, warm_start.WarmStartSettings)
@@ -150,6 +151,11 @@ class CheckpointFlagsTest(parameterized.TestCase):
       "--warm_start_vars=\\( is not a regex",
     ),
     ("bad_format", ["--checkpoint_format=tf3"], r"one of <tf2\|tf1\|both>"),
+    (
+      "async_save_with_tf1",
+      ["--checkpoint_format=tf1", "--async_save"],
+      "--async_save needs --checkpoint_format tf2 or both",
+    ),
     (
       "bad_adam_betas",
       [f"--warm_start_from={_EST_TF1}", "--warm_start_adam_betas=0.9"],

@@ -376,6 +376,55 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(estimator_ckpt.load_variable(model_dir, "var"), 6.0)
     self.assertEqual(tf.train.load_variable(model_dir, "var"), np.float32(6.0))
 
+  def test_async_saves_commit_on_the_store(self):
+    """async_save=True: same checkpoints as a synchronous run, committed."""
+    runs = {}
+    for async_save in (False, True):
+      model_dir = f"{self.url}/async-{async_save}"
+      steps = []
+
+      class Listener(tf1.train.CheckpointSaverListener):
+        def __init__(self, model_dir, steps):
+          self.model_dir = model_dir
+          self.steps = steps
+
+        def after_save(self, session, global_step_value):
+          del session
+          latest = tf.train.latest_checkpoint(self.model_dir)
+          self.steps.append((global_step_value, latest))
+
+      est = tf.estimator.Estimator(
+        estimator_ckpt.tf2_checkpoints(
+          guide_models.model_fn_tf1_ckpt, async_save=async_save
+        ),
+        model_dir,
+        config=tf.estimator.RunConfig(
+          save_checkpoints_steps=2, keep_checkpoint_max=2
+        ),
+      )
+      est.train(
+        lambda: guide_models.train_input_fn().repeat(),
+        steps=5,
+        saving_listeners=[Listener(model_dir, steps)],
+      )
+      latest = tf.train.latest_checkpoint(model_dir)
+      self.assertEqual(latest, f"{model_dir}/model.ckpt-5")
+      # Each listener saw its own step's checkpoint committed.
+      self.assertEqual(
+        steps, [(s, f"{model_dir}/model.ckpt-{s}") for s in (0, 2, 4, 5)]
+      )
+      reader = tf.train.load_checkpoint(latest)
+      runs[async_save] = {
+        key: reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+      }
+      keys = self._keys(f"async-{async_save}")
+      self.assertIn("model.ckpt-4.index", keys)
+      self.assertNotIn("model.ckpt-2.index", keys)  # Retention.
+    self.assertEqual(sorted(runs[False]), sorted(runs[True]))
+    for key, value in runs[False].items():
+      np.testing.assert_array_equal(value, runs[True][key], err_msg=key)
+
   def test_kill_9_at_each_step_of_an_overwrite_never_mixes_checkpoints(self):
     work = self.create_tempdir().full_path
     old_source = os.path.join(work, "old")

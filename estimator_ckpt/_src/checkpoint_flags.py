@@ -24,7 +24,8 @@ warm-start settings and the Scaffold factory's options:
 The flags (see `define_checkpoint_flags`): --model_dir, --warm_start_from,
 --warm_start_vars, --warm_start_rename, --warm_start_vocab,
 --warm_start_optimizer_slots, --warm_start_adam_betas, --warm_start_strict,
---checkpoint_format, --keep_checkpoint_max, --save_checkpoints_steps. Bad
+--checkpoint_format, --keep_checkpoint_max, --save_checkpoints_steps,
+--async_save. Bad
 combinations fail at flag parsing with a message that says what to do.
 """
 
@@ -152,6 +153,15 @@ def define_checkpoint_flags(
     "(no tensor written twice), so TF1 readers find it by name.",
     flag_values=flag_values,
   )
+  flags.DEFINE_bool(
+    "async_save",
+    False,
+    "With --checkpoint_format tf2 or both: save checkpoints in the "
+    "background; training blocks only for a snapshot of the variables on "
+    "their devices, and each checkpoint is committed (durably on a local "
+    'disk) behind training. See README, "Asynchronous saves".',
+    flag_values=flag_values,
+  )
   flags.DEFINE_integer(
     "keep_checkpoint_max",
     5,
@@ -212,6 +222,15 @@ def define_checkpoint_flags(
     ("warm_start_from",) + _WARM_START_OPTION_FLAGS,
     _check_options_need_source,
     message="--warm_start_* options need --warm_start_from.",
+    flag_values=flag_values,
+  )
+  flags.register_multi_flags_validator(
+    ("checkpoint_format", "async_save"),
+    lambda values: (
+      not values["async_save"] or values["checkpoint_format"] != FORMAT_TF1
+    ),
+    message="--async_save needs --checkpoint_format tf2 or both: the stock "
+    "TF1 Saver (--checkpoint_format tf1) saves only synchronously.",
     flag_values=flag_values,
   )
   flags.register_multi_flags_validator(
@@ -386,6 +405,8 @@ def checkpoint_settings_from_flags(
       scaffold_options["also_write_tf1"] = True
     if not fv.tf1_names:  # The default (True) is scaffold()'s own.
       scaffold_options["tf1_names"] = False
+    if fv.async_save:  # The default (False) is scaffold()'s own.
+      scaffold_options["async_save"] = True
   return CheckpointSettings(
     run_config=run_config,
     warm_start_from=warm_start_from,

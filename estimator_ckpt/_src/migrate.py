@@ -23,6 +23,7 @@ from tensorflow.python.util import function_utils
 from tensorflow_estimator.python.estimator import model_fn as model_fn_lib
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import async_hook
 from estimator_ckpt._src import estimator_class
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import scaffold
@@ -62,13 +63,22 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
     if "config" in accepted:
       kwargs["config"] = config
     spec = model_fn(features=features, **kwargs)
+    spec_options = dict(options)
+    if mode != tf.estimator.ModeKeys.TRAIN:
+      # Only training saves; evaluation and export graphs get no snapshot.
+      spec_options.pop("async_save", None)
     if isinstance(spec, tf.estimator.EstimatorSpec):
-      return spec._replace(
-        scaffold=tf2_scaffold(spec.scaffold, options, config)
+      spec = spec._replace(
+        scaffold=tf2_scaffold(spec.scaffold, spec_options, config)
       )
+      if getattr(spec.scaffold.saver, "async_save", False):
+        spec = _with_async_hook(spec, config)
+      return spec
     if isinstance(spec, model_fn_lib._TPUEstimatorSpec):  # pylint: disable=protected-access
+      # TPUEstimator runs its own saver hook, which saves synchronously.
+      spec_options.pop("async_save", None)
       return spec._replace(
-        scaffold_fn=_tf2_scaffold_fn(spec.scaffold_fn, options, config)
+        scaffold_fn=_tf2_scaffold_fn(spec.scaffold_fn, spec_options, config)
       )
     raise errors.ArgumentTypeError(
       f"estimator_ckpt.tf2_checkpoints supports model_fns returning "
@@ -141,6 +151,36 @@ def _tf2_scaffold_fn(
   return tf2_scaffold_fn
 
 
+def _with_async_hook(
+  spec: tf.estimator.EstimatorSpec, config: Any
+) -> tf.estimator.EstimatorSpec:
+  """Adds the hook that saves in the background, as Estimator would its own.
+
+  Estimator makes a `CheckpointSaverHook` from the RunConfig unless the spec
+  has one (`_train_with_estimator_spec`), and attaches `saving_listeners` to
+  the first it finds; an `AsyncCheckpointSaverHook` with the same schedule
+  takes its place. A model_fn that brings its own saver hook keeps it (and
+  saves synchronously).
+  """
+  hooks = list(spec.training_hooks) + list(spec.training_chief_hooks)
+  if config is None or any(
+    isinstance(h, tf1.train.CheckpointSaverHook) for h in hooks
+  ):
+    return spec
+  if not (config.save_checkpoints_steps or config.save_checkpoints_secs):
+    return spec
+  hook = async_hook.AsyncCheckpointSaverHook(
+    config.model_dir,
+    save_secs=config.save_checkpoints_secs,
+    save_steps=config.save_checkpoints_steps,
+    scaffold=spec.scaffold,
+    save_graph_def=config.checkpoint_save_graph_def,
+  )
+  return spec._replace(
+    training_chief_hooks=(hook,) + tuple(spec.training_chief_hooks)
+  )
+
+
 def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
   """Makes a model_fn save TF2 object-based checkpoints.
 
@@ -170,7 +210,10 @@ def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
       `var_list`, `max_to_keep` and `keep_checkpoint_every_n_hours` default
       to those of the model_fn's own saver, if it sets one, else (retention)
       to the `RunConfig`'s `keep_checkpoint_max` and
-      `keep_checkpoint_every_n_hours`.
+      `keep_checkpoint_every_n_hours`. With `async_save=True`, training mode
+      also gets an `estimator_ckpt.AsyncCheckpointSaverHook` on the
+      RunConfig's schedule (`save_checkpoints_steps`/`_secs`), so saves do
+      not block training.
 
   Returns:
     The wrapped model_fn, or a decorator when `model_fn` is None.

@@ -33,6 +33,7 @@ def scaffold(
   restore_name_based: bool = True,
   also_write_tf1: bool = False,
   tf1_names: bool = True,
+  async_save: bool = False,
   **scaffold_kwargs,
 ) -> "tf.compat.v1.train.Scaffold":
   """A Scaffold whose saver writes TF2 object-based checkpoints.
@@ -65,6 +66,13 @@ def scaffold(
       by one entry per variable and slice), so TF1 readers (`Saver.restore`,
       `tf.train.load_variable`, stock warm start) read the TF2 checkpoint by
       name. TF2 readers see only the object graph, the same either way.
+    async_save: Save in the background: a save blocks training only for one
+      `session.run` that snapshots every saved tensor on its device; the
+      checkpoint is written and committed (durably, on a local file system)
+      behind training, with the same contents and commit order. Saves go
+      through `estimator_ckpt.AsyncCheckpointSaverHook` (`tf2_checkpoints`
+      and `migrate_estimator` install it); other hooks save synchronously.
+      See docs/async_saves.md.
     **scaffold_kwargs: Passed to `tf.compat.v1.train.Scaffold` (init_op,
       init_fn, ready_op, local_init_op, summary_op, copy_from_scaffold, ...).
       `saver` is not accepted: this function provides it.
@@ -88,5 +96,6 @@ def scaffold(
     restore_name_based=restore_name_based,
     also_write_tf1=also_write_tf1,
     tf1_names=tf1_names,
+    async_save=async_save,
   )
   return tf1.train.Scaffold(saver=saver, **scaffold_kwargs)

@@ -64,19 +64,23 @@ from tensorflow.python.checkpoint import checkpoint_management
 from tensorflow.python.training import saver as saver_lib
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import async_save as async_lib
+from estimator_ckpt._src import durable
 from estimator_ckpt._src import saver_keys
 from estimator_ckpt._src import saver_restore
+from estimator_ckpt._src import tf2_saver_async
 from estimator_ckpt._src.format import aliases
+from estimator_ckpt._src.format import keys
 from estimator_ckpt._src.storage import registry
 
 tf1 = tf.compat.v1
 
 # Sub-directory of the model dir that receives the TF1 copy of every save
 # when `also_write_tf1=True`.
-TF1_SUBDIR = "tf1"
+TF1_SUBDIR = tf2_saver_async.TF1_SUBDIR
 
 
-class Tf2Saver(saver_lib.Saver):
+class Tf2Saver(tf2_saver_async.AsyncSaving, saver_lib.Saver):
   """A `tf.compat.v1.train.Saver` writing TF2 keys, restoring TF1 or TF2.
 
   Build it through `scaffold()`; it is public so that code can recognise it
@@ -93,6 +97,7 @@ class Tf2Saver(saver_lib.Saver):
     restore_name_based: bool = True,
     also_write_tf1: bool = False,
     tf1_names: bool = True,
+    async_save: bool = False,
   ):
     if tf.executing_eagerly():
       raise RuntimeError(
@@ -114,6 +119,7 @@ class Tf2Saver(saver_lib.Saver):
     self._tf1_name_by_key: Dict[str, str] = {}
     self._values_by_key: Dict[str, Any] = {}
     self._tf1_saver: Optional[saver_lib.Saver] = None
+    self._async = async_lib.AsyncParts() if async_save else None
     self._key_builder = saver_restore.RemappableKeysSaverBuilder()
     super().__init__(
       var_list=None,
@@ -143,6 +149,15 @@ class Tf2Saver(saver_lib.Saver):
         )
       self._var_list = built.by_key
     super()._build(checkpoint_path, build_save, build_restore)
+    if self._async is not None and self._async.snapshot is None:
+      tf1_rename = None
+      if self._also_write_tf1:
+        tf1_rename = dict(self._tf1_name_by_key)
+      self._async.build(
+        self._var_list,
+        tf1_rename=tf1_rename,
+        tf1_skip=(keys.OBJECT_GRAPH_KEY, keys.SAVE_COUNTER_KEY),
+      )
 
   def _ensure_built(self):
     if not self._is_built:
@@ -167,6 +182,8 @@ class Tf2Saver(saver_lib.Saver):
     updates the state file (SavedModel export writes no copy).
     """
     self._ensure_built()
+    if self._async is not None:
+      self._async.committer.wait_until_finished()
     path = super().save(
       sess,
       save_path,
@@ -179,18 +196,11 @@ class Tf2Saver(saver_lib.Saver):
       save_debug_info=save_debug_info,
     )
     if path:
-      add_aliases(path, self._aliases)
+      self._add_aliases(path)
       if write_state:
-        # What `Saver.save` does with write_state=True, after the rewrite.
-        self._RecordLastCheckpoint(path)
-        checkpoint_management.update_checkpoint_state_internal(
-          save_dir=os.path.dirname(save_path),
-          model_checkpoint_path=path,
-          all_model_checkpoint_paths=self.last_checkpoints,
-          latest_filename=latest_filename or "checkpoint",
-          save_relative_paths=self._save_relative_paths,
+        durable.commit_state(
+          self, path, latest_filename, meta_graph_suffix, self.async_save
         )
-        self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
     if self._tf1_saver is not None and write_state and path:
       tf1_dir = os.path.join(os.path.dirname(save_path), TF1_SUBDIR)
       registry.for_path(tf1_dir).makedirs(tf1_dir)
@@ -203,6 +213,10 @@ class Tf2Saver(saver_lib.Saver):
         strip_default_attrs=strip_default_attrs,
       )
     return path
+
+  def _add_aliases(self, prefix: str) -> None:
+    """Adds this saver's aliases to a checkpoint it wrote (`add_aliases`)."""
+    add_aliases(prefix, self._aliases)
 
   def recover_last_checkpoints(self, checkpoint_paths):
     """Also recovers the TF1 copies, so their retention survives restarts."""

@@ -254,6 +254,15 @@ class Storage(abc.ABC):
   def fsync_dir(self, path: str) -> None:
     """Makes the entries of directory `path` durable (`durable_fsync`)."""
 
+  def fsync_file(self, path: str) -> None:
+    """Makes the contents of the existing file `path` durable.
+
+    Only where `capabilities.durable_fsync`; elsewhere nothing (an object is
+    durable once its write returns). For files another writer produced
+    (TensorFlow's `SaveV2`, which never fsyncs).
+    """
+    del path
+
   @abc.abstractmethod
   def link(self, src: str, dst: str) -> bool:
     """Hard-links `src` to `dst`; False where the storage cannot."""

@@ -236,6 +236,13 @@ class LocalStorage(base.Storage):
     finally:
       os.close(fd)
 
+  def fsync_file(self, path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+
   def link(self, src: str, dst: str) -> bool:
     """Hard-links; False (logged) where the file system refuses links."""
     try:

@@ -1,0 +1,302 @@
+r"""Benchmark: time a save blocks training, TF1 Saver vs Scaffold sync/async.
+
+  bazel run -c opt //benchmarks:async_save_benchmark -- \
+    [--sizes_mib=1024,64] [--stores=local,s3] [--save_steps=1000]
+
+Side by side in one run, for each table size and store (a local model dir;
+`s3`: moto on loopback, benchmarks/s3_server.py, with tensorflow-io as the
+client), an Estimator with a partitioned embedding (`--partitions` parts,
+sparse SGD updates of a small batch per step) trains `--saves` x
+`--save_steps` steps with each of:
+
+  tf1     stock Estimator: TF1 `Saver(sharded=True)`;
+  sync    `tf2_checkpoints(model_fn)`: this Scaffold, synchronous;
+  async   `tf2_checkpoints(model_fn, async_save=True)`;
+  none    the same run without saves (the throughput baseline).
+
+Each run is its own process (`measured.py`: its own peak RSS). Printed per
+saver and store:
+
+  blocked/save  median over saves of (the step with a save + the step after
+                it - 2 x the median step without a save): counts the
+                copy-on-write costs a snapshot moves into the next step;
+  xfloor        blocked/save over the snapshot floor: one `session.run`
+                that deep-copies every saved variable once on its device
+                (measured in a process of its own; target for async: <= 1.5);
+  throughput    steps/s of the run over the same run's without saves
+                (target for async: >= 0.9 where tf1 is < 0.5);
+  peak RSS      of the run's process, beside the table size (target for
+                async: <= table + one snapshot + 64 MiB over `none`'s).
+
+Not a test: nothing here asserts a time.
+"""
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from benchmarks import measured
+from benchmarks import s3_server
+
+_SIZES_MIB = flags.DEFINE_list(
+  "sizes_mib", ["1024", "64"], "Table sizes in MiB, one run each."
+)
+_STORES = flags.DEFINE_list("stores", ["local", "s3"], "local and/or s3.")
+_PARTITIONS = flags.DEFINE_integer("partitions", 8, "Parts of the table.")
+_SAVE_STEPS = flags.DEFINE_integer(
+  "save_steps",
+  1000,
+  "Save every N steps. Pick N so that N steps outlast one background save "
+  "(on S3 with moto, several seconds per 64 MiB): a save requested while "
+  "the previous one is still written waits for it.",
+)
+_SAVES = flags.DEFINE_integer("saves", 3, "Saves per run (after step 0).")
+_BATCH = flags.DEFINE_integer("batch", 4096, "Ids looked up per step.")
+_SAVERS = flags.DEFINE_list(
+  "savers", ["tf1", "sync", "async"], "Savers to compare."
+)
+# Child mode: one run, results as JSON into --result.
+_CHILD = flags.DEFINE_enum(
+  "child", None, ["tf1", "sync", "async", "none", "floor"], "Internal."
+)
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Internal.")
+_TABLE_MIB = flags.DEFINE_integer("table_mib", 64, "Internal.")
+_RESULT = flags.DEFINE_string("result", None, "Internal.")
+
+_DIM = 64
+_BUCKET = "async-save-benchmark"
+
+
+def _rows(table_mib: int) -> int:
+  return table_mib * (1 << 20) // (4 * _DIM)
+
+
+def _child_run() -> Dict[str, Any]:
+  """Trains one Estimator; returns the step periods and saves."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  import estimator_ckpt  # pylint: disable=g-import-not-at-top
+
+  tf1 = tf.compat.v1
+  rows = _rows(_TABLE_MIB.value)
+
+  def model_fn(features, mode):
+    emb = tf1.get_variable(
+      "emb",
+      shape=[rows, _DIM],
+      initializer=tf1.zeros_initializer(),
+      partitioner=tf1.fixed_size_partitioner(_PARTITIONS.value),
+    )
+    loss = tf.reduce_mean(tf.square(tf.nn.embedding_lookup(emb, features) - 1))
+    train_op = tf1.train.GradientDescentOptimizer(0.1).minimize(
+      loss, global_step=tf1.train.get_global_step()
+    )
+    return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+  def input_fn():
+    return (
+      tf.data.Dataset.range(1)
+      .repeat()
+      .map(lambda _: tf.random.uniform([_BATCH.value], 0, rows, dtype=tf.int64))
+    )
+
+  class Timer(tf1.train.SessionRunHook):
+    def __init__(self):
+      self.starts: List[float] = []
+      self.steps: List[int] = []
+
+    def begin(self):
+      self._step = tf1.train.get_global_step()
+
+    def before_run(self, run_context):
+      self.starts.append(time.perf_counter())
+      return tf1.train.SessionRunArgs(self._step)
+
+    def after_run(self, run_context, run_values):
+      self.steps.append(int(run_values.results) + 1)
+
+  saver = _CHILD.value
+  save_steps = None if saver == "none" else _SAVE_STEPS.value
+  config = tf.estimator.RunConfig(
+    save_checkpoints_steps=save_steps,
+    save_checkpoints_secs=None,
+    save_summary_steps=None,
+    log_step_count_steps=None,
+    keep_checkpoint_max=2,
+  )
+  if saver == "tf1":
+    fn = model_fn
+  else:
+    fn = estimator_ckpt.tf2_checkpoints(model_fn, async_save=saver == "async")
+  est = tf.estimator.Estimator(fn, _MODEL_DIR.value, config=config)
+  timer = Timer()
+  steps = _SAVES.value * _SAVE_STEPS.value + 2
+  start = time.perf_counter()
+  est.train(input_fn, steps=steps, hooks=[timer])
+  total = time.perf_counter() - start
+  periods = list(np.diff(timer.starts))
+  return {
+    "periods": periods,
+    "steps_after": timer.steps[: len(periods)],
+    "loop_secs": timer.starts[-1] - timer.starts[0],
+    "loop_steps": len(periods),
+    "train_secs": total,
+  }
+
+
+def _child_floor() -> Dict[str, Any]:
+  """One session.run deep-copying every saved variable on its device."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.ops import gen_array_ops  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.ops import gen_resource_variable_ops as rv  # pylint: disable=g-import-not-at-top
+
+  tf1 = tf.compat.v1
+  rows = _rows(_TABLE_MIB.value)
+  with tf.Graph().as_default():
+    step = tf1.train.get_or_create_global_step()
+    emb = tf1.get_variable(
+      "emb",
+      shape=[rows, _DIM],
+      initializer=tf1.zeros_initializer(),
+      partitioner=tf1.fixed_size_partitioner(_PARTITIONS.value),
+    )
+    copies = []
+    for i, part in enumerate([step, *emb]):
+      with tf1.device(part.device):
+        handle = rv.var_handle_op(
+          dtype=part.dtype.base_dtype, shape=part.shape, shared_name=f"c{i}"
+        )
+        copies.append(
+          rv.assign_variable_op(
+            handle, gen_array_ops.deep_copy(part.read_value())
+          )
+        )
+    copy = tf.group(*copies)
+    with tf1.Session() as sess:
+      sess.run(tf1.global_variables_initializer())
+      times = []
+      for _ in range(5):
+        start = time.perf_counter()
+        sess.run(copy)
+        times.append(time.perf_counter() - start)
+  return {"floor_secs": statistics.median(times)}
+
+
+def _blocked(result: Dict[str, Any]) -> float:
+  """Median over saves of save step + next step - 2 x plain step."""
+  periods, steps = result["periods"], result["steps_after"]
+  every = _SAVE_STEPS.value
+  saves = [i for i, s in enumerate(steps) if s % every == 0]
+  after = {i + 1 for i in saves}
+  plain = [
+    p for i, p in enumerate(periods) if i not in saves and i not in after
+  ]
+  base = statistics.median(plain)
+  blocked = [
+    periods[i] + periods[i + 1] - 2 * base
+    for i in saves
+    if i + 1 < len(periods)
+  ]
+  return statistics.median(blocked) if blocked else float("nan")
+
+
+def _run_child(
+  kind: str, model_dir: str, table_mib: int, env: Dict[str, str]
+) -> Dict[str, Any]:
+  with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+    module = ["-m", "benchmarks.async_save_benchmark"]
+    if model_dir.startswith("s3://"):
+      module = ["-m", "benchmarks.with_tensorflow_io"] + module[1:]
+    seconds, rss = measured.run(
+      [
+        sys.executable,
+        *module,
+        f"--child={kind}",
+        f"--model_dir={model_dir}",
+        f"--table_mib={table_mib}",
+        f"--partitions={_PARTITIONS.value}",
+        f"--save_steps={_SAVE_STEPS.value}",
+        f"--saves={_SAVES.value}",
+        f"--batch={_BATCH.value}",
+        f"--result={out.name}",
+      ],
+      env=env,
+    )
+    result = json.loads(out.read())
+  result["process_secs"] = seconds
+  result["peak_rss"] = rss
+  return result
+
+
+def _report(store: str, table_mib: int, results, floor: float) -> None:
+  none = results["none"]
+  base_rate = none["loop_steps"] / none["loop_secs"]
+  print(
+    f"\n{store}, table {table_mib} MiB in {_PARTITIONS.value} parts, "
+    f"save every {_SAVE_STEPS.value} steps; snapshot floor "
+    f"{floor * 1e3:.1f} ms; step without saves "
+    f"{1e3 / base_rate:.2f} ms; peak RSS without saves "
+    f"{none['peak_rss'] / (1 << 20):.0f} MiB"
+  )
+  print(
+    f"  {'saver':6} {'blocked/save':>13} {'xfloor':>8} "
+    f"{'throughput':>11} {'peak RSS':>10} {'train()':>9}"
+  )
+  for saver in _SAVERS.value:
+    result = results[saver]
+    blocked = _blocked(result)
+    rate = result["loop_steps"] / result["loop_secs"]
+    print(
+      f"  {saver:6} {blocked * 1e3:10.1f} ms {blocked / floor:7.1f}x "
+      f"{rate / base_rate:10.2f}x {result['peak_rss'] / (1 << 20):6.0f} MiB"
+      f" {result['train_secs']:7.1f} s"
+    )
+
+
+def _parent() -> None:
+  work = tempfile.mkdtemp(prefix="async_save_benchmark.")
+  env = dict(measured.python_path_env())
+  server = None
+  if "s3" in _STORES.value:
+    server = s3_server.S3Server()
+    server.start()
+    server.create_bucket(_BUCKET)
+    env.update(server.environ())
+  try:
+    for size in [int(s) for s in _SIZES_MIB.value]:
+      floor = _run_child("floor", os.path.join(work, "floor"), size, env)
+      for store in _STORES.value:
+        results = {}
+        for saver in ["none", *_SAVERS.value]:
+          if store == "s3":
+            model_dir = f"s3://{_BUCKET}/{size}/{saver}"
+          else:
+            model_dir = os.path.join(work, str(size), saver)
+          results[saver] = _run_child(saver, model_dir, size, env)
+        _report(store, size, results, floor["floor_secs"])
+        sys.stdout.flush()
+  finally:
+    if server is not None:
+      server.stop()
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  if _CHILD.value is None:
+    _parent()
+    return
+  result = _child_floor() if _CHILD.value == "floor" else _child_run()
+  with open(_RESULT.value, "w") as f:
+    json.dump(result, f)
+
+
+if __name__ == "__main__":
+  app.run(main)

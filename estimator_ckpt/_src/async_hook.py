@@ -1,0 +1,150 @@
+"""`AsyncCheckpointSaverHook`: saves that do not block training.
+
+A `tf.compat.v1.train.CheckpointSaverHook` whose saves through a `Tf2Saver`
+built with `scaffold(async_save=True)` snapshot and return
+(`Tf2Saver.save_async`); with any other saver it is the stock hook. What it
+adds to the stock hook (tensorflow/python/training/basic_session_run_hooks.py):
+
+* listeners' `after_save` runs once the checkpoint of that step is
+  committed: at the first step after the commit, or before the next save, or
+  at the end, so `train_and_evaluate`'s evaluation
+  (`_NewCheckpointListenerForEvaluate`) and any listener read a committed
+  checkpoint; `after_save` returning True still stops training;
+* `end` (the end of `Estimator.train()`, of a `MonitoredSession`) waits until
+  the last save is committed and raises a background failure there, before
+  the listeners' `end`;
+* each background thread is registered with the session's coordinator, so a
+  `MonitoredSession` closed by an exception waits for the save in flight (up
+  to its `stop_grace_period_secs`) before it closes the session; a failure of
+  that save is logged, and the exception that closed the session propagates.
+
+`tf2_checkpoints(async_save=True)` and `migrate_estimator(async_save=True)`
+add it to the `EstimatorSpec`'s `training_chief_hooks`, where Estimator finds
+it instead of making its own (`_train_with_estimator_spec`) and attaches the
+`saving_listeners` to it.
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+from tensorflow.python.training import basic_session_run_hooks
+
+from estimator_ckpt import errors
+from estimator_ckpt._src import scaffold as scaffold_lib
+
+tf1 = tf.compat.v1
+
+
+class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
+  """Saves checkpoints every N steps or seconds, in the background.
+
+  Takes the arguments of `tf.compat.v1.train.CheckpointSaverHook`.
+  """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self._pending_step: Optional[int] = None
+    self._coord = None
+
+  def _async_saver(self) -> Optional[scaffold_lib.Tf2Saver]:
+    saver = self._get_saver()
+    if isinstance(saver, scaffold_lib.Tf2Saver) and saver.async_save:
+      return saver
+    return None
+
+  def after_create_session(self, session, coord):
+    self._coord = coord
+    saver = self._async_saver()
+    if saver is not None and self._pending_step is not None:
+      # A session recreated after a failure (`_RecoverableSession`): the
+      # save in flight used the old session. Its checkpoint is committed or
+      # not; the new session restored the last committed one either way.
+      self._pending_step = None
+      try:
+        saver.wait_until_finished()
+      except errors.AsyncSaveError as e:
+        tf1.logging.warning("%s (the session was recreated)", e)
+    super().after_create_session(session, coord)
+
+  def after_run(self, run_context, run_values):
+    super().after_run(run_context, run_values)
+    saver = self._async_saver()
+    if (
+      saver is not None
+      and self._pending_step is not None
+      and not saver.save_in_flight()
+    ):
+      if self._finish(run_context.session):
+        run_context.request_stop()
+
+  def end(self, session):
+    saver = self._async_saver()
+    if saver is None:
+      super().end(session)
+      return
+    last_step = session.run(self._global_step_tensor)
+    if last_step != self._timer.last_triggered_step():
+      self._save(session, last_step)
+    self._finish(session)
+    for listener in self._listeners:
+      listener.end(session, last_step)
+
+  def _finish(self, session) -> bool:
+    """Waits for the save in flight, then runs its after_save listeners.
+
+    Returns:
+      Whether a listener asked to stop training.
+
+    Raises:
+      errors.AsyncSaveError: The save failed (its listeners do not run).
+    """
+    saver = self._async_saver()
+    assert saver is not None
+    step, self._pending_step = self._pending_step, None
+    saver.wait_until_finished()
+    if step is None:
+      return False
+    tf1.logging.info(
+      "Checkpoint for step %d committed; calling checkpoint listeners.", step
+    )
+    should_stop = False
+    for listener in self._listeners:
+      if listener.after_save(session, step):
+        tf1.logging.info(
+          "A CheckpointSaverListener requested that training be stopped. "
+          "listener: %s",
+          listener,
+        )
+        should_stop = True
+    return should_stop
+
+  def _save(self, session, step):
+    """Starts a background save of `step`; returns should_stop."""
+    saver = self._async_saver()
+    if saver is None:
+      return super()._save(session, step)
+    should_stop = self._finish(session)
+    for listener in self._listeners:
+      listener.before_save(session, step)
+    tf1.logging.info(
+      "Saving checkpoint for %d into %s in the background.",
+      step,
+      self._save_path,
+    )
+    coord = self._coord
+    saver.save_async(
+      session,
+      self._save_path,
+      global_step=step,
+      write_meta_graph=self._save_graph_def,
+      on_thread=coord.register_thread if coord is not None else None,
+    )
+    self._pending_step = step
+    self._summary_writer.add_session_log(
+      tf.compat.v1.SessionLog(
+        status=tf.compat.v1.SessionLog.CHECKPOINT,
+        checkpoint_path=self._save_path,
+      ),
+      step,
+    )
+    return should_stop

@@ -1,0 +1,415 @@
+"""Asynchronous saves for `Tf2Saver`: snapshot on the devices, commit behind.
+
+With `scaffold(async_save=True)` a save blocks training only for one
+`session.run` that assigns every saved tensor into a snapshot variable on the
+same device (`Snapshot`). Resource variables copy on write, so the assign
+takes a reference and the next update of a variable pays its copy. A
+background thread then runs save ops that read the snapshot variables
+(sharded by device as the synchronous save is: on a parameter-server cluster
+each ps task writes its own shards, no tensor travels to the chief), writes
+the meta graph, and commits exactly as a synchronous save does
+(`Tf2Saver._commit`: index aliases, fsync where the storage makes it durable,
+the `checkpoint` state file, retention), then the `also_write_tf1` copy from
+the same snapshot.
+
+At most one save is in flight (`Committer`): a save requested while one is
+in flight waits for it, so memory is at most the model plus one snapshot,
+and the snapshot variables are released (destroyed) once written. A failure
+is kept and raised in the caller's thread at the next save or at
+`wait_until_finished()` (Orbax `AsyncCheckpointer` style) as
+`errors.AsyncSaveError` naming the checkpoint; the state file was not
+updated, so the previous checkpoint stays named and whole.
+
+The snapshot and the save ops are built with the saver, before the graph is
+finalized; nothing is added to the graph at save time.
+"""
+
+import numbers
+import os
+import threading
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import tensorflow as tf
+from tensorflow.python.checkpoint import checkpoint_management
+from tensorflow.python.framework import ops
+from tensorflow.python.ops import control_flow_ops
+from tensorflow.python.ops import gen_resource_variable_ops
+from tensorflow.python.training import saver as saver_lib
+from tensorflow.python.training.saving import saveable_object
+from tensorflow.python.training.saving import saveable_object_util
+
+from estimator_ckpt import errors
+from estimator_ckpt._src import durable
+from estimator_ckpt._src.storage import registry
+
+tf1 = tf.compat.v1
+
+
+class _SnapshotSaveable(saveable_object.SaveableObject):
+  """Saves snapshot tensors under the original keys; restores nothing."""
+
+  def __init__(self, specs: List[saveable_object.SaveSpec], name: str):
+    super().__init__(specs[0].tensor, specs, name)
+
+  def restore(self, restored_tensors, restored_shapes):
+    del restored_tensors, restored_shapes  # Save-only.
+    return control_flow_ops.no_op()
+
+
+class _Entry:
+  """One saved tensor: where it is saved and how its snapshot is read."""
+
+  def __init__(
+    self, index: int, saveable: str, spec: saveable_object.SaveSpec, read
+  ):
+    self.index = index  # Of its saveable (a partition is one saveable).
+    self.saveable = saveable
+    self.name = spec.name
+    self.slice_spec = spec.slice_spec
+    self.dtype = spec.dtype
+    self.device = spec.device
+    self.read = read  # Callable: the snapshot's value on its device.
+
+
+class Snapshot:
+  """Snapshot variables for every tensor a saver writes, and their ops.
+
+  Attributes:
+    take: The op assigning every saved tensor into its snapshot variable.
+    release: The op destroying the snapshot variables (frees their memory).
+  """
+
+  def __init__(self, saveables: Sequence[saveable_object.SaveableObject]):
+    self._entries: List[_Entry] = []
+    assigns = []
+    handles = []
+    with ops.name_scope("async_save_snapshot"):
+      for index, saveable in enumerate(saveables):
+        for spec in saveable.specs:
+          with ops.device(spec.device):
+            tensor = spec.tensor
+          if tensor is None:
+            continue
+          if tensor.op.type == "Const":
+            # The object graph: the same at every save, nothing to copy.
+            self._entries.append(
+              _Entry(index, saveable.name, spec, lambda t=tensor: t)
+            )
+            continue
+          with ops.device(spec.device):
+            shared = ops.get_default_graph().unique_name("snapshot")
+            handle = gen_resource_variable_ops.var_handle_op(
+              dtype=spec.dtype,
+              shape=tensor.shape if tensor.shape.is_fully_defined() else None,
+              shared_name=shared,
+              name=os.path.basename(shared),
+            )
+            assigns.append(
+              gen_resource_variable_ops.assign_variable_op(
+                handle, tensor, validate_shape=False
+              )
+            )
+            handles.append(handle)
+
+          def read(h=handle, dtype=spec.dtype, device=spec.device):
+            with ops.device(device):
+              return gen_resource_variable_ops.read_variable_op(h, dtype)
+
+          self._entries.append(_Entry(index, saveable.name, spec, read))
+      self.take = control_flow_ops.group(*assigns, name="take")
+      destroys = []
+      for handle in handles:
+        with ops.device(handle.device):
+          destroys.append(
+            gen_resource_variable_ops.destroy_resource_op(
+              handle, ignore_lookup_error=True
+            )
+          )
+      self.release = control_flow_ops.group(*destroys, name="release")
+
+  def saver(
+    self, rename: Optional[Dict[str, str]] = None, skip=()
+  ) -> saver_lib.Saver:
+    """A sharded TF1 `Saver` writing the snapshot under the same keys.
+
+    Args:
+      rename: Saved name -> name to write it under (the TF1 copy); names not
+        in it keep theirs.
+      skip: Saveables (by name) not written.
+    """
+    rename = rename or {}
+    by_saveable: Dict[int, List[saveable_object.SaveSpec]] = {}
+    names: Dict[int, str] = {}
+    for entry in self._entries:
+      if entry.saveable in skip:
+        continue
+      names[entry.index] = rename.get(entry.saveable, entry.saveable)
+      by_saveable.setdefault(entry.index, []).append(
+        saveable_object.SaveSpec(
+          entry.read,
+          entry.slice_spec,
+          rename.get(entry.name, entry.name),
+          dtype=entry.dtype,
+          device=entry.device,
+        )
+      )
+    # Keyed by index: the parts of a partitioned variable share one name.
+    saveables = {
+      f"{index:08d}": _SnapshotSaveable(specs, names[index])
+      for index, specs in by_saveable.items()
+    }
+    return saver_lib.Saver(
+      var_list=saveables,
+      sharded=True,
+      save_relative_paths=True,
+      max_to_keep=None,
+      name="async_save",
+    )
+
+
+def saveables_of(var_list: Any) -> List[saveable_object.SaveableObject]:
+  """The saveables a Saver builds from `var_list` (its read ops included)."""
+  return saveable_object_util.validate_and_slice_inputs(var_list)
+
+
+class Committer:
+  """Runs one background save at a time; keeps its failure for the caller.
+
+  `start` waits for the save in flight (raising its failure) before it
+  starts the next. Threads are not daemons: the interpreter waits for a
+  commit in flight before it exits.
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._thread: Optional[threading.Thread] = None
+    self._failure: Optional[errors.AsyncSaveError] = None
+
+  def start(
+    self,
+    work: Callable[[], None],
+    *,
+    checkpoint: str,
+    step: Optional[int],
+    previous: Optional[str],
+    on_thread: Optional[Callable[[threading.Thread], None]] = None,
+  ) -> None:
+    """Waits for the save in flight, then runs `work` in the background.
+
+    Args:
+      work: Writes and commits the checkpoint.
+      checkpoint: Its prefix, for messages.
+      step: Its step, for messages.
+      previous: The checkpoint the state file names, for messages.
+      on_thread: Called with the thread once started (the hook registers it
+        with the MonitoredSession's coordinator, whose close waits for it).
+    """
+    self.wait_until_finished()
+
+    def run():
+      try:
+        work()
+      except BaseException as e:  # pylint: disable=broad-except
+        failure = _failure(e, checkpoint, step, previous)
+        tf1.logging.error("%s", failure)
+        with self._lock:
+          self._failure = failure
+
+    thread = threading.Thread(
+      target=run, name=f"estimator_ckpt-async-save-{step}", daemon=False
+    )
+    with self._lock:
+      self._thread = thread
+    thread.start()
+    if on_thread is not None:
+      on_thread(thread)
+
+  def in_flight(self) -> bool:
+    """Whether a background save is still running."""
+    with self._lock:
+      return self._thread is not None and self._thread.is_alive()
+
+  def wait_until_finished(self) -> None:
+    """Waits for the save in flight; raises its failure (once).
+
+    Raises:
+      errors.AsyncSaveError: The last background save failed.
+    """
+    with self._lock:
+      thread = self._thread
+    if thread is not None:
+      thread.join()
+    with self._lock:
+      self._thread = None
+      failure, self._failure = self._failure, None
+    if failure is not None:
+      raise failure
+
+
+class MetaGraphCache:
+  """The serialized meta graph of a finalized graph, exported once.
+
+  Stock `Saver.save` exports the meta graph at every save (tens of ms of
+  Python per save on a large graph, which in a background thread competes
+  with training for the GIL). The graph of a MonitoredSession is finalized,
+  so the export is the same every time: it is redone only when the graph
+  changed (its `version`) or the export options differ.
+  """
+
+  def __init__(self):
+    self._key: Any = None
+    self._data = b""
+
+  def write(
+    self, saver: saver_lib.Saver, graph, path: str, strip_default_attrs: bool
+  ) -> None:
+    key = (id(graph), graph.version, strip_default_attrs)
+    if key != self._key:
+      with graph.as_default():
+        meta_graph = saver.export_meta_graph(
+          None, strip_default_attrs=strip_default_attrs
+        )
+      self._data = meta_graph.SerializeToString()
+      self._key = key
+    registry.for_path(path).put(path, self._data)
+
+
+class AsyncParts:
+  """What a `Tf2Saver` built with async_save adds: snapshot, savers, thread.
+
+  Attributes:
+    committer: The one background save at a time.
+    snapshot: The snapshot variables (None until built).
+    saver: Writes the snapshot under the saver's keys.
+    tf1_saver: Writes the snapshot under TF1 names (`also_write_tf1`).
+  """
+
+  def __init__(self):
+    self.committer = Committer()
+    self.meta_graph = MetaGraphCache()
+    self.tf1_meta_graph = MetaGraphCache()
+    self.snapshot: Optional[Snapshot] = None
+    self.saver: Optional[saver_lib.Saver] = None
+    self.tf1_saver: Optional[saver_lib.Saver] = None
+
+  def build(
+    self,
+    var_list: Any,
+    tf1_rename: Optional[Dict[str, str]] = None,
+    tf1_skip: Sequence[str] = (),
+  ) -> None:
+    """Builds the snapshot and its savers (before the graph is finalized)."""
+    self.snapshot = Snapshot(saveables_of(var_list))
+    self.saver = self.snapshot.saver()
+    if tf1_rename is not None:
+      self.tf1_saver = self.snapshot.saver(rename=tf1_rename, skip=tf1_skip)
+
+  @staticmethod
+  def write(sess, saver: saver_lib.Saver, prefix: str) -> None:
+    """Writes the snapshot to `prefix` (sharded per device, then merged)."""
+    saver_def = saver.saver_def
+    sess.run(
+      saver_def.save_tensor_name, {saver_def.filename_tensor_name: prefix}
+    )
+
+  def write_and_commit(
+    self,
+    sess,
+    saver: saver_lib.Saver,
+    prefix: str,
+    *,
+    tf1_saver: Optional[saver_lib.Saver],
+    tf1_dir: str,
+    latest_filename: Optional[str],
+    meta_graph_suffix: str,
+    write_meta_graph: bool,
+    strip_default_attrs: bool,
+    save_debug_info: bool,
+  ) -> None:
+    """The background part of a save: write, commit, TF1 copy, release.
+
+    Args:
+      sess: The training session.
+      saver: The `Tf2Saver` (its meta graph, aliases, state, retention).
+      prefix: The checkpoint to write.
+      tf1_saver: The saver of the `also_write_tf1` copy, or None.
+      tf1_dir: Where the copy goes.
+      latest_filename: As `Saver.save`.
+      meta_graph_suffix: As `Saver.save`.
+      write_meta_graph: As `Saver.save`.
+      strip_default_attrs: As `Saver.save`.
+      save_debug_info: As `Saver.save`.
+    """
+    assert self.saver is not None
+    self.write(sess, self.saver, prefix)
+    meta = meta_graph_file(prefix, meta_graph_suffix)
+    if write_meta_graph and save_debug_info:
+      with sess.graph.as_default():
+        saver.export_meta_graph(
+          meta,
+          strip_default_attrs=strip_default_attrs,
+          save_debug_info=save_debug_info,
+        )
+    elif write_meta_graph:
+      self.meta_graph.write(saver, sess.graph, meta, strip_default_attrs)
+    saver._add_aliases(prefix)  # pylint: disable=protected-access
+    durable.commit_state(
+      saver, prefix, latest_filename, meta_graph_suffix, True
+    )
+    if self.tf1_saver is not None and tf1_saver is not None:
+      registry.for_path(tf1_dir).makedirs(tf1_dir)
+      tf1_prefix = os.path.join(tf1_dir, os.path.basename(prefix))
+      self.write(sess, self.tf1_saver, tf1_prefix)
+      if write_meta_graph:
+        self.tf1_meta_graph.write(
+          tf1_saver,
+          sess.graph,
+          meta_graph_file(tf1_prefix, meta_graph_suffix),
+          strip_default_attrs,
+        )
+      durable.commit_state(tf1_saver, tf1_prefix, None, meta_graph_suffix, True)
+    self.release(sess)
+
+  def release(self, sess) -> None:
+    """Frees the snapshot variables' memory until the next save."""
+    assert self.snapshot is not None
+    sess.run(self.snapshot.release)
+
+
+def _failure(
+  error: BaseException,
+  checkpoint: str,
+  step: Optional[int],
+  previous: Optional[str],
+) -> errors.AsyncSaveError:
+  at_step = f" (step {step})" if step is not None else ""
+  kept = (
+    f"still names the previous checkpoint `{previous}`, which is whole"
+    if previous
+    else "was not written, so this model_dir has no checkpoint yet"
+  )
+  failure = errors.AsyncSaveError(
+    f"Saving checkpoint `{checkpoint}`{at_step} in the background failed: "
+    f"{type(error).__name__}: {error}. The `checkpoint` state file {kept}. "
+    "Fix the cause (free space, permissions, network) and train again: "
+    "training resumes from the last checkpoint the state file names.",
+    checkpoint=checkpoint,
+    step=step,
+  )
+  failure.__cause__ = error
+  return failure
+
+
+def checkpoint_file(sess, save_path: str, global_step) -> str:
+  """The prefix `Saver.save` writes for `global_step` (as stock)."""
+  if global_step is None:
+    return save_path
+  if not isinstance(global_step, numbers.Integral):  # A tensor or variable.
+    global_step = tf1.train.global_step(sess, global_step)
+  return f"{save_path}-{int(global_step)}"
+
+
+def meta_graph_file(prefix: str, suffix: str) -> str:
+  return checkpoint_management.meta_graph_filename(
+    prefix, meta_graph_suffix=suffix
+  )

@@ -1,0 +1,285 @@
+"""Asynchronous saves through Estimator and MonitoredSession (issue 20).
+
+Real TensorFlow graphs, sessions and Estimators. The background writer is
+held at a gate (a wrapper around `AsyncParts.write`, our code) where a test
+needs training to run while a save is in flight, so no test depends on
+timing; failures are injected at the same place or in the storage seam.
+"""
+
+import os
+import threading
+from unittest import mock
+
+from absl.testing import absltest
+import tensorflow as tf
+
+import estimator_ckpt
+from estimator_ckpt import errors
+from estimator_ckpt import keys
+from estimator_ckpt._src import async_hook
+from estimator_ckpt._src import migrate
+from estimator_ckpt._src.storage import local
+
+from examples.guide import models as guide_models
+from tests import async_fixtures
+
+tf1 = tf.compat.v1
+
+
+class EstimatorTest(async_fixtures.TestCase):
+  def test_installs_the_async_hook_on_the_runconfig_schedule(self):
+    model_fn = migrate.tf2_checkpoints(
+      guide_models.model_fn_tf1_ckpt, async_save=True
+    )
+    config = tf.estimator.RunConfig(
+      model_dir=self.model_dir(), save_checkpoints_steps=7
+    )
+    with tf.Graph().as_default():
+      features, labels = tf1.data.make_one_shot_iterator(
+        guide_models.train_input_fn()
+      ).get_next()
+      spec = model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, config)
+    (hook,) = [
+      h
+      for h in spec.training_chief_hooks
+      if isinstance(h, tf1.train.CheckpointSaverHook)
+    ]
+    self.assertIsInstance(hook, async_hook.AsyncCheckpointSaverHook)
+    self.assertIs(estimator_ckpt.AsyncCheckpointSaverHook, type(hook))
+    self.assertEqual(hook._timer._every_steps, 7)  # pylint: disable=protected-access
+    self.assertTrue(spec.scaffold.saver.async_save)
+    # Evaluation never saves: no snapshot, no hook.
+    with tf.Graph().as_default():
+      features, labels = tf1.data.make_one_shot_iterator(
+        guide_models.train_input_fn()
+      ).get_next()
+      spec = model_fn(features, labels, tf.estimator.ModeKeys.EVAL, config)
+    self.assertFalse(spec.scaffold.saver.async_save)
+    self.assertEmpty(spec.training_chief_hooks)
+
+  def test_train_returns_with_every_checkpoint_committed(self):
+    model_dir = self.model_dir()
+    # The last save is held well after training ends: train() must wait.
+    gate = async_fixtures.Gate(hold_at="model.ckpt-7", open_after=1.0)
+    with gate.patch():
+      async_fixtures.estimator(model_dir).train(
+        async_fixtures.repeat_input_fn, steps=7
+      )
+    self.assertFalse(
+      [t for t in threading.enumerate() if "async-save" in t.name]
+    )
+    state = tf.train.get_checkpoint_state(model_dir)
+    self.assertEqual(
+      os.path.basename(state.model_checkpoint_path), "model.ckpt-7"
+    )
+    for path in state.all_model_checkpoint_paths:
+      self.assertEqual(
+        tf.train.load_checkpoint(path).get_tensor(keys.STEP_KEY),
+        int(path.rsplit("-", 1)[1]),
+      )
+    # Every save went through the background writer: 0, 2, 4, 6 and 7.
+    self.assertEqual(
+      [os.path.basename(p) for p in gate.prefixes],
+      [f"model.ckpt-{s}" for s in (0, 2, 4, 6, 7)],
+    )
+    # keep_checkpoint_max=3: retention applied in the background.
+    self.assertEqual(
+      [os.path.basename(p) for p in state.all_model_checkpoint_paths],
+      ["model.ckpt-4", "model.ckpt-6", "model.ckpt-7"],
+    )
+    self.assertFalse(
+      os.path.exists(os.path.join(model_dir, "model.ckpt-2.index"))
+    )
+
+  def test_listener_after_save_sees_the_committed_checkpoint(self):
+    model_dir = self.model_dir()
+    listener = async_fixtures.CommittedListener(self, model_dir)
+    # Each write held a while: a listener run before the commit would see
+    # the previous checkpoint.
+    gate = async_fixtures.Gate(open_after=0.3)
+    with gate.patch():
+      async_fixtures.estimator(model_dir).train(
+        async_fixtures.repeat_input_fn, steps=5, saving_listeners=[listener]
+      )
+    self.assertEqual(listener.steps, [0, 2, 4, 5])
+
+  def test_resumes_and_max_steps(self):
+    model_dir = self.model_dir()
+    async_fixtures.estimator(model_dir).train(
+      async_fixtures.repeat_input_fn, max_steps=3
+    )
+    est = async_fixtures.estimator(model_dir)
+    est.train(async_fixtures.repeat_input_fn, max_steps=5)
+    self.assertEqual(est.get_variable_value("global_step"), 5)
+    est.train(
+      async_fixtures.repeat_input_fn, max_steps=5
+    )  # Already there: no step.
+    self.assertEqual(
+      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-5"
+    )
+
+  def test_train_and_evaluate_evaluates_committed_checkpoints(self):
+    model_dir = self.model_dir()
+    est = async_fixtures.estimator(model_dir, save_steps=3)
+    metrics, _ = tf.estimator.train_and_evaluate(
+      est,
+      tf.estimator.TrainSpec(async_fixtures.repeat_input_fn, max_steps=6),
+      tf.estimator.EvalSpec(
+        guide_models.train_input_fn, steps=1, throttle_secs=0
+      ),
+    )
+    self.assertEqual(metrics["global_step"], 6)
+    self.assertEqual(
+      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-6"
+    )
+
+  def test_migrate_estimator_takes_async_save(self):
+    model_dir = self.model_dir()
+    est = migrate.migrate_estimator(
+      tf.estimator.Estimator(
+        guide_models.model_fn_tf1_ckpt,
+        model_dir,
+        config=tf.estimator.RunConfig(save_checkpoints_steps=2),
+      ),
+      async_save=True,
+    )
+    gate = async_fixtures.Gate()
+    gate.opened.set()
+    with gate.patch():
+      est.train(async_fixtures.repeat_input_fn, steps=3)
+    self.assertNotEmpty(gate.prefixes)
+    self.assertEqual(est.get_variable_value("global_step"), 3)
+
+
+class FailureTest(async_fixtures.TestCase):
+  def test_failure_is_raised_naming_it_and_previous_stays_whole(self):
+    model_dir = self.model_dir()
+    gate = async_fixtures.Gate(fail_at="model.ckpt-4")
+    gate.opened.set()
+    with gate.patch():
+      with self.assertRaisesRegex(
+        errors.AsyncSaveError, r"model\.ckpt-4` \(step 4\).*No space left"
+      ) as raised:
+        async_fixtures.estimator(model_dir).train(
+          async_fixtures.repeat_input_fn, steps=8
+        )
+    self.assertEqual(raised.exception.checkpoint, f"{model_dir}/model.ckpt-4")
+    self.assertEqual(raised.exception.step, 4)
+    self.assertIn("model.ckpt-2", str(raised.exception))
+    # Raised at the next save: nothing after step 4 was saved.
+    self.assertEqual(
+      [os.path.basename(p) for p in gate.prefixes],
+      ["model.ckpt-0", "model.ckpt-2", "model.ckpt-4"],
+    )
+    latest = tf.train.latest_checkpoint(model_dir)
+    self.assertEqual(os.path.basename(latest), "model.ckpt-2")
+    self.assertEqual(
+      tf.train.load_checkpoint(latest).get_tensor(keys.STEP_KEY), 2
+    )
+    # The next run resumes from it.
+    est = async_fixtures.estimator(model_dir)
+    est.train(async_fixtures.repeat_input_fn, steps=1)
+    self.assertEqual(est.get_variable_value("global_step"), 3)
+
+  def test_failure_of_the_last_save_is_raised_at_the_end(self):
+    model_dir = self.model_dir()
+    gate = async_fixtures.Gate(fail_at="model.ckpt-3")
+    gate.opened.set()
+    with gate.patch():
+      with self.assertRaisesRegex(errors.AsyncSaveError, r"model\.ckpt-3"):
+        async_fixtures.estimator(model_dir).train(
+          async_fixtures.repeat_input_fn, steps=3
+        )
+    self.assertEqual(
+      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-2"
+    )
+
+  def test_storage_failure_in_commit_keeps_previous(self):
+    model_dir = self.model_dir()
+    real = local.LocalStorage.fsync_file
+    calls = []
+
+    def failing(store, path):
+      calls.append(path)
+      if "model.ckpt-2." in path:
+        raise OSError(28, "No space left on device", path)
+      real(store, path)
+
+    with mock.patch.object(local.LocalStorage, "fsync_file", failing):
+      with self.assertRaisesRegex(errors.AsyncSaveError, r"model\.ckpt-2"):
+        async_fixtures.estimator(model_dir).train(
+          async_fixtures.repeat_input_fn, steps=2
+        )
+    self.assertEqual(
+      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-0"
+    )
+
+
+class MonitoredSessionTest(async_fixtures.TestCase):
+  def _graph(self, checkpoint_dir, **options):
+    step, train = async_fixtures.model()
+    sc = estimator_ckpt.scaffold(async_save=True, **options)
+    hook = estimator_ckpt.AsyncCheckpointSaverHook(
+      checkpoint_dir, save_steps=2, scaffold=sc
+    )
+    return step, train, sc, hook
+
+  def test_close_by_exception_waits_for_the_save_in_flight(self):
+    model_dir = self.model_dir()
+    gate = async_fixtures.Gate(hold_at="model.ckpt-2")
+    with tf.Graph().as_default(), gate.patch():
+      _, train, sc, hook = self._graph(model_dir)
+      with self.assertRaisesRegex(ValueError, "user error"):
+        with tf1.train.MonitoredTrainingSession(
+          scaffold=sc, chief_only_hooks=[hook], save_checkpoint_secs=None
+        ) as sess:
+          sess.run(train)
+          sess.run(train)  # Step 2: a save, held at the gate.
+          gate.entered.wait()
+          threading.Timer(0.2, gate.opened.set).start()
+          raise ValueError("user error")
+    self.assertEqual(
+      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-2"
+    )
+
+  def test_resumes_from_its_checkpoints(self):
+    model_dir = self.model_dir()
+    for last_step in (3, 5):
+      with tf.Graph().as_default():
+        step, train, sc, hook = self._graph(model_dir)
+        with tf1.train.MonitoredTrainingSession(
+          scaffold=sc,
+          checkpoint_dir=model_dir,
+          chief_only_hooks=[hook],
+          save_checkpoint_secs=None,
+          hooks=[tf1.train.StopAtStepHook(last_step=last_step)],
+        ) as sess:
+          while not sess.should_stop():
+            sess.run(train)
+      self.assertEqual(
+        os.path.basename(tf.train.latest_checkpoint(model_dir)),
+        f"model.ckpt-{last_step}",
+      )
+
+  def test_stock_hook_saves_synchronously(self):
+    model_dir = self.model_dir()
+    gate = async_fixtures.Gate()
+    with tf.Graph().as_default(), gate.patch():
+      step, train = async_fixtures.model()
+      sc = estimator_ckpt.scaffold(async_save=True)
+      with tf1.train.MonitoredTrainingSession(
+        scaffold=sc,
+        checkpoint_dir=model_dir,
+        save_checkpoint_steps=2,
+        hooks=[tf1.train.StopAtStepHook(last_step=3)],
+      ) as sess:
+        while not sess.should_stop():
+          sess.run(train)
+    self.assertEqual(gate.prefixes, [])  # No background write.
+    self.assertEqual(
+      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-3"
+    )
+
+
+if __name__ == "__main__":
+  absltest.main()

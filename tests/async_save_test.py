@@ -1,0 +1,290 @@
+"""Asynchronous saves (`scaffold(async_save=True)`): the guarantees of issue 20.
+
+Real TensorFlow graphs, sessions and Estimators. The background writer is
+held at a gate (a wrapper around `AsyncParts.write`, our code) where a test
+needs training to run while a save is in flight, so no test depends on
+timing; failures are injected at the same place or in the storage seam.
+"""
+
+import os
+import threading
+from unittest import mock
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from estimator_ckpt import keys
+from estimator_ckpt._src import scaffold
+from estimator_ckpt._src.storage import local
+
+from tests import async_fixtures
+
+tf1 = tf.compat.v1
+
+
+class SameCheckpointTest(async_fixtures.TestCase):
+  @parameterized.parameters(False, True)
+  def test_same_contents_as_synchronous_save(self, also_write_tf1):
+    sync_dir, async_dir = self.model_dir("sync"), self.model_dir("async")
+    os.makedirs(os.path.join(sync_dir, scaffold.TF1_SUBDIR))
+    os.makedirs(async_dir)
+    gate = async_fixtures.Gate()
+    with tf.Graph().as_default(), gate.patch():
+      step, train = async_fixtures.model()
+      sync = scaffold.Tf2Saver(also_write_tf1=also_write_tf1)
+      sync.build()
+      saver = scaffold.Tf2Saver(async_save=True, also_write_tf1=also_write_tf1)
+      saver.build()
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        for _ in range(3):
+          sess.run(train)
+        at = sess.run(step)
+        sync.save(sess, os.path.join(sync_dir, "model.ckpt"), global_step=at)
+        path = saver.save_async(
+          sess, os.path.join(async_dir, "model.ckpt"), global_step=at
+        )
+        self.assertEqual(path, os.path.join(async_dir, f"model.ckpt-{at}"))
+        # Training continues while the save is held at the gate.
+        for _ in range(3):
+          sess.run(train)
+        self.assertIsNone(tf.train.latest_checkpoint(async_dir))
+        gate.opened.set()
+        saver.wait_until_finished()
+        self.assertFalse(saver.save_in_flight())
+
+    sync_path = tf.train.latest_checkpoint(sync_dir)
+    self.assertEqual(tf.train.latest_checkpoint(async_dir), path)
+    expected = async_fixtures.tensors(sync_path)
+    async_fixtures.assert_same_tensors(
+      self, expected, async_fixtures.tensors(path)
+    )
+    self.assertEqual(expected[keys.STEP_KEY], at)
+    self.assertIn("emb", expected)  # TF1-name aliases in both.
+    self.assertIn("global_step", expected)
+    self.assertEqual(
+      async_fixtures.data_files(sync_path), async_fixtures.data_files(path)
+    )
+    with open(os.path.join(sync_dir, "checkpoint")) as f:
+      sync_state = f.read()
+    with open(os.path.join(async_dir, "checkpoint")) as f:
+      self.assertEqual(f.read(), sync_state)
+    tf1_dir = os.path.join(async_dir, scaffold.TF1_SUBDIR)
+    if also_write_tf1:
+      async_fixtures.assert_same_tensors(
+        self,
+        async_fixtures.tensors(tf.train.latest_checkpoint(sync_dir + "/tf1")),
+        async_fixtures.tensors(tf.train.latest_checkpoint(tf1_dir)),
+      )
+    else:
+      self.assertFalse(os.path.exists(tf1_dir))
+
+  def test_restores_into_a_new_session(self):
+    model_dir = self.model_dir()
+    os.makedirs(model_dir)
+    with tf.Graph().as_default():
+      step, train = async_fixtures.model()
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(train)
+        saved = sess.run(tf1.global_variables())
+        path = saver.save_async(
+          sess, os.path.join(model_dir, "model.ckpt"), global_step=step
+        )
+        saver.wait_until_finished()
+        sess.run(train)
+      with tf1.Session() as sess:
+        saver.restore(sess, path)
+        for expected, value in zip(saved, sess.run(tf1.global_variables())):
+          np.testing.assert_array_equal(expected, value)
+    # The meta graph written in the background restores, as a stock one.
+    with tf.Graph().as_default():
+      imported = tf1.train.import_meta_graph(path + ".meta")
+      with tf1.Session() as sess:
+        imported.restore(sess, path)
+        for expected, value in zip(saved, sess.run(tf1.global_variables())):
+          np.testing.assert_array_equal(expected, value)
+
+
+class OneInFlightTest(async_fixtures.TestCase):
+  def test_a_save_requested_in_flight_waits_for_it(self):
+    model_dir = self.model_dir()
+    os.makedirs(model_dir)
+    gate = async_fixtures.Gate()
+    with tf.Graph().as_default(), gate.patch():
+      step, train = async_fixtures.model()
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        prefix = os.path.join(model_dir, "model.ckpt")
+        saver.save_async(sess, prefix, global_step=1)
+        gate.entered.wait()
+        second = threading.Thread(
+          target=saver.save_async,
+          args=(sess, prefix),
+          kwargs={"global_step": 2},
+        )
+        second.start()
+        # Held: the first save cannot finish, so the second cannot start.
+        second.join(timeout=1.0)
+        self.assertTrue(second.is_alive())
+        self.assertEqual(gate.prefixes, [f"{prefix}-1"])
+        gate.opened.set()
+        second.join()
+        saver.wait_until_finished()
+    self.assertEqual(gate.max_in_flight, 1)
+    self.assertEqual(gate.prefixes, [f"{prefix}-1", f"{prefix}-2"])
+    state = tf.train.get_checkpoint_state(model_dir)
+    self.assertEqual(
+      [os.path.basename(p) for p in state.all_model_checkpoint_paths],
+      ["model.ckpt-1", "model.ckpt-2"],
+    )
+
+  def test_snapshot_is_released_after_the_write(self):
+    model_dir = self.model_dir()
+    os.makedirs(model_dir)
+    with tf.Graph().as_default():
+      step, train = async_fixtures.model()
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      handles = [
+        op.outputs[0]
+        for op in tf1.get_default_graph().get_operations()
+        if op.type == "VarHandleOp" and "async_save_snapshot" in op.name
+      ]
+      self.assertNotEmpty(handles)
+      is_initialized = [
+        tf1.raw_ops.VarIsInitializedOp(resource=h) for h in handles
+      ]
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(train)
+        sess.run(saver._async.snapshot.take)  # pylint: disable=protected-access
+        self.assertTrue(all(sess.run(is_initialized)))
+        saver.save_async(
+          sess, os.path.join(model_dir, "model.ckpt"), global_step=step
+        )
+        saver.wait_until_finished()
+        self.assertFalse(any(sess.run(is_initialized)))
+
+
+class DurabilityTest(async_fixtures.TestCase):
+  def test_checkpoint_fsynced_before_the_state_file_names_it(self):
+    model_dir = self.model_dir()
+    events = []
+    real_file = local.LocalStorage.fsync_file
+    real_dir = local.LocalStorage.fsync_dir
+
+    def named():
+      state = tf.train.get_checkpoint_state(model_dir)
+      return os.path.basename(state.model_checkpoint_path) if state else None
+
+    def fsync_file(store, path):
+      events.append(("file", os.path.relpath(path, model_dir), named()))
+      real_file(store, path)
+
+    def fsync_dir(store, path):
+      events.append(("dir", os.path.relpath(path, model_dir), named()))
+      real_dir(store, path)
+
+    with (
+      mock.patch.object(local.LocalStorage, "fsync_file", fsync_file),
+      mock.patch.object(local.LocalStorage, "fsync_dir", fsync_dir),
+    ):
+      async_fixtures.estimator(model_dir).train(
+        async_fixtures.repeat_input_fn, steps=2
+      )
+    for step, previous in ((0, None), (2, "model.ckpt-0")):
+      prefix = f"model.ckpt-{step}"
+      files = sorted(async_fixtures.data_files(os.path.join(model_dir, prefix)))
+      before = [e for e in events if e[1].startswith(prefix + ".")]
+      # Every file of the checkpoint (index, data, meta) was fsynced while
+      # the state file still named the previous checkpoint.
+      self.assertEqual(sorted(e[1][len(prefix) :] for e in before), files)
+      self.assertTrue(all(e[2] == previous for e in before), before)
+      self.assertIn(".index", files)
+      self.assertIn(".meta", files)
+      # Then the directory, then (once named) the state file and directory.
+      after_files = events[events.index(before[-1]) + 1 :]
+      self.assertEqual(after_files[0], ("dir", ".", previous))
+      self.assertEqual(after_files[1], ("file", "checkpoint", prefix))
+      self.assertEqual(after_files[2], ("dir", ".", prefix))
+
+
+class DistributedDevicesTest(async_fixtures.TestCase):
+  def test_snapshot_and_shards_stay_on_each_ps(self):
+    cluster = tf.train.ClusterSpec(
+      {
+        "worker": [f"localhost:{async_fixtures.free_port()}"],
+        "ps": [
+          f"localhost:{async_fixtures.free_port()}",
+          f"localhost:{async_fixtures.free_port()}",
+        ],
+      }
+    )
+    servers = [
+      tf.distribute.Server(cluster, job_name=job, task_index=i, start=True)
+      for job, i in (("worker", 0), ("ps", 0), ("ps", 1))
+    ]
+    model_dir = self.model_dir()
+    os.makedirs(model_dir)
+    with tf.Graph().as_default():
+      with tf1.device(
+        tf1.train.replica_device_setter(ps_tasks=2, cluster=cluster)
+      ):
+        step = tf1.train.get_or_create_global_step()
+        emb = tf1.get_variable(
+          "emb",
+          shape=[6, 2],
+          initializer=tf1.initializers.ones(),
+          partitioner=tf1.fixed_size_partitioner(2),
+        )
+        train = tf.group(
+          step.assign_add(1), *[p.assign_add(tf.ones_like(p)) for p in emb]
+        )
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      sync = scaffold.Tf2Saver()
+      sync.build()
+      snapshot_devices = {
+        op.device
+        for op in tf1.get_default_graph().get_operations()
+        if op.type == "AssignVariableOp" and "async_save_snapshot" in op.name
+      }
+      self.assertEqual(
+        {d.split("/device")[0] for d in snapshot_devices},
+        {"/job:ps/task:0", "/job:ps/task:1"},
+      )
+      with tf1.Session(servers[0].target) as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(train)
+        sync_path = sync.save(
+          sess, os.path.join(model_dir, "sync.ckpt"), global_step=step
+        )
+        path = saver.save_async(
+          sess, os.path.join(model_dir, "model.ckpt"), global_step=step
+        )
+        sess.run(train)
+        saver.wait_until_finished()
+    stored = async_fixtures.tensors(path)
+    async_fixtures.assert_same_tensors(
+      self, async_fixtures.tensors(sync_path), stored
+    )
+    np.testing.assert_array_equal(stored["emb"], np.full([6, 2], 2.0))
+    self.assertEqual(stored[keys.STEP_KEY], 1)
+    # One data shard per device, as the synchronous sharded save writes.
+    self.assertEqual(
+      async_fixtures.data_files(sync_path), async_fixtures.data_files(path)
+    )
+    self.assertLen(
+      [f for f in async_fixtures.data_files(path) if ".data-" in f], 3
+    )
+
+
+if __name__ == "__main__":
+  absltest.main()
