@@ -65,7 +65,8 @@ def _wrap(model_fn: ModelFn, options: dict) -> ModelFn:
     spec = model_fn(features=features, **kwargs)
     spec_options = dict(options)
     if mode != tf.estimator.ModeKeys.TRAIN:
-      # Only training saves; evaluation and export graphs get no snapshot.
+      # Only training saves: evaluation and export graphs get no snapshot
+      # from these options (a saver the model_fn set is kept as it is).
       spec_options.pop("async_save", None)
     if isinstance(spec, tf.estimator.EstimatorSpec):
       spec = spec._replace(
@@ -213,7 +214,11 @@ def tf2_checkpoints(model_fn: Optional[ModelFn] = None, **options) -> Any:
       `keep_checkpoint_every_n_hours`. With `async_save=True`, training mode
       also gets an `estimator_ckpt.AsyncCheckpointSaverHook` on the
       RunConfig's schedule (`save_checkpoints_steps`/`_secs`), so saves do
-      not block training.
+      not block training; a `CheckpointSaverHook` passed to
+      `train(hooks=...)` cannot be seen from a model_fn, so do not combine
+      one with `async_save`. A saver the model_fn sets that already writes
+      object-based checkpoints (`Tf2Saver`, `tf.train.Checkpoint`) is kept
+      as it is, and these options do not apply to it.
 
   Returns:
     The wrapped model_fn, or a decorator when `model_fn` is None.

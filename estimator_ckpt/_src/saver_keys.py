@@ -51,9 +51,9 @@ class SaverKeys:
 class SaveOnlySaveable(saveable_object.SaveableObject):
   """Saves a tensor under a key but restores nothing.
 
-  Used for the object graph proto and the `global_step` alias: both are
-  written on every save and ignored on restore, so a checkpoint without them
-  (TF1) still restores.
+  Used for the object graph proto and the save counter: both are written on
+  every save and ignored on restore, so a checkpoint without them (TF1)
+  still restores.
   """
 
   def __init__(self, tensor: tf.Tensor, name: str):

@@ -1,7 +1,7 @@
 """Which of the graph's variables a warm start takes (see `warm_start`).
 
 Not public API. The graph's variables, a partitioned one once with its parts
-(`graph_variables`); the default selection, which leaves out the global step
+(`variables_in_graph`); the default selection, which leaves out the global step
 and optimizer state unless asked (`select`, `optimizer_state_names`: the
 rules are in `warm_start`'s module docstring); unused rename rules.
 """
@@ -141,7 +141,7 @@ def _matches(
 def optimizer_state_names(
   graph_variables: Sequence[GraphVariable],
 ) -> frozenset:
-  """Names of the optimizer's variables (see the module docstring).
+  """Names of the optimizer's variables (see `warm_start`'s module docstring).
 
   Non-trainable variables that are colocated with another variable
   (`slot_creator.create_slot`, `Optimizer._create_non_slot_variable` and
