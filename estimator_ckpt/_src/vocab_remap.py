@@ -48,10 +48,8 @@ from tensorflow.python.training import warm_starting_util
 from tensorflow.python.training.warm_starting_util import VocabInfo  # noqa: I001  pylint: disable=g-importing-member
 
 from estimator_ckpt import errors
+from estimator_ckpt._src.storage import base
 from estimator_ckpt._src.storage import registry
-
-# Bytes read at once when counting a vocabulary file's lines.
-_READ_CHUNK = 8 << 20
 
 VocabInfoArg = Optional[Mapping[str, VocabInfo]]
 
@@ -337,7 +335,7 @@ def _line_count(path: str) -> int:
   with store.open_regular(path, "vocabulary file") as f:
     offset = 0
     while offset < f.size:
-      chunk = f.pread(min(_READ_CHUNK, f.size - offset), offset)
+      chunk = f.pread(min(base.STREAM_CHUNK, f.size - offset), offset)
       count += chunk.count(b"\n")
       last = chunk[-1:]
       offset += len(chunk)

@@ -102,7 +102,11 @@ def latest_checkpoint(model_dir: str) -> str:
       that does not exist.
     errors.CorruptCheckpointError: The state file does not parse.
   """
-  state = read(model_dir)
+  return _latest_of(model_dir, read(model_dir))
+
+
+def _latest_of(model_dir: str, state: Optional[protos.CheckpointState]) -> str:
+  """`latest_checkpoint` for the state file `read(model_dir)` returned."""
   if state is None:
     raise errors.CheckpointNotFoundError(
       f"`{model_dir}` is a directory without a `{STATE_FILENAME}` state "
@@ -130,9 +134,9 @@ def listed_checkpoints(model_dir: str) -> Tuple[List[str], str]:
     errors.CheckpointNotFoundError, errors.CorruptCheckpointError: As for
       `latest_checkpoint`, for any listed checkpoint.
   """
-  latest = latest_checkpoint(model_dir)
-  state = read(model_dir)
-  assert state is not None  # latest_checkpoint found it.
+  state = read(model_dir)  # Once: on an object store, each read is a GET.
+  latest = _latest_of(model_dir, state)
+  assert state is not None  # _latest_of found it.
   latest_identity = _identity(latest)
   prefixes = []
   seen = set()
