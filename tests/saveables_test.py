@@ -55,11 +55,14 @@ def _model_fn(features, labels, mode):
     minimize = tf1.train.GradientDescentOptimizer(0.01).minimize(
       loss, global_step=tf1.train.get_global_step()
     )
-    train_op = tf.group(
-      minimize,
-      table.insert(features["word"], features["id"]),
-      dense.insert(features["id"], tf.cast(features["id"], tf.float32) * 10),
-    )
+    # The inserts run after the step's lookups and update: grouped without
+    # the dependency they raced them, and the first step's gradient (so the
+    # trained kernel) depended on which ran first.
+    with tf.control_dependencies([minimize]):
+      train_op = tf.group(
+        table.insert(features["word"], features["id"]),
+        dense.insert(features["id"], tf.cast(features["id"], tf.float32) * 10),
+      )
   return tf.estimator.EstimatorSpec(
     mode,
     loss=loss,
