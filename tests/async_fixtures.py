@@ -45,7 +45,7 @@ class Gate:
     self.prefixes = []
     self.fail_at = fail_at  # Prefix suffix whose write fails.
 
-  def write(self, sess, saver, prefix):
+  def write(self, parts, sess, saver, prefix):
     with self.lock:
       self.in_flight += 1
       self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -61,15 +61,18 @@ class Gate:
         raise tf.errors.ResourceExhaustedError(
           None, None, f"{prefix}: No space left on device (injected)"
         )
-      _REAL_WRITE(sess, saver, prefix)
+      _REAL_WRITE(parts, sess, saver, prefix)
     finally:
       with self.lock:
         self.in_flight -= 1
 
   def patch(self):
-    return mock.patch.object(
-      async_save.AsyncParts, "write", staticmethod(self.write)
-    )
+    gate = self
+
+    def write(parts, sess, saver, prefix):
+      gate.write(parts, sess, saver, prefix)
+
+    return mock.patch.object(async_save.AsyncParts, "write", write)
 
 
 def model(partitions=2):

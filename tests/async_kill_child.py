@@ -37,10 +37,10 @@ def _patch(point: str, step: int) -> None:
   fsync_checkpoint = durable.fsync_checkpoint
   fsync_state = durable.fsync_state
 
-  def patched_write(sess, saver, prefix):
+  def patched_write(parts, sess, saver, prefix):
     if prefix.endswith(suffix) and point == "before_write":
       _pause(point, prefix)
-    write(sess, saver, prefix)
+    write(parts, sess, saver, prefix)
     if prefix.endswith(suffix) and point == "after_write":
       _pause(point, prefix)
 
@@ -55,7 +55,7 @@ def _patch(point: str, step: int) -> None:
     if latest and latest.endswith(suffix) and point == "after_state":
       _pause(point, latest)
 
-  async_save.AsyncParts.write = staticmethod(patched_write)
+  async_save.AsyncParts.write = patched_write
   # tf2_saver.py and async_save.py call these through the `durable` module.
   durable.fsync_checkpoint = patched_fsync_checkpoint
   durable.fsync_state = patched_fsync_state

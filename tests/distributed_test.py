@@ -7,6 +7,12 @@ chief is killed with SIGKILL after its first checkpoint past step 0 and
 restarted; the cluster must finish, resuming from TF2 checkpoints. The test
 follows the processes' output lines (no sleeps) under a deadline, and stops
 every process itself.
+
+With `--async_save` (two ps tasks), the chief's listener line comes once the
+background save is committed, and the meta graph the chief wrote shows where
+the saves ran: every snapshot variable on the device of the variable it
+copies, and the save ops of the snapshot on each ps task, so each ps writes
+its own shards and no tensor travels to the chief.
 """
 
 import json
@@ -42,15 +48,15 @@ def _free_port() -> int:
 class _Task:
   """A trainer subprocess whose output lines arrive on a queue."""
 
-  def __init__(self, task_type, cluster, model_dir, lines):
+  def __init__(self, task_type, cluster, model_dir, lines, flags=(), index=0):
     env = dict(os.environ)
     env["TF_CONFIG"] = json.dumps(
       {
         "cluster": cluster,
-        "task": {"type": task_type, "index": 0},
+        "task": {"type": task_type, "index": index},
       }
     )
-    self.task_type = task_type
+    self.task_type = f"{task_type}{index or ''}"
     self.process = subprocess.Popen(
       [
         _TRAINER,
@@ -59,6 +65,7 @@ class _Task:
         f"--train_steps={_MAX_STEPS}",
         "--save_checkpoints_steps=40",
         "--eval_throttle_secs=1",
+        *flags,
       ],
       env=env,
       stdout=subprocess.PIPE,
@@ -92,8 +99,8 @@ class DistributedTest(absltest.TestCase):
       task.kill()
     super().tearDown()
 
-  def _start(self, task_type, cluster, model_dir):
-    task = _Task(task_type, cluster, model_dir, self.lines)
+  def _start(self, task_type, cluster, model_dir, flags=(), index=0):
+    task = _Task(task_type, cluster, model_dir, self.lines, flags, index)
     self.tasks.append(task)
     return task
 
@@ -115,15 +122,17 @@ class DistributedTest(absltest.TestCase):
       f"--- {t.task_type} ---\n" + "".join(t.log[-40:]) for t in self.tasks
     )
 
-  def test_chief_killed_and_restarted_resumes_from_tf2(self):
-    model_dir = self.create_tempdir().full_path
+  def _train_killing_the_chief(self, model_dir, flags=(), ps_tasks=1):
+    """Kills the chief after its first checkpoint past 0, then finishes."""
     cluster = {
-      name: [f"127.0.0.1:{_free_port()}"] for name in ("chief", "worker", "ps")
+      name: [f"127.0.0.1:{_free_port()}" for _ in range(count)]
+      for name, count in (("chief", 1), ("worker", 1), ("ps", ps_tasks))
     }
-    self._start("ps", cluster, model_dir)
-    chief = self._start("chief", cluster, model_dir)
-    worker = self._start("worker", cluster, model_dir)
-    evaluator = self._start("evaluator", cluster, model_dir)
+    for index in range(ps_tasks):
+      self._start("ps", cluster, model_dir, flags, index)
+    chief = self._start("chief", cluster, model_dir, flags)
+    worker = self._start("worker", cluster, model_dir, flags)
+    evaluator = self._start("evaluator", cluster, model_dir, flags)
 
     def saved_past_zero(task, line):
       return (
@@ -137,11 +146,12 @@ class DistributedTest(absltest.TestCase):
     killed_at = int(line.split()[-1])
     chief.kill()
     self.assertEqual(chief.process.returncode, -signal.SIGKILL)
+    # The listener's line comes once the checkpoint is committed.
     reader = tf.train.load_checkpoint(model_dir)
     self.assertIn(keys.OBJECT_GRAPH_KEY, reader.get_variable_to_shape_map())
     self.assertGreaterEqual(reader.get_tensor(keys.STEP_KEY), killed_at)
 
-    chief = self._start("chief", cluster, model_dir)
+    chief = self._start("chief", cluster, model_dir, flags)
     running = {chief, worker, evaluator}
     finished = set()
 
@@ -169,6 +179,76 @@ class DistributedTest(absltest.TestCase):
     self.assertEqual(stored[keys.variable_key("user_embedding")], [200, 8])
     self.assertIn(keys.variable_key("user_embedding/Adam"), stored)
     self.assertIn(keys.variable_key("batch_norm/moving_mean"), stored)
+    return restarted_log
+
+  def test_chief_killed_and_restarted_resumes_from_tf2(self):
+    self._train_killing_the_chief(self.create_tempdir().full_path)
+
+  def test_async_save_snapshots_and_writes_on_each_ps(self):
+    model_dir = self.create_tempdir().full_path
+    log = self._train_killing_the_chief(
+      model_dir, flags=["--async_save"], ps_tasks=2
+    )
+    self.assertIn("in the background", log)
+    self.assertIn("committed; calling checkpoint listeners", log)
+    graph_def = _meta_graph_of(tf.train.latest_checkpoint(model_dir))
+    nodes = {node.name: node for node in graph_def.node}
+    snapshots = [
+      node
+      for node in graph_def.node
+      if node.name.startswith("async_save_snapshot/")
+      and node.op == "AssignVariableOp"
+    ]
+    self.assertNotEmpty(snapshots)
+    snapshot_devices = set()
+    for assign in snapshots:
+      handle = nodes[assign.input[0].split(":")[0]]
+      source = _source_of(nodes, assign.input[1])
+      with self.subTest(snapshot=handle.name, of=source.name):
+        self.assertEqual(_task_of(handle.device), _task_of(source.device))
+        snapshot_devices.add(_task_of(handle.device))
+    self.assertContainsSubset(
+      {"/job:ps/task:0", "/job:ps/task:1"}, snapshot_devices
+    )
+    saves = [
+      node
+      for node in graph_def.node
+      if node.name.startswith("async_save/") and node.op == "SaveV2"
+    ]
+    # Each device writes the shards of its own snapshot variables; a save
+    # elsewhere (the chief's) writes only constants: the object graph.
+    self.assertContainsSubset(
+      snapshot_devices, {_task_of(node.device) for node in saves}
+    )
+    for save in saves:
+      if _task_of(save.device) in snapshot_devices:
+        continue
+      data = [t for t in save.input[3:] if not t.startswith("^")]
+      self.assertNotEmpty(data)
+      for tensor in data:
+        with self.subTest(save=save.name, tensor=tensor):
+          self.assertEqual(_source_of(nodes, tensor).op, "Const")
+
+
+def _meta_graph_of(prefix):
+  meta_graph = tf.compat.v1.MetaGraphDef()
+  with open(prefix + ".meta", "rb") as f:
+    meta_graph.ParseFromString(f.read())
+  return meta_graph.graph_def
+
+
+def _source_of(nodes, tensor_name):
+  """The node whose value a snapshot copies (through Identity reads)."""
+  node = nodes[tensor_name.lstrip("^").split(":")[0]]
+  while node.op == "Identity":
+    node = nodes[node.input[0].split(":")[0]]
+  return node
+
+
+def _task_of(device):
+  """`/job:ps/task:0` of a device string (the task, not its CPU)."""
+  spec = tf.DeviceSpec.from_string(device)
+  return f"/job:{spec.job}/task:{spec.task}"
 
 
 if __name__ == "__main__":

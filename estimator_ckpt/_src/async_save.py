@@ -12,6 +12,11 @@ the meta graph, and commits exactly as a synchronous save does
 the `checkpoint` state file, retention), then the `also_write_tf1` copy from
 the same snapshot.
 
+The background runs execute their ops in the background thread itself
+(`RunOptions(inter_op_thread_pool=-1)`) where TensorFlow allows it: in the
+session's inter-op pool a save holds a thread for its whole write (on S3 the
+upload runs inside the op), and the training step queues behind it.
+
 At most one save is in flight (`Committer`): a save requested while one is
 in flight waits for it, so memory is at most the model plus one snapshot,
 and the snapshot variables are released (destroyed) once written. A failure
@@ -30,6 +35,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
 from tensorflow.python.checkpoint import checkpoint_management
 from tensorflow.python.framework import ops
 from tensorflow.python.ops import control_flow_ops
@@ -81,6 +87,7 @@ class Snapshot:
 
   def __init__(self, saveables: Sequence[saveable_object.SaveableObject]):
     self._entries: List[_Entry] = []
+    self.devices: List[str] = []
     assigns = []
     handles = []
     with ops.name_scope("async_save_snapshot"):
@@ -110,6 +117,7 @@ class Snapshot:
               )
             )
             handles.append(handle)
+            self.devices.append(handle.device)
 
           def read(h=handle, dtype=spec.dtype, device=spec.device):
             with ops.device(device):
@@ -304,13 +312,34 @@ class AsyncParts:
     if tf1_rename is not None:
       self.tf1_saver = self.snapshot.saver(rename=tf1_rename, skip=tf1_skip)
 
-  @staticmethod
-  def write(sess, saver: saver_lib.Saver, prefix: str) -> None:
+  def write(self, sess, saver: saver_lib.Saver, prefix: str) -> None:
     """Writes the snapshot to `prefix` (sharded per device, then merged)."""
     saver_def = saver.saver_def
     sess.run(
-      saver_def.save_tensor_name, {saver_def.filename_tensor_name: prefix}
+      saver_def.save_tensor_name,
+      {saver_def.filename_tensor_name: prefix},
+      options=self._run_options(sess),
     )
+
+  def _run_options(self, sess) -> Optional[config_pb2.RunOptions]:
+    """Options running a background step in the calling thread, if possible.
+
+    A step in the session's inter-op pool holds a pool thread per running
+    op; a save holds one for its whole write, and on an object store for the
+    whole upload (tensorflow-io uploads when the file closes, inside the
+    op). A training step then waits for a free thread: measured 70 to 170 ms
+    for the step after a save of 64 MiB to the S3 emulator, 2 to 7 ms when
+    the save runs in the background thread instead. TensorFlow runs a step
+    in the caller's thread (`inter_op_thread_pool=-1`, config.proto) in a
+    local session whose step runs in one executor (one device); a save on
+    several devices (a GPU, a parameter-server cluster, where each ps writes
+    its own shards in its own process) runs in the pool as before.
+    """
+    assert self.snapshot is not None
+    target = getattr(sess, "sess_str", None)  # b"" for a DirectSession.
+    if target is None or target or not _one_local_cpu(self.snapshot.devices):
+      return None
+    return config_pb2.RunOptions(inter_op_thread_pool=-1)
 
   def write_and_commit(
     self,
@@ -373,7 +402,7 @@ class AsyncParts:
   def release(self, sess) -> None:
     """Frees the snapshot variables' memory until the next save."""
     assert self.snapshot is not None
-    sess.run(self.snapshot.release)
+    sess.run(self.snapshot.release, options=self._run_options(sess))
 
 
 def _failure(
@@ -398,6 +427,20 @@ def _failure(
   )
   failure.__cause__ = error
   return failure
+
+
+def _one_local_cpu(devices: Sequence[str]) -> bool:
+  """Whether every device is the local CPU (one executor runs the save)."""
+  for device in devices:
+    spec = tf.DeviceSpec.from_string(device)
+    if spec.job not in (None, "localhost") or spec.task not in (None, 0):
+      return False
+    if spec.device_type not in (None, "CPU") or spec.device_index not in (
+      None,
+      0,
+    ):
+      return False
+  return True
 
 
 def checkpoint_file(sess, save_path: str, global_step) -> str:
