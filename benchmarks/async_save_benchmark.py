@@ -14,8 +14,15 @@ sparse SGD updates of a small batch per step) trains `--saves` x
   async   `tf2_checkpoints(model_fn, async_save=True)`;
   none    the same run without saves (the throughput baseline).
 
-Each run is its own process (`measured.py`: its own peak RSS). Printed per
-saver and store:
+Each run is its own process (`measured.py`: its own peak RSS). On a machine
+of two or more CPUs the emulator gets the last CPU to itself and every s3
+run (each saver and the baseline) the others (`--isolate_emulator`): a
+remote store does not take the trainer's CPU, and moto on the trainer's
+cores costs it as much as the upload does. TensorFlow sizes its thread
+pools by the CPUs a process may use, so on 2 CPUs the s3 runs have pools of
+one thread. The s3 runs bound tensorflow-io's upload buffers as the
+checkpoint tools do (`--s3_upload_limits`: its defaults hold a whole data
+file in memory while it is uploaded). Printed per saver and store:
 
   blocked/save  median over saves of (the step with a save + the step after
                 it - 2 x the median step without a save): counts the
@@ -37,11 +44,13 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from absl import app
 from absl import flags
 import numpy as np
+
+from estimator_ckpt._src.storage import gfile
 
 from benchmarks import measured
 from benchmarks import s3_server
@@ -58,7 +67,22 @@ _SAVE_STEPS = flags.DEFINE_integer(
   "(on S3 with moto, several seconds per 64 MiB): a save requested while "
   "the previous one is still written waits for it.",
 )
-_SAVES = flags.DEFINE_integer("saves", 3, "Saves per run (after step 0).")
+_SAVES = flags.DEFINE_integer("saves", 5, "Saves per run (after step 0).")
+_S3_UPLOAD_LIMITS = flags.DEFINE_bool(
+  "s3_upload_limits",
+  True,
+  "Bound tensorflow-io's upload buffers as the checkpoint tools do "
+  "(S3_UPLOAD_LIMITS: 4 threads of 8 MiB parts); false keeps its defaults, "
+  "which hold a whole data file in memory while it is uploaded.",
+)
+_ISOLATE_EMULATOR = flags.DEFINE_bool(
+  "isolate_emulator",
+  True,
+  "On a machine of 2 or more CPUs, run the S3 emulator on the last CPU and "
+  "every s3 run (each saver and the baseline alike) on the others: a remote "
+  "store does not take the trainer's CPU, an emulator on the same cores "
+  "does.",
+)
 _BATCH = flags.DEFINE_integer("batch", 4096, "Ids looked up per step.")
 _SAVERS = flags.DEFINE_list(
   "savers", ["tf1", "sync", "async"], "Savers to compare."
@@ -209,7 +233,11 @@ def _blocked(result: Dict[str, Any]) -> float:
 
 
 def _run_child(
-  kind: str, model_dir: str, table_mib: int, env: Dict[str, str]
+  kind: str,
+  model_dir: str,
+  table_mib: int,
+  env: Dict[str, str],
+  cpus: Optional[Set[int]] = None,
 ) -> Dict[str, Any]:
   with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
     module = ["-m", "benchmarks.async_save_benchmark"]
@@ -229,6 +257,7 @@ def _run_child(
         f"--result={out.name}",
       ],
       env=env,
+      cpus=cpus,
     )
     result = json.loads(out.read())
   result["process_secs"] = seconds
@@ -261,26 +290,50 @@ def _report(store: str, table_mib: int, results, floor: float) -> None:
     )
 
 
+def _s3_environ() -> Dict[str, str]:
+  """tensorflow-io's upload settings the s3 runs get."""
+  return dict(gfile.S3_UPLOAD_LIMITS) if _S3_UPLOAD_LIMITS.value else {}
+
+
+def _cpus() -> Tuple[Optional[Set[int]], Optional[Set[int]]]:
+  """(the s3 runs' CPUs, the emulator's), or (None, None) for any."""
+  cpus = sorted(os.sched_getaffinity(0))
+  if not _ISOLATE_EMULATOR.value or len(cpus) < 2:
+    return None, None
+  return set(cpus[:-1]), {cpus[-1]}
+
+
 def _parent() -> None:
   work = tempfile.mkdtemp(prefix="async_save_benchmark.")
   env = dict(measured.python_path_env())
+  s3_env = {**env, **_s3_environ()}
+  s3_cpus, emulator_cpus = _cpus()
   server = None
   if "s3" in _STORES.value:
-    server = s3_server.S3Server()
+    server = s3_server.S3Server(cpus=emulator_cpus)
     server.start()
     server.create_bucket(_BUCKET)
-    env.update(server.environ())
+    s3_env.update(server.environ())
+    print(
+      f"s3: moto {s3_server.moto_version()} on CPUs "
+      f"{sorted(emulator_cpus) if emulator_cpus else 'any'}, runs on CPUs "
+      f"{sorted(s3_cpus) if s3_cpus else 'any'}; tensorflow-io "
+      + (" ".join(f"{k}={v}" for k, v in _s3_environ().items()) or "defaults")
+    )
   try:
     for size in [int(s) for s in _SIZES_MIB.value]:
-      floor = _run_child("floor", os.path.join(work, "floor"), size, env)
       for store in _STORES.value:
+        store_env, cpus = (s3_env, s3_cpus) if store == "s3" else (env, None)
+        floor = _run_child(
+          "floor", os.path.join(work, "floor"), size, env, cpus
+        )
         results = {}
         for saver in ["none", *_SAVERS.value]:
           if store == "s3":
             model_dir = f"s3://{_BUCKET}/{size}/{saver}"
           else:
             model_dir = os.path.join(work, str(size), saver)
-          results[saver] = _run_child(saver, model_dir, size, env)
+          results[saver] = _run_child(saver, model_dir, size, store_env, cpus)
         _report(store, size, results, floor["floor_secs"])
         sys.stdout.flush()
   finally:

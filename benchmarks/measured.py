@@ -11,14 +11,16 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Mapping, Optional, Sequence, Tuple
 
 _LAUNCHER = """
 import os, sys, time
+if sys.argv[2]:
+  os.sched_setaffinity(0, {int(c) for c in sys.argv[2].split(",")})
 start = time.monotonic()
 pid = os.fork()
 if pid == 0:
-  os.execvp(sys.argv[2], sys.argv[2:])
+  os.execvp(sys.argv[3], sys.argv[3:])
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as f:
   f.write(f"{time.monotonic() - start} {usage.ru_maxrss * 1024}")
@@ -27,16 +29,31 @@ sys.exit(1 if os.waitstatus_to_exitcode(status) else 0)
 
 
 def run(
-  command: Sequence[str], env: Optional[Mapping[str, str]] = None
+  command: Sequence[str],
+  env: Optional[Mapping[str, str]] = None,
+  cpus: Optional[AbstractSet[int]] = None,
 ) -> Tuple[float, int]:
   """Runs `command`; returns (wall seconds, peak RSS in bytes).
+
+  Args:
+    command: The program and its arguments.
+    env: Its environment (default: this process's).
+    cpus: The CPUs it runs on (default: any), set by the single-threaded
+      launcher before it starts the command.
 
   Raises:
     RuntimeError: The command failed (the end of its stderr is included).
   """
   with tempfile.NamedTemporaryFile("r", suffix=".measured") as measured:
     result = subprocess.run(
-      [sys.executable, "-c", _LAUNCHER, measured.name, *command],
+      [
+        sys.executable,
+        "-c",
+        _LAUNCHER,
+        measured.name,
+        ",".join(str(c) for c in sorted(cpus or ())),
+        *command,
+      ],
       stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE,
       env=dict(env) if env is not None else None,

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import AbstractSet, Any, Dict, List, Optional, Sequence
 import urllib.error
 import urllib.request
 
@@ -72,13 +72,21 @@ class S3Server:
     endpoint: `http://127.0.0.1:PORT`.
   """
 
-  def __init__(self, *, log_path: Optional[str] = None):
+  def __init__(
+    self,
+    *,
+    log_path: Optional[str] = None,
+    cpus: Optional[AbstractSet[int]] = None,
+  ):
     """Prepares a server; `start()` (or `with`) starts it.
 
     Args:
       log_path: Where the server's request log goes (default: discarded).
+      cpus: CPUs the server runs on (default: any). A benchmark gives it
+        cores of its own, as a remote store would not share the trainer's.
     """
     self._log_path = log_path
+    self._cpus = sorted(cpus) if cpus else None
     self._process: Optional[subprocess.Popen] = None
     self.endpoint = ""
 
@@ -106,8 +114,11 @@ class S3Server:
     # The server imports nothing of TensorFlow; PYTHONPATH finds this module
     # (Bazel sets it for the test, `bazel run` for the benchmark).
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "benchmarks.s3_server", f"--port={port}"]
+    if self._cpus:
+      command.append("--cpus=" + ",".join(str(c) for c in self._cpus))
     self._process = subprocess.Popen(  # pylint: disable=consider-using-with
-      [sys.executable, "-m", "benchmarks.s3_server", f"--port={port}"],
+      command,
       stdout=log,
       stderr=subprocess.STDOUT,
       stdin=subprocess.DEVNULL,
@@ -254,16 +265,26 @@ def _serve_ranges_from_the_buffer() -> None:
   s3_response.key_response = ranged_key_response
 
 
+_USAGE = "usage: python -m benchmarks.s3_server --port=N [--cpus=I,J,...]"
+
+
 def main(argv: Sequence[str]) -> None:
-  """`python -m benchmarks.s3_server --port=N`: moto's server on loopback."""
-  ports = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--port=")]
-  if len(ports) != 1 or len(argv) != 2:
-    sys.exit("usage: python -m benchmarks.s3_server --port=N")
+  """`python -m benchmarks.s3_server --port=N`: moto's server on loopback.
+
+  `--cpus=I,J` pins it (and the threads it starts) to those CPUs first.
+  """
+  values = dict(a[2:].split("=", 1) for a in argv[1:] if a.startswith("--"))
+  if "port" not in values or set(values) - {"port", "cpus"}:
+    sys.exit(_USAGE)
+  if len(values) != len(argv) - 1:
+    sys.exit(_USAGE)
+  if "cpus" in values:
+    os.sched_setaffinity(0, {int(c) for c in values["cpus"].split(",")})
   _serve_ranges_from_the_buffer()
   from moto import server  # pylint: disable=g-import-not-at-top
 
   with contextlib.suppress(KeyboardInterrupt):
-    server.main(["--host", _HOST, "--port", ports[0]])
+    server.main(["--host", _HOST, "--port", values["port"]])
 
 
 if __name__ == "__main__":

@@ -165,7 +165,8 @@ class FileSystemNotSupportedError(Error, ValueError):
 class AsyncSaveError(Error, RuntimeError):
   """A checkpoint saved in the background (`async_save=True`) failed.
 
-  Raised in the training thread at the next save or at the end of training,
+  Raised in the training thread at the first step after the failure (with
+  `AsyncCheckpointSaverHook`), at the next save, or at the end of training,
   chained (`__cause__`) to the failure. The checkpoint state file still names
   the previous checkpoint, which is whole.
 

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from estimator_ckpt import keys
+from estimator_ckpt._src import async_save
 from estimator_ckpt._src import scaffold
 from estimator_ckpt._src.storage import local
 
@@ -216,6 +217,64 @@ class DurabilityTest(async_fixtures.TestCase):
       self.assertEqual(after_files[2], ("dir", ".", prefix))
 
 
+def _background_run_options(sess):
+  """A spy on `sess.run`: the options of runs made off the main thread."""
+  seen = []
+  run = sess.run
+
+  def spy(*args, **kwargs):
+    if threading.current_thread() is not threading.main_thread():
+      seen.append(kwargs.get("options"))
+    return run(*args, **kwargs)
+
+  return seen, mock.patch.object(sess, "run", spy)
+
+
+class BackgroundThreadTest(async_fixtures.TestCase):
+  """Background steps run in their own thread where TensorFlow can.
+
+  In the session's inter-op pool a save holds a thread for its whole write
+  (an upload, on an object store), and training steps wait for one.
+  """
+
+  def test_local_session_runs_background_steps_in_the_saving_thread(self):
+    model_dir = self.model_dir()
+    os.makedirs(model_dir)
+    with tf.Graph().as_default():
+      step, train = async_fixtures.model()
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(train)
+        seen, spy = _background_run_options(sess)
+        with spy:
+          path = saver.save_async(
+            sess, os.path.join(model_dir, "model.ckpt"), global_step=step
+          )
+          saver.wait_until_finished()
+    self.assertLen(seen, 2)  # The write and the release.
+    for options in seen:
+      self.assertEqual(options.inter_op_thread_pool, -1)
+    self.assertEqual(async_fixtures.tensors(path)[keys.STEP_KEY], 1)
+
+  @parameterized.parameters(
+    ("", True),
+    ("/cpu:0", True),
+    ("/device:CPU:0", True),
+    ("/job:localhost/replica:0/task:0/device:CPU:0", True),
+    ("/device:CPU:1", False),
+    ("/device:GPU:0", False),
+    ("/job:ps/task:1", False),
+    ("/job:localhost/task:1/device:CPU:0", False),
+  )
+  def test_one_local_cpu(self, device, expected):
+    self.assertEqual(async_save._one_local_cpu([device]), expected)
+
+  def test_devices_on_two_cpus_are_not_one_executor(self):
+    self.assertFalse(async_save._one_local_cpu(["/cpu:0", "/device:CPU:1"]))
+
+
 class DistributedDevicesTest(async_fixtures.TestCase):
   def test_snapshot_and_shards_stay_on_each_ps(self):
     cluster = tf.train.ClusterSpec(
@@ -266,11 +325,15 @@ class DistributedDevicesTest(async_fixtures.TestCase):
         sync_path = sync.save(
           sess, os.path.join(model_dir, "sync.ckpt"), global_step=step
         )
-        path = saver.save_async(
-          sess, os.path.join(model_dir, "model.ckpt"), global_step=step
-        )
-        sess.run(train)
-        saver.wait_until_finished()
+        seen, spy = _background_run_options(sess)
+        with spy:
+          path = saver.save_async(
+            sess, os.path.join(model_dir, "model.ckpt"), global_step=step
+          )
+          sess.run(train)
+          saver.wait_until_finished()
+    # A cluster session keeps its pools: each ps runs its part itself.
+    self.assertEqual(seen, [None, None])
     stored = async_fixtures.tensors(path)
     async_fixtures.assert_same_tensors(
       self, async_fixtures.tensors(sync_path), stored

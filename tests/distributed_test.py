@@ -15,6 +15,7 @@ copies, and the save ops of the snapshot on each ps task, so each ps writes
 its own shards and no tensor travels to the chief.
 """
 
+import contextlib
 import json
 import os
 import queue
@@ -39,10 +40,13 @@ _DEADLINE_SECS = 600
 _MAX_STEPS = 400
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+  """`count` distinct free ports (all held until each is chosen)."""
+  with contextlib.ExitStack() as stack:
+    sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+    for s in sockets:
+      s.bind(("127.0.0.1", 0))
+    return [s.getsockname()[1] for s in sockets]
 
 
 class _Task:
@@ -56,7 +60,7 @@ class _Task:
         "task": {"type": task_type, "index": index},
       }
     )
-    self.task_type = f"{task_type}{index or ''}"
+    self.task_type = f"{task_type}{index}"
     self.process = subprocess.Popen(
       [
         _TRAINER,
@@ -124,8 +128,9 @@ class DistributedTest(absltest.TestCase):
 
   def _train_killing_the_chief(self, model_dir, flags=(), ps_tasks=1):
     """Kills the chief after its first checkpoint past 0, then finishes."""
+    ports = iter(_free_ports(2 + ps_tasks))
     cluster = {
-      name: [f"127.0.0.1:{_free_port()}" for _ in range(count)]
+      name: [f"127.0.0.1:{next(ports)}" for _ in range(count)]
       for name, count in (("chief", 1), ("worker", 1), ("ps", ps_tasks))
     }
     for index in range(ps_tasks):
@@ -207,9 +212,7 @@ class DistributedTest(absltest.TestCase):
       with self.subTest(snapshot=handle.name, of=source.name):
         self.assertEqual(_task_of(handle.device), _task_of(source.device))
         snapshot_devices.add(_task_of(handle.device))
-    self.assertContainsSubset(
-      {"/job:ps/task:0", "/job:ps/task:1"}, snapshot_devices
-    )
+    self.assertEqual(snapshot_devices, {"/job:ps/task:0", "/job:ps/task:1"})
     saves = [
       node
       for node in graph_def.node
@@ -223,6 +226,7 @@ class DistributedTest(absltest.TestCase):
     for save in saves:
       if _task_of(save.device) in snapshot_devices:
         continue
+      self.assertEqual(_task_of(save.device), "/job:chief/task:0")
       data = [t for t in save.input[3:] if not t.startswith("^")]
       self.assertNotEmpty(data)
       for tensor in data:

@@ -83,6 +83,7 @@ class Snapshot:
   Attributes:
     take: The op assigning every saved tensor into its snapshot variable.
     release: The op destroying the snapshot variables (frees their memory).
+    devices: The devices of the snapshot variables, as requested.
   """
 
   def __init__(self, saveables: Sequence[saveable_object.SaveableObject]):
@@ -299,6 +300,7 @@ class AsyncParts:
     self.snapshot: Optional[Snapshot] = None
     self.saver: Optional[saver_lib.Saver] = None
     self.tf1_saver: Optional[saver_lib.Saver] = None
+    self._one_executor = False
 
   def build(
     self,
@@ -308,6 +310,7 @@ class AsyncParts:
   ) -> None:
     """Builds the snapshot and its savers (before the graph is finalized)."""
     self.snapshot = Snapshot(saveables_of(var_list))
+    self._one_executor = _one_local_cpu(self.snapshot.devices)
     self.saver = self.snapshot.saver()
     if tf1_rename is not None:
       self.tf1_saver = self.snapshot.saver(rename=tf1_rename, skip=tf1_skip)
@@ -329,15 +332,16 @@ class AsyncParts:
     whole upload (tensorflow-io uploads when the file closes, inside the
     op). A training step then waits for a free thread: measured 70 to 170 ms
     for the step after a save of 64 MiB to the S3 emulator, 2 to 7 ms when
-    the save runs in the background thread instead. TensorFlow runs a step
-    in the caller's thread (`inter_op_thread_pool=-1`, config.proto) in a
-    local session whose step runs in one executor (one device); a save on
-    several devices (a GPU, a parameter-server cluster, where each ps writes
-    its own shards in its own process) runs in the pool as before.
+    the save runs in the background thread instead. A local `Session` runs a
+    step in the caller's thread with `inter_op_thread_pool=-1`
+    (config.proto), when the step runs in one executor; with more (a GPU)
+    it uses its pool (direct_session.cc, `RunInternal`), so it is asked
+    only for a snapshot on the local CPU. A distributed session runs each
+    device's part where the device is (on a cluster each ps writes its own
+    shards in its own process) and keeps its pools.
     """
-    assert self.snapshot is not None
-    target = getattr(sess, "sess_str", None)  # b"" for a DirectSession.
-    if target is None or target or not _one_local_cpu(self.snapshot.devices):
+    target = getattr(sess, "sess_str", None)  # b"" for a local Session.
+    if target is None or target or not self._one_executor:
       return None
     return config_pb2.RunOptions(inter_op_thread_pool=-1)
 
@@ -430,15 +434,13 @@ def _failure(
 
 
 def _one_local_cpu(devices: Sequence[str]) -> bool:
-  """Whether every device is the local CPU (one executor runs the save)."""
+  """Whether every device is this process's CPU 0 (or unspecified)."""
   for device in devices:
     spec = tf.DeviceSpec.from_string(device)
     if spec.job not in (None, "localhost") or spec.task not in (None, 0):
       return False
-    if spec.device_type not in (None, "CPU") or spec.device_index not in (
-      None,
-      0,
-    ):
+    device_type = (spec.device_type or "CPU").upper()
+    if device_type != "CPU" or spec.device_index not in (None, 0):
       return False
   return True
 
