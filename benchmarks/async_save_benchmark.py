@@ -306,7 +306,8 @@ def _cpus() -> Tuple[Optional[Set[int]], Optional[Set[int]]]:
 def _parent() -> None:
   work = tempfile.mkdtemp(prefix="async_save_benchmark.")
   env = dict(measured.python_path_env())
-  s3_env = {**env, **_s3_environ()}
+  upload_limits = _s3_environ()
+  s3_env = {**env, **upload_limits}
   s3_cpus, emulator_cpus = _cpus()
   server = None
   if "s3" in _STORES.value:
@@ -318,7 +319,7 @@ def _parent() -> None:
       f"s3: moto {s3_server.moto_version()} on CPUs "
       f"{sorted(emulator_cpus) if emulator_cpus else 'any'}, runs on CPUs "
       f"{sorted(s3_cpus) if s3_cpus else 'any'}; tensorflow-io "
-      + (" ".join(f"{k}={v}" for k, v in _s3_environ().items()) or "defaults")
+      + (" ".join(f"{k}={v}" for k, v in upload_limits.items()) or "defaults")
     )
   try:
     for size in [int(s) for s in _SIZES_MIB.value]:

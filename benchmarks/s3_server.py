@@ -274,9 +274,8 @@ def main(argv: Sequence[str]) -> None:
   `--cpus=I,J` pins it (and the threads it starts) to those CPUs first.
   """
   values = dict(a[2:].split("=", 1) for a in argv[1:] if a.startswith("--"))
-  if "port" not in values or set(values) - {"port", "cpus"}:
-    sys.exit(_USAGE)
-  if len(values) != len(argv) - 1:
+  known = "port" in values and set(values) <= {"port", "cpus"}
+  if not known or len(values) != len(argv) - 1:  # Unknown, repeated, bare.
     sys.exit(_USAGE)
   if "cpus" in values:
     os.sched_setaffinity(0, {int(c) for c in values["cpus"].split(",")})

@@ -5,7 +5,6 @@ saves, a listener that checks each checkpoint is committed, and readers.
 """
 
 import os
-import socket
 import threading
 from unittest import mock
 
@@ -160,9 +159,3 @@ class CommittedListener(tf1.train.CheckpointSaverListener):
     stored = tf.train.load_checkpoint(latest).get_tensor(keys.STEP_KEY)
     self.test.assertEqual(stored, global_step_value)
     self.steps.append(int(global_step_value))
-
-
-def free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]

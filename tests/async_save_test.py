@@ -21,6 +21,7 @@ from estimator_ckpt._src import scaffold
 from estimator_ckpt._src.storage import local
 
 from tests import async_fixtures
+from tests import tool_fixtures
 
 tf1 = tf.compat.v1
 
@@ -277,13 +278,11 @@ class BackgroundThreadTest(async_fixtures.TestCase):
 
 class DistributedDevicesTest(async_fixtures.TestCase):
   def test_snapshot_and_shards_stay_on_each_ps(self):
+    worker, ps0, ps1 = tool_fixtures.free_ports(3)
     cluster = tf.train.ClusterSpec(
       {
-        "worker": [f"localhost:{async_fixtures.free_port()}"],
-        "ps": [
-          f"localhost:{async_fixtures.free_port()}",
-          f"localhost:{async_fixtures.free_port()}",
-        ],
+        "worker": [f"127.0.0.1:{worker}"],
+        "ps": [f"127.0.0.1:{ps0}", f"127.0.0.1:{ps1}"],
       }
     )
     servers = [

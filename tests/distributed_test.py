@@ -15,12 +15,10 @@ copies, and the save ops of the snapshot on each ps task, so each ps writes
 its own shards and no tensor travels to the chief.
 """
 
-import contextlib
 import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -30,6 +28,8 @@ import tensorflow as tf
 
 from estimator_ckpt import keys
 
+from tests import tool_fixtures
+
 _TRAINER = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
   "examples",
@@ -38,15 +38,6 @@ _TRAINER = os.path.join(
 )
 _DEADLINE_SECS = 600
 _MAX_STEPS = 400
-
-
-def _free_ports(count: int) -> list[int]:
-  """`count` distinct free ports (all held until each is chosen)."""
-  with contextlib.ExitStack() as stack:
-    sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-    for s in sockets:
-      s.bind(("127.0.0.1", 0))
-    return [s.getsockname()[1] for s in sockets]
 
 
 class _Task:
@@ -128,7 +119,7 @@ class DistributedTest(absltest.TestCase):
 
   def _train_killing_the_chief(self, model_dir, flags=(), ps_tasks=1):
     """Kills the chief after its first checkpoint past 0, then finishes."""
-    ports = iter(_free_ports(2 + ps_tasks))
+    ports = iter(tool_fixtures.free_ports(2 + ps_tasks))
     cluster = {
       name: [f"127.0.0.1:{next(ports)}" for _ in range(count)]
       for name, count in (("chief", 1), ("worker", 1), ("ps", ps_tasks))

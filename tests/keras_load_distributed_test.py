@@ -9,8 +9,6 @@ The load fills each shard with its rows, the Adam state of each shard with
 its rows of the TF1 slots, and `model.fit` then trains there.
 """
 
-import socket
-
 from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
@@ -30,17 +28,12 @@ _RANKING = "est-tf1-ranking"
 _SHARDS = 3
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _loopback_strategy() -> tf.distribute.experimental.ParameterServerStrategy:
+  worker, ps0, ps1 = tool_fixtures.free_ports(3)
   cluster = tf.train.ClusterSpec(
     {
-      "worker": [f"127.0.0.1:{_free_port()}"],
-      "ps": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"],
+      "worker": [f"127.0.0.1:{worker}"],
+      "ps": [f"127.0.0.1:{ps0}", f"127.0.0.1:{ps1}"],
     }
   )
   for job in ("worker", "ps"):

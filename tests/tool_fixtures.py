@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from typing import Callable, Dict, Iterable, List, Tuple
@@ -212,6 +213,19 @@ def replace_entry_bytes(prefix: str, key: bytes, value: bytes) -> None:
     for k, entry in sorted(entries(prefix).items())
   ]
   write_raw_index(prefix, items)
+
+
+def free_ports(count: int) -> List[int]:
+  """`count` distinct free ports on 127.0.0.1, all held until each is chosen.
+
+  Ports picked one at a time can repeat (each is free again once its probe
+  closes), so a cluster of them could be given one port twice.
+  """
+  with contextlib.ExitStack() as stack:
+    probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+    for probe in probes:
+      probe.bind(("127.0.0.1", 0))
+    return [probe.getsockname()[1] for probe in probes]
 
 
 def dead_pid() -> int:

@@ -83,12 +83,13 @@ class Snapshot:
   Attributes:
     take: The op assigning every saved tensor into its snapshot variable.
     release: The op destroying the snapshot variables (frees their memory).
-    devices: The devices of the snapshot variables, as requested.
+    on_local_cpu: Whether every snapshot variable is on this process's CPU
+      (as requested): then one executor runs a save of the snapshot.
   """
 
   def __init__(self, saveables: Sequence[saveable_object.SaveableObject]):
     self._entries: List[_Entry] = []
-    self.devices: List[str] = []
+    devices = []
     assigns = []
     handles = []
     with ops.name_scope("async_save_snapshot"):
@@ -118,7 +119,7 @@ class Snapshot:
               )
             )
             handles.append(handle)
-            self.devices.append(handle.device)
+            devices.append(handle.device)
 
           def read(h=handle, dtype=spec.dtype, device=spec.device):
             with ops.device(device):
@@ -135,6 +136,7 @@ class Snapshot:
             )
           )
       self.release = control_flow_ops.group(*destroys, name="release")
+    self.on_local_cpu = _one_local_cpu(devices)
 
   def saver(
     self, rename: Optional[Dict[str, str]] = None, skip=()
@@ -300,7 +302,6 @@ class AsyncParts:
     self.snapshot: Optional[Snapshot] = None
     self.saver: Optional[saver_lib.Saver] = None
     self.tf1_saver: Optional[saver_lib.Saver] = None
-    self._one_executor = False
 
   def build(
     self,
@@ -310,7 +311,6 @@ class AsyncParts:
   ) -> None:
     """Builds the snapshot and its savers (before the graph is finalized)."""
     self.snapshot = Snapshot(saveables_of(var_list))
-    self._one_executor = _one_local_cpu(self.snapshot.devices)
     self.saver = self.snapshot.saver()
     if tf1_rename is not None:
       self.tf1_saver = self.snapshot.saver(rename=tf1_rename, skip=tf1_skip)
@@ -340,8 +340,9 @@ class AsyncParts:
     device's part where the device is (on a cluster each ps writes its own
     shards in its own process) and keeps its pools.
     """
+    assert self.snapshot is not None
     target = getattr(sess, "sess_str", None)  # b"" for a local Session.
-    if target is None or target or not self._one_executor:
+    if target is None or target or not self.snapshot.on_local_cpu:
       return None
     return config_pb2.RunOptions(inter_op_thread_pool=-1)
 
