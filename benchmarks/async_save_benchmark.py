@@ -30,16 +30,26 @@ file in memory while it is uploaded). Printed per saver and store:
   xfloor        blocked/save over the snapshot floor: one `session.run`
                 that deep-copies every saved variable once on its device
                 (measured in a process of its own; target for async: <= 1.5);
+  committed     median over saves of the time from a save's start to its
+                checkpoint committed (`CheckpointSaverListener` before_save
+                to after_save; for async the background write, seen at
+                the first step after it);
   throughput    steps/s of the run over the same run's without saves
                 (target for async: >= 0.9 where tf1 is < 0.5);
   peak RSS      of the run's process, beside the table size (target for
                 async: <= table + one snapshot + 64 MiB over `none`'s).
+
+With `--repeats` > 1 every run (the baseline too) is repeated, the runs
+of one repeat side by side, and each column is the median over repeats
+(throughput: of each repeat's ratio to its own baseline), with the range of
+the throughput beside it: run-to-run noise on a shared VM is ~10%.
 
 Not a test: nothing here asserts a time.
 """
 
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -68,6 +78,9 @@ _SAVE_STEPS = flags.DEFINE_integer(
   "the previous one is still written waits for it.",
 )
 _SAVES = flags.DEFINE_integer("saves", 5, "Saves per run (after step 0).")
+_REPEATS = flags.DEFINE_integer(
+  "repeats", 1, "Runs of each saver (and the baseline); medians reported."
+)
 _S3_UPLOAD_LIMITS = flags.DEFINE_bool(
   "s3_upload_limits",
   True,
@@ -147,6 +160,20 @@ def _child_run() -> Dict[str, Any]:
     def after_run(self, run_context, run_values):
       self.steps.append(int(run_values.results) + 1)
 
+  class Commits(tf1.train.CheckpointSaverListener):
+    def __init__(self):
+      self.started: Dict[int, float] = {}
+      self.committed: List[float] = []
+
+    def before_save(self, session, global_step_value):
+      self.started[global_step_value] = time.perf_counter()
+
+    def after_save(self, session, global_step_value):
+      if global_step_value in self.started:
+        self.committed.append(
+          time.perf_counter() - self.started.pop(global_step_value)
+        )
+
   saver = _CHILD.value
   save_steps = None if saver == "none" else _SAVE_STEPS.value
   config = tf.estimator.RunConfig(
@@ -162,9 +189,15 @@ def _child_run() -> Dict[str, Any]:
     fn = estimator_ckpt.tf2_checkpoints(model_fn, async_save=saver == "async")
   est = tf.estimator.Estimator(fn, _MODEL_DIR.value, config=config)
   timer = Timer()
+  commits = Commits()
   steps = _SAVES.value * _SAVE_STEPS.value + 2
   start = time.perf_counter()
-  est.train(input_fn, steps=steps, hooks=[timer])
+  est.train(
+    input_fn,
+    steps=steps,
+    hooks=[timer],
+    saving_listeners=[commits] if save_steps else None,
+  )
   total = time.perf_counter() - start
   periods = list(np.diff(timer.starts))
   return {
@@ -173,6 +206,8 @@ def _child_run() -> Dict[str, Any]:
     "loop_secs": timer.starts[-1] - timer.starts[0],
     "loop_steps": len(periods),
     "train_secs": total,
+    # The first save (step 0, before training) is not one of training's.
+    "committed": commits.committed[1:],
   }
 
 
@@ -265,28 +300,42 @@ def _run_child(
   return result
 
 
-def _report(store: str, table_mib: int, results, floor: float) -> None:
-  none = results["none"]
-  base_rate = none["loop_steps"] / none["loop_secs"]
+def _report(
+  store: str, table_mib: int, repeats: List[Dict[str, Any]], floor: float
+) -> None:
+  """Prints one table: medians over `repeats` (each a run per saver)."""
+
+  def rate(result):
+    return result["loop_steps"] / result["loop_secs"]
+
+  none = [r["none"] for r in repeats]
+  base_step = statistics.median(1 / rate(n) for n in none)
   print(
     f"\n{store}, table {table_mib} MiB in {_PARTITIONS.value} parts, "
-    f"save every {_SAVE_STEPS.value} steps; snapshot floor "
-    f"{floor * 1e3:.1f} ms; step without saves "
-    f"{1e3 / base_rate:.2f} ms; peak RSS without saves "
-    f"{none['peak_rss'] / (1 << 20):.0f} MiB"
+    f"save every {_SAVE_STEPS.value} steps, {len(repeats)} run(s) each; "
+    f"snapshot floor {floor * 1e3:.1f} ms; step without saves "
+    f"{base_step * 1e3:.2f} ms; peak RSS without saves "
+    f"{max(n['peak_rss'] for n in none) / (1 << 20):.0f} MiB"
   )
   print(
-    f"  {'saver':6} {'blocked/save':>13} {'xfloor':>8} "
-    f"{'throughput':>11} {'peak RSS':>10} {'train()':>9}"
+    f"  {'saver':6} {'blocked/save':>13} {'xfloor':>7} {'committed':>10} "
+    f"{'throughput':>11} {'(range)':>12} {'peak RSS':>9} {'train()':>8}"
   )
   for saver in _SAVERS.value:
-    result = results[saver]
-    blocked = _blocked(result)
-    rate = result["loop_steps"] / result["loop_secs"]
+    runs = [r[saver] for r in repeats]
+    blocked = statistics.median(_blocked(r) for r in runs)
+    committed = statistics.median(
+      statistics.median(r["committed"]) if r["committed"] else float("nan")
+      for r in runs
+    )
+    ratios = sorted(rate(r[saver]) / rate(r["none"]) for r in repeats)
+    spread = f"{ratios[0]:.2f}-{ratios[-1]:.2f}" if len(ratios) > 1 else ""
     print(
-      f"  {saver:6} {blocked * 1e3:10.1f} ms {blocked / floor:7.1f}x "
-      f"{rate / base_rate:10.2f}x {result['peak_rss'] / (1 << 20):6.0f} MiB"
-      f" {result['train_secs']:7.1f} s"
+      f"  {saver:6} {blocked * 1e3:10.1f} ms {blocked / floor:6.1f}x "
+      f"{committed * 1e3:7.0f} ms {statistics.median(ratios):10.2f}x "
+      f"{spread:>12} "
+      f"{max(r['peak_rss'] for r in runs) / (1 << 20):5.0f} MiB"
+      f" {statistics.median(r['train_secs'] for r in runs):6.1f} s"
     )
 
 
@@ -328,18 +377,23 @@ def _parent() -> None:
         floor = _run_child(
           "floor", os.path.join(work, "floor"), size, env, cpus
         )
-        results = {}
-        for saver in ["none", *_SAVERS.value]:
-          if store == "s3":
-            model_dir = f"s3://{_BUCKET}/{size}/{saver}"
-          else:
-            model_dir = os.path.join(work, str(size), saver)
-          results[saver] = _run_child(saver, model_dir, size, store_env, cpus)
-        _report(store, size, results, floor["floor_secs"])
+        repeats = []
+        for repeat in range(_REPEATS.value):
+          results = {}
+          for saver in ["none", *_SAVERS.value]:
+            name = f"{saver}-{repeat}"
+            if store == "s3":
+              model_dir = f"s3://{_BUCKET}/{size}/{name}"
+            else:
+              model_dir = os.path.join(work, str(size), name)
+            results[saver] = _run_child(saver, model_dir, size, store_env, cpus)
+          repeats.append(results)
+        _report(store, size, repeats, floor["floor_secs"])
         sys.stdout.flush()
   finally:
     if server is not None:
       server.stop()
+    shutil.rmtree(work, ignore_errors=True)  # GiBs of checkpoints per run.
 
 
 def main(argv: Sequence[str]) -> None:

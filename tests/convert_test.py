@@ -2,7 +2,6 @@
 
 import contextlib
 import errno
-import fcntl
 import os
 import threading
 from unittest import mock
@@ -44,32 +43,6 @@ def _tf_values_by_name(path):
   for key, value in values.items():
     out[keys.variable_name(key) or key] = value
   return out
-
-
-def _refusing_o_direct(real_open):
-  """os.open as on a file system without O_DIRECT (tmpfs before Linux 6.6).
-
-  Like Linux, it creates the file before it refuses the flag.
-  """
-
-  def refusing_open(path, flags, *args, **kwargs):
-    if flags & os.O_DIRECT:
-      os.close(real_open(path, flags & ~os.O_DIRECT, *args, **kwargs))
-      raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-    return real_open(path, flags, *args, **kwargs)
-
-  return refusing_open
-
-
-def _refusing_o_direct_writes(real_pwrite):
-  """os.pwrite as on a file system that opens but cannot write O_DIRECT."""
-
-  def refusing_pwrite(fd, data, offset):
-    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
-      raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-    return real_pwrite(fd, data, offset)
-
-  return refusing_pwrite
 
 
 class ConversionTest(parameterized.TestCase, tf.test.TestCase):
@@ -394,7 +367,9 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
     )
 
   def test_copies_without_o_direct(self):
-    with mock.patch.object(os, "open", _refusing_o_direct(os.open)):
+    with mock.patch.object(
+      os, "open", tool_fixtures.refusing_o_direct(os.open)
+    ):
       prefix = estimator_ckpt.convert(
         tool_fixtures.golden_path("est-tf1-ranking"), self._dst(), to="tf2"
       )
@@ -404,8 +379,12 @@ class ConversionTest(parameterized.TestCase, tf.test.TestCase):
 
   @parameterized.named_parameters(
     ("o_direct", None),
-    ("o_direct_refused_at_open", _refusing_o_direct, "open"),
-    ("o_direct_writes_refused", _refusing_o_direct_writes, "pwrite"),
+    ("o_direct_refused_at_open", tool_fixtures.refusing_o_direct, "open"),
+    (
+      "o_direct_writes_refused",
+      tool_fixtures.refusing_o_direct_writes,
+      "pwrite",
+    ),
   )
   def test_copy_file_is_byte_exact_around_block_and_buffer_edges(
     self, refusal, function=None

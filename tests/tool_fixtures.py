@@ -8,6 +8,8 @@ subprocess.
 """
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import io
 import os
@@ -248,3 +250,29 @@ class Chdir:
 
   def __exit__(self, *exc_info):
     os.chdir(self._old)
+
+
+def refusing_o_direct(real_open):
+  """os.open as on a file system without O_DIRECT (tmpfs before Linux 6.6).
+
+  Like Linux, it creates the file before it refuses the flag.
+  """
+
+  def refusing_open(path, flags, *args, **kwargs):
+    if flags & os.O_DIRECT:
+      os.close(real_open(path, flags & ~os.O_DIRECT, *args, **kwargs))
+      raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    return real_open(path, flags, *args, **kwargs)
+
+  return refusing_open
+
+
+def refusing_o_direct_writes(real_pwrite):
+  """os.pwrite as on a file system that opens but cannot write O_DIRECT."""
+
+  def refusing_pwrite(fd, data, offset):
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+      raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    return real_pwrite(fd, data, offset)
+
+  return refusing_pwrite

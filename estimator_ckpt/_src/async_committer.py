@@ -1,0 +1,115 @@
+"""One background save at a time, its failure kept for the caller.
+
+`Committer` runs the write and commit of an asynchronous save in a thread.
+A save requested while one is in flight waits for it; a failure is kept
+and raised in the caller's thread at the next save or at
+`wait_until_finished()` (Orbax `AsyncCheckpointer` style) as
+`errors.AsyncSaveError` naming the checkpoint and its step.
+"""
+
+import threading
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from estimator_ckpt import errors
+
+tf1 = tf.compat.v1
+
+
+class Committer:
+  """Runs one background save at a time; keeps its failure for the caller.
+
+  `start` waits for the save in flight (raising its failure) before it
+  starts the next. Threads are not daemons: the interpreter waits for a
+  commit in flight before it exits.
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._thread: Optional[threading.Thread] = None
+    self._failure: Optional[errors.AsyncSaveError] = None
+
+  def start(
+    self,
+    work: Callable[[], None],
+    *,
+    checkpoint: str,
+    step: Optional[int],
+    previous: Optional[str],
+    on_thread: Optional[Callable[[threading.Thread], None]] = None,
+  ) -> None:
+    """Waits for the save in flight, then runs `work` in the background.
+
+    Args:
+      work: Writes and commits the checkpoint.
+      checkpoint: Its prefix, for messages.
+      step: Its step, for messages.
+      previous: The checkpoint the state file names, for messages.
+      on_thread: Called with the thread once started (the hook registers it
+        with the MonitoredSession's coordinator, whose close waits for it).
+    """
+    self.wait_until_finished()
+
+    def run():
+      try:
+        work()
+      except BaseException as e:  # pylint: disable=broad-except
+        failure = _failure(e, checkpoint, step, previous)
+        tf1.logging.error("%s", failure)
+        with self._lock:
+          self._failure = failure
+
+    thread = threading.Thread(
+      target=run, name=f"estimator_ckpt-async-save-{step}", daemon=False
+    )
+    with self._lock:
+      self._thread = thread
+    thread.start()
+    if on_thread is not None:
+      on_thread(thread)
+
+  def in_flight(self) -> bool:
+    """Whether a background save is still running."""
+    with self._lock:
+      return self._thread is not None and self._thread.is_alive()
+
+  def wait_until_finished(self) -> None:
+    """Waits for the save in flight; raises its failure (once).
+
+    Raises:
+      errors.AsyncSaveError: The last background save failed.
+    """
+    with self._lock:
+      thread = self._thread
+    if thread is not None:
+      thread.join()
+    with self._lock:
+      self._thread = None
+      failure, self._failure = self._failure, None
+    if failure is not None:
+      raise failure
+
+
+def _failure(
+  error: BaseException,
+  checkpoint: str,
+  step: Optional[int],
+  previous: Optional[str],
+) -> errors.AsyncSaveError:
+  at_step = f" (step {step})" if step is not None else ""
+  kept = (
+    f"still names the previous checkpoint `{previous}`, which is whole"
+    if previous
+    else "was not written, so this model_dir has no checkpoint yet"
+  )
+  failure = errors.AsyncSaveError(
+    f"Saving checkpoint `{checkpoint}`{at_step} in the background failed: "
+    f"{type(error).__name__}: {error}. The `checkpoint` state file {kept}. "
+    "Fix the cause (free space, permissions, network) and train again: "
+    "training resumes from the last checkpoint the state file names.",
+    checkpoint=checkpoint,
+    step=step,
+  )
+  failure.__cause__ = error
+  return failure

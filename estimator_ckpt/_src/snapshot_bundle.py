@@ -1,0 +1,344 @@
+"""A snapshot written to a local disk by this process, at disk speed.
+
+TensorFlow's `SaveV2` writes a checkpoint through the page cache. On a local
+disk the background save of `async_save` writes the snapshot itself instead
+(`write`): one `session.run` hands every snapshot variable to Python without
+a copy (`Reader`: a `numpy_function` receives its CPU inputs as arrays that
+alias the tensors' buffers), then the bytes are checksummed and written
+O_DIRECT from the snapshot's own memory (`storage.direct_copy.
+write_segments`), then the index
+(`format.bundle.encode_index`): the keys, entries, checksums and data
+files (one per device, as the sharded `Saver` groups them) that `SaveV2`
+writes for the same tensors, so TensorFlow's readers, its restore and
+`verify` read it as theirs. The bytes reach the disk as they are written:
+the commit's fsync has nothing left to flush, no page cache is allocated
+for them (on a VM fresh page cache costs as much CPU as the copy into it),
+and the CPU and memory traffic a save takes from training drop several
+times (see docs/async_saves.md).
+
+Constants (the object graph) are encoded once, at build. Strings and
+variants held in variables (a lookup table with string keys) have no fixed
+size per element and would be copied into Python objects, so a snapshot
+with one is written by `SaveV2` instead (`Reader.writable` is False).
+"""
+
+import dataclasses
+import os
+import shutil
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework import device as pydev
+from tensorflow.python.framework import ops
+from tensorflow.python.framework import tensor_util
+
+from estimator_ckpt._src.format import bundle as bundle_lib
+from estimator_ckpt._src.format import crc32c
+from estimator_ckpt._src.format import dtypes
+from estimator_ckpt._src.format import protos
+from estimator_ckpt._src.format import tensor_slice
+from estimator_ckpt._src.format import values
+from estimator_ckpt._src.storage import direct_copy
+
+tf1 = tf.compat.v1
+
+# Bytes checksummed at a time.
+CHUNK_BYTES = 8 << 20
+# Tensors this large start in the data file at an offset congruent to their
+# address modulo the disk block (zero padding before them, as `SaveV2` pads
+# with `data_alignment`), so O_DIRECT writes them from their own memory.
+ALIGN_FROM_BYTES = 64 << 10
+_BLOCK = 4096
+# Fixed-size types whose checkpoint bytes are their numpy bytes (int4 and
+# uint4 are excluded: TensorFlow packs them).
+_FIXED_SIZE = frozenset(
+  d.enum
+  for d in dtypes.DTYPES.values()
+  if not d.variable_length and d.name not in ("int4", "uint4")
+)
+_LITTLE_ENDIAN = 0  # BundleHeaderProto.Endianness.LITTLE
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+  """One saved tensor of the snapshot.
+
+  Attributes:
+    name: The key it is saved under (of the whole tensor, if a slice).
+    slice_spec: `SaveSpec.slice_spec`: "" or TensorFlow's
+      "full shape + slice" string (a partition).
+    dtype: Its `tf.DType` enum.
+    device: The canonical name of its saveable's device: the sharded
+      `Saver` writes one data file per device, in their sorted order.
+    position: A variable's place among `Reader.arrays`.
+    constant: A constant's encoded bytes and masked crc32c.
+    constant_shape: A constant's shape.
+  """
+
+  name: str
+  slice_spec: str
+  dtype: int
+  device: str
+  position: Optional[int] = None
+  constant: Optional[Tuple[bytes, int]] = None
+  constant_shape: Tuple[int, ...] = ()
+
+  def renamed(self, name: str) -> "Tensor":
+    return dataclasses.replace(self, name=name)
+
+
+class Reader:
+  """The op handing the snapshot variables to this process, uncopied.
+
+  Built with the snapshot: `variable` and `constant` for each saved tensor,
+  then `finish`.
+
+  Attributes:
+    writable: Whether `write` can write the snapshot.
+  """
+
+  def __init__(self):
+    self.writable = sys.byteorder == "little"
+    self._reads: List[Tuple] = []  # (read callable, device)
+    self._op: Optional[tf.Tensor] = None
+    self._arrays: Optional[Tuple[np.ndarray, ...]] = None
+
+  def variable(
+    self, name: str, slice_spec: str, dtype: tf.DType, read, device: str
+  ) -> Tensor:
+    """A snapshot variable's tensor; `read()` reads it on `device`."""
+    enum = dtype.as_datatype_enum
+    canonical = pydev.canonical_name(device)
+    if enum not in _FIXED_SIZE:
+      self.writable = False
+      return Tensor(name, slice_spec, enum, canonical)
+    self._reads.append((read, device))
+    return Tensor(name, slice_spec, enum, canonical, len(self._reads) - 1)
+
+  def constant(
+    self, name: str, slice_spec: str, tensor: tf.Tensor, device: str
+  ) -> Tensor:
+    """A constant's tensor (the object graph): encoded once, here."""
+    enum = tensor.dtype.as_datatype_enum
+    canonical = pydev.canonical_name(device)
+    value = tensor_util.constant_value(tensor)
+    if value is None or (
+      enum not in _FIXED_SIZE and enum != dtypes.STRING.enum
+    ):
+      self.writable = False
+      return Tensor(name, slice_spec, enum, canonical)
+    value = np.asarray(value)
+    if enum == dtypes.STRING.enum:
+      data, masked = values.encode_strings(list(value.reshape(-1)))
+    else:
+      data = np.ascontiguousarray(value).tobytes()
+      masked = crc32c.mask(crc32c.crc32c(data))
+    return Tensor(
+      name,
+      slice_spec,
+      enum,
+      canonical,
+      constant=(data, masked),
+      constant_shape=tuple(value.shape),
+    )
+
+  def finish(self, in_process: bool) -> None:
+    """Builds the op, where `write` may run: snapshot in this process's CPU.
+
+    On a cluster (`in_process` False) nothing is built: the snapshot stays
+    on each ps, which writes its own shards with `SaveV2`.
+    """
+    if not (in_process and self.writable):
+      self.writable = False
+      return
+    if not self._reads:
+      return
+    inputs = []
+    for read, device in self._reads:
+      with ops.device(device):
+        inputs.append(read())
+    with ops.device(None):  # PyFunc has a CPU kernel only.
+      self._op = tf1.numpy_function(
+        self._hand_over, inputs, tf.int64, stateful=True, name="arrays"
+      )
+
+  def _hand_over(self, *arrays: np.ndarray) -> np.int64:
+    self._arrays = arrays
+    return np.int64(len(arrays))
+
+  def arrays(self, sess, options) -> Tuple[np.ndarray, ...]:
+    """The snapshot variables' values: arrays over their buffers."""
+    if self._op is None:
+      return ()
+    sess.run(self._op, options=options)
+    arrays, self._arrays = self._arrays, None
+    assert arrays is not None
+    return arrays
+
+
+@dataclasses.dataclass
+class _Placed:
+  """A tensor's place in the data file."""
+
+  key: bytes
+  tensor: Tensor
+  shape: Tuple[int, ...]
+  size: int
+  entry: protos.BundleEntryProto
+
+
+def write(
+  sess,
+  reader: Reader,
+  tensors: Sequence[Tensor],
+  prefix: str,
+  options=None,
+) -> None:
+  """Writes `tensors` as checkpoint `prefix` (one data file, then the index).
+
+  All are written under `prefix_temp/` (as the sharded `Saver` stages its
+  save) and renamed into place, data first, so a reader never finds an
+  index whose data is incomplete.
+
+  Args:
+    sess: The session holding the snapshot.
+    reader: The snapshot's `Reader`.
+    tensors: What to write (`reader.writable` was True).
+    prefix: The checkpoint prefix, on a local disk.
+    options: `RunOptions` of every run.
+  """
+  arrays = reader.arrays(sess, options)
+  placed, full_entries, num_shards = _layout(tensors, arrays)
+  staging = prefix + "_temp"
+  os.makedirs(staging, exist_ok=True)
+  data = [
+    bundle_lib.data_filename(prefix, i, num_shards) for i in range(num_shards)
+  ]
+  index = bundle_lib.index_filename(prefix)
+  staged = {
+    path: os.path.join(staging, os.path.basename(path))
+    for path in data + [index]
+  }
+  for stale in staged.values():  # Of a run killed here.
+    if os.path.lexists(stale):
+      os.remove(stale)
+  try:
+    for shard, path in enumerate(data):
+      in_shard = [p for p in placed if p.entry.shard_id == shard]
+      for p in in_shard:
+        p.entry.crc32c = _masked_crc(p, arrays)
+      direct_copy.write_segments(
+        staged[path],
+        max((p.entry.offset + p.size for p in in_shard), default=0),
+        [(p.entry.offset, _bytes_of(p, arrays)) for p in in_shard],
+      )
+    header = protos.BundleHeaderProto()
+    header.num_shards = num_shards
+    header.endianness = _LITTLE_ENDIAN
+    header.version.producer = bundle_lib.BUNDLE_VERSION
+    encoded = bundle_lib.encode_index(
+      header, [(p.key, p.entry) for p in placed] + list(full_entries.items())
+    )
+    with open(staged[index], "xb") as f:
+      f.write(encoded)
+      f.flush()
+      os.fsync(f.fileno())
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  for path in data + [index]:
+    os.replace(staged[path], path)
+  os.rmdir(staging)
+
+
+def _layout(
+  tensors: Sequence[Tensor], arrays: Sequence[np.ndarray]
+) -> Tuple[List[_Placed], Dict[bytes, protos.BundleEntryProto], int]:
+  """Data entries with shards and offsets; whole-tensor entries; shards.
+
+  As `BundleWriter::Add`/`AddSlice`: a slice's bytes are stored under its
+  slice key and the whole tensor's entry lists its slices; a slice covering
+  the whole tensor is stored as the tensor. Shard i holds the tensors of
+  the i-th device in sorted order (`Saver._GroupByDevices`).
+  """
+  placed: List[_Placed] = []
+  full_entries: Dict[bytes, protos.BundleEntryProto] = {}
+  for tensor in tensors:
+    name = tensor.name.encode("utf-8")
+    if tensor.constant is not None:
+      shape = tensor.constant_shape
+      size = len(tensor.constant[0])
+    else:
+      assert tensor.position is not None
+      shape = tuple(arrays[tensor.position].shape)
+      size = arrays[tensor.position].nbytes
+    key = name
+    if tensor.slice_spec:
+      full_shape, piece = _parse_slice_spec(tensor.slice_spec)
+      if not piece.is_full(full_shape):
+        key = tensor_slice.slice_key(name, piece)
+        full = full_entries.setdefault(name, protos.BundleEntryProto())
+        if not full.HasField("shape"):
+          full.dtype = tensor.dtype
+          for dim in full_shape:
+            full.shape.dim.add().size = dim
+        piece.to_proto(full.slices.add())
+    entry = protos.BundleEntryProto()
+    entry.dtype = tensor.dtype
+    entry.shape.SetInParent()  # Present for a scalar too, as TensorFlow's.
+    for dim in shape:
+      entry.shape.dim.add().size = dim
+    placed.append(_Placed(key, tensor, shape, size, entry))
+  devices = sorted({p.tensor.device for p in placed})
+  shard_of = {device: i for i, device in enumerate(devices)}
+  placed.sort(key=lambda p: p.key)
+  offsets = [0] * len(devices)
+  for p in placed:
+    shard = shard_of[p.tensor.device]
+    offset = offsets[shard]
+    if p.tensor.position is not None and p.size >= ALIGN_FROM_BYTES:
+      address = arrays[p.tensor.position].__array_interface__["data"][0]
+      offset += (address - offset) % _BLOCK
+    p.entry.shard_id = shard
+    p.entry.offset = offset
+    p.entry.size = p.size
+    offsets[shard] = offset + p.size
+  return placed, full_entries, max(len(devices), 1)
+
+
+def _bytes_of(p: _Placed, arrays: Sequence[np.ndarray]):
+  """A tensor's bytes: a constant's encoding, a variable's own memory."""
+  if p.tensor.constant is not None:
+    return p.tensor.constant[0]
+  assert p.tensor.position is not None
+  array = arrays[p.tensor.position]
+  assert array.flags.c_contiguous, p.key
+  return array.reshape(-1).view(np.uint8)
+
+
+def _masked_crc(p: _Placed, arrays: Sequence[np.ndarray]) -> int:
+  """The entry's crc32c, masked, as `BundleWriter` stores it."""
+  if p.tensor.constant is not None:
+    return p.tensor.constant[1]
+  raw = _bytes_of(p, arrays)
+  crc = 0
+  for start in range(0, len(raw), CHUNK_BYTES):
+    crc = crc32c.crc32c(raw[start : start + CHUNK_BYTES], crc)
+  return crc32c.mask(crc)
+
+
+def _parse_slice_spec(
+  spec: str,
+) -> Tuple[Tuple[int, ...], tensor_slice.TensorSlice]:
+  """TensorFlow's "d0 d1 ... slice" spec (`Variable.SaveSliceInfo.spec`)."""
+  *dims, extents = spec.split(" ")
+  parsed = []
+  for extent in extents.split(":"):
+    if extent == "-":
+      parsed.append((0, -1))
+    else:
+      start, length = extent.split(",")
+      parsed.append((int(start), int(length)))
+  return tuple(int(d) for d in dims), tensor_slice.TensorSlice(tuple(parsed))

@@ -1,0 +1,335 @@
+"""The asynchronous save's own writer: the checkpoint `SaveV2` writes.
+
+`snapshot_bundle.write` (through `async_save.SnapshotWriter`) must write
+what TensorFlow's sharded `Saver` writes for the same variables: the same
+files, the same index entries but for offsets, the same bytes per tensor,
+readable and restorable by TensorFlow and accepted by `verify`. Real graphs
+and sessions; `direct_copy.write_segments`, under it, byte-exact at every
+block edge, with and without O_DIRECT.
+"""
+
+import contextlib
+import errno
+import mmap
+import os
+from unittest import mock
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
+from tensorflow.python.training.saving import saveable_object_util
+
+import estimator_ckpt
+from estimator_ckpt._src import async_save
+from estimator_ckpt._src import snapshot_bundle
+from estimator_ckpt._src.format import bundle
+from estimator_ckpt._src.storage import direct_copy
+
+from tests import tool_fixtures
+
+tf1 = tf.compat.v1
+
+_IN_THREAD = config_pb2.RunOptions(inter_op_thread_pool=-1)
+# Every fixed-size type a variable can hold.
+_DTYPES = (
+  tf.float32,
+  tf.float64,
+  tf.float16,
+  tf.bfloat16,
+  tf.int8,
+  tf.int16,
+  tf.int32,
+  tf.int64,
+  tf.uint8,
+  tf.uint16,
+  tf.uint32,
+  tf.uint64,
+  tf.bool,
+  tf.complex64,
+  tf.complex128,
+)
+
+
+def _variables():
+  """Variables of every type and edge: scalars, empties, partitions, sizes.
+
+  The big one spans two checksum chunks and is no multiple of a disk block;
+  one partitioned variable is uneven, another has one part (a slice that
+  covers the whole tensor, stored as the tensor); one variable is placed on
+  `/device:CPU:0` and the rest nowhere, so the sharded `Saver` writes two
+  data files.
+  """
+  rng = np.random.default_rng(0)
+  variables = []
+  for dtype in _DTYPES:
+    value = rng.integers(0, 2, size=[3, 5]).astype(dtype.as_numpy_dtype)
+    variables.append(tf1.get_variable(f"{dtype.name}", initializer=value))
+  variables.append(tf1.get_variable("scalar", initializer=np.float32(3.5)))
+  variables.append(
+    tf1.get_variable("empty", initializer=np.zeros([0, 4], np.float32))
+  )
+  rows = snapshot_bundle.CHUNK_BYTES // (4 * 7) + 3
+  variables.append(
+    tf1.get_variable("big", initializer=rng.random([rows, 7], dtype=np.float32))
+  )
+  uneven = tf1.get_variable(
+    "uneven",
+    shape=[10, 3],
+    initializer=tf1.initializers.random_normal(seed=1),
+    partitioner=tf1.fixed_size_partitioner(3),
+  )
+  whole = tf1.get_variable(
+    "whole",
+    shape=[4, 2],
+    initializer=tf1.initializers.random_normal(seed=2),
+    partitioner=tf1.fixed_size_partitioner(1),
+  )
+  with tf1.device("/device:CPU:0"):
+    variables.append(
+      tf1.get_variable("placed", initializer=np.arange(6, dtype=np.int64))
+    )
+  return variables + list(uneven) + list(whole)
+
+
+def _saveables(var_list):
+  """What a Saver of `var_list` saves, as the async saver builds it."""
+  return async_save.saveables_of(saveable_object_util.op_list_to_dict(var_list))
+
+
+def _entries_but_offsets(prefix):
+  entries = {}
+  for key, entry in bundle.read(prefix).entries.items():
+    copy = type(entry)()
+    copy.CopyFrom(entry)
+    copy.ClearField("offset")
+    entries[key] = copy
+  return entries
+
+
+def _tensors(prefix):
+  reader = tf.train.load_checkpoint(prefix)
+  return {
+    key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+  }
+
+
+class SnapshotBundleTest(parameterized.TestCase, tf.test.TestCase):
+  def _save_both(self, variables, work):
+    """Saves `variables` with the sharded Saver and with the writer."""
+    stock = tf1.train.Saver(variables, sharded=True)
+    snapshot = async_save.Snapshot(_saveables(variables))
+    writer = snapshot.writer()
+    self.assertTrue(snapshot.reader.writable)
+    for name in ("stock", "ours"):
+      os.makedirs(os.path.join(work, name))
+    with tf1.Session() as sess:
+      sess.run(tf1.global_variables_initializer())
+      stock_prefix = stock.save(
+        sess,
+        os.path.join(work, "stock", "m"),
+        write_meta_graph=False,
+        write_state=False,
+      )
+      sess.run(snapshot.take)
+      written = []
+      real_write = snapshot_bundle.write
+
+      def spy(*args, **kwargs):
+        written.append(args[3])
+        return real_write(*args, **kwargs)
+
+      ours = os.path.join(work, "ours", "m")
+      with mock.patch.object(snapshot_bundle, "write", spy):
+        writer.write(sess, ours, _IN_THREAD)
+      self.assertEqual(written, [ours])  # Not SaveV2.
+      values = sess.run(variables)
+    return stock_prefix, ours, values
+
+  def test_writes_what_the_sharded_saver_writes(self):
+    work = self.create_tempdir().full_path
+    with tf.Graph().as_default():
+      variables = _variables()
+      stock, ours, values = self._save_both(variables, work)
+    # The index and both data files, nothing staged left behind.
+    self.assertEqual(
+      sorted(os.listdir(os.path.dirname(stock))),
+      sorted(os.listdir(os.path.dirname(ours))),
+    )
+    self.assertLen(bundle.read(ours).data_paths(), 2)
+    self.assertEqual(_entries_but_offsets(stock), _entries_but_offsets(ours))
+    expected, actual = _tensors(stock), _tensors(ours)
+    self.assertEqual(sorted(expected), sorted(actual))
+    for key, value in expected.items():
+      np.testing.assert_array_equal(value, actual[key], err_msg=key)
+    estimator_ckpt.verify(ours, against=stock)
+    # TensorFlow restores it into the variables.
+    with tf.Graph().as_default():
+      variables = _variables()
+      with tf1.Session() as sess:
+        tf1.train.Saver(variables).restore(sess, ours)
+        for value, restored in zip(values, sess.run(variables)):
+          np.testing.assert_array_equal(value, restored)
+
+  def test_a_failed_write_leaves_nothing_behind(self):
+    work = self.create_tempdir().full_path
+    real_write_segments = direct_copy.write_segments
+    written = []
+
+    def second_fails(dst, size, segments):
+      if written:
+        raise OSError(28, f"{dst}: No space left on device (injected)")
+      real_write_segments(dst, size, segments)
+      written.append(dst)
+
+    with tf.Graph().as_default():
+      variables = _variables()
+      snapshot = async_save.Snapshot(_saveables(variables))
+      writer = snapshot.writer()
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(snapshot.take)
+        with mock.patch.object(direct_copy, "write_segments", second_fails):
+          with self.assertRaisesRegex(OSError, "No space"):
+            writer.write(sess, os.path.join(work, "m"), _IN_THREAD)
+    self.assertLen(written, 1)  # The first data file was complete.
+    self.assertEqual(os.listdir(work), [])
+
+  def test_string_variables_are_written_by_savev2(self):
+    work = self.create_tempdir().full_path
+    with tf.Graph().as_default():
+      table = tf.lookup.experimental.MutableHashTable(
+        key_dtype=tf.string, value_dtype=tf.int64, default_value=-1
+      )
+      insert = table.insert(
+        tf.constant(["a", "bb"]), tf.constant([1, 2], tf.int64)
+      )
+      snapshot = async_save.Snapshot(_saveables([table]))
+      writer = snapshot.writer()
+      self.assertFalse(snapshot.reader.writable)
+      prefix = os.path.join(work, "m")
+      with tf1.Session() as sess:
+        sess.run(insert)
+        sess.run(snapshot.take)
+        with mock.patch.object(snapshot_bundle, "write") as native:
+          writer.write(sess, prefix, _IN_THREAD)
+        native.assert_not_called()
+    keys = sorted(_tensors(prefix).items())
+    self.assertLen(keys, 2)
+    self.assertEqual(sorted(keys[0][1].tolist()), [b"a", b"bb"])
+
+  def test_a_cluster_snapshot_is_left_to_savev2(self):
+    with tf.Graph().as_default():
+      with tf1.device("/job:ps/task:0"):
+        variable = tf1.get_variable("v", initializer=[1.0])
+      snapshot = async_save.Snapshot(_saveables([variable]))
+    self.assertFalse(snapshot.on_local_cpu)
+    self.assertFalse(snapshot.reader.writable)  # No op pulls it to here.
+
+
+def _segments(rng, block):
+  """Segments around every edge, with their file size and expected bytes.
+
+  Large ones start at an offset congruent to their address (written from
+  their memory under O_DIRECT), at and off block boundaries; others are
+  not congruent, small, or a block exactly; gaps between read as zeros.
+  """
+  segments, offset = [], 0
+  for size, congruent, gap in (
+    (3 * block + 5, True, 0),  # Starts at 0, ends mid-block.
+    (1, False, 0),  # Shares that block.
+    (block, False, 7),
+    (2 * direct_copy._COPY_CHUNK + 11, True, 100),  # Several writer jobs.
+    (block - 1, False, block),  # After a whole block of zeros.
+    (5 * block, True, 0),
+    (3 * block, True, block - 3),
+    (10 * block + 1, False, 0),  # Large, not congruent: assembled.
+    (17, False, 2),  # Ends in a partial last block.
+  ):
+    offset += gap
+    memory = np.frombuffer(mmap.mmap(-1, size + 2 * block), np.uint8)
+    start = offset % block if congruent else (offset + 1) % block
+    view = memory[start : start + size]
+    view[:] = np.frombuffer(rng.bytes(size), np.uint8)
+    segments.append((offset, view))
+    offset += size
+  expected = bytearray(offset)
+  for at, view in segments:
+    expected[at : at + len(view)] = view.tobytes()
+  return segments, offset, bytes(expected)
+
+
+class WriteSegmentsTest(parameterized.TestCase):
+  @parameterized.named_parameters(
+    ("o_direct", None, None),
+    ("o_direct_refused_at_open", tool_fixtures.refusing_o_direct, "open"),
+    (
+      "o_direct_writes_refused",
+      tool_fixtures.refusing_o_direct_writes,
+      "pwrite",
+    ),
+  )
+  def test_byte_exact_around_block_edges(self, refusal, function):
+    work = self.create_tempdir().full_path
+    block = direct_copy._DIRECT_ALIGNMENT
+    segments, size, expected = _segments(np.random.default_rng(0), block)
+    cases = {
+      "file": (segments, size, expected),
+      "tiny": ([(1, b"ab")], 5, b"\0ab\0\0"),
+      "empty": ([], 0, b""),
+      "shuffled": (
+        segments[::-1],
+        size + block + 3,
+        expected + bytes(block + 3),
+      ),
+    }
+    uncopied = []  # Memory O_DIRECT-written as it is, by the writers.
+    real_put = direct_copy._Writers.put
+
+    def put(writers, data, offset):
+      uncopied.append(data)
+      real_put(writers, data, offset)
+
+    for name, (pieces, length, content) in cases.items():
+      dst = os.path.join(work, name)
+      with contextlib.ExitStack() as stack:
+        if refusal:
+          stack.enter_context(
+            mock.patch.object(os, function, refusal(getattr(os, function)))
+          )
+        stack.enter_context(mock.patch.object(direct_copy._Writers, "put", put))
+        direct_copy.write_segments(dst, length, pieces)
+      with open(dst, "rb") as f:
+        self.assertEqual(f.read(), content, f"{function}, {name}")
+    self.assertLen(os.listdir(work), len(cases))
+    if refusal is None:  # The congruent segments but their edge blocks.
+      self.assertGreater(
+        sum(len(u) for u in uncopied), 2 * (2 * direct_copy._COPY_CHUNK)
+      )
+      for u in uncopied:
+        self.assertTrue(any(np.shares_memory(u, v) for _, v in segments))
+    else:
+      self.assertEqual(uncopied, [])
+
+  def test_a_failed_write_leaves_no_file(self):
+    work = self.create_tempdir().full_path
+    dst = os.path.join(work, "dst")
+    segments, size, _ = _segments(np.random.default_rng(0), 4096)
+    real_pwrite = os.pwrite
+    calls = []
+
+    def pwrite_fills_up(fd, data, offset):
+      calls.append(offset)
+      if len(calls) > 3:
+        raise OSError(errno.ENOSPC, "No space left on device (injected)")
+      return real_pwrite(fd, data, offset)
+
+    with mock.patch.object(os, "pwrite", pwrite_fills_up):
+      with self.assertRaisesRegex(OSError, "No space"):
+        direct_copy.write_segments(dst, size, segments)
+    self.assertEqual(os.listdir(work), [])
+
+
+if __name__ == "__main__":
+  absltest.main()
