@@ -312,6 +312,20 @@ class WriteSegmentsTest(parameterized.TestCase):
     else:
       self.assertEqual(uncopied, [])
 
+  @parameterized.parameters(1, 3 * 4096)
+  def test_an_existing_file_is_refused_and_kept(self, size):
+    dst = os.path.join(self.create_tempdir().full_path, "dst")
+    with open(dst, "wb") as f:
+      f.write(b"kept")
+    for refusal in (None, tool_fixtures.refusing_o_direct):
+      with contextlib.ExitStack() as stack:
+        if refusal:
+          stack.enter_context(mock.patch.object(os, "open", refusal(os.open)))
+        with self.assertRaises(FileExistsError):
+          direct_copy.write_segments(dst, size, [(0, bytes(size))])
+      with open(dst, "rb") as f:
+        self.assertEqual(f.read(), b"kept")
+
   def test_a_failed_write_leaves_no_file(self):
     work = self.create_tempdir().full_path
     dst = os.path.join(work, "dst")

@@ -272,28 +272,30 @@ def write_segments(
     OSError: Writing failed (`dst` is removed).
   """
   views = [(offset, np.frombuffer(data, np.uint8)) for offset, data in segments]
-  target = None
+  direct = None
   if size >= _DIRECT_ALIGNMENT:
     try:
-      target = _open_direct(dst)
+      direct = _open_direct(dst)
     except _DirectIOUnsupportedError:
-      target = None
+      pass
+  # Raises (FileExistsError) before anything is written if `dst` exists.
+  target: Optional[int] = direct if direct is not None else _open_buffered(dst)
   try:
-    if target is not None:
+    if direct is not None:
       try:
-        _write_direct(target, views)
+        _write_direct(direct, views)
       except _DirectIOUnsupportedError:
-        os.close(target)
+        os.close(direct)
         target = None
         os.remove(dst)
         logging.info(
           "%s refuses O_DIRECT writes; writing through the page cache.",
           os.path.dirname(dst),
         )
-    if target is None:
-      target = os.open(
-        dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
-      )
+        target = _open_buffered(dst)
+        direct = None
+    assert target is not None
+    if direct is None:
       for offset, view in views:
         _write_at(target, view.data, offset)
     os.ftruncate(target, size)
@@ -308,6 +310,12 @@ def write_segments(
   finally:
     if target is not None:
       os.close(target)
+
+
+def _open_buffered(path: str) -> int:
+  return os.open(
+    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
+  )
 
 
 def _write_direct(target: int, views: List[Tuple[int, np.ndarray]]) -> None:
