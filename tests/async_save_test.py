@@ -69,6 +69,14 @@ class SameCheckpointTest(async_fixtures.TestCase):
     self.assertEqual(
       async_fixtures.data_files(sync_path), async_fixtures.data_files(path)
     )
+    # Written by this process on a local disk, byte for byte what SaveV2
+    # and the aliases wrote (snapshot_bundle).
+    for suffix in async_fixtures.data_files(path):
+      if suffix != ".meta":
+        with open(sync_path + suffix, "rb") as f:
+          expected_bytes = f.read()
+        with open(path + suffix, "rb") as f:
+          self.assertEqual(f.read(), expected_bytes, suffix)
     with open(os.path.join(sync_dir, "checkpoint")) as f:
       sync_state = f.read()
     with open(os.path.join(async_dir, "checkpoint")) as f:
@@ -343,6 +351,14 @@ class DistributedDevicesTest(async_fixtures.TestCase):
     self.assertEqual(
       async_fixtures.data_files(sync_path), async_fixtures.data_files(path)
     )
+    # Written by this process on a local disk, byte for byte what SaveV2
+    # and the aliases wrote (snapshot_bundle).
+    for suffix in async_fixtures.data_files(path):
+      if suffix != ".meta":
+        with open(sync_path + suffix, "rb") as f:
+          expected_bytes = f.read()
+        with open(path + suffix, "rb") as f:
+          self.assertEqual(f.read(), expected_bytes, suffix)
     self.assertLen(
       [f for f in async_fixtures.data_files(path) if ".data-" in f], 3
     )

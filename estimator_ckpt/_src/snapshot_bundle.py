@@ -4,17 +4,17 @@ TensorFlow's `SaveV2` writes a checkpoint through the page cache. On a local
 disk the background save of `async_save` writes the snapshot itself instead
 (`write`): one `session.run` hands every snapshot variable to Python without
 a copy (`Reader`: a `numpy_function` receives its CPU inputs as arrays that
-alias the tensors' buffers), then the bytes are checksummed and written
-O_DIRECT from the snapshot's own memory (`storage.direct_copy.
-write_segments`), then the index
-(`format.bundle.encode_index`): the keys, entries, checksums and data
-files (one per device, as the sharded `Saver` groups them) that `SaveV2`
-writes for the same tensors, so TensorFlow's readers, its restore and
-`verify` read it as theirs. The bytes reach the disk as they are written:
-the commit's fsync has nothing left to flush, no page cache is allocated
-for them (on a VM fresh page cache costs as much CPU as the copy into it),
-and the CPU and memory traffic a save takes from training drop several
-times (see docs/async_saves.md).
+alias the tensors' buffers); the bytes are checksummed and written O_DIRECT
+(`storage.direct_copy.write_segments`), then the index
+(`format.bundle.encode_index`). The files are those the sharded `Saver`
+writes for the same tensors, byte for byte: one data file per device, each
+holding its tensors in the saver's order with no padding, as `SaveV2` lays
+them out, and the same index; a save that rewrites a checkpoint (the save
+at the restored step when training resumes) writes the bytes it had.
+TensorFlow's readers, its restore and `verify` read them as theirs. The
+bytes reach the disk as they are written: the commit's fsync has nothing
+left to flush, and no page cache is allocated for them (on a VM fresh page
+cache costs as much CPU as the copy into it; see docs/async_saves.md).
 
 Constants (the object graph) are encoded once, at build. Strings and
 variants held in variables (a lookup table with string keys) have no fixed
@@ -46,11 +46,6 @@ tf1 = tf.compat.v1
 
 # Bytes checksummed at a time.
 CHUNK_BYTES = 8 << 20
-# Tensors this large start in the data file at an offset congruent to their
-# address modulo the disk block (zero padding before them, as `SaveV2` pads
-# with `data_alignment`), so O_DIRECT writes them from their own memory.
-ALIGN_FROM_BYTES = 64 << 10
-_BLOCK = 4096
 # Fixed-size types whose checkpoint bytes are their numpy bytes (int4 and
 # uint4 are excluded: TensorFlow packs them).
 _FIXED_SIZE = frozenset(
@@ -293,18 +288,13 @@ def _layout(
     placed.append(_Placed(key, tensor, shape, size, entry))
   devices = sorted({p.tensor.device for p in placed})
   shard_of = {device: i for i, device in enumerate(devices)}
-  placed.sort(key=lambda p: p.key)
   offsets = [0] * len(devices)
-  for p in placed:
+  for p in placed:  # In the saver's order, as `SaveV2` writes them.
     shard = shard_of[p.tensor.device]
-    offset = offsets[shard]
-    if p.tensor.position is not None and p.size >= ALIGN_FROM_BYTES:
-      address = arrays[p.tensor.position].__array_interface__["data"][0]
-      offset += (address - offset) % _BLOCK
     p.entry.shard_id = shard
-    p.entry.offset = offset
+    p.entry.offset = offsets[shard]
     p.entry.size = p.size
-    offsets[shard] = offset + p.size
+    offsets[shard] += p.size
   return placed, full_entries, max(len(devices), 1)
 
 

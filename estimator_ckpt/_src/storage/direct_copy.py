@@ -6,17 +6,17 @@ earlier ones, with O_DIRECT where the file system takes it, so reading,
 checking and writing overlap and the page cache is left alone. Elsewhere it
 writes through the page cache and fsyncs once. `local.LocalStorage.copy`
 uses it. `write_segments` writes bytes this process holds (an asynchronous
-save's snapshot) the same way, straight from their memory where it can.
+save's snapshot) the same way.
 """
 
+import bisect
 import errno
 import fcntl
 import mmap
 import os
 import queue
-import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -32,8 +32,6 @@ _DIRECT_ALIGNMENT = 4096
 _COPY_CHUNK = 8 << 20
 _COPY_BUFFERS = 4
 _COPY_WRITERS = 2
-# write_segments: blocks assembled from segment edges held at most.
-_EDGE_BATCH = 2048
 # O_DIRECT opens or writes fail with these where the file system lacks it.
 _NO_DIRECT_ERRNOS = frozenset((errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP))
 
@@ -65,27 +63,28 @@ def _open_direct(path: str) -> int:
     raise _DirectIOUnsupportedError() from e
 
 
-def _pipelined_copy(
-  source: int,
+# Fills a buffer with the bytes the file has at an offset.
+_Fill = Callable[[memoryview, int], None]
+
+
+def _pipelined_write(
+  fill: _Fill,
   target: int,
   size: int,
   direct: bool,
   on_bytes: Callable[[int], None],
-  observe: base.Observer,
-  src: str,
 ) -> None:
-  """Copies `source` to `target` through a few reused buffers, then fsyncs.
+  """Writes `size` bytes from `fill` to `target` through reused buffers.
 
-  The calling thread reads the source into page-aligned buffers and shows
-  each to `observe` while `_COPY_WRITERS` threads write earlier ones, so
-  reading, checking and writing overlap and the disk has more than one
-  write in flight. With `direct` (`target` opened O_DIRECT) whole blocks are
-  written O_DIRECT and the tail past the last block buffered.
+  The calling thread fills page-aligned buffers in order while
+  `_COPY_WRITERS` threads write earlier ones, so producing and writing
+  overlap and the disk has more than one write in flight. With `direct`
+  (`target` opened O_DIRECT) whole blocks are written O_DIRECT and the tail
+  past the last block buffered. Then fsyncs.
 
   Raises:
     _DirectIOUnsupportedError: With `direct`, a write was refused as
       unsupported.
-    errors.CorruptCheckpointError: The source shrank while being copied.
   """
   end = size - size % _DIRECT_ALIGNMENT if direct else size
   free: "queue.Queue[Optional[mmap.mmap]]" = queue.Queue()
@@ -102,8 +101,8 @@ def _pipelined_copy(
           with memoryview(buffer) as view:
             _write_at(fd, view[:count], offset)
         except BaseException as e:  # pylint: disable=broad-except
-          failures.append(e)  # Re-raised in the reading thread.
-          free.put(None)  # Wakes the reader.
+          failures.append(e)  # Re-raised in the filling thread.
+          free.put(None)  # Wakes the filler.
           return
         free.put(buffer)
     finally:
@@ -131,8 +130,7 @@ def _pipelined_copy(
     while offset < end and (buffer := free.get()) is not None:
       count = min(_COPY_CHUNK, end - offset)
       with memoryview(buffer) as view:
-        _read_at(source, view[:count], offset, src, size)
-        observe(offset, view[:count])
+        fill(view[:count], offset)
       jobs.put((buffer, offset, count))
       offset += count
       on_bytes(count)
@@ -152,13 +150,24 @@ def _pipelined_copy(
     raise failure
   if end < size:
     tail = bytearray(size - end)
-    _read_at(source, memoryview(tail), end, src, size)
-    observe(end, memoryview(tail))
+    fill(memoryview(tail), end)
     flags = fcntl.fcntl(target, fcntl.F_GETFL)
     fcntl.fcntl(target, fcntl.F_SETFL, flags & ~os.O_DIRECT)
     _write_at(target, memoryview(tail), end)
     on_bytes(len(tail))
   os.fsync(target)
+
+
+def _file_fill(
+  source: int, size: int, src: str, observe: base.Observer
+) -> _Fill:
+  """Fills from the file `source` (of `size` bytes), shown to `observe`."""
+
+  def fill(view: memoryview, offset: int) -> None:
+    _read_at(source, view, offset, src, size)
+    observe(offset, view)
+
+  return fill
 
 
 def _read_at(
@@ -218,7 +227,13 @@ def copy_file(
       target = None
     if target is not None:
       try:
-        _pipelined_copy(source, target, size, True, report, new_observer(), src)
+        _pipelined_write(
+          _file_fill(source, size, src, new_observer()),
+          target,
+          size,
+          True,
+          report,
+        )
         return
       except _DirectIOUnsupportedError:
         logging.info(
@@ -240,8 +255,12 @@ def copy_file(
       dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
     )
     try:
-      _pipelined_copy(
-        source, target, size, False, report_new, new_observer(), src
+      _pipelined_write(
+        _file_fill(source, size, src, new_observer()),
+        target,
+        size,
+        False,
+        report_new,
       )
     finally:
       os.close(target)
@@ -255,13 +274,10 @@ def write_segments(
   """Writes a new local file of `size` bytes from `segments`, fsynced.
 
   Each segment is `(offset, buffer)`: a C-contiguous bytes-like object
-  written at `offset`; bytes no segment covers read as zeros. With O_DIRECT
-  (where the file system takes it) the part of a segment whose memory
-  address and file offset are both on block boundaries (its address and
-  offset congruent modulo the block: lay large segments out so) is written
-  straight from its memory, without a copy and without page cache; the
-  blocks around (segment edges, small segments, the padding between) are
-  assembled in an aligned buffer. Elsewhere, buffered writes and one fsync.
+  written at `offset`; bytes no segment covers are zeros. The bytes are
+  copied into the aligned buffers of `copy_file` and written as it writes,
+  O_DIRECT where the file system takes it (to the disk as they are
+  written, no page cache), else buffered with one fsync.
 
   Args:
     dst: The file to create; it must not exist.
@@ -269,37 +285,35 @@ def write_segments(
     segments: Non-overlapping, within `size`, in any order.
 
   Raises:
-    OSError: Writing failed (`dst` is removed).
+    OSError: Writing failed (`dst` is removed; an existing `dst` is
+      refused, `FileExistsError`, before anything is written).
   """
-  views = [(offset, np.frombuffer(data, np.uint8)) for offset, data in segments]
-  direct = None
+  fill = _segments_fill(segments, size)
+  target = None
   if size >= _DIRECT_ALIGNMENT:
     try:
-      direct = _open_direct(dst)
+      target = _open_direct(dst)
     except _DirectIOUnsupportedError:
       pass
-  # Raises (FileExistsError) before anything is written if `dst` exists.
-  target: Optional[int] = direct if direct is not None else _open_buffered(dst)
   try:
-    if direct is not None:
+    if target is not None:
       try:
-        _write_direct(direct, views)
+        _pipelined_write(fill, target, size, True, lambda _: None)
+        return
       except _DirectIOUnsupportedError:
-        os.close(direct)
-        target = None
-        os.remove(dst)
         logging.info(
           "%s refuses O_DIRECT writes; writing through the page cache.",
           os.path.dirname(dst),
         )
-        target = _open_buffered(dst)
-        direct = None
-    assert target is not None
-    if direct is None:
-      for offset, view in views:
-        _write_at(target, view.data, offset)
-    os.ftruncate(target, size)
-    os.fsync(target)
+        os.close(target)
+        target = None
+        os.remove(dst)
+    target = os.open(
+      dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
+    )
+    _pipelined_write(fill, target, size, False, lambda _: None)
+  except FileExistsError:
+    raise  # Not ours: kept.
   except BaseException:
     if target is not None:
       os.close(target)
@@ -312,132 +326,38 @@ def write_segments(
       os.close(target)
 
 
-def _open_buffered(path: str) -> int:
-  return os.open(
-    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
+def _segments_fill(segments: Sequence[Tuple[int, Any]], size: int) -> _Fill:
+  """Fills buffers from `segments` (zeros between them).
+
+  Raises (when filling):
+    ValueError: Segments overlap or pass `size`.
+  """
+  views = sorted(
+    ((offset, np.frombuffer(data, np.uint8)) for offset, data in segments),
+    key=lambda segment: segment[0],
   )
+  for (offset, view), (next_offset, _) in zip(views, views[1:] + [(size, 0)]):
+    if offset < 0 or offset + len(view) > next_offset:
+      raise ValueError(
+        f"Segment at {offset} of {len(view)} bytes overlaps the next (at "
+        f"{next_offset}) or passes the file's {size} bytes."
+      )
+  starts = [offset for offset, _ in views]
 
+  def fill(view: memoryview, offset: int) -> None:
+    out = np.frombuffer(view, np.uint8)
+    end = offset + len(out)
+    at = offset  # Filled up to here.
+    # From the last segment starting at or before `offset`.
+    i = max(bisect.bisect_right(starts, offset) - 1, 0)
+    while i < len(views) and views[i][0] < end:
+      start, data = views[i]
+      lo, hi = max(start, offset), min(start + len(data), end)
+      if lo < hi:  # numpy copies without holding the GIL.
+        out[at - offset : lo - offset] = 0
+        np.copyto(out[lo - offset : hi - offset], data[lo - start : hi - start])
+        at = hi
+      i += 1
+    out[at - offset :] = 0
 
-def _write_direct(target: int, views: List[Tuple[int, np.ndarray]]) -> None:
-  """`write_segments` on an O_DIRECT descriptor (see there).
-
-  Aligned middles of segments go to `_COPY_WRITERS` threads as they are
-  found; every other byte is assembled into its block, and blocks are
-  written (contiguous ones together) once the segments pass them, so at
-  most `_EDGE_BATCH` blocks are held.
-
-  Raises:
-    _DirectIOUnsupportedError: O_DIRECT writes are refused (seen at a first
-      zero block, before anything else is written).
-  """
-  block = _DIRECT_ALIGNMENT
-  try:  # Block 0 is a segment's or zeros: a zero block there is right.
-    _write_at(target, memoryview(mmap.mmap(-1, block)), 0)
-  except OSError as e:
-    if e.errno in _NO_DIRECT_ERRNOS:
-      raise _DirectIOUnsupportedError() from e
-    raise
-  edges: Dict[int, np.ndarray] = {}  # Block index -> its assembled bytes.
-
-  def to_edges(view: np.ndarray, offset: int) -> None:
-    at = 0
-    while at < len(view):
-      index, within = divmod(offset + at, block)
-      count = min(block - within, len(view) - at)
-      edge = edges.get(index)
-      if edge is None:
-        edge = edges[index] = np.zeros(block, np.uint8)
-      edge[within : within + count] = view[at : at + count]
-      at += count
-
-  def flush(below: int) -> None:
-    ready = sorted(i for i in edges if i < below)
-    if not ready:
-      return
-    aligned = np.frombuffer(mmap.mmap(-1, len(ready) * block), np.uint8)
-    first = 0
-    for j, index in enumerate(ready):
-      aligned[j * block : (j + 1) * block] = edges.pop(index)
-      if j + 1 == len(ready) or ready[j + 1] != index + 1:
-        _write_at(
-          target,
-          aligned[first * block : (j + 1) * block].data,
-          ready[first] * block,
-        )
-        first = j + 1
-
-  with _Writers(target) as writers:
-    for offset, view in sorted(views, key=lambda v: v[0]):
-      if len(edges) >= _EDGE_BATCH:
-        flush(offset // block)
-      address = view.__array_interface__["data"][0]
-      head = -offset % block
-      tail = (offset + len(view)) % block
-      if (address - offset) % block or head + tail >= len(view):
-        to_edges(view, offset)
-        continue
-      to_edges(view[:head], offset)
-      to_edges(view[len(view) - tail :], offset + len(view) - tail)
-      middle = view[head : len(view) - tail]
-      for at in range(0, len(middle), _COPY_CHUNK):
-        writers.put(middle[at : at + _COPY_CHUNK], offset + head + at)
-    flush(sys.maxsize)
-
-
-class _Writers:
-  """`_COPY_WRITERS` threads writing (memory, offset) jobs to a file.
-
-  Each has its own descriptor (as in `_pipelined_copy`). Leaving the block
-  waits for every job; the first failure is raised then.
-  """
-
-  def __init__(self, target: int):
-    self._target = target
-    self._jobs: "queue.Queue[Optional[Tuple[np.ndarray, int]]]" = queue.Queue()
-    self._failures: List[BaseException] = []
-    self._threads: List[threading.Thread] = []
-
-  def put(self, data: np.ndarray, offset: int) -> None:
-    if self._failures:
-      raise self._failures[0]
-    self._jobs.put((data, offset))
-
-  def _write(self, fd: int) -> None:
-    try:
-      while (job := self._jobs.get()) is not None:
-        if not self._failures:
-          try:
-            _write_at(fd, job[0].data, job[1])
-          except BaseException as e:  # pylint: disable=broad-except
-            self._failures.append(e)
-    finally:
-      os.close(fd)
-
-  def __enter__(self) -> "_Writers":
-    try:
-      for i in range(_COPY_WRITERS):
-        fd = os.dup(self._target)
-        try:
-          thread = threading.Thread(
-            target=self._write,
-            args=(fd,),
-            daemon=True,
-            name=f"segment-writer-{i}",
-          )
-          thread.start()
-        except BaseException:
-          os.close(fd)
-          raise
-        self._threads.append(thread)
-    except BaseException:
-      self.__exit__(None, None, None)
-      raise
-    return self
-
-  def __exit__(self, *exc_info) -> None:
-    for _ in self._threads:
-      self._jobs.put(None)
-    for thread in self._threads:
-      thread.join()
-    if self._failures and exc_info[0] is None:
-      raise self._failures[0]
+  return fill
