@@ -115,6 +115,16 @@ def data_files(prefix):
   )
 
 
+def assert_same_bytes(test, expected_prefix, actual_prefix):
+  """The index and data files of two checkpoints are byte for byte equal."""
+  for suffix in data_files(actual_prefix):
+    if suffix != ".meta":
+      with open(expected_prefix + suffix, "rb") as f:
+        expected = f.read()
+      with open(actual_prefix + suffix, "rb") as f:
+        test.assertEqual(f.read(), expected, suffix)
+
+
 def assert_same_tensors(test, expected, actual):
   test.assertEqual(sorted(expected), sorted(actual))
   for key, value in expected.items():

@@ -69,14 +69,9 @@ class SameCheckpointTest(async_fixtures.TestCase):
     self.assertEqual(
       async_fixtures.data_files(sync_path), async_fixtures.data_files(path)
     )
-    # Written by this process on a local disk, byte for byte what SaveV2
-    # and the aliases wrote (snapshot_bundle).
-    for suffix in async_fixtures.data_files(path):
-      if suffix != ".meta":
-        with open(sync_path + suffix, "rb") as f:
-          expected_bytes = f.read()
-        with open(path + suffix, "rb") as f:
-          self.assertEqual(f.read(), expected_bytes, suffix)
+    # Written by this process on a local disk (snapshot_bundle), byte for
+    # byte what SaveV2 and the aliases wrote.
+    async_fixtures.assert_same_bytes(self, sync_path, path)
     with open(os.path.join(sync_dir, "checkpoint")) as f:
       sync_state = f.read()
     with open(os.path.join(async_dir, "checkpoint")) as f:
@@ -351,14 +346,8 @@ class DistributedDevicesTest(async_fixtures.TestCase):
     self.assertEqual(
       async_fixtures.data_files(sync_path), async_fixtures.data_files(path)
     )
-    # Written by this process on a local disk, byte for byte what SaveV2
-    # and the aliases wrote (snapshot_bundle).
-    for suffix in async_fixtures.data_files(path):
-      if suffix != ".meta":
-        with open(sync_path + suffix, "rb") as f:
-          expected_bytes = f.read()
-        with open(path + suffix, "rb") as f:
-          self.assertEqual(f.read(), expected_bytes, suffix)
+    # Each ps's SaveV2 of the snapshot: byte for byte the synchronous save.
+    async_fixtures.assert_same_bytes(self, sync_path, path)
     self.assertLen(
       [f for f in async_fixtures.data_files(path) if ".data-" in f], 3
     )

@@ -28,32 +28,15 @@ from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.storage import direct_copy
 
 from tests import tool_fixtures
+from tests import tool_tf_fixtures
 
 tf1 = tf.compat.v1
 
 _IN_THREAD = config_pb2.RunOptions(inter_op_thread_pool=-1)
-# Every fixed-size type a variable can hold.
-_DTYPES = (
-  tf.float32,
-  tf.float64,
-  tf.float16,
-  tf.bfloat16,
-  tf.int8,
-  tf.int16,
-  tf.int32,
-  tf.int64,
-  tf.uint8,
-  tf.uint16,
-  tf.uint32,
-  tf.uint64,
-  tf.bool,
-  tf.complex64,
-  tf.complex128,
-)
 
 
 def _variables():
-  """Variables of every type and edge: scalars, empties, partitions, sizes.
+  """Variables of every fixed-size type and edge: scalars, empties, sizes.
 
   The big one spans two checksum chunks and is no multiple of a disk block;
   one partitioned variable is uneven, another has one part (a slice that
@@ -62,10 +45,11 @@ def _variables():
   data files.
   """
   rng = np.random.default_rng(0)
-  variables = []
-  for dtype in _DTYPES:
-    value = rng.integers(0, 2, size=[3, 5]).astype(dtype.as_numpy_dtype)
-    variables.append(tf1.get_variable(f"{dtype.name}", initializer=value))
+  variables = [
+    tf1.get_variable(name.replace("/", "_"), initializer=tensor)
+    for name, tensor in tool_tf_fixtures.every_dtype_tensors().items()
+    if tensor.dtype != tf.string  # Left to SaveV2 (a test below).
+  ]
   variables.append(tf1.get_variable("scalar", initializer=np.float32(3.5)))
   variables.append(
     tf1.get_variable("empty", initializer=np.zeros([0, 4], np.float32))

@@ -214,56 +214,12 @@ def copy_file(
   try:
     size = os.fstat(source).st_size
     os.posix_fadvise(source, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    reported = 0
-
-    def report(count: int) -> None:
-      nonlocal reported
-      reported += count
-      on_bytes(count)
-
-    try:
-      target = _open_direct(dst)
-    except _DirectIOUnsupportedError:
-      target = None
-    if target is not None:
-      try:
-        _pipelined_write(
-          _file_fill(source, size, src, new_observer()),
-          target,
-          size,
-          True,
-          report,
-        )
-        return
-      except _DirectIOUnsupportedError:
-        logging.info(
-          "%s refuses O_DIRECT writes; copying through the page cache.",
-          os.path.dirname(dst),
-        )
-        os.remove(dst)
-      finally:
-        os.close(target)
-
-    def report_new(count: int) -> None:  # Progress counts each byte once.
-      nonlocal reported
-      new = max(0, count - reported)
-      reported -= count - new
-      if new:
-        on_bytes(new)
-
-    target = os.open(
-      dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
+    _write_new_file(
+      dst,
+      size,
+      lambda: _file_fill(source, size, src, new_observer()),
+      on_bytes,
     )
-    try:
-      _pipelined_write(
-        _file_fill(source, size, src, new_observer()),
-        target,
-        size,
-        False,
-        report_new,
-      )
-    finally:
-      os.close(target)
   finally:
     os.close(source)
 
@@ -289,41 +245,69 @@ def write_segments(
       refused, `FileExistsError`, before anything is written).
   """
   fill = _segments_fill(segments, size)
-  target = None
-  if size >= _DIRECT_ALIGNMENT:
-    try:
-      target = _open_direct(dst)
-    except _DirectIOUnsupportedError:
-      pass
   try:
-    if target is not None:
-      try:
-        _pipelined_write(fill, target, size, True, lambda _: None)
-        return
-      except _DirectIOUnsupportedError:
-        logging.info(
-          "%s refuses O_DIRECT writes; writing through the page cache.",
-          os.path.dirname(dst),
-        )
-        os.close(target)
-        target = None
-        os.remove(dst)
-    target = os.open(
-      dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
-    )
-    _pipelined_write(fill, target, size, False, lambda _: None)
+    _write_new_file(dst, size, lambda: fill, lambda _: None)
   except FileExistsError:
     raise  # Not ours: kept.
   except BaseException:
-    if target is not None:
-      os.close(target)
-      target = None
     if os.path.lexists(dst):
       os.remove(dst)
     raise
-  finally:
-    if target is not None:
+
+
+def _write_new_file(
+  dst: str,
+  size: int,
+  new_fill: Callable[[], _Fill],
+  on_bytes: Callable[[int], None],
+) -> None:
+  """Creates `dst` from `new_fill()`: O_DIRECT, else buffered; fsynced.
+
+  Where O_DIRECT is refused at the open or the first write, `dst` is removed
+  and written again through the page cache from a new fill; `on_bytes`
+  counts each byte once.
+
+  Raises:
+    FileExistsError: `dst` exists (nothing is written).
+  """
+  reported = 0
+
+  def report(count: int) -> None:
+    nonlocal reported
+    reported += count
+    on_bytes(count)
+
+  try:
+    target = _open_direct(dst)
+  except _DirectIOUnsupportedError:
+    target = None
+  if target is not None:
+    try:
+      _pipelined_write(new_fill(), target, size, True, report)
+      return
+    except _DirectIOUnsupportedError:
+      logging.info(
+        "%s refuses O_DIRECT writes; writing through the page cache.",
+        os.path.dirname(dst),
+      )
+      os.remove(dst)
+    finally:
       os.close(target)
+
+  def report_new(count: int) -> None:  # Progress counts each byte once.
+    nonlocal reported
+    new = max(0, count - reported)
+    reported -= count - new
+    if new:
+      on_bytes(new)
+
+  target = os.open(
+    dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
+  )
+  try:
+    _pipelined_write(new_fill(), target, size, False, report_new)
+  finally:
+    os.close(target)
 
 
 def _segments_fill(segments: Sequence[Tuple[int, Any]], size: int) -> _Fill:
