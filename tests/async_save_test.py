@@ -69,8 +69,7 @@ class SameCheckpointTest(async_fixtures.TestCase):
     self.assertEqual(
       async_fixtures.data_files(sync_path), async_fixtures.data_files(path)
     )
-    # Written by this process on a local disk (snapshot_bundle), byte for
-    # byte what SaveV2 and the aliases wrote.
+    # Byte for byte what SaveV2 and the aliases wrote.
     async_fixtures.assert_same_bytes(self, sync_path, path)
     with open(os.path.join(sync_dir, "checkpoint")) as f:
       sync_state = f.read()

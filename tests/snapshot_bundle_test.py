@@ -10,6 +10,7 @@ block edge, with and without O_DIRECT.
 
 import contextlib
 import errno
+import fcntl
 import mmap
 import os
 from unittest import mock
@@ -95,7 +96,7 @@ class SnapshotBundleTest(parameterized.TestCase, tf.test.TestCase):
     stock = tf1.train.Saver(variables, sharded=True)
     snapshot = async_save.Snapshot(_saveables(variables))
     writer = snapshot.writer()
-    self.assertTrue(snapshot.reader.writable)
+    self.assertTrue(snapshot.hand_over.writable)
     for name in ("stock", "ours"):
       os.makedirs(os.path.join(work, name))
     with tf1.Session() as sess:
@@ -175,6 +176,27 @@ class SnapshotBundleTest(parameterized.TestCase, tf.test.TestCase):
     self.assertLen(written, 1)  # The first data file was complete.
     self.assertEqual(os.listdir(work), [])
 
+  def test_a_killed_saves_staging_is_cleared(self):
+    work = self.create_tempdir().full_path
+    staging = os.path.join(work, "m" + snapshot_bundle.STAGING_SUFFIX)
+    os.mkdir(staging)
+    for name in ("m.data-00000-of-00002", "part-00000-of-00001.index"):
+      with open(os.path.join(staging, name), "wb") as f:
+        f.write(b"left by a killed save")
+    with tf.Graph().as_default():
+      variable = tf1.get_variable("v", initializer=[1.0, 2.0])
+      snapshot = async_save.Snapshot(_saveables([variable]))
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(snapshot.take)
+        snapshot.writer().write(sess, os.path.join(work, "m"), _IN_THREAD)
+    self.assertCountEqual(
+      os.listdir(work), ["m.index", "m.data-00000-of-00001"]
+    )
+    np.testing.assert_array_equal(
+      _tensors(os.path.join(work, "m"))["v"], [1, 2]
+    )
+
   def test_string_variables_are_written_by_savev2(self):
     work = self.create_tempdir().full_path
     with tf.Graph().as_default():
@@ -186,7 +208,7 @@ class SnapshotBundleTest(parameterized.TestCase, tf.test.TestCase):
       )
       snapshot = async_save.Snapshot(_saveables([table]))
       writer = snapshot.writer()
-      self.assertFalse(snapshot.reader.writable)
+      self.assertFalse(snapshot.hand_over.writable)
       prefix = os.path.join(work, "m")
       with tf1.Session() as sess:
         sess.run(insert)
@@ -198,13 +220,38 @@ class SnapshotBundleTest(parameterized.TestCase, tf.test.TestCase):
     self.assertLen(keys, 2)
     self.assertEqual(sorted(keys[0][1].tolist()), [b"a", b"bb"])
 
+  def test_a_session_with_a_gpu_is_left_to_savev2(self):
+    # Variables placed nowhere go to the GPU with their snapshots; handing
+    # those to Python would copy the model to the host.
+    work = self.create_tempdir().full_path
+    with tf.Graph().as_default():
+      variable = tf1.get_variable("v", initializer=[1.0, 2.0])
+      snapshot = async_save.Snapshot(_saveables([variable]))
+      writer = snapshot.writer()
+      self.assertTrue(snapshot.hand_over.writable)
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(snapshot.take)
+        devices = sess.list_devices() + [
+          mock.Mock(device_type="GPU", name="/device:GPU:0")
+        ]
+        with (
+          mock.patch.object(sess, "list_devices", return_value=devices),
+          mock.patch.object(snapshot_bundle, "write") as native,
+        ):
+          writer.write(sess, os.path.join(work, "m"), _IN_THREAD)
+        native.assert_not_called()
+    np.testing.assert_array_equal(
+      _tensors(os.path.join(work, "m"))["v"], [1, 2]
+    )
+
   def test_a_cluster_snapshot_is_left_to_savev2(self):
     with tf.Graph().as_default():
       with tf1.device("/job:ps/task:0"):
         variable = tf1.get_variable("v", initializer=[1.0])
       snapshot = async_save.Snapshot(_saveables([variable]))
     self.assertFalse(snapshot.on_local_cpu)
-    self.assertFalse(snapshot.reader.writable)  # No op pulls it to here.
+    self.assertFalse(snapshot.hand_over.writable)  # No op pulls it to here.
 
 
 def _segments(rng, block):
@@ -260,6 +307,7 @@ class WriteSegmentsTest(parameterized.TestCase):
         expected + bytes(block + 3),
       ),
     }
+    direct_writes = []
     for name, (pieces, length, content) in cases.items():
       dst = os.path.join(work, name)
       with contextlib.ExitStack() as stack:
@@ -267,10 +315,22 @@ class WriteSegmentsTest(parameterized.TestCase):
           stack.enter_context(
             mock.patch.object(os, function, refusal(getattr(os, function)))
           )
+        pwrite = os.pwrite
+
+        def spy(fd, data, offset, pwrite=pwrite):
+          written = pwrite(fd, data, offset)  # Only writes that took.
+          direct_writes.append(
+            bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+          )
+          return written
+
+        stack.enter_context(mock.patch.object(os, "pwrite", spy))
         direct_copy.write_segments(dst, length, pieces)
       with open(dst, "rb") as f:
         self.assertEqual(f.read(), content, f"{function}, {name}")
     self.assertLen(os.listdir(work), len(cases))
+    # O_DIRECT where the file system takes it (the test's temp dir does).
+    self.assertEqual(any(direct_writes), refusal is None)
 
   @parameterized.parameters(1, 3 * 4096)
   def test_an_existing_file_is_refused_and_kept(self, size):
@@ -303,7 +363,7 @@ class WriteSegmentsTest(parameterized.TestCase):
 
     def pwrite_fills_up(fd, data, offset):
       calls.append(offset)
-      if len(calls) > 3:
+      if len(calls) == 2:  # A writer's, with or without O_DIRECT.
         raise OSError(errno.ENOSPC, "No space left on device (injected)")
       return real_pwrite(fd, data, offset)
 

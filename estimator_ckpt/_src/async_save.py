@@ -74,7 +74,7 @@ class _Entry:
     saveable: str,
     spec: saveable_object.SaveSpec,
     read,
-    tensor: snapshot_bundle.Tensor,
+    tensor: snapshot_bundle.BundleTensor,
   ):
     self.index = index  # Of its saveable (a partition is one saveable).
     self.saveable = saveable
@@ -94,7 +94,8 @@ class Snapshot:
     release: The op destroying the snapshot variables (frees their memory).
     on_local_cpu: Whether every snapshot variable is on this process's CPU
       (as requested): then one executor runs a save of the snapshot.
-    reader: Reads the snapshot in chunks for `snapshot_bundle.write`.
+    hand_over: Hands the snapshot to this process for
+      `snapshot_bundle.write`.
   """
 
   def __init__(self, saveables: Sequence[saveable_object.SaveableObject]):
@@ -103,7 +104,7 @@ class Snapshot:
     assigns = []
     handles = []
     with ops.name_scope("async_save_snapshot"):
-      self.reader = snapshot_bundle.Reader()
+      self.hand_over = snapshot_bundle.ArrayHandOver()
       for index, saveable in enumerate(saveables):
         for spec in saveable.specs:
           with ops.device(spec.device):
@@ -118,7 +119,7 @@ class Snapshot:
                 saveable.name,
                 spec,
                 lambda t=tensor: t,
-                self.reader.constant(
+                self.hand_over.constant(
                   spec.name, spec.slice_spec, tensor, spec.device
                 ),
               )
@@ -150,7 +151,7 @@ class Snapshot:
               saveable.name,
               spec,
               read,
-              self.reader.variable(
+              self.hand_over.variable(
                 spec.name, spec.slice_spec, spec.dtype, read, spec.device
               ),
             )
@@ -166,7 +167,7 @@ class Snapshot:
           )
       self.release = control_flow_ops.group(*destroys, name="release")
       self.on_local_cpu = _one_local_cpu(devices)
-      self.reader.finish(in_process=self.on_local_cpu)
+      self.hand_over.finish(in_process=self.on_local_cpu)
 
   def writer(
     self, rename: Optional[Dict[str, str]] = None, skip=()
@@ -220,10 +221,10 @@ class Snapshot:
 class SnapshotWriter:
   """Writes a snapshot under one saver's keys (`Snapshot.writer`).
 
-  In a process that holds the snapshot (a local session on the CPU) and
-  onto a local disk, `snapshot_bundle.write` writes it; elsewhere, and for a
-  snapshot with variable-length tensors, the sharded `SaveV2` of `saver`
-  (on a cluster each ps writes its own shards).
+  In a process that holds the snapshot (a local session with only CPUs)
+  and onto a local disk, `snapshot_bundle.write` writes it; elsewhere, and
+  for a snapshot with variable-length tensors, the sharded `SaveV2` of
+  `saver` (on a cluster each ps writes its own shards).
 
   Attributes:
     saver: A sharded TF1 `Saver` of the snapshot.
@@ -234,9 +235,9 @@ class SnapshotWriter:
     self,
     snapshot: Snapshot,
     saver: saver_lib.Saver,
-    tensors: List[snapshot_bundle.Tensor],
+    tensors: List[snapshot_bundle.BundleTensor],
   ):
-    self._reader = snapshot.reader
+    self._hand_over = snapshot.hand_over
     self.saver = saver
     self.tensors = tensors
 
@@ -244,8 +245,15 @@ class SnapshotWriter:
     self, sess, prefix: str, options: Optional[config_pb2.RunOptions]
   ) -> None:
     """Writes checkpoint `prefix`; `options` set when run in this thread."""
-    if options is not None and self._reader.writable and _on_local_disk(prefix):
-      snapshot_bundle.write(sess, self._reader, self.tensors, prefix, options)
+    if (
+      options is not None
+      and self._hand_over.writable
+      and _on_local_disk(prefix)
+      and _cpu_only(sess)
+    ):
+      snapshot_bundle.write(
+        sess, self._hand_over, self.tensors, prefix, options
+      )
       return
     saver_def = self.saver.saver_def
     sess.run(
@@ -253,6 +261,15 @@ class SnapshotWriter:
       {saver_def.filename_tensor_name: prefix},
       options=options,
     )
+
+
+def _cpu_only(sess) -> bool:
+  """Whether the session has only CPUs: variables placed nowhere stay there.
+
+  With a GPU, a variable without a device (and its snapshot) is placed on
+  it, and handing the snapshot to Python would copy it to the host.
+  """
+  return all(device.device_type == "CPU" for device in sess.list_devices())
 
 
 def _on_local_disk(path: str) -> bool:

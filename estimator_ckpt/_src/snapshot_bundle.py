@@ -3,23 +3,22 @@
 TensorFlow's `SaveV2` writes a checkpoint through the page cache. On a local
 disk the background save of `async_save` writes the snapshot itself instead
 (`write`): one `session.run` hands every snapshot variable to Python without
-a copy (`Reader`: a `numpy_function` receives its CPU inputs as arrays that
-alias the tensors' buffers); the bytes are checksummed and written O_DIRECT
-(`storage.direct_copy.write_segments`), then the index
+a copy (`ArrayHandOver`: a `numpy_function` receives its CPU inputs as
+arrays that alias the tensors' buffers); the bytes are checksummed and
+written O_DIRECT (`storage.direct_copy.write_segments`), then the index
 (`format.bundle.encode_index`). The files are those the sharded `Saver`
 writes for the same tensors, byte for byte: one data file per device, each
 holding its tensors in the saver's order with no padding, as `SaveV2` lays
-them out, and the same index; a save that rewrites a checkpoint (the save
-at the restored step when training resumes) writes the bytes it had.
-TensorFlow's readers, its restore and `verify` read them as theirs. The
-bytes reach the disk as they are written: the commit's fsync has nothing
-left to flush, and no page cache is allocated for them (on a VM fresh page
-cache costs as much CPU as the copy into it; see docs/async_saves.md).
+them out, and the same index. TensorFlow's readers, its restore and
+`verify` read them as theirs. Where the file system takes O_DIRECT the
+data reaches the disk as it is written, without page cache (on a VM fresh
+page cache costs as much CPU as the copy into it; see
+docs/async_saves.md), and the commit's fsync has little left to flush.
 
 Constants (the object graph) are encoded once, at build. Strings and
 variants held in variables (a lookup table with string keys) have no fixed
 size per element and would be copied into Python objects, so a snapshot
-with one is written by `SaveV2` instead (`Reader.writable` is False).
+with one is written by `SaveV2` instead (`ArrayHandOver.writable` is False).
 """
 
 import dataclasses
@@ -46,18 +45,23 @@ tf1 = tf.compat.v1
 
 # Bytes checksummed at a time.
 CHUNK_BYTES = 8 << 20
-# Fixed-size types whose checkpoint bytes are their numpy bytes (int4 and
-# uint4 are excluded: TensorFlow packs them).
+# Files are staged in `prefix + STAGING_SUFFIX/` (a directory of this writer
+# alone: SaveV2 stages in `prefix_temp/`).
+STAGING_SUFFIX = "_async_temp"
+# Fixed-size types whose checkpoint bytes are their numpy bytes, each
+# checked against SaveV2 (snapshot_bundle_test). Not int4 and uint4
+# (TensorFlow packs them) nor the quantized types but qint8: SaveV2's.
 _FIXED_SIZE = frozenset(
   d.enum
   for d in dtypes.DTYPES.values()
-  if not d.variable_length and d.name not in ("int4", "uint4")
+  if not d.variable_length
+  and d.name not in ("int4", "uint4", "quint8", "qint16", "quint16", "qint32")
 )
 _LITTLE_ENDIAN = 0  # BundleHeaderProto.Endianness.LITTLE
 
 
 @dataclasses.dataclass(frozen=True)
-class Tensor:
+class BundleTensor:
   """One saved tensor of the snapshot.
 
   Attributes:
@@ -65,9 +69,9 @@ class Tensor:
     slice_spec: `SaveSpec.slice_spec`: "" or TensorFlow's
       "full shape + slice" string (a partition).
     dtype: Its `tf.DType` enum.
-    device: The canonical name of its saveable's device: the sharded
+    device: The canonical name of its `SaveSpec`'s device: the sharded
       `Saver` writes one data file per device, in their sorted order.
-    position: A variable's place among `Reader.arrays`.
+    position: A variable's place among `ArrayHandOver.arrays`.
     constant: A constant's encoded bytes and masked crc32c.
     constant_shape: A constant's shape.
   """
@@ -80,11 +84,11 @@ class Tensor:
   constant: Optional[Tuple[bytes, int]] = None
   constant_shape: Tuple[int, ...] = ()
 
-  def renamed(self, name: str) -> "Tensor":
+  def renamed(self, name: str) -> "BundleTensor":
     return dataclasses.replace(self, name=name)
 
 
-class Reader:
+class ArrayHandOver:
   """The op handing the snapshot variables to this process, uncopied.
 
   Built with the snapshot: `variable` and `constant` for each saved tensor,
@@ -102,19 +106,19 @@ class Reader:
 
   def variable(
     self, name: str, slice_spec: str, dtype: tf.DType, read, device: str
-  ) -> Tensor:
+  ) -> BundleTensor:
     """A snapshot variable's tensor; `read()` reads it on `device`."""
     enum = dtype.as_datatype_enum
     canonical = pydev.canonical_name(device)
     if enum not in _FIXED_SIZE:
       self.writable = False
-      return Tensor(name, slice_spec, enum, canonical)
+      return BundleTensor(name, slice_spec, enum, canonical)
     self._reads.append((read, device))
-    return Tensor(name, slice_spec, enum, canonical, len(self._reads) - 1)
+    return BundleTensor(name, slice_spec, enum, canonical, len(self._reads) - 1)
 
   def constant(
     self, name: str, slice_spec: str, tensor: tf.Tensor, device: str
-  ) -> Tensor:
+  ) -> BundleTensor:
     """A constant's tensor (the object graph): encoded once, here."""
     enum = tensor.dtype.as_datatype_enum
     canonical = pydev.canonical_name(device)
@@ -123,14 +127,14 @@ class Reader:
       enum not in _FIXED_SIZE and enum != dtypes.STRING.enum
     ):
       self.writable = False
-      return Tensor(name, slice_spec, enum, canonical)
+      return BundleTensor(name, slice_spec, enum, canonical)
     value = np.asarray(value)
     if enum == dtypes.STRING.enum:
       data, masked = values.encode_strings(list(value.reshape(-1)))
     else:
       data = np.ascontiguousarray(value).tobytes()
       masked = crc32c.mask(crc32c.crc32c(data))
-    return Tensor(
+    return BundleTensor(
       name,
       slice_spec,
       enum,
@@ -167,8 +171,11 @@ class Reader:
     """The snapshot variables' values: arrays over their buffers."""
     if self._op is None:
       return ()
-    sess.run(self._op, options=options)
-    arrays, self._arrays = self._arrays, None
+    try:
+      sess.run(self._op, options=options)
+      arrays = self._arrays
+    finally:
+      self._arrays = None  # Never pins a snapshot past its save.
     assert arrays is not None
     return arrays
 
@@ -178,7 +185,7 @@ class _Placed:
   """A tensor's place in the data file."""
 
   key: bytes
-  tensor: Tensor
+  tensor: BundleTensor
   shape: Tuple[int, ...]
   size: int
   entry: protos.BundleEntryProto
@@ -186,28 +193,29 @@ class _Placed:
 
 def write(
   sess,
-  reader: Reader,
-  tensors: Sequence[Tensor],
+  hand_over: ArrayHandOver,
+  tensors: Sequence[BundleTensor],
   prefix: str,
   options=None,
 ) -> None:
   """Writes `tensors` as checkpoint `prefix` (one data file, then the index).
 
-  All are written under `prefix_temp/` (as the sharded `Saver` stages its
-  save) and renamed into place, data first, so a reader never finds an
-  index whose data is incomplete.
+  All are written under `prefix + STAGING_SUFFIX/` (left by a killed save,
+  it is cleared first) and renamed into place, data first, so a reader
+  never finds an index whose data is incomplete.
 
   Args:
     sess: The session holding the snapshot.
-    reader: The snapshot's `Reader`.
-    tensors: What to write (`reader.writable` was True).
+    hand_over: The snapshot's `ArrayHandOver`.
+    tensors: What to write (`hand_over.writable` was True).
     prefix: The checkpoint prefix, on a local disk.
     options: `RunOptions` of every run.
   """
-  arrays = reader.arrays(sess, options)
+  arrays = hand_over.arrays(sess, options)
   placed, full_entries, num_shards = _layout(tensors, arrays)
-  staging = prefix + "_temp"
-  os.makedirs(staging, exist_ok=True)
+  staging = prefix + STAGING_SUFFIX
+  shutil.rmtree(staging, ignore_errors=True)  # Of a save killed here.
+  os.mkdir(staging)  # The model dir must exist, as for SaveV2.
   data = [
     bundle_lib.data_filename(prefix, i, num_shards) for i in range(num_shards)
   ]
@@ -216,9 +224,6 @@ def write(
     path: os.path.join(staging, os.path.basename(path))
     for path in data + [index]
   }
-  for stale in staged.values():  # Of a run killed here.
-    if os.path.lexists(stale):
-      os.remove(stale)
   try:
     for shard, path in enumerate(data):
       in_shard = [p for p in placed if p.entry.shard_id == shard]
@@ -245,11 +250,11 @@ def write(
     raise
   for path in data + [index]:
     os.replace(staged[path], path)
-  os.rmdir(staging)
+  shutil.rmtree(staging, ignore_errors=True)  # Empty by now.
 
 
 def _layout(
-  tensors: Sequence[Tensor], arrays: Sequence[np.ndarray]
+  tensors: Sequence[BundleTensor], arrays: Sequence[np.ndarray]
 ) -> Tuple[List[_Placed], Dict[bytes, protos.BundleEntryProto], int]:
   """Data entries with shards and offsets; whole-tensor entries; shards.
 

@@ -241,6 +241,7 @@ def write_segments(
     segments: Non-overlapping, within `size`, in any order.
 
   Raises:
+    ValueError: Segments overlap or pass `size` (nothing is written).
     OSError: Writing failed (`dst` is removed; an existing `dst` is
       refused, `FileExistsError`, before anything is written).
   """
@@ -263,7 +264,7 @@ def _write_new_file(
 ) -> None:
   """Creates `dst` from `new_fill()`: O_DIRECT, else buffered; fsynced.
 
-  Where O_DIRECT is refused at the open or the first write, `dst` is removed
+  Where O_DIRECT is refused at the open or a write, `dst` is removed
   and written again through the page cache from a new fill; `on_bytes`
   counts each byte once.
 
@@ -313,7 +314,7 @@ def _write_new_file(
 def _segments_fill(segments: Sequence[Tuple[int, Any]], size: int) -> _Fill:
   """Fills buffers from `segments` (zeros between them).
 
-  Raises (when filling):
+  Raises:
     ValueError: Segments overlap or pass `size`.
   """
   views = sorted(
