@@ -39,11 +39,11 @@ _IN_THREAD = config_pb2.RunOptions(inter_op_thread_pool=-1)
 def _variables():
   """Variables of every fixed-size type and edge: scalars, empties, sizes.
 
-  The big one spans two checksum chunks and is no multiple of a disk block;
-  one partitioned variable is uneven, another has one part (a slice that
-  covers the whole tensor, stored as the tensor); one variable is placed on
-  `/device:CPU:0` and the rest nowhere, so the sharded `Saver` writes two
-  data files.
+  The big one spans two of the writer's buffers and is no multiple of a
+  disk block; one partitioned variable is uneven, another has one part (a
+  slice that covers the whole tensor, stored as the tensor); one variable
+  is placed on `/device:CPU:0` and the rest nowhere, so the sharded `Saver`
+  writes two data files.
   """
   rng = np.random.default_rng(0)
   variables = [
@@ -55,7 +55,7 @@ def _variables():
   variables.append(
     tf1.get_variable("empty", initializer=np.zeros([0, 4], np.float32))
   )
-  rows = snapshot_bundle.CHUNK_BYTES // (4 * 7) + 3
+  rows = direct_copy._COPY_CHUNK // (4 * 7) + 3
   variables.append(
     tf1.get_variable("big", initializer=rng.random([rows, 7], dtype=np.float32))
   )

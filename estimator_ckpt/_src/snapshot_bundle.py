@@ -43,8 +43,6 @@ from estimator_ckpt._src.storage import direct_copy
 
 tf1 = tf.compat.v1
 
-# Bytes checksummed at a time.
-CHUNK_BYTES = 8 << 20
 # Files are staged in `prefix + STAGING_SUFFIX/` (a directory of this writer
 # alone: SaveV2 stages in `prefix_temp/`).
 STAGING_SUFFIX = "_async_temp"
@@ -57,7 +55,6 @@ _FIXED_SIZE = frozenset(
   if not d.variable_length
   and d.name not in ("int4", "uint4", "quint8", "qint16", "quint16", "qint32")
 )
-_LITTLE_ENDIAN = 0  # BundleHeaderProto.Endianness.LITTLE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +183,6 @@ class _Placed:
 
   key: bytes
   tensor: BundleTensor
-  shape: Tuple[int, ...]
   size: int
   entry: protos.BundleEntryProto
 
@@ -236,7 +232,7 @@ def write(
       )
     header = protos.BundleHeaderProto()
     header.num_shards = num_shards
-    header.endianness = _LITTLE_ENDIAN
+    header.endianness = protos.LITTLE_ENDIAN
     header.version.producer = bundle_lib.BUNDLE_VERSION
     encoded = bundle_lib.encode_index(
       header, [(p.key, p.entry) for p in placed] + list(full_entries.items())
@@ -290,7 +286,7 @@ def _layout(
     entry.shape.SetInParent()  # Present for a scalar too, as TensorFlow's.
     for dim in shape:
       entry.shape.dim.add().size = dim
-    placed.append(_Placed(key, tensor, shape, size, entry))
+    placed.append(_Placed(key, tensor, size, entry))
   devices = sorted({p.tensor.device for p in placed})
   shard_of = {device: i for i, device in enumerate(devices)}
   offsets = [0] * len(devices)
@@ -317,11 +313,8 @@ def _masked_crc(p: _Placed, arrays: Sequence[np.ndarray]) -> int:
   """The entry's crc32c, masked, as `BundleWriter` stores it."""
   if p.tensor.constant is not None:
     return p.tensor.constant[1]
-  raw = _bytes_of(p, arrays)
-  crc = 0
-  for start in range(0, len(raw), CHUNK_BYTES):
-    crc = crc32c.crc32c(raw[start : start + CHUNK_BYTES], crc)
-  return crc32c.mask(crc)
+  # One call over the whole tensor: the C crc32c releases the GIL.
+  return crc32c.mask(crc32c.crc32c(_bytes_of(p, arrays)))
 
 
 def _parse_slice_spec(
