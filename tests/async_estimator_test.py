@@ -261,6 +261,70 @@ class MonitoredSessionTest(async_fixtures.TestCase):
         f"model.ckpt-{last_step}",
       )
 
+  def _saves_and_step_reads(self, make_hook, last_step):
+    """Trains to `last_step`; (steps saved, `session.run`s of the step)."""
+
+    class Steps(tf1.train.CheckpointSaverListener):
+      def __init__(self):
+        self.saved = []
+
+      def before_save(self, session, global_step_value):
+        self.saved.append(global_step_value)
+
+    listener = Steps()
+    step_reads = []
+    real_run = tf1.Session.run
+
+    def counting_run(session, fetches, *args, **kwargs):
+      # The hooks fetch the step's read tensor alone.
+      if isinstance(fetches, tf.Tensor) and fetches.name.startswith(
+        step.op.name + "/"
+      ):
+        step_reads.append(fetches.name)
+      return real_run(session, fetches, *args, **kwargs)
+
+    with tf.Graph().as_default():
+      step, train = async_fixtures.model()
+      sc = estimator_ckpt.scaffold(async_save=True)
+      hook = make_hook(sc, listener)
+      with mock.patch.object(tf1.Session, "run", counting_run):
+        with tf1.train.MonitoredTrainingSession(
+          scaffold=sc,
+          chief_only_hooks=[hook],
+          save_checkpoint_secs=None,
+          hooks=[tf1.train.StopAtStepHook(last_step=last_step)],
+        ) as sess:
+          while not sess.should_stop():
+            sess.run(train)
+    return listener.saved, len(step_reads)
+
+  def test_reads_the_step_only_when_a_save_is_due(self):
+    # The stock hook reads the global step in a session.run of its own after
+    # every step; this one at the same saves, not per step.
+    stock_saves, stock_reads = self._saves_and_step_reads(
+      lambda sc, listener: tf1.train.CheckpointSaverHook(
+        self.model_dir("stock"),
+        save_steps=3,
+        scaffold=sc,
+        listeners=[listener],
+      ),
+      last_step=10,
+    )
+    saves, reads = self._saves_and_step_reads(
+      lambda sc, listener: estimator_ckpt.AsyncCheckpointSaverHook(
+        self.model_dir("async"),
+        save_steps=3,
+        scaffold=sc,
+        listeners=[listener],
+      ),
+      last_step=10,
+    )
+    self.assertEqual(stock_saves, [0, 3, 6, 9, 10])
+    self.assertEqual(saves, stock_saves)
+    # Other reads (session creation, the end, StopAtStepHook) are the same:
+    # stock reads after each of 10 steps, this hook at the 3 saves in them.
+    self.assertEqual(stock_reads - reads, 10 - 3)
+
   def test_stock_hook_saves_synchronously(self):
     model_dir = self.model_dir()
     gate = async_fixtures.Gate()
