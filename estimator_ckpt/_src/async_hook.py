@@ -23,8 +23,10 @@ adds to the stock hook (tensorflow/python/training/basic_session_run_hooks.py):
   `session.run` per training step (measured 130-150 us, about 12% of the
   benchmark's 1.1 ms step). Here it is one, what a run of Estimator's loop
   advances the step by (TPUEstimator still sets its iterations per loop), so
-  the saves are at the steps stock saves at; where other workers advance the
-  step too (a ps cluster) a save may come one run of the chief later.
+  the saves are at the steps stock saves at; where a run advances the step
+  by more than that (other workers of a ps cluster during the chief's run,
+  a distribution strategy running several steps per run) a save may come
+  one run later than stock's.
 
 `tf2_checkpoints(async_save=True)` and `migrate_estimator(async_save=True)`
 add it to the `EstimatorSpec`'s `training_chief_hooks`, where Estimator finds
