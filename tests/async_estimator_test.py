@@ -12,6 +12,7 @@ from unittest import mock
 
 from absl.testing import absltest
 import tensorflow as tf
+from tensorflow.python.training import training_util
 
 import estimator_ckpt
 from estimator_ckpt import errors
@@ -261,8 +262,12 @@ class MonitoredSessionTest(async_fixtures.TestCase):
         f"model.ckpt-{last_step}",
       )
 
-  def _saves_and_step_reads(self, make_hook, last_step):
-    """Trains to `last_step`; (steps saved, `session.run`s of the step)."""
+  def _saves_and_step_reads(self, hook_class, save_steps, advance, last_step):
+    """Trains to `last_step`, `advance` steps per run, saving by `hook_class`.
+
+    Returns:
+      (the steps saved, how many `session.run`s read the global step).
+    """
 
     class Steps(tf1.train.CheckpointSaverListener):
       def __init__(self):
@@ -284,9 +289,19 @@ class MonitoredSessionTest(async_fixtures.TestCase):
       return real_run(session, fetches, *args, **kwargs)
 
     with tf.Graph().as_default():
-      step, train = async_fixtures.model()
+      step = tf1.train.get_or_create_global_step()
+      # The read the hooks fetch, before the increment in every run, so
+      # every hook sees the step the run started from.
+      read = training_util._get_or_create_global_step_read()  # pylint: disable=protected-access
+      with tf.control_dependencies([read]):
+        train = tf1.assign_add(step, advance)
       sc = estimator_ckpt.scaffold(async_save=True)
-      hook = make_hook(sc, listener)
+      hook = hook_class(
+        self.model_dir(hook_class.__name__),
+        save_steps=save_steps,
+        scaffold=sc,
+        listeners=[listener],
+      )
       with mock.patch.object(tf1.Session, "run", counting_run):
         with tf1.train.MonitoredTrainingSession(
           scaffold=sc,
@@ -300,30 +315,39 @@ class MonitoredSessionTest(async_fixtures.TestCase):
 
   def test_reads_the_step_only_when_a_save_is_due(self):
     # The stock hook reads the global step in a session.run of its own after
-    # every step; this one at the same saves, not per step.
+    # every run; this one at the same saves, not per run.
     stock_saves, stock_reads = self._saves_and_step_reads(
-      lambda sc, listener: tf1.train.CheckpointSaverHook(
-        self.model_dir("stock"),
-        save_steps=3,
-        scaffold=sc,
-        listeners=[listener],
-      ),
-      last_step=10,
+      tf1.train.CheckpointSaverHook, save_steps=3, advance=1, last_step=10
     )
     saves, reads = self._saves_and_step_reads(
-      lambda sc, listener: estimator_ckpt.AsyncCheckpointSaverHook(
-        self.model_dir("async"),
-        save_steps=3,
-        scaffold=sc,
-        listeners=[listener],
-      ),
+      estimator_ckpt.AsyncCheckpointSaverHook,
+      save_steps=3,
+      advance=1,
       last_step=10,
     )
     self.assertEqual(stock_saves, [0, 3, 6, 9, 10])
     self.assertEqual(saves, stock_saves)
     # Other reads (session creation, the end, StopAtStepHook) are the same:
-    # stock reads after each of 10 steps, this hook at the 3 saves in them.
+    # stock reads after each of 10 runs, this hook at the 3 saves in them.
     self.assertEqual(stock_reads - reads, 10 - 3)
+
+  def test_runs_of_several_steps_save_at_stock_steps(self):
+    # Two steps per run: from the second run on the hook reads the step
+    # where stale step + 2 reaches a save.
+    stock_saves, stock_reads = self._saves_and_step_reads(
+      tf1.train.CheckpointSaverHook, save_steps=4, advance=2, last_step=16
+    )
+    saves, reads = self._saves_and_step_reads(
+      estimator_ckpt.AsyncCheckpointSaverHook,
+      save_steps=4,
+      advance=2,
+      last_step=16,
+    )
+    # StopAtStepHook stops after the run that passes step 16 (9 runs, to
+    # step 18); the end saves that step.
+    self.assertEqual(stock_saves, [0, 4, 8, 12, 16, 18])
+    self.assertEqual(saves, stock_saves)
+    self.assertEqual(stock_reads - reads, 9 - 4)  # 9 runs, 4 saves in them.
 
   def test_stock_hook_saves_synchronously(self):
     model_dir = self.model_dir()

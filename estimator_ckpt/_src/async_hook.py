@@ -18,15 +18,19 @@ adds to the stock hook (tensorflow/python/training/basic_session_run_hooks.py):
   to its `stop_grace_period_secs`) before it closes the session; a failure of
   that save is logged, and the exception that closed the session propagates;
 * the global step is read in a `session.run` of its own only when a save may
-  be due. The stock hook's `_steps_per_run` is 1000000 unless TPUEstimator
-  sets it, so its `after_run` reads it after every step: an extra
-  `session.run` per training step (measured 130-150 us, about 12% of the
-  benchmark's 1.1 ms step). Here it is one, what a run of Estimator's loop
-  advances the step by (TPUEstimator still sets its iterations per loop), so
-  the saves are at the steps stock saves at; where a run advances the step
-  by more than that (other workers of a ps cluster during the chief's run,
-  a distribution strategy running several steps per run) a save may come
-  one run later than stock's.
+  be due. The stock hook's `after_run` reads it when `stale step +
+  _steps_per_run` reaches the schedule, and `_steps_per_run` is 1000000
+  unless `_set_steps_per_run` is called (TPUEstimator calls it on the hook
+  it makes, never on one a model_fn brings): a read after every step, an
+  extra `session.run` per training step (measured 130-150 us, about 12% of
+  the benchmark's 1.1 ms step). Here `_steps_per_run` is the largest advance
+  of the step between two runs seen so far (1 to start with, or what
+  `_set_steps_per_run` set), so the step is read in the runs that may reach
+  a save and the saves are at stock's steps whenever no run advances the
+  step further than an earlier run did. A run that does (the first run of a
+  loop of several steps per run, other workers of a ps cluster advancing it
+  faster) may take a save due in it to the next run. Saves by seconds are
+  not affected.
 
 `tf2_checkpoints(async_save=True)` and `migrate_estimator(async_save=True)`
 add it to the `EstimatorSpec`'s `training_chief_hooks`, where Estimator finds
@@ -53,8 +57,9 @@ class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
-    # after_run reads the real step once `stale step + this` is due.
+    # The largest advance of the step per run seen (see the module).
     self._steps_per_run = 1
+    self._previous_stale_step: Optional[int] = None
     self._pending_step: Optional[int] = None
     self._coord = None
 
@@ -66,6 +71,7 @@ class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
 
   def after_create_session(self, session, coord):
     self._coord = coord
+    self._previous_stale_step = None  # A recreated session restored a step.
     saver = self._async_saver()
     if saver is not None and self._pending_step is not None:
       # A session recreated after a failure (`_RecoverableSession`): the
@@ -79,6 +85,12 @@ class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
     super().after_create_session(session, coord)
 
   def after_run(self, run_context, run_values):
+    stale_step = int(run_values.results)
+    if self._previous_stale_step is not None:
+      self._steps_per_run = max(
+        self._steps_per_run, stale_step - self._previous_stale_step
+      )
+    self._previous_stale_step = stale_step
     super().after_run(run_context, run_values)
     saver = self._async_saver()
     if (
