@@ -11,6 +11,7 @@ import threading
 from unittest import mock
 
 from absl.testing import absltest
+from absl.testing import parameterized
 import tensorflow as tf
 from tensorflow.python.training import training_util
 
@@ -313,41 +314,30 @@ class MonitoredSessionTest(async_fixtures.TestCase):
             sess.run(train)
     return listener.saved, len(step_reads)
 
-  def test_reads_the_step_only_when_a_save_is_due(self):
-    # The stock hook reads the global step in a session.run of its own after
-    # every run; this one at the same saves, not per run.
-    stock_saves, stock_reads = self._saves_and_step_reads(
-      tf1.train.CheckpointSaverHook, save_steps=3, advance=1, last_step=10
-    )
-    saves, reads = self._saves_and_step_reads(
-      estimator_ckpt.AsyncCheckpointSaverHook,
-      save_steps=3,
-      advance=1,
-      last_step=10,
-    )
-    self.assertEqual(stock_saves, [0, 3, 6, 9, 10])
+  @parameterized.named_parameters(
+    # Saved steps: at session creation, in the runs, at the end. With two
+    # steps per run, StopAtStepHook stops after the run passing step 16.
+    ("one_step_per_run", 1, 3, 10, [0, 3, 6, 9, 10], 10),
+    ("two_steps_per_run", 2, 4, 16, [0, 4, 8, 12, 16, 18], 9),
+  )
+  def test_saves_at_stock_steps_reading_the_step_only_then(
+    self, advance, save_steps, last_step, saved, runs
+  ):
+    # The stock hook reads the global step in a session.run of its own
+    # after every run; this one only in the runs that reach a save (with
+    # two steps per run, from the second run on, where stale step + 2 does).
+    results = [
+      self._saves_and_step_reads(hook_class, save_steps, advance, last_step)
+      for hook_class in (
+        tf1.train.CheckpointSaverHook,
+        estimator_ckpt.AsyncCheckpointSaverHook,
+      )
+    ]
+    (stock_saves, stock_reads), (saves, reads) = results
+    self.assertEqual(stock_saves, saved)
     self.assertEqual(saves, stock_saves)
-    # Other reads (session creation, the end, StopAtStepHook) are the same:
-    # stock reads after each of 10 runs, this hook at the 3 saves in them.
-    self.assertEqual(stock_reads - reads, 10 - 3)
-
-  def test_runs_of_several_steps_save_at_stock_steps(self):
-    # Two steps per run: from the second run on the hook reads the step
-    # where stale step + 2 reaches a save.
-    stock_saves, stock_reads = self._saves_and_step_reads(
-      tf1.train.CheckpointSaverHook, save_steps=4, advance=2, last_step=16
-    )
-    saves, reads = self._saves_and_step_reads(
-      estimator_ckpt.AsyncCheckpointSaverHook,
-      save_steps=4,
-      advance=2,
-      last_step=16,
-    )
-    # StopAtStepHook stops after the run that passes step 16 (9 runs, to
-    # step 18); the end saves that step.
-    self.assertEqual(stock_saves, [0, 4, 8, 12, 16, 18])
-    self.assertEqual(saves, stock_saves)
-    self.assertEqual(stock_reads - reads, 9 - 4)  # 9 runs, 4 saves in them.
+    # Other reads (session creation, the end, StopAtStepHook) are the same.
+    self.assertEqual(stock_reads - reads, runs - len(saved[1:-1]))
 
   def test_stock_hook_saves_synchronously(self):
     model_dir = self.model_dir()
