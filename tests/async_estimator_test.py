@@ -217,6 +217,19 @@ class FailureTest(async_fixtures.TestCase):
     )
 
 
+def _train_to(last_step, train, sc, hook, checkpoint_dir=None):
+  """Runs `train` in a MonitoredTrainingSession saving by `hook` only."""
+  with tf1.train.MonitoredTrainingSession(
+    scaffold=sc,
+    checkpoint_dir=checkpoint_dir,
+    chief_only_hooks=[hook],
+    save_checkpoint_secs=None,
+    hooks=[tf1.train.StopAtStepHook(last_step=last_step)],
+  ) as sess:
+    while not sess.should_stop():
+      sess.run(train)
+
+
 class MonitoredSessionTest(async_fixtures.TestCase):
   def _graph(self, checkpoint_dir, **options):
     step, train = async_fixtures.model()
@@ -248,16 +261,8 @@ class MonitoredSessionTest(async_fixtures.TestCase):
     model_dir = self.model_dir()
     for last_step in (3, 5):
       with tf.Graph().as_default():
-        step, train, sc, hook = self._graph(model_dir)
-        with tf1.train.MonitoredTrainingSession(
-          scaffold=sc,
-          checkpoint_dir=model_dir,
-          chief_only_hooks=[hook],
-          save_checkpoint_secs=None,
-          hooks=[tf1.train.StopAtStepHook(last_step=last_step)],
-        ) as sess:
-          while not sess.should_stop():
-            sess.run(train)
+        _, train, sc, hook = self._graph(model_dir)
+        _train_to(last_step, train, sc, hook, checkpoint_dir=model_dir)
       self.assertEqual(
         os.path.basename(tf.train.latest_checkpoint(model_dir)),
         f"model.ckpt-{last_step}",
@@ -304,14 +309,7 @@ class MonitoredSessionTest(async_fixtures.TestCase):
         listeners=[listener],
       )
       with mock.patch.object(tf1.Session, "run", counting_run):
-        with tf1.train.MonitoredTrainingSession(
-          scaffold=sc,
-          chief_only_hooks=[hook],
-          save_checkpoint_secs=None,
-          hooks=[tf1.train.StopAtStepHook(last_step=last_step)],
-        ) as sess:
-          while not sess.should_stop():
-            sess.run(train)
+        _train_to(last_step, train, sc, hook)
     return listener.saved, len(step_reads)
 
   @parameterized.named_parameters(
