@@ -23,6 +23,8 @@ class AsyncSaving:
 
   _async: Optional[async_lib.AsyncParts]
   _tf1_saver: Any
+  # The prefix of the checkpoint the last `save_async` started.
+  _async_started: Optional[str] = None
   last_checkpoints: List[str]
   _ensure_built: Callable[[], None]
 
@@ -95,6 +97,7 @@ class AsyncSaving:
         save_debug_info=save_debug_info,
       )
 
+    self._async_started = prefix
     previous = self.last_checkpoints[-1] if self.last_checkpoints else None
     step = int(prefix.rsplit("-", 1)[1]) if global_step is not None else None
     parts.committer.start(
@@ -105,6 +108,25 @@ class AsyncSaving:
       on_thread=on_thread,
     )
     return prefix
+
+  def _started_by_save_async(
+    self, sess, save_path: str, global_step
+  ) -> Optional[str]:
+    """The prefix `save` would write, if `save_async` already started it.
+
+    Under `TF_CONFIG` with a multi-worker collective strategy (Estimator's
+    distribute-coordinator training,
+    `monitored_session._create_monitored_session_with_worker_context`),
+    `MonitoredTrainingSession` adds a stock `CheckpointSaverHook` of its own,
+    saving through the scaffold's saver at the same steps as the
+    `EstimatorSpec`'s `AsyncCheckpointSaverHook` and after it in each run.
+    Its save of the checkpoint the async hook has just started returns that
+    prefix instead of writing the checkpoint again, synchronously.
+    """
+    if self._async_started is None:
+      return None
+    prefix = async_lib.checkpoint_file(sess, save_path, global_step)
+    return prefix if prefix == self._async_started else None
 
   def save_in_flight(self) -> bool:
     """Whether a background save is still being written or committed."""
