@@ -128,7 +128,7 @@ class MirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(tf.train.load_variable(model_dir, keys.STEP_KEY), 6)
 
 
-class TwoReplicasTest(tf.test.TestCase):
+class TwoReplicasTest(parameterized.TestCase, tf.test.TestCase):
   def test_every_replica_saves_and_restores(self):
     prefix = f"{self.create_tempdir().full_path}/model.ckpt"
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -177,6 +177,49 @@ class TwoReplicasTest(tf.test.TestCase):
       self.assertAllEqual(
         tf.train.load_variable(prefix, keys.variable_key("w")), [1.0, 1.0]
       )
+
+  @parameterized.named_parameters(
+    ("stock", None), ("sync", False), ("async", True)
+  )
+  def test_variable_aggregated_on_read_saves_and_restores_as_stock(
+    self, async_save
+  ):
+    # A SyncOnReadVariable (SUM) saves the sum of its replicas and restores
+    # each replica to an equal share (values.py's saveable), as stock.
+    prefix = f"{self.create_tempdir().full_path}/model.ckpt"
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with tf.Graph().as_default():
+      with strategy.scope():
+        tf1.train.get_or_create_global_step()
+        total = tf1.get_variable(
+          "total",
+          [],
+          initializer=tf1.zeros_initializer(),
+          synchronization=tf.VariableSynchronization.ON_READ,
+          aggregation=tf.VariableAggregation.SUM,
+        )
+      replicas = strategy.experimental_local_results(total)
+      set_each = [r.assign(float(i + 2)) for i, r in enumerate(replicas)]
+      clear_each = [r.assign(0.0) for r in replicas]
+      if async_save is None:
+        saver, init = tf1.train.Saver(), tf1.global_variables_initializer()
+      else:
+        sc = estimator_ckpt.scaffold(async_save=async_save)
+        sc.finalize()
+        saver, init = sc.saver, sc.init_op
+      with tf1.Session() as sess:
+        sess.run(init)
+        sess.run(set_each)
+        if async_save:
+          saver.save_async(sess, prefix)
+          saver.wait_until_finished()
+        else:
+          saver.save(sess, prefix)
+        sess.run(clear_each)
+        saver.restore(sess, prefix)
+        self.assertAllEqual(sess.run(list(replicas)), [2.5, 2.5])
+    key = "total" if async_save is None else keys.variable_key("total")
+    self.assertEqual(tf.train.load_variable(prefix, key), 5.0)
 
 
 if __name__ == "__main__":

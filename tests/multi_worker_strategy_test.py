@@ -10,11 +10,21 @@ scaffold's saver, beside the `EstimatorSpec`'s chief hooks. With
 writing it a second time, synchronously. A one-worker cluster on 127.0.0.1
 (the coordinator starts its gRPC server in this process), against stock
 Estimator with the same strategy and schedule.
+
+A two-worker cluster of processes (`multi_worker_child`) trains a model with
+batch normalization, whose moving statistics are on-read variables: saving
+them is an all-reduce every worker must run (the workers that are not the
+chief save into a temporary dir for that), so the chief's async snapshot and
+the other workers' saves must share one read (`distributed_saveables`);
+before they did, every worker waited for the others forever.
 """
 
 import json
 import os
 import socket
+import subprocess
+import sys
+import tempfile
 from unittest import mock
 
 from absl.testing import absltest
@@ -109,6 +119,86 @@ class MultiWorkerMirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
       tf.train.load_variable(stock.model_dir, "w"),
     )
     self.assertEqual(tf.train.load_variable(ours.model_dir, keys.STEP_KEY), 7)
+
+
+_DEADLINE_SECS = 300
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _train_two_workers(saver: str, model_dir: str) -> None:
+  """Trains a two-worker cluster of processes (`multi_worker_child`)."""
+  env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+  env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+  ports = json.dumps([_free_port(), _free_port()])
+  workers = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "tests.multi_worker_child",
+        saver,
+        str(index),
+        ports,
+        model_dir,
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for index in range(2)
+  ]
+  try:
+    logs = [worker.communicate(timeout=_DEADLINE_SECS)[0] for worker in workers]
+  except subprocess.TimeoutExpired:
+    for worker in workers:
+      worker.kill()
+    logs = [worker.communicate()[0] for worker in workers]
+    raise AssertionError(
+      f"{saver}: the workers did not finish in {_DEADLINE_SECS} s:\n"
+      + "\n".join(log[-3000:] for log in logs)
+    ) from None
+  for worker, log in zip(workers, logs):
+    if worker.returncode != 0 or "DONE" not in log:
+      raise AssertionError(f"{saver}: a worker failed:\n{log[-3000:]}")
+
+
+class TwoWorkersTest(parameterized.TestCase, tf.test.TestCase):
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.stock_dir = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
+    _train_two_workers("stock", cls.stock_dir)
+
+  @parameterized.named_parameters(("sync", "sync"), ("async", "async"))
+  def test_on_read_variables_save_as_stock(self, saver):
+    model_dir = self.create_tempdir().full_path
+    _train_two_workers(saver, model_dir)
+
+    def steps(model_dir):
+      state = tf.train.get_checkpoint_state(model_dir)
+      return [
+        int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths
+      ]
+
+    self.assertEqual(steps(self.stock_dir), [0, 3, 6, 7])
+    self.assertEqual(steps(model_dir), steps(self.stock_dir))
+    self.assertEqual(estimator_ckpt.checkpoint_format(model_dir), "tf2")
+    for name in (
+      "w",
+      "batch_normalization/moving_mean",
+      "batch_normalization/moving_variance",
+    ):
+      self.assertAllClose(
+        tf.train.load_variable(model_dir, keys.variable_key(name)),
+        tf.train.load_variable(self.stock_dir, name),
+        msg=name,
+      )
 
 
 if __name__ == "__main__":

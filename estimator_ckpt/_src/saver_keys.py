@@ -8,22 +8,21 @@ step=)`, by default what a TF1 `Saver()` saves) into the `Saver` var_list of
 counter; and the index aliases each save gets (`global_step`, and with
 `tf1_names` every TF1 name). A distributed variable (a `MirroredVariable`
 of `RunConfig(train_distribute=...)`, the step included) is saved through
-the saveable its strategy gives it, made under its key. See `tf2_saver` for
-why these keys.
+the saveable its strategy gives it, made under its key
+(`distributed_saveables`). See `tf2_saver` for why these keys.
 """
 
 import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
-from tensorflow.python.distribute import distribute_utils
 from tensorflow.python.framework import constant_op
 from tensorflow.python.ops import control_flow_ops
 from tensorflow.python.ops import variables as variables_lib
-from tensorflow.python.trackable import base as trackable
 from tensorflow.python.training.saving import saveable_object
 from tensorflow.python.training.saving import saveable_object_util
 
+from estimator_ckpt._src import distributed_saveables
 from estimator_ckpt._src import saveables
 from estimator_ckpt._src.format import aliases
 from estimator_ckpt._src.format import keys
@@ -109,12 +108,12 @@ def names_to_values(requested: Optional[VarList]) -> Dict[str, Any]:
   # under the name a TF1 Saver gives its saveable (`_common_name`): the
   # saveable is made under its key at the end of `build`.
   flat: List[Any] = tf.nest.flatten(list(requested))
-  distributed = [v for v in flat if distribute_utils.is_distributed_variable(v)]
+  distributed = [v for v in flat if distributed_saveables.is_distributed(v)]
   # As a TF1 Saver does: single variables become their existing read
   # tensors, so the save op adds no read op per variable (5,000 variables
   # build ~10% faster than with Variable objects; scaffold_benchmark).
   by_name = saveable_object_util.op_list_to_dict(
-    [v for v in flat if not distribute_utils.is_distributed_variable(v)]
+    [v for v in flat if not distributed_saveables.is_distributed(v)]
   )
   for variable in distributed:
     name = variable.name.split(":")[0]
@@ -125,24 +124,6 @@ def names_to_values(requested: Optional[VarList]) -> Dict[str, Any]:
       )
     by_name[name] = variable
   return by_name
-
-
-def _saveable_of_distributed(values: Dict[str, Any]) -> Dict[str, Any]:
-  """`values`, each distributed variable as its saveable under its name.
-
-  A TF1 `Saver` makes it under the variable's own name
-  (`op_list_to_dict`); the same factory makes it under any key.
-  """
-  return {
-    name: (
-      value._gather_saveables_for_checkpoint()[  # pylint: disable=protected-access
-        trackable.VARIABLE_VALUE_KEY
-      ](name=name)
-      if distribute_utils.is_distributed_variable(value)
-      else value
-    )
-    for name, value in values.items()
-  }
 
 
 def build(
@@ -239,10 +220,11 @@ def build(
     for key, name in tf1_name_by_key.items():
       if key not in (name, keys.STEP_KEY) and aliases.can_alias(name):
         aliases_by_name[name.encode()] = key.encode()
+  reads = distributed_saveables.Reads()
   return SaverKeys(
-    by_key=_saveable_of_distributed(by_key),
+    by_key=reads.saveables(by_key),
     tf1_name_by_key=tf1_name_by_key,
     values_by_key=values_by_key,
     aliases=aliases_by_name,
-    tf1_values=_saveable_of_distributed(tf1_values),
+    tf1_values=reads.saveables(tf1_values),
   )
