@@ -177,6 +177,76 @@ class OneInFlightTest(async_fixtures.TestCase):
         self.assertFalse(any(sess.run(is_initialized)))
 
 
+class DuplicateSaveTest(async_fixtures.TestCase):
+  """`save` after `_expect_duplicate_save` (the hook under a cluster).
+
+  Each case saves step 0 in the background, changes the kernel without
+  advancing the step, and saves step 0 again with `save`: a write holds the
+  new kernel, the announced duplicate returns the checkpoint unwritten.
+  """
+
+  @parameterized.named_parameters(
+    ("announced", {}, False),
+    ("not_announced", {"announce": False}, True),
+    ("announced_twice_used_once", {"save_twice": True}, True),
+    ("restored_in_between", {"restore": True}, True),
+    ("other_state_file", {"latest_filename": "other"}, True),
+    ("other_session", {"other_session": True}, True),
+  )
+  def test_only_the_announced_save_returns_unwritten(self, case, written):
+    model_dir = self.model_dir()
+    os.makedirs(model_dir)
+    path = os.path.join(model_dir, "model.ckpt")
+    with tf.Graph().as_default():
+      step, _ = async_fixtures.model()
+      kernel = [v for v in tf1.global_variables() if v.name == "dense/kernel:0"]
+      change = kernel[0].assign_add(tf.ones([3, 2]))
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      with tf1.Session() as sess, tf1.Session() as other:
+        for session in (sess, other):
+          session.run(tf1.global_variables_initializer())
+        at = sess.run(step)
+        prefix = saver.save_async(sess, path, global_step=at)
+        saver.wait_until_finished()
+        if case.get("announce", True):
+          saver._expect_duplicate_save(sess, prefix)  # pylint: disable=protected-access
+        if case.get("restore"):
+          saver.restore(sess, prefix)
+        sess.run(change)
+        other.run(change)
+        kwargs = {"latest_filename": case.get("latest_filename")}
+        session = other if case.get("other_session") else sess
+        for _ in range(2 if case.get("save_twice") else 1):
+          self.assertEqual(saver.save(session, path, at, **kwargs), prefix)
+    self.assertAllEqual(
+      tf.train.load_variable(prefix, keys.variable_key("dense/kernel")),
+      np.full([3, 2], 2.0 if written else 1.0),
+    )
+
+  def test_without_a_step_it_writes(self):
+    model_dir = self.model_dir()
+    os.makedirs(model_dir)
+    path = os.path.join(model_dir, "model.ckpt")
+    with tf.Graph().as_default():
+      async_fixtures.model()
+      kernel = [v for v in tf1.global_variables() if v.name == "dense/kernel:0"]
+      change = kernel[0].assign_add(tf.ones([3, 2]))
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        prefix = saver.save_async(sess, path)
+        saver.wait_until_finished()
+        saver._expect_duplicate_save(sess, prefix)  # pylint: disable=protected-access
+        sess.run(change)
+        self.assertEqual(saver.save(sess, path), path)
+    self.assertAllEqual(
+      tf.train.load_variable(path, keys.variable_key("dense/kernel")),
+      np.full([3, 2], 2.0),
+    )
+
+
 class DurabilityTest(async_fixtures.TestCase):
   def test_checkpoint_fsynced_before_the_state_file_names_it(self):
     model_dir = self.model_dir()

@@ -7,9 +7,11 @@ stock `CheckpointSaverHook` of its own on the chief, saving through the
 scaffold's saver, beside the `EstimatorSpec`'s chief hooks. With
 `async_save=True` that hook saves each checkpoint the
 `AsyncCheckpointSaverHook` has just started: the saver returns it instead of
-writing it a second time, synchronously. A one-worker cluster on 127.0.0.1
-(the coordinator starts its gRPC server in this process), against stock
-Estimator with the same strategy and schedule.
+writing it a second time, synchronously; and the async hook keeps that
+hook's schedule (every 1000 steps instead of by seconds, no saves when no
+summaries are saved). A one-worker cluster on 127.0.0.1 (the strategy starts
+its gRPC server in this process), against stock Estimator with the same
+strategy and schedule.
 
 A two-worker cluster of processes (`multi_worker_child`) trains a model with
 batch normalization, whose moving statistics are on-read variables: saving
@@ -39,20 +41,29 @@ from estimator_ckpt import keys
 tf1 = tf.compat.v1
 
 
+_TF_CONFIG_BEFORE = os.environ.get("TF_CONFIG")
+
+
 def setUpModule():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
   os.environ["TF_CONFIG"] = json.dumps(
     {
-      "cluster": {"worker": [f"127.0.0.1:{port}"]},
+      "cluster": {"worker": [f"127.0.0.1:{_free_port()}"]},
       "task": {"type": "worker", "index": 0},
     }
   )
 
 
 def tearDownModule():
-  del os.environ["TF_CONFIG"]
+  if _TF_CONFIG_BEFORE is None:
+    del os.environ["TF_CONFIG"]
+  else:
+    os.environ["TF_CONFIG"] = _TF_CONFIG_BEFORE
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def _model_fn(features, labels, mode):
@@ -70,9 +81,27 @@ def _input_fn():
   return tf.data.Dataset.from_tensors((features, labels)).repeat()
 
 
+# RunConfig schedules: every 3 steps; by seconds (every step's worth here),
+# which MonitoredTrainingSession turns into every 1000 steps under a
+# collective strategy; and summaries off, where it adds no saver hook (stock
+# saves no checkpoint at all).
+_EVERY_3_STEPS = {"save_checkpoints_steps": 3}
+_BY_SECONDS = {"save_checkpoints_secs": 1e-6}
+_NO_SUMMARIES = {"save_checkpoints_steps": 3, "save_summary_steps": None}
+
+
+def _steps(model_dir):
+  state = tf.train.get_checkpoint_state(model_dir)
+  if state is None:
+    return []
+  return [
+    int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths
+  ]
+
+
 class MultiWorkerMirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
-  def _train(self, model_fn):
-    """Trains to step 7 saving every 3; the estimator and its sync writes.
+  def _train(self, model_fn, schedule):
+    """Trains to step 7; the model dir and its synchronous writes.
 
     The synchronous writes are the calls of `tf.compat.v1.train.Saver.save`
     (a `Tf2Saver`'s own saves call it; background saves do not).
@@ -80,54 +109,59 @@ class MultiWorkerMirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
     config = tf.estimator.RunConfig(
       model_dir=self.create_tempdir().full_path,
       train_distribute=tf.distribute.experimental.MultiWorkerMirroredStrategy(),
-      save_checkpoints_steps=3,
+      **schedule,
     )
     estimator = tf.estimator.Estimator(model_fn, config=config)
     with mock.patch.object(
       saver_lib.Saver, "save", autospec=True, side_effect=saver_lib.Saver.save
     ) as save:
+      # Estimator.train refuses a cluster (only train_and_evaluate runs
+      # it); there is no evaluator task, so no evaluation.
       tf.estimator.train_and_evaluate(
         estimator,
         tf.estimator.TrainSpec(_input_fn, max_steps=7),
-        tf.estimator.EvalSpec(_input_fn, steps=1, throttle_secs=0),
+        tf.estimator.EvalSpec(_input_fn),
       )
-    return estimator, save.call_count
+    return config.model_dir, save.call_count
 
-  @parameterized.named_parameters(("sync", False), ("async", True))
-  def test_saves_each_checkpoint_once_as_stock(self, async_save):
-    stock, stock_writes = self._train(_model_fn)
-    ours, our_writes = self._train(
-      estimator_ckpt.tf2_checkpoints(_model_fn, async_save=async_save)
+  @parameterized.named_parameters(
+    ("sync_every_3_steps", False, _EVERY_3_STEPS, [0, 3, 6, 7]),
+    ("async_every_3_steps", True, _EVERY_3_STEPS, [0, 3, 6, 7]),
+    ("sync_by_seconds", False, _BY_SECONDS, [0, 7]),
+    ("async_by_seconds", True, _BY_SECONDS, [0, 7]),
+    ("sync_no_summaries", False, _NO_SUMMARIES, []),
+    ("async_no_summaries", True, _NO_SUMMARIES, []),
+  )
+  def test_saves_each_checkpoint_once_as_stock(
+    self, async_save, schedule, saved
+  ):
+    stock_dir, stock_writes = self._train(_model_fn, schedule)
+    our_dir, our_writes = self._train(
+      estimator_ckpt.tf2_checkpoints(_model_fn, async_save=async_save),
+      schedule,
     )
-
-    def steps(model_dir):
-      state = tf.train.get_checkpoint_state(model_dir)
-      return [
-        int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths
-      ]
-
-    self.assertEqual(steps(stock.model_dir), [0, 3, 6, 7])
-    self.assertEqual(steps(ours.model_dir), steps(stock.model_dir))
-    self.assertEqual(stock_writes, 4)
+    self.assertEqual(_steps(stock_dir), saved)
+    self.assertEqual(_steps(our_dir), saved)
+    self.assertEqual(stock_writes, len(saved))
     # Synchronous: one write per save, through the Tf2Saver. Asynchronous:
     # every save in the background, none again in MonitoredTrainingSession's
     # own hook.
-    self.assertEqual(our_writes, 0 if async_save else 4)
-    self.assertEqual(estimator_ckpt.checkpoint_format(ours.model_dir), "tf2")
-    self.assertAllClose(
-      tf.train.load_variable(ours.model_dir, keys.variable_key("w")),
-      tf.train.load_variable(stock.model_dir, "w"),
-    )
-    self.assertEqual(tf.train.load_variable(ours.model_dir, keys.STEP_KEY), 7)
+    self.assertEqual(our_writes, 0 if async_save else len(saved))
+    for step in saved:
+      self.assertAllClose(
+        tf.train.load_variable(
+          f"{our_dir}/model.ckpt-{step}", keys.variable_key("w")
+        ),
+        tf.train.load_variable(f"{stock_dir}/model.ckpt-{step}", "w"),
+        msg=step,
+      )
+      self.assertEqual(
+        tf.train.load_variable(f"{our_dir}/model.ckpt-{step}", keys.STEP_KEY),
+        step,
+      )
 
 
 _DEADLINE_SECS = 300
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _train_two_workers(saver: str, model_dir: str) -> None:
@@ -180,14 +214,8 @@ class TwoWorkersTest(parameterized.TestCase, tf.test.TestCase):
     model_dir = self.create_tempdir().full_path
     _train_two_workers(saver, model_dir)
 
-    def steps(model_dir):
-      state = tf.train.get_checkpoint_state(model_dir)
-      return [
-        int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths
-      ]
-
-    self.assertEqual(steps(self.stock_dir), [0, 3, 6, 7])
-    self.assertEqual(steps(model_dir), steps(self.stock_dir))
+    self.assertEqual(_steps(self.stock_dir), [0, 3, 6, 7])
+    self.assertEqual(_steps(model_dir), _steps(self.stock_dir))
     self.assertEqual(estimator_ckpt.checkpoint_format(model_dir), "tf2")
     for name in (
       "w",

@@ -32,6 +32,14 @@ adds to the stock hook (tensorflow/python/training/basic_session_run_hooks.py):
   faster) may take a save due in it to the next run. Saves by seconds are
   not affected.
 
+* with `stock_saver_follows`, a stock saver hook running after this one on
+  the same schedule through the same saver (Estimator with a cluster and a
+  multi-worker collective strategy, `_train_with_estimator_spec_distributed`,
+  whose `MonitoredTrainingSession` adds one of its own) saves each
+  checkpoint this one has just started by returning it
+  (`Tf2Saver._expect_duplicate_save`), not by writing it again,
+  synchronously.
+
 `tf2_checkpoints(async_save=True)` and `migrate_estimator(async_save=True)`
 add it to the `EstimatorSpec`'s `training_chief_hooks`, where Estimator finds
 it instead of making its own (`_train_with_estimator_spec`) and attaches the
@@ -52,16 +60,20 @@ tf1 = tf.compat.v1
 class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
   """Saves checkpoints every N steps or seconds, in the background.
 
-  Takes the arguments of `tf.compat.v1.train.CheckpointSaverHook`.
+  Takes the arguments of `tf.compat.v1.train.CheckpointSaverHook`, and
+  `stock_saver_follows`: whether a stock `CheckpointSaverHook` runs after
+  this one on the same schedule through the same saver (see the module);
+  its saves of the checkpoints this hook has just started return them.
   """
 
-  def __init__(self, *args, **kwargs):
+  def __init__(self, *args, stock_saver_follows: bool = False, **kwargs):
     super().__init__(*args, **kwargs)
     # The largest advance of the step per run seen (see the module).
     self._steps_per_run = 1
     self._previous_stale_step: Optional[int] = None
     self._pending_step: Optional[int] = None
     self._coord = None
+    self._stock_saver_follows = stock_saver_follows
 
   def _async_saver(self) -> Optional[scaffold_lib.Tf2Saver]:
     saver = self._get_saver()
@@ -156,13 +168,16 @@ class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
       self._save_path,
     )
     coord = self._coord
-    saver.save_async(
+    prefix = saver.save_async(
       session,
       self._save_path,
       global_step=step,
       write_meta_graph=self._save_graph_def,
       on_thread=coord.register_thread if coord is not None else None,
     )
+    if self._stock_saver_follows:
+      # That hook's save of this checkpoint returns it, unwritten twice.
+      saver._expect_duplicate_save(session, prefix)  # pylint: disable=protected-access
     self._pending_step = step
     self._summary_writer.add_session_log(
       tf.compat.v1.SessionLog(

@@ -168,17 +168,49 @@ def _with_async_hook(
     isinstance(h, tf1.train.CheckpointSaverHook) for h in hooks
   ):
     return spec
-  if not (config.save_checkpoints_steps or config.save_checkpoints_secs):
+  save_steps = config.save_checkpoints_steps
+  save_secs = config.save_checkpoints_secs
+  stock_saver_follows = _collective_cluster(config)
+  if stock_saver_follows and "master" not in config.cluster_spec.jobs:
+    # Under a distribute coordinator (a collective strategy and a cluster
+    # without a master job, estimator_training.init_run_config), Estimator's
+    # MonitoredTrainingSession adds its stock saver hook only when summaries
+    # are saved, and saves every 1000 steps instead of by seconds
+    # (`_create_monitored_session_with_worker_context`). The same here: the
+    # other workers save through that hook, and a save of on-read variables
+    # is an all-reduce they must all run. (The model_fn runs in a replica
+    # thread, which does not see the coordinator's worker context.)
+    if not config.save_summary_steps:
+      return spec
+    if save_secs:
+      save_steps, save_secs = 1000, None
+  if not (save_steps or save_secs):
     return spec
   hook = async_hook.AsyncCheckpointSaverHook(
     config.model_dir,
-    save_secs=config.save_checkpoints_secs,
-    save_steps=config.save_checkpoints_steps,
+    save_secs=save_secs,
+    save_steps=save_steps,
     scaffold=spec.scaffold,
     save_graph_def=config.checkpoint_save_graph_def,
+    stock_saver_follows=stock_saver_follows,
   )
   return spec._replace(
     training_chief_hooks=(hook,) + tuple(spec.training_chief_hooks)
+  )
+
+
+def _collective_cluster(config: Any) -> bool:
+  """Whether Estimator trains through `_train_with_estimator_spec_distributed`.
+
+  There MonitoredTrainingSession adds a stock `CheckpointSaverHook` of its
+  own, through the scaffold's saver, after the spec's chief hooks.
+  """
+  return bool(config.cluster_spec) and type(
+    config.train_distribute
+  ).__name__ in (
+    "CollectiveAllReduceStrategy",
+    "CollectiveAllReduceStrategyV1",
+    "MultiWorkerMirroredStrategy",
   )
 
 

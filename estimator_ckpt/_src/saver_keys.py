@@ -22,6 +22,7 @@ from tensorflow.python.ops import variables as variables_lib
 from tensorflow.python.training.saving import saveable_object
 from tensorflow.python.training.saving import saveable_object_util
 
+from estimator_ckpt import errors
 from estimator_ckpt._src import distributed_saveables
 from estimator_ckpt._src import saveables
 from estimator_ckpt._src.format import aliases
@@ -115,12 +116,13 @@ def names_to_values(requested: Optional[VarList]) -> Dict[str, Any]:
   by_name = saveable_object_util.op_list_to_dict(
     [v for v in flat if not distributed_saveables.is_distributed(v)]
   )
-  for variable in distributed:
+  for variable in sorted(distributed, key=lambda v: v.name):
     name = variable.name.split(":")[0]
     if by_name.get(name, variable) is not variable:
-      raise ValueError(
-        f"At least two variables have the same name: {name} (a TF1 Saver "
-        "refuses them too). Leave one out of var_list or rename it."
+      raise errors.InvalidArgumentError(
+        f"At least two variables have the same name: {name} (a distributed "
+        "variable and another, such as one of its own components). Leave "
+        "one out of var_list."
       )
     by_name[name] = variable
   return by_name

@@ -180,15 +180,16 @@ class Tf2Saver(tf2_saver_async.AsyncSaving, saver_lib.Saver):
     With `also_write_tf1`, a name-based copy goes to `<dir>/tf1/` with its own
     `checkpoint` state file and the same retention, for every save that
     updates the state file (SavedModel export writes no copy). With
-    `async_save`, it first waits for the background save in flight; a save
-    of the checkpoint `save_async` last started (same prefix) returns that
-    prefix without writing it again (see `_started_by_save_async`).
+    `async_save`, it first waits for the background save in flight; the
+    save `_expect_duplicate_save` announced returns the checkpoint being
+    written instead.
     """
     self._ensure_built()
+    if self._is_expected_duplicate(
+      sess, save_path, global_step, latest_filename
+    ):
+      return async_lib.checkpoint_file(sess, save_path, global_step)
     if self._async is not None:
-      started = self._started_by_save_async(sess, save_path, global_step)
-      if started is not None:
-        return started
       self._async.committer.wait_until_finished()
     path = super().save(
       sess,
@@ -249,6 +250,7 @@ class Tf2Saver(tf2_saver_async.AsyncSaving, saver_lib.Saver):
       errors.ShapeMismatchError: A stored tensor differs from its variable in
         shape or dtype.
     """
+    self._duplicate = None
     self._ensure_built()
     if self._is_empty:
       return

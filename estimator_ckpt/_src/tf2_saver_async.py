@@ -8,7 +8,7 @@ as a synchronous save commits it, one at a time. `AsyncCheckpointSaverHook`
 """
 
 import os
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import async_save as async_lib
@@ -23,8 +23,9 @@ class AsyncSaving:
 
   _async: Optional[async_lib.AsyncParts]
   _tf1_saver: Any
-  # The prefix of the checkpoint the last `save_async` started.
-  _async_started: Optional[str] = None
+  # (session, prefix, latest_filename) of the save `_expect_duplicate_save`
+  # announced; consumed by the next `save` (see there).
+  _duplicate: Optional[Tuple[Any, str, Optional[str]]] = None
   last_checkpoints: List[str]
   _ensure_built: Callable[[], None]
 
@@ -77,6 +78,7 @@ class AsyncSaving:
         "save_async needs a saver built with scaffold(async_save=True)."
       )
     self._ensure_built()
+    self._duplicate = None
     parts = self._async
     parts.committer.wait_until_finished()
     prefix = async_lib.checkpoint_file(sess, save_path, global_step)
@@ -97,7 +99,6 @@ class AsyncSaving:
         save_debug_info=save_debug_info,
       )
 
-    self._async_started = prefix
     previous = self.last_checkpoints[-1] if self.last_checkpoints else None
     step = int(prefix.rsplit("-", 1)[1]) if global_step is not None else None
     parts.committer.start(
@@ -109,24 +110,42 @@ class AsyncSaving:
     )
     return prefix
 
-  def _started_by_save_async(
-    self, sess, save_path: str, global_step
-  ) -> Optional[str]:
-    """The prefix `save` would write, if `save_async` already started it.
+  def _expect_duplicate_save(
+    self, sess, prefix: str, latest_filename: Optional[str] = None
+  ) -> None:
+    """Lets the next `save`, if of the checkpoint just started, return it.
 
-    Under `TF_CONFIG` with a multi-worker collective strategy (Estimator's
-    distribute-coordinator training,
-    `monitored_session._create_monitored_session_with_worker_context`),
-    `MonitoredTrainingSession` adds a stock `CheckpointSaverHook` of its own,
-    saving through the scaffold's saver at the same steps as the
-    `EstimatorSpec`'s `AsyncCheckpointSaverHook` and after it in each run.
-    Its save of the checkpoint the async hook has just started returns that
-    prefix instead of writing the checkpoint again, synchronously.
+    Under a distribute coordinator (Estimator with a cluster in `TF_CONFIG`
+    and a multi-worker strategy), `MonitoredTrainingSession` adds a stock
+    `CheckpointSaverHook` of its own on the chief
+    (`monitored_session._create_monitored_session_with_worker_context`),
+    after the `EstimatorSpec`'s chief hooks, saving through the scaffold's
+    saver on the same schedule. `AsyncCheckpointSaverHook` calls this there,
+    right after `save_async`: the next `save` of that checkpoint (same
+    session, prefix and `latest_filename`, with a `global_step`) returns its
+    prefix instead of writing it again synchronously. Any other `save`,
+    `save_async` or `restore` forgets it.
+
+    Args:
+      sess: The session `save_async` used.
+      prefix: What `save_async` returned.
+      latest_filename: As given to `save_async`.
     """
-    if self._async_started is None:
-      return None
-    prefix = async_lib.checkpoint_file(sess, save_path, global_step)
-    return prefix if prefix == self._async_started else None
+    self._duplicate = (sess, prefix, latest_filename)
+
+  def _is_expected_duplicate(
+    self, sess, save_path: str, global_step, latest_filename: Optional[str]
+  ) -> bool:
+    """Whether this `save` is the one announced; forgets the announcement."""
+    duplicate, self._duplicate = self._duplicate, None
+    if duplicate is None or global_step is None:
+      return False
+    expected_sess, prefix, expected_latest = duplicate
+    return (
+      sess is expected_sess
+      and latest_filename == expected_latest
+      and async_lib.checkpoint_file(sess, save_path, global_step) == prefix
+    )
 
   def save_in_flight(self) -> bool:
     """Whether a background save is still being written or committed."""
