@@ -188,7 +188,7 @@ class DuplicateSaveTest(async_fixtures.TestCase):
   @parameterized.named_parameters(
     ("announced", {}, False),
     ("not_announced", {"announce": False}, True),
-    ("announced_twice_used_once", {"save_twice": True}, True),
+    ("announced_once_saved_twice", {"save_twice": True}, True),
     ("restored_in_between", {"restore": True}, True),
     ("other_state_file", {"latest_filename": "other"}, True),
     ("other_session", {"other_session": True}, True),

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 import estimator_ckpt
+from estimator_ckpt import errors
 from estimator_ckpt import keys
 
 tf1 = tf.compat.v1
@@ -168,6 +169,14 @@ class TwoReplicasTest(parameterized.TestCase, tf.test.TestCase):
       with self.assertRaisesRegex(ValueError, "same name: p"):
         estimator_ckpt.scaffold(var_list=[plain, [plain]]).finalize()
       tf1.train.Saver(var_list=[w, [w]])
+      # A distributed variable beside a variable of its name (its own first
+      # component here) is refused, naming it.
+      with self.assertRaisesRegex(
+        errors.InvalidArgumentError, "same name: w .a distributed variable"
+      ):
+        estimator_ckpt.scaffold(
+          var_list=[w, strategy.experimental_local_results(w)[0]]
+        ).finalize()
       prefix = f"{self.create_tempdir().full_path}/model.ckpt"
       sc = estimator_ckpt.scaffold(var_list=[[w], (step, w)])
       sc.finalize()

@@ -5,9 +5,10 @@ model with batch normalization (its moving statistics are on-read
 variables, averaged over the workers when saved) with
 `MultiWorkerMirroredStrategy` through `train_and_evaluate` to step 7, saving
 every 3 steps, as worker INDEX of the cluster on 127.0.0.1 at PORTS (a JSON
-list). SAVER is `stock` (Estimator's own Saver), `sync` or `async`
-(`tf2_checkpoints(async_save=...)`). Each worker's batch is its own
-constant, so the saved averages differ from the chief's own.
+list). SAVER is `stock` (Estimator's own Saver), `sync`, `async` or
+`async_tf1` (`tf2_checkpoints(async_save=..., also_write_tf1=...)`). Each
+worker's batch is its own constant, so the saved averages differ from the
+chief's own.
 """
 
 import json
@@ -51,7 +52,9 @@ def main(saver: str, index: int, ports: list, model_dir: str) -> None:
   model_fn = _model_fn
   if saver != "stock":
     model_fn = estimator_ckpt.tf2_checkpoints(
-      _model_fn, async_save=saver == "async"
+      _model_fn,
+      async_save=saver.startswith("async"),
+      also_write_tf1=saver.endswith("tf1"),
     )
   config = tf.estimator.RunConfig(
     model_dir=model_dir,

@@ -27,6 +27,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+from typing import List
 from unittest import mock
 
 from absl.testing import absltest
@@ -161,14 +163,24 @@ class MultiWorkerMirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
       )
 
 
-_DEADLINE_SECS = 300
+# A two-worker run takes about 12 s; a hang ends here, with the workers' logs.
+_DEADLINE_SECS = 120
 
 
-def _train_two_workers(saver: str, model_dir: str) -> None:
-  """Trains a two-worker cluster of processes (`multi_worker_child`)."""
+def _train_two_workers(saver: str, model_dir: str) -> List[str]:
+  """Trains a two-worker cluster of processes; their return codes and logs.
+
+  Raises:
+    AssertionError: The workers did not finish by the deadline.
+  """
   env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
   env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-  ports = json.dumps([_free_port(), _free_port()])
+  # Both ports chosen while both are held, so they differ.
+  with socket.socket() as first, socket.socket() as second:
+    first.bind(("127.0.0.1", 0))
+    second.bind(("127.0.0.1", 0))
+    ports = [first.getsockname()[1], second.getsockname()[1]]
+  logs = [tempfile.TemporaryFile("w+") for _ in ports]  # Never a full pipe.
   workers = [
     subprocess.Popen(
       [
@@ -177,29 +189,42 @@ def _train_two_workers(saver: str, model_dir: str) -> None:
         "tests.multi_worker_child",
         saver,
         str(index),
-        ports,
+        json.dumps(ports),
         model_dir,
       ],
       env=env,
-      stdout=subprocess.PIPE,
+      stdout=log,
       stderr=subprocess.STDOUT,
-      text=True,
     )
-    for index in range(2)
+    for index, log in enumerate(logs)
   ]
+  deadline = time.monotonic() + _DEADLINE_SECS
   try:
-    logs = [worker.communicate(timeout=_DEADLINE_SECS)[0] for worker in workers]
+    for worker in workers:
+      worker.wait(timeout=max(deadline - time.monotonic(), 0))
+    hung = False
   except subprocess.TimeoutExpired:
+    hung = True
     for worker in workers:
       worker.kill()
-    logs = [worker.communicate()[0] for worker in workers]
+      worker.wait()
+  texts = []
+  for worker, log in zip(workers, logs):
+    log.seek(0)
+    texts.append(f"exit {worker.returncode}\n{log.read()}")
+    log.close()
+  if hung:
     raise AssertionError(
       f"{saver}: the workers did not finish in {_DEADLINE_SECS} s:\n"
-      + "\n".join(log[-3000:] for log in logs)
-    ) from None
-  for worker, log in zip(workers, logs):
-    if worker.returncode != 0 or "DONE" not in log:
-      raise AssertionError(f"{saver}: a worker failed:\n{log[-3000:]}")
+      + "\n".join(text[-3000:] for text in texts)
+    )
+  return texts
+
+
+def _assert_finished(texts: List[str]) -> None:
+  for text in texts:
+    if not text.startswith("exit 0\n") or "DONE" not in text:
+      raise AssertionError(f"a worker failed:\n{text[-3000:]}")
 
 
 class TwoWorkersTest(parameterized.TestCase, tf.test.TestCase):
@@ -207,12 +232,12 @@ class TwoWorkersTest(parameterized.TestCase, tf.test.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.stock_dir = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
-    _train_two_workers("stock", cls.stock_dir)
+    _assert_finished(_train_two_workers("stock", cls.stock_dir))
 
   @parameterized.named_parameters(("sync", "sync"), ("async", "async"))
   def test_on_read_variables_save_as_stock(self, saver):
     model_dir = self.create_tempdir().full_path
-    _train_two_workers(saver, model_dir)
+    _assert_finished(_train_two_workers(saver, model_dir))
 
     self.assertEqual(_steps(self.stock_dir), [0, 3, 6, 7])
     self.assertEqual(_steps(model_dir), _steps(self.stock_dir))
@@ -226,6 +251,18 @@ class TwoWorkersTest(parameterized.TestCase, tf.test.TestCase):
         tf.train.load_variable(model_dir, keys.variable_key(name)),
         tf.train.load_variable(self.stock_dir, name),
         msg=name,
+      )
+
+  def test_async_tf1_copy_of_on_read_variables_is_refused(self):
+    # The chief's background save would read them once per save, the other
+    # worker's saves twice (the TF2 save and its TF1 copy): a hang.
+    texts = _train_two_workers("async_tf1", self.create_tempdir().full_path)
+    for text in texts:
+      self.assertNotIn("DONE", text)
+      self.assertIn(
+        "InvalidArgumentError: async_save=True with also_write_tf1=True "
+        "cannot save on-read variables (batch_normalization/moving_mean",
+        text,
       )
 
 

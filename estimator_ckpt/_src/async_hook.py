@@ -177,6 +177,7 @@ class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
     )
     if self._stock_saver_follows:
       # That hook's save of this checkpoint returns it, unwritten twice.
+      # Private to the saver's async protocol, which this hook drives.
       saver._expect_duplicate_save(session, prefix)  # pylint: disable=protected-access
     self._pending_step = step
     self._summary_writer.add_session_log(

@@ -20,11 +20,17 @@ import tensorflow as tf
 from tensorflow.python.distribute import distribute_utils
 from tensorflow.python.trackable import base as trackable
 from tensorflow.python.training.saving import saveable_object
+from tensorflow.python.training.saving import saveable_object_util
 
 
 def is_distributed(value: Any) -> bool:
   """Whether `value` is a distributed variable (`MirroredVariable`, ...)."""
   return distribute_utils.is_distributed_variable(value)
+
+
+def is_on_read(value: Any) -> bool:
+  """Whether `value` is an on-read variable (`SyncOnReadVariable`)."""
+  return distribute_utils.is_sync_on_read(value)
 
 
 class _ReadOnce(saveable_object.SaveableObject):
@@ -70,7 +76,8 @@ class Reads:
     for i, spec in enumerate(saveable.specs):
       key = (id(variable), i)
       if key not in self._tensors:
-        with tf.device(spec.device):
+        # On the device a TF1 Saver builds it on (saver.py's sharded save).
+        with tf.device(saveable_object_util.set_cpu0(spec.device)):
           self._tensors[key] = spec.tensor  # Builds the read.
         self._variables.append(variable)
       tensors.append(self._tensors[key])

@@ -24,6 +24,7 @@ from tensorflow_estimator.python.estimator import model_fn as model_fn_lib
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import async_hook
+from estimator_ckpt._src import distributed_saveables
 from estimator_ckpt._src import estimator_class
 from estimator_ckpt._src import reader
 from estimator_ckpt._src import scaffold
@@ -184,6 +185,7 @@ def _with_async_hook(
       return spec
     if save_secs:
       save_steps, save_secs = 1000, None
+    _refuse_tf1_copy_of_on_read_variables(spec.scaffold.saver, config)
   if not (save_steps or save_secs):
     return spec
   hook = async_hook.AsyncCheckpointSaverHook(
@@ -197,6 +199,43 @@ def _with_async_hook(
   return spec._replace(
     training_chief_hooks=(hook,) + tuple(spec.training_chief_hooks)
   )
+
+
+def _refuse_tf1_copy_of_on_read_variables(saver: Any, config: Any) -> None:
+  """Refuses what would stop every worker at the first save.
+
+  Saving an on-read variable under a multi-worker collective strategy is an
+  all-reduce every worker must run as often as the others. The chief's
+  async save runs it once (the snapshot; the TF1 copy is written from it),
+  the other workers' synchronous saves twice (the TF2 save and its TF1
+  copy), so with two workers or more each would wait for the others forever.
+  """
+  jobs = config.cluster_spec.jobs
+  workers = sum(
+    config.cluster_spec.num_tasks(job)
+    for job in ("chief", "worker")
+    if job in jobs
+  )
+  if not saver.also_write_tf1 or workers < 2:
+    return
+  on_read = [
+    v.name
+    for v in tf1.global_variables()
+    if distributed_saveables.is_on_read(v)
+  ]
+  if on_read:
+    named = ", ".join(on_read[:3]) + (", ..." if len(on_read) > 3 else "")
+    raise errors.InvalidArgumentError(
+      "async_save=True with also_write_tf1=True cannot save on-read "
+      f"variables ({named}, such as batch normalization's moving "
+      "statistics) with "
+      f"{type(config.train_distribute).__name__} on {workers} workers: each "
+      "save is an all-reduce every worker must run as often as the others, "
+      "and the chief's background save reads them once where the other "
+      "workers' saves read them twice. Drop also_write_tf1 (convert a "
+      "checkpoint with `convert --to=tf1` when you need a TF1 copy) or "
+      "async_save."
+    )
 
 
 def _collective_cluster(config: Any) -> bool:

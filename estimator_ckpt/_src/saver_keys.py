@@ -116,6 +116,8 @@ def names_to_values(requested: Optional[VarList]) -> Dict[str, Any]:
   by_name = saveable_object_util.op_list_to_dict(
     [v for v in flat if not distributed_saveables.is_distributed(v)]
   )
+  # By name, as op_list_to_dict orders the others: the graph is built in
+  # the same order whatever the order of var_list.
   for variable in sorted(distributed, key=lambda v: v.name):
     name = variable.name.split(":")[0]
     if by_name.get(name, variable) is not variable:

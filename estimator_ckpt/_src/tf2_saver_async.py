@@ -22,12 +22,18 @@ class AsyncSaving:
   """`save_async` and its waits, for `Tf2Saver` (a mixin; see the module)."""
 
   _async: Optional[async_lib.AsyncParts]
+  _also_write_tf1: bool
   _tf1_saver: Any
   # (session, prefix, latest_filename) of the save `_expect_duplicate_save`
   # announced; consumed by the next `save` (see there).
   _duplicate: Optional[Tuple[Any, str, Optional[str]]] = None
   last_checkpoints: List[str]
   _ensure_built: Callable[[], None]
+
+  @property
+  def also_write_tf1(self) -> bool:
+    """Whether every save also writes a TF1 copy (`also_write_tf1=True`)."""
+    return self._also_write_tf1
 
   @property
   def async_save(self) -> bool:
