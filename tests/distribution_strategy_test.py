@@ -11,12 +11,13 @@ session, checks every replica.
 
 from absl.testing import absltest
 from absl.testing import parameterized
-import numpy as np
 import tensorflow as tf
 
 import estimator_ckpt
 from estimator_ckpt import errors
 from estimator_ckpt import keys
+
+from tests import strategy_fixtures
 
 tf1 = tf.compat.v1
 
@@ -27,21 +28,6 @@ def setUpModule():
   tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2
   )
-
-
-def _model_fn(features, labels, mode):
-  w = tf1.get_variable("w", [2], initializer=tf1.zeros_initializer())
-  loss = tf.reduce_mean(tf.square(tf.reduce_sum(features * w, 1) - labels))
-  train = tf1.train.AdagradOptimizer(0.1).minimize(
-    loss, global_step=tf1.train.get_global_step()
-  )
-  return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train)
-
-
-def _input_fn():
-  features = np.array([[1.0, 2.0], [3.0, -1.0]], np.float32)
-  labels = np.array([1.0, 2.0], np.float32)
-  return tf.data.Dataset.from_tensors((features, labels)).repeat()
 
 
 def _estimator(model_fn, model_dir):
@@ -67,25 +53,24 @@ class MirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
   ):
     stock_dir = self.create_tempdir().full_path
     ours_dir = self.create_tempdir().full_path
-    stock = _estimator(_model_fn, stock_dir)
+    stock = _estimator(strategy_fixtures.model_fn, stock_dir)
     ours = _estimator(
       estimator_ckpt.tf2_checkpoints(
-        _model_fn, async_save=async_save, also_write_tf1=also_write_tf1
+        strategy_fixtures.model_fn,
+        async_save=async_save,
+        also_write_tf1=also_write_tf1,
       ),
       ours_dir,
     )
     for est in (stock, ours):
-      est.train(_input_fn, steps=7)
-      est.train(_input_fn, steps=3)  # Resumes from step 7.
+      est.train(strategy_fixtures.input_fn, steps=7)
+      est.train(strategy_fixtures.input_fn, steps=3)  # Resumes from step 7.
 
-    def steps(model_dir):
-      state = tf.train.get_checkpoint_state(model_dir)
-      return [
-        int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths
-      ]
-
-    self.assertEqual(steps(ours_dir), steps(stock_dir))
-    self.assertEqual(steps(ours_dir)[-1], 10)
+    self.assertEqual(
+      strategy_fixtures.saved_steps(ours_dir),
+      strategy_fixtures.saved_steps(stock_dir),
+    )
+    self.assertEqual(strategy_fixtures.saved_steps(ours_dir)[-1], 10)
     saved = dict(tf.train.list_variables(ours_dir))
     self.assertIn(keys.variable_key("w"), saved)
     self.assertIn(keys.STEP_KEY, saved)
@@ -104,9 +89,9 @@ class MirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
     ).expect_partial()
     self.assertAllClose(w.numpy(), stock.get_variable_value("w"))
     plain = tf.estimator.Estimator(
-      estimator_ckpt.tf2_checkpoints(_model_fn), ours_dir
+      estimator_ckpt.tf2_checkpoints(strategy_fixtures.model_fn), ours_dir
     )
-    plain.train(_input_fn, steps=1)
+    plain.train(strategy_fixtures.input_fn, steps=1)
     self.assertEqual(plain.get_variable_value("global_step"), 11)
     if also_write_tf1:  # The TF1 copy, by TF1 name, as stock's.
       tf1_dir = f"{ours_dir}/tf1"
@@ -119,12 +104,16 @@ class MirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
 
   def test_migrates_a_tf1_model_dir_in_place(self):
     model_dir = self.create_tempdir().full_path
-    _estimator(_model_fn, model_dir).train(_input_fn, steps=4)
+    _estimator(strategy_fixtures.model_fn, model_dir).train(
+      strategy_fixtures.input_fn, steps=4
+    )
     w = tf.train.load_variable(model_dir, "w")
-    migrated = _estimator(estimator_ckpt.tf2_checkpoints(_model_fn), model_dir)
+    migrated = _estimator(
+      estimator_ckpt.tf2_checkpoints(strategy_fixtures.model_fn), model_dir
+    )
     # Restores the TF1 checkpoint by name (step 4), saves TF2 from then on.
     self.assertAllClose(migrated.get_variable_value("w"), w)
-    migrated.train(_input_fn, steps=2)
+    migrated.train(strategy_fixtures.input_fn, steps=2)
     self.assertEqual(estimator_ckpt.checkpoint_format(model_dir), "tf2")
     self.assertEqual(tf.train.load_variable(model_dir, keys.STEP_KEY), 6)
 

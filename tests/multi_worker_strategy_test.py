@@ -33,12 +33,13 @@ from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
-import numpy as np
 import tensorflow as tf
 from tensorflow.python.training import saver as saver_lib
 
 import estimator_ckpt
 from estimator_ckpt import keys
+
+from tests import strategy_fixtures
 
 tf1 = tf.compat.v1
 
@@ -68,21 +69,6 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _model_fn(features, labels, mode):
-  w = tf1.get_variable("w", [2], initializer=tf1.zeros_initializer())
-  loss = tf.reduce_mean(tf.square(tf.reduce_sum(features * w, 1) - labels))
-  train = tf1.train.AdagradOptimizer(0.1).minimize(
-    loss, global_step=tf1.train.get_global_step()
-  )
-  return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train)
-
-
-def _input_fn():
-  features = np.array([[1.0, 2.0], [3.0, -1.0]], np.float32)
-  labels = np.array([1.0, 2.0], np.float32)
-  return tf.data.Dataset.from_tensors((features, labels)).repeat()
-
-
 # RunConfig schedules: every 3 steps; by seconds (every step's worth here),
 # which MonitoredTrainingSession turns into every 1000 steps under a
 # collective strategy; and summaries off, where it adds no saver hook (stock
@@ -90,15 +76,6 @@ def _input_fn():
 _EVERY_3_STEPS = {"save_checkpoints_steps": 3}
 _BY_SECONDS = {"save_checkpoints_secs": 1e-6}
 _NO_SUMMARIES = {"save_checkpoints_steps": 3, "save_summary_steps": None}
-
-
-def _steps(model_dir):
-  state = tf.train.get_checkpoint_state(model_dir)
-  if state is None:
-    return []
-  return [
-    int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths
-  ]
 
 
 class MultiWorkerMirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
@@ -121,8 +98,8 @@ class MultiWorkerMirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
       # it); there is no evaluator task, so no evaluation.
       tf.estimator.train_and_evaluate(
         estimator,
-        tf.estimator.TrainSpec(_input_fn, max_steps=7),
-        tf.estimator.EvalSpec(_input_fn),
+        tf.estimator.TrainSpec(strategy_fixtures.input_fn, max_steps=7),
+        tf.estimator.EvalSpec(strategy_fixtures.input_fn),
       )
     return config.model_dir, save.call_count
 
@@ -137,13 +114,15 @@ class MultiWorkerMirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
   def test_saves_each_checkpoint_once_as_stock(
     self, async_save, schedule, saved
   ):
-    stock_dir, stock_writes = self._train(_model_fn, schedule)
+    stock_dir, stock_writes = self._train(strategy_fixtures.model_fn, schedule)
     our_dir, our_writes = self._train(
-      estimator_ckpt.tf2_checkpoints(_model_fn, async_save=async_save),
+      estimator_ckpt.tf2_checkpoints(
+        strategy_fixtures.model_fn, async_save=async_save
+      ),
       schedule,
     )
-    self.assertEqual(_steps(stock_dir), saved)
-    self.assertEqual(_steps(our_dir), saved)
+    self.assertEqual(strategy_fixtures.saved_steps(stock_dir), saved)
+    self.assertEqual(strategy_fixtures.saved_steps(our_dir), saved)
     self.assertEqual(stock_writes, len(saved))
     # Synchronous: one write per save, through the Tf2Saver. Asynchronous:
     # every save in the background, none again in MonitoredTrainingSession's
@@ -239,8 +218,13 @@ class TwoWorkersTest(parameterized.TestCase, tf.test.TestCase):
     model_dir = self.create_tempdir().full_path
     _assert_finished(_train_two_workers(saver, model_dir))
 
-    self.assertEqual(_steps(self.stock_dir), [0, 3, 6, 7])
-    self.assertEqual(_steps(model_dir), _steps(self.stock_dir))
+    self.assertEqual(
+      strategy_fixtures.saved_steps(self.stock_dir), [0, 3, 6, 7]
+    )
+    self.assertEqual(
+      strategy_fixtures.saved_steps(model_dir),
+      strategy_fixtures.saved_steps(self.stock_dir),
+    )
     self.assertEqual(estimator_ckpt.checkpoint_format(model_dir), "tf2")
     for name in (
       "w",
