@@ -131,6 +131,11 @@ class Tf2Saver(tf2_saver_async.AsyncSaving, saver_lib.Saver):
       save_relative_paths=True,
     )
 
+  @property
+  def also_write_tf1(self) -> bool:
+    """Whether every save also writes a TF1 copy (`also_write_tf1=True`)."""
+    return self._also_write_tf1
+
   def _build(self, checkpoint_path, build_save, build_restore):
     if not self._is_built:
       built = saver_keys.build(
@@ -185,10 +190,11 @@ class Tf2Saver(tf2_saver_async.AsyncSaving, saver_lib.Saver):
     written instead.
     """
     self._ensure_built()
-    if self._is_expected_duplicate(
+    duplicate = self._expected_duplicate(
       sess, save_path, global_step, latest_filename
-    ):
-      return async_lib.checkpoint_file(sess, save_path, global_step)
+    )
+    if duplicate is not None:
+      return duplicate
     if self._async is not None:
       self._async.committer.wait_until_finished()
     path = super().save(

@@ -22,18 +22,12 @@ class AsyncSaving:
   """`save_async` and its waits, for `Tf2Saver` (a mixin; see the module)."""
 
   _async: Optional[async_lib.AsyncParts]
-  _also_write_tf1: bool
   _tf1_saver: Any
   # (session, prefix, latest_filename) of the save `_expect_duplicate_save`
   # announced; consumed by the next `save` (see there).
   _duplicate: Optional[Tuple[Any, str, Optional[str]]] = None
   last_checkpoints: List[str]
   _ensure_built: Callable[[], None]
-
-  @property
-  def also_write_tf1(self) -> bool:
-    """Whether every save also writes a TF1 copy (`also_write_tf1=True`)."""
-    return self._also_write_tf1
 
   @property
   def async_save(self) -> bool:
@@ -121,12 +115,12 @@ class AsyncSaving:
   ) -> None:
     """Lets the next `save`, if of the checkpoint just started, return it.
 
-    Under a distribute coordinator (Estimator with a cluster in `TF_CONFIG`
-    and a multi-worker strategy), `MonitoredTrainingSession` adds a stock
-    `CheckpointSaverHook` of its own on the chief
-    (`monitored_session._create_monitored_session_with_worker_context`),
-    after the `EstimatorSpec`'s chief hooks, saving through the scaffold's
-    saver on the same schedule. `AsyncCheckpointSaverHook` calls this there,
+    On Estimator's multi-worker collective path (a cluster and
+    `MultiWorkerMirroredStrategy`, `_train_with_estimator_spec_distributed`),
+    `MonitoredTrainingSession` adds a stock `CheckpointSaverHook` of its own
+    on the chief, after the `EstimatorSpec`'s chief hooks, saving through the
+    scaffold's saver on the same schedule.
+    `AsyncCheckpointSaverHook(stock_saver_follows=True)` calls this there,
     right after `save_async`: the next `save` of that checkpoint (same
     session, prefix and `latest_filename`, with a `global_step`) returns its
     prefix instead of writing it again synchronously. Any other `save`,
@@ -139,19 +133,19 @@ class AsyncSaving:
     """
     self._duplicate = (sess, prefix, latest_filename)
 
-  def _is_expected_duplicate(
+  def _expected_duplicate(
     self, sess, save_path: str, global_step, latest_filename: Optional[str]
-  ) -> bool:
-    """Whether this `save` is the one announced; forgets the announcement."""
+  ) -> Optional[str]:
+    """The prefix, if this `save` is the one announced; forgets it anyway."""
     duplicate, self._duplicate = self._duplicate, None
     if duplicate is None or global_step is None:
-      return False
+      return None
     expected_sess, prefix, expected_latest = duplicate
-    return (
-      sess is expected_sess
-      and latest_filename == expected_latest
-      and async_lib.checkpoint_file(sess, save_path, global_step) == prefix
-    )
+    if sess is not expected_sess or latest_filename != expected_latest:
+      return None
+    if async_lib.checkpoint_file(sess, save_path, global_step) != prefix:
+      return None
+    return prefix
 
   def save_in_flight(self) -> bool:
     """Whether a background save is still being written or committed."""
