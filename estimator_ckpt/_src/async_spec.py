@@ -51,9 +51,10 @@ def with_async_hook(
       return spec
     if save_secs:
       save_steps, save_secs = 1000, None
-    _refuse_tf1_copy_of_on_read_variables(spec.scaffold.saver, config)
   if not (save_steps or save_secs):
     return spec
+  if stock_saver_follows and "master" not in config.cluster_spec.jobs:
+    _refuse_tf1_copy_of_on_read_variables(spec.scaffold.saver, config)
   hook = async_hook.AsyncCheckpointSaverHook(
     config.model_dir,
     save_secs=save_secs,
@@ -84,21 +85,22 @@ def _refuse_tf1_copy_of_on_read_variables(saver: Any, config: Any) -> None:
   )
   if not saver.also_write_tf1 or workers < 2:
     return
-  on_read = [
-    v.name
+  on_read = sorted(
+    v.name.split(":")[0]
     for v in tf1.global_variables()
     if distributed_saveables.is_on_read(v)
-  ]
+  )
   if on_read:
-    named = ", ".join(on_read[:3]) + (", ..." if len(on_read) > 3 else "")
+    named = ", ".join(on_read[:3])
+    if len(on_read) > 3:
+      named += f" and {len(on_read) - 3} more"
     raise errors.InvalidArgumentError(
-      "async_save=True with also_write_tf1=True cannot save on-read "
-      f"variables ({named}, such as batch normalization's moving "
-      "statistics) with "
-      f"{type(config.train_distribute).__name__} on {workers} workers: each "
-      "save is an all-reduce every worker must run as often as the others, "
-      "and the chief's background save reads them once where the other "
-      "workers' saves read them twice. Drop also_write_tf1 (convert a "
+      "async_save=True with also_write_tf1=True cannot save the on-read "
+      f"variables {named} (batch normalization's moving statistics are "
+      f"such) with MultiWorkerMirroredStrategy on {workers} workers: each "
+      "save of them is an all-reduce every worker must run as often as the "
+      "others, and the chief's background save reads them once where the "
+      "other workers' saves read them twice. Drop also_write_tf1 (convert a "
       "checkpoint with `convert --to=tf1` when you need a TF1 copy) or "
       "async_save."
     )

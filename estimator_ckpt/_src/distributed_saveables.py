@@ -30,7 +30,8 @@ def is_distributed(value: Any) -> bool:
 
 def is_on_read(value: Any) -> bool:
   """Whether `value` is an on-read variable (`SyncOnReadVariable`)."""
-  return distribute_utils.is_sync_on_read(value)
+  # is_sync_on_read alone is `not is_mirrored`: true of a plain variable.
+  return is_distributed(value) and distribute_utils.is_sync_on_read(value)
 
 
 class _ReadOnce(saveable_object.SaveableObject):

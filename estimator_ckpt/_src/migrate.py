@@ -30,8 +30,6 @@ from estimator_ckpt._src import scaffold
 from estimator_ckpt._src import user_saver
 from estimator_ckpt._src.storage import registry
 
-tf1 = tf.compat.v1
-
 ModelFn = Callable[..., tf.estimator.EstimatorSpec]
 
 _RUN_CONFIG_DEFAULTS = {
