@@ -13,6 +13,9 @@ summaries are saved). A one-worker cluster on 127.0.0.1 (the strategy starts
 its gRPC server in this process), against stock Estimator with the same
 strategy and schedule.
 
+The rules themselves (which hook a spec gets, and the refusal below) are
+checked in process on the RunConfig of a cluster (`AsyncHookRulesTest`).
+
 A two-worker cluster of processes (`multi_worker_child`) trains a model with
 batch normalization, whose moving statistics are on-read variables: saving
 them is an all-reduce every worker must run (the workers that are not the
@@ -38,6 +41,7 @@ import tensorflow as tf
 from tensorflow.python.training import saver as saver_lib
 
 import estimator_ckpt
+from estimator_ckpt import errors
 from estimator_ckpt import keys
 
 from tests import strategy_fixtures
@@ -141,6 +145,94 @@ class MultiWorkerMirroredStrategyTest(parameterized.TestCase, tf.test.TestCase):
         tf.train.load_variable(f"{our_dir}/model.ckpt-{step}", keys.STEP_KEY),
         step,
       )
+
+
+def _config_of_cluster(cluster, strategy, **schedule):
+  """The RunConfig of task 0 of `cluster`'s first job (as in TF_CONFIG)."""
+  tf_config = {
+    "cluster": cluster,
+    "task": {"type": next(iter(cluster)), "index": 0},
+  }
+  with mock.patch.dict(os.environ, {"TF_CONFIG": json.dumps(tf_config)}):
+    return tf.estimator.RunConfig(
+      model_dir=tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir()),
+      train_distribute=strategy,
+      **schedule,
+    )
+
+
+def _batch_norm_model_fn(features, labels, mode):
+  del labels  # Unused.
+  normalized = tf1.layers.batch_normalization(features, training=False)
+  step = tf1.train.get_global_step()
+  return tf.estimator.EstimatorSpec(
+    mode, loss=tf.reduce_sum(normalized), train_op=step.assign_add(1)
+  )
+
+
+class AsyncHookRulesTest(tf.test.TestCase):
+  """Which hook `tf2_checkpoints(async_save=True)` gives a multi-worker spec.
+
+  The model_fn is called as Estimator calls it, in a graph whose batch
+  normalization statistics are on-read variables, with the RunConfig of a
+  cluster (its ports never used).
+  """
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.strategy = tf.distribute.experimental.MultiWorkerMirroredStrategy()
+
+  def _hooks(self, config, also_write_tf1=True):
+    model_fn = estimator_ckpt.tf2_checkpoints(
+      _batch_norm_model_fn, async_save=True, also_write_tf1=also_write_tf1
+    )
+    with tf.Graph().as_default():
+      # A plain variable too: neither mirrored nor on-read.
+      tf1.get_variable("plain", [1])
+      with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        tf1.train.get_or_create_global_step()
+        spec = model_fn(
+          tf.ones([2, 4]), None, tf.estimator.ModeKeys.TRAIN, config=config
+        )
+    return [
+      h
+      for h in spec.training_chief_hooks
+      if isinstance(h, estimator_ckpt.AsyncCheckpointSaverHook)
+    ]
+
+  def test_tf1_copy_of_on_read_variables_on_two_workers_is_refused(self):
+    workers = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    config = _config_of_cluster(
+      workers, self.strategy, save_checkpoints_steps=3
+    )
+    with self.assertRaisesRegex(
+      errors.InvalidArgumentError,
+      "also_write_tf1=True cannot save the on-read variables "
+      "batch_normalization/moving_mean, batch_normalization/moving_variance "
+      r"\(.* on 2 workers",
+    ):
+      self._hooks(config)
+    # Without the TF1 copy, or without saves, nothing can hang.
+    self.assertLen(self._hooks(config, also_write_tf1=False), 1)
+    off = _config_of_cluster(
+      workers,
+      self.strategy,
+      save_checkpoints_steps=None,
+      save_checkpoints_secs=None,
+    )
+    self.assertEmpty(self._hooks(off))
+
+  def test_one_worker_or_a_master_job_keeps_the_tf1_copy(self):
+    for cluster in (
+      {"worker": ["127.0.0.1:1"]},
+      {"master": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]},
+    ):
+      config = _config_of_cluster(
+        cluster, self.strategy, save_checkpoints_steps=3
+      )
+      (hook,) = self._hooks(config)
+      self.assertIsInstance(hook, estimator_ckpt.AsyncCheckpointSaverHook)
 
 
 # A two-worker run takes about 12 s; a hang ends here, with the workers' logs.
