@@ -27,7 +27,6 @@ before they did, every worker waited for the others forever.
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from estimator_ckpt import errors
 from estimator_ckpt import keys
 
 from tests import strategy_fixtures
+from tests import tool_fixtures
 
 tf1 = tf.compat.v1
 
@@ -55,7 +55,7 @@ _TF_CONFIG_BEFORE = os.environ.get("TF_CONFIG")
 def setUpModule():
   os.environ["TF_CONFIG"] = json.dumps(
     {
-      "cluster": {"worker": [f"127.0.0.1:{_free_port()}"]},
+      "cluster": {"worker": [f"127.0.0.1:{tool_fixtures.free_ports(1)[0]}"]},
       "task": {"type": "worker", "index": 0},
     }
   )
@@ -66,12 +66,6 @@ def tearDownModule():
     del os.environ["TF_CONFIG"]
   else:
     os.environ["TF_CONFIG"] = _TF_CONFIG_BEFORE
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 # RunConfig schedules: every 3 steps; by seconds (every step's worth here),
@@ -247,11 +241,7 @@ def _train_two_workers(saver: str, model_dir: str) -> List[str]:
   """
   env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
   env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-  # Both ports chosen while both are held, so they differ.
-  with socket.socket() as first, socket.socket() as second:
-    first.bind(("127.0.0.1", 0))
-    second.bind(("127.0.0.1", 0))
-    ports = [first.getsockname()[1], second.getsockname()[1]]
+  ports = tool_fixtures.free_ports(2)
   deadline = time.monotonic() + _DEADLINE_SECS
   hung = False
   with contextlib.ExitStack() as stack:
