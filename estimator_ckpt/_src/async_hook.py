@@ -30,8 +30,7 @@ adds to the stock hook (tensorflow/python/training/basic_session_run_hooks.py):
   step further than an earlier run did. A run that does (the first run of a
   loop of several steps per run, other workers of a ps cluster advancing it
   faster) may take a save due in it to the next run. Saves by seconds are
-  not affected.
-
+  not affected;
 * with `stock_saver_follows`, a stock saver hook running after this one on
   the same schedule through the same saver (Estimator with a cluster and a
   multi-worker collective strategy, `_train_with_estimator_spec_distributed`,

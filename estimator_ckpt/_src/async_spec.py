@@ -38,7 +38,10 @@ def with_async_hook(
   save_steps = config.save_checkpoints_steps
   save_secs = config.save_checkpoints_secs
   stock_saver_follows = _collective_cluster(config)
-  if stock_saver_follows and "master" not in config.cluster_spec.jobs:
+  under_coordinator = (
+    stock_saver_follows and "master" not in config.cluster_spec.jobs
+  )
+  if under_coordinator:
     # Under a distribute coordinator (a collective strategy and a cluster
     # without a master job, estimator_training.init_run_config), Estimator's
     # MonitoredTrainingSession adds its stock saver hook only when summaries
@@ -53,7 +56,7 @@ def with_async_hook(
       save_steps, save_secs = 1000, None
   if not (save_steps or save_secs):
     return spec
-  if stock_saver_follows and "master" not in config.cluster_spec.jobs:
+  if under_coordinator:
     _refuse_tf1_copy_of_on_read_variables(spec.scaffold.saver, config)
   hook = async_hook.AsyncCheckpointSaverHook(
     config.model_dir,
