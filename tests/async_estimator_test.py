@@ -196,6 +196,42 @@ class FailureTest(async_fixtures.TestCase):
       os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-2"
     )
 
+  def test_failure_is_raised_over_an_exception_that_ends_train(self):
+    # A hook of the user's raises in the run after the save of step 2, once
+    # that save has failed: no hook's after_run raises the failure and no
+    # end runs. train() raises the failure, the ValueError its context.
+    class FailsAfterTheSave(tf1.train.SessionRunHook):
+      def begin(self):
+        self._step = tf1.train.get_global_step()
+
+      def before_run(self, run_context):
+        return tf1.train.SessionRunArgs(self._step)
+
+      def after_run(self, run_context, run_values):
+        if run_values.results == 2:  # The run after the save of step 2.
+          gate.opened.set()
+          (thread,) = [
+            t
+            for t in threading.enumerate()
+            if t.name == "estimator_ckpt-async-save-2"
+          ]
+          thread.join()
+          raise ValueError("user error")
+
+    model_dir = self.model_dir()
+    gate = async_fixtures.Gate(hold_at="model.ckpt-2", fail_at="model.ckpt-2")
+    with gate.patch():
+      with self.assertRaisesRegex(
+        errors.AsyncSaveError, r"model\.ckpt-2"
+      ) as raised:
+        async_fixtures.estimator(model_dir).train(
+          async_fixtures.repeat_input_fn, steps=8, hooks=[FailsAfterTheSave()]
+        )
+    self.assertIsInstance(raised.exception.__context__, ValueError)
+    self.assertEqual(
+      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-0"
+    )
+
   def test_storage_failure_in_commit_keeps_previous(self):
     model_dir = self.model_dir()
     real = local.LocalStorage.fsync_file
@@ -239,23 +275,81 @@ class MonitoredSessionTest(async_fixtures.TestCase):
     )
     return step, train, sc, hook
 
-  def test_close_by_exception_waits_for_the_save_in_flight(self):
-    model_dir = self.model_dir()
-    gate = async_fixtures.Gate(hold_at="model.ckpt-2")
+  def _close_by_exception(self, model_dir, gate, when_held):
+    """Saves step 2 held at `gate`, then raises ValueError in the session.
+
+    `when_held(gate)` runs once the save is held, before the ValueError.
+    The session's `Coordinator.join` (its close) opens the gate, so a held
+    save finishes while the session closes.
+    """
+    real_join = tf1.train.Coordinator.join
+
+    def join(coord, *args, **kwargs):
+      gate.opened.set()
+      return real_join(coord, *args, **kwargs)
+
     with tf.Graph().as_default(), gate.patch():
       _, train, sc, hook = self._graph(model_dir)
-      with self.assertRaisesRegex(ValueError, "user error"):
+      with mock.patch.object(tf1.train.Coordinator, "join", join):
         with tf1.train.MonitoredTrainingSession(
           scaffold=sc, chief_only_hooks=[hook], save_checkpoint_secs=None
         ) as sess:
           sess.run(train)
           sess.run(train)  # Step 2: a save, held at the gate.
           gate.entered.wait()
-          threading.Timer(0.2, gate.opened.set).start()
+          when_held(gate)
           raise ValueError("user error")
+
+  def test_close_by_exception_waits_for_the_save_in_flight(self):
+    model_dir = self.model_dir()
+    gate = async_fixtures.Gate(hold_at="model.ckpt-2")
+    with self.assertRaisesRegex(ValueError, "user error"):
+      self._close_by_exception(model_dir, gate, lambda gate: None)
     self.assertEqual(
       os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-2"
     )
+
+  def _assert_raised_over_the_closing_exception(self, model_dir, raised):
+    failure = raised.exception
+    self.assertIn("model.ckpt-2", str(failure))
+    self.assertEqual(
+      failure.checkpoint, os.path.join(model_dir, "model.ckpt-2")
+    )
+    # Python chains the exception that closed the session.
+    self.assertIsInstance(failure.__context__, ValueError)
+    self.assertEqual(str(failure.__context__), "user error")
+    self.assertEqual(
+      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-0"
+    )
+
+  def test_failure_while_closing_by_exception_is_raised_there(self):
+    # The save fails while the session closes (its join opens the gate):
+    # after the stop the closing session requested, for which TensorFlow's
+    # Coordinator.request_stop records no exception.
+    model_dir = self.model_dir()
+    gate = async_fixtures.Gate(hold_at="model.ckpt-2", fail_at="model.ckpt-2")
+    with self.assertRaises(errors.AsyncSaveError) as raised:
+      self._close_by_exception(model_dir, gate, lambda gate: None)
+    self.assertFalse(gate.in_flight)
+    self._assert_raised_over_the_closing_exception(model_dir, raised)
+
+  def test_failure_before_closing_by_exception_is_raised_there(self):
+    # The save failed before the exception, in the step that raised it
+    # (no hook's after_run ran to raise the failure).
+    def fail_now(gate):
+      gate.opened.set()
+      (thread,) = [
+        t
+        for t in threading.enumerate()
+        if t.name == "estimator_ckpt-async-save-2"
+      ]
+      thread.join()
+
+    model_dir = self.model_dir()
+    gate = async_fixtures.Gate(hold_at="model.ckpt-2", fail_at="model.ckpt-2")
+    with self.assertRaises(errors.AsyncSaveError) as raised:
+      self._close_by_exception(model_dir, gate, fail_now)
+    self._assert_raised_over_the_closing_exception(model_dir, raised)
 
   def test_resumes_from_its_checkpoints(self):
     model_dir = self.model_dir()

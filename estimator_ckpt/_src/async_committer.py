@@ -38,6 +38,7 @@ class Committer:
     step: Optional[int],
     previous: Optional[str],
     on_thread: Optional[Callable[[threading.Thread], None]] = None,
+    on_failure: Optional[Callable[[errors.AsyncSaveError], None]] = None,
   ) -> None:
     """Waits for the save in flight, then runs `work` in the background.
 
@@ -48,6 +49,9 @@ class Committer:
       previous: The checkpoint the state file names, for messages.
       on_thread: Called with the thread once started (the hook registers it
         with the MonitoredSession's coordinator, whose close waits for it).
+      on_failure: Called in the thread with the failure, once kept, before
+        the thread ends (the hook reports it to that coordinator, whose
+        close raises it).
     """
     self.wait_until_finished()
 
@@ -59,6 +63,15 @@ class Committer:
         tf1.logging.error("%s", failure)
         with self._lock:
           self._failure = failure
+        if on_failure is not None:
+          try:
+            on_failure(failure)
+          except Exception as report_error:  # pylint: disable=broad-except
+            tf1.logging.error(
+              "Reporting the failure of `%s` failed: %s",
+              checkpoint,
+              report_error,
+            )
 
     thread = threading.Thread(
       target=run, name=f"estimator_ckpt-async-save-{step}", daemon=False

@@ -15,8 +15,10 @@ adds to the stock hook (tensorflow/python/training/basic_session_run_hooks.py):
   the listeners' `end`;
 * each background thread is registered with the session's coordinator, so a
   `MonitoredSession` closed by an exception waits for the save in flight (up
-  to its `stop_grace_period_secs`) before it closes the session; a failure of
-  that save is logged, and the exception that closed the session propagates;
+  to its `stop_grace_period_secs`) before it closes the session, and a
+  background failure is reported to it (`_report_to_coordinator`): a
+  session closed by an exception raises the failure there, with the
+  exception that closed it as its `__context__`;
 * the global step is read in a `session.run` of its own only when a save may
   be due. The stock hook's `after_run` reads it when `stale step +
   _steps_per_run` reaches the schedule, and `_steps_per_run` is 1000000
@@ -45,6 +47,7 @@ it instead of making its own (`_train_with_estimator_spec`) and attaches the
 `saving_listeners` to it.
 """
 
+import functools
 from typing import Optional
 
 import tensorflow as tf
@@ -173,6 +176,11 @@ class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
       global_step=step,
       write_meta_graph=self._save_graph_def,
       on_thread=coord.register_thread if coord is not None else None,
+      on_failure=(
+        functools.partial(_report_to_coordinator, coord)
+        if coord is not None
+        else None
+      ),
     )
     if self._stock_saver_follows:
       # That hook's save of this checkpoint returns it, unwritten twice.
@@ -187,3 +195,37 @@ class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
       step,
     )
     return should_stop
+
+
+def _report_to_coordinator(coord, failure: errors.AsyncSaveError) -> None:
+  """Makes `coord.join()` raise a background save's `failure`.
+
+  Runs in the background thread before it ends. `MonitoredSession` closes
+  through `_CoordinatedSession.close`: `coord.request_stop()`, then
+  `coord.join()`, which waits for registered threads and raises the
+  exception recorded with the coordinator. A failure while training goes
+  on is reported with `request_stop`, which records it and stops training
+  (the hook also raises it at the next step, the same exception). One
+  while a session closes, by an exception (no hook's `end` runs then)
+  or after a stop requested elsewhere, comes after the stop, for which
+  `request_stop` records nothing (tensorflow/python/training/coordinator.py
+  records an exception only while no stop is requested); it is recorded as
+  `request_stop` records one, so the closing `join` raises it. Python then
+  chains the exception that closed the session as its `__context__`. A
+  coordinator that has joined (the save outlived `stop_grace_period_secs`)
+  raises nothing more; the failure stays logged.
+
+  Args:
+    coord: The session's `tf.train.Coordinator`.
+    failure: The background save's failure.
+  """
+  exc_info = (type(failure), failure, failure.__traceback__)
+  try:
+    coord.request_stop(exc_info)
+  except errors.AsyncSaveError:
+    return  # Joined: `request_stop` raised it here, where no one sees it.
+  # Coordinator keeps exactly this (type, value, traceback) for `join`;
+  # TensorFlow 2.15's, pinned, is the last with Estimator.
+  with coord._lock:  # pylint: disable=protected-access
+    if not coord.joined and coord._exc_info_to_raise is None:  # pylint: disable=protected-access
+      coord._exc_info_to_raise = exc_info  # pylint: disable=protected-access

@@ -45,6 +45,7 @@ class AsyncSaving:
     strip_default_attrs: bool = False,
     save_debug_info: bool = False,
     on_thread=None,
+    on_failure=None,
   ) -> str:
     """Snapshots every saved tensor and saves them in the background.
 
@@ -64,6 +65,10 @@ class AsyncSaving:
       strip_default_attrs: As `Saver.save`.
       save_debug_info: As `Saver.save`.
       on_thread: Called with the background thread once started.
+      on_failure: Called in the background thread with its
+        `errors.AsyncSaveError` if the save fails, before the thread ends
+        (the failure is also raised by the next save or
+        `wait_until_finished()`).
 
     Returns:
       The prefix of the checkpoint being written (committed once
@@ -107,6 +112,7 @@ class AsyncSaving:
       step=step,
       previous=previous,
       on_thread=on_thread,
+      on_failure=on_failure,
     )
     return prefix
 
