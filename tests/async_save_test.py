@@ -7,6 +7,7 @@ timing; failures are injected at the same place or in the storage seam.
 """
 
 import os
+import resource
 import threading
 from unittest import mock
 
@@ -18,6 +19,7 @@ import tensorflow as tf
 from estimator_ckpt import keys
 from estimator_ckpt._src import async_save
 from estimator_ckpt._src import scaffold
+from estimator_ckpt._src import writer_priority
 from estimator_ckpt._src.storage import local
 
 from tests import async_fixtures
@@ -175,6 +177,123 @@ class OneInFlightTest(async_fixtures.TestCase):
         )
         saver.wait_until_finished()
         self.assertFalse(any(sess.run(is_initialized)))
+
+
+def _may_leave_sched_idle() -> bool:
+  """The kernel's rule (sched(7)), from this process's capabilities."""
+  with open("/proc/self/status") as status:
+    (effective,) = [
+      int(line.split()[1], 16) for line in status if line.startswith("CapEff:")
+    ]
+  cap_sys_nice = 23  # linux/capability.h
+  soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+  # SCHED_IDLE counts as nice 20; leaving it for nice 0 needs RLIMIT_NICE
+  # of 20 - 0 = 20 or more.
+  return bool(effective >> cap_sys_nice & 1) or (
+    soft == resource.RLIM_INFINITY or soft >= 20
+  )
+
+
+class WriterPriorityTest(async_fixtures.TestCase):
+  """The background writer runs at SCHED_IDLE until someone waits for it."""
+
+  def _held_save(self, release):
+    """Runs a save whose write waits for `go`, set by `release(go)`.
+
+    Returns:
+      The writer's scheduling policy when it reaches its write and once
+      `go` is set (the writer then tells `release` it has looked).
+    """
+    policies = []
+    entered, go, looked = (threading.Event() for _ in range(3))
+    real_write = async_save.AsyncParts.write
+
+    def write(parts, sess, saver, prefix):
+      policies.append(os.sched_getscheduler(0))
+      entered.set()
+      go.wait(timeout=30)  # Fails the test, not hangs it, if never set.
+      policies.append(os.sched_getscheduler(0))
+      looked.set()
+      real_write(parts, sess, saver, prefix)
+
+    model_dir = self.model_dir()
+    os.makedirs(model_dir)
+    with tf.Graph().as_default():
+      with mock.patch.object(async_save.AsyncParts, "write", write):
+        async_fixtures.model()
+        saver = scaffold.Tf2Saver(async_save=True)
+        saver.build()
+        with tf1.Session() as sess:
+          sess.run(tf1.global_variables_initializer())
+          saver.save_async(sess, os.path.join(model_dir, "m"), global_step=1)
+          entered.wait()
+          release(go, looked)
+          saver.wait_until_finished()
+    self.assertEqual(
+      tf.train.latest_checkpoint(model_dir), os.path.join(model_dir, "m-1")
+    )
+    return policies
+
+  def test_lowered_only_where_it_can_be_restored(self):
+    self.assertEqual(writer_priority.can_restore(), _may_leave_sched_idle())
+    if os.geteuid() == 0:
+      # Another user, without the capability, at RLIMIT_NICE 0: a forked
+      # child (no TensorFlow call in it) probes afresh.
+      read_end, write_end = os.pipe()
+      pid = os.fork()
+      if pid == 0:
+        try:
+          resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
+          os.setuid(65534)
+          writer_priority.can_restore.cache_clear()
+          os.write(write_end, b"1" if writer_priority.can_restore() else b"0")
+        finally:
+          os._exit(0)
+      os.close(write_end)
+      with os.fdopen(read_end, "rb") as answer:
+        self.assertEqual(answer.read(), b"0")
+      os.waitpid(pid, 0)
+
+  def test_writer_stays_below_training_while_no_one_waits(self):
+    def release(go, looked):
+      go.set()
+      looked.wait()  # Only then does the test wait for the save.
+
+    policies = self._held_save(release)
+    lowered = os.SCHED_IDLE if writer_priority.can_restore() else os.SCHED_OTHER
+    self.assertEqual(policies, [lowered, lowered])
+
+  def test_a_waiter_restores_the_writers_priority_first(self):
+    go = threading.Event()
+    real_hurry = writer_priority.WriterPriority.hurry
+
+    def hurry(priority):
+      real_hurry(priority)
+      go.set()  # The writer looks again only once restored.
+
+    def release(held_go, looked):
+      nonlocal go
+      go = held_go
+
+    lowered = os.SCHED_IDLE if writer_priority.can_restore() else os.SCHED_OTHER
+    with mock.patch.object(writer_priority.WriterPriority, "hurry", hurry):
+      # The waiter: saver.wait_until_finished() in _held_save.
+      policies = self._held_save(release)
+    self.assertEqual(policies, [lowered, os.SCHED_OTHER])
+
+  def test_a_waiter_first_keeps_the_writer_at_normal_priority(self):
+    priority = writer_priority.WriterPriority()
+    policies = []
+
+    def writer():
+      priority.lower()
+      policies.append(os.sched_getscheduler(0))
+
+    priority.hurry()
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join()
+    self.assertEqual(policies, [os.SCHED_OTHER])
 
 
 class DuplicateSaveTest(async_fixtures.TestCase):

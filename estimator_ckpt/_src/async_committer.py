@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import tensorflow as tf
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import writer_priority
 
 tf1 = tf.compat.v1
 
@@ -22,13 +23,15 @@ class Committer:
 
   `start` waits for the save in flight (raising its failure) before it
   starts the next. Threads are not daemons: the interpreter waits for a
-  commit in flight before it exits.
+  commit in flight before it exits. Each runs below training's priority
+  until someone waits for it (`writer_priority`).
   """
 
   def __init__(self):
     self._lock = threading.Lock()
     self._thread: Optional[threading.Thread] = None
     self._failure: Optional[errors.AsyncSaveError] = None
+    self._priority: Optional[writer_priority.WriterPriority] = None
 
   def start(
     self,
@@ -55,8 +58,11 @@ class Committer:
     """
     self.wait_until_finished()
 
+    priority = writer_priority.WriterPriority()
+
     def run():
       try:
+        priority.lower()
         work()
       except BaseException as e:  # pylint: disable=broad-except
         failure = _failure(e, checkpoint, step, previous)
@@ -72,12 +78,15 @@ class Committer:
               checkpoint,
               report_error,
             )
+      finally:
+        priority.done()
 
     thread = threading.Thread(
       target=run, name=f"estimator_ckpt-async-save-{step}", daemon=False
     )
     with self._lock:
       self._thread = thread
+      self._priority = priority
     thread.start()
     if on_thread is not None:
       on_thread(thread)
@@ -94,11 +103,14 @@ class Committer:
       errors.AsyncSaveError: The last background save failed.
     """
     with self._lock:
-      thread = self._thread
+      thread, priority = self._thread, self._priority
     if thread is not None:
+      assert priority is not None
+      priority.hurry()
       thread.join()
     with self._lock:
       self._thread = None
+      self._priority = None
       failure, self._failure = self._failure, None
     if failure is not None:
       raise failure
