@@ -6,6 +6,7 @@ needs training to run while a save is in flight, so no test depends on
 timing; failures are injected at the same place or in the storage seam.
 """
 
+import contextlib
 import os
 import resource
 import threading
@@ -19,7 +20,9 @@ import tensorflow as tf
 from estimator_ckpt import keys
 from estimator_ckpt._src import async_save
 from estimator_ckpt._src import scaffold
+from estimator_ckpt._src import snapshot_bundle
 from estimator_ckpt._src import writer_priority
+from estimator_ckpt._src.storage import direct_copy
 from estimator_ckpt._src.storage import local
 
 from tests import async_fixtures
@@ -195,44 +198,88 @@ def _may_leave_sched_idle() -> bool:
 
 
 class WriterPriorityTest(async_fixtures.TestCase):
-  """The background writer runs at SCHED_IDLE until someone waits for it."""
+  """A save's checksums run at SCHED_IDLE until someone waits for it."""
 
   def _held_save(self, release):
-    """Runs a save whose write waits for `go`, set by `release(go)`.
+    """Runs a save whose first checksum waits for `go`, set by `release`.
+
+    `release(go, looked, copied)` is called once the writer is in its
+    first checksum; the test then waits for the save.
 
     Returns:
-      The writer's scheduling policy when it reaches its write and once
-      `go` is set (the writer then tells `release` it has looked).
+      The scheduling policy of each phase of the save, the first time it
+      runs: "checksum" (the writer in its first checksum), "checksum, go
+      set" (once `go` is set; the writer then sets `looked`),
+      "write_segments" (the writer as it starts writing the data), "copy"
+      (the writer in its first copy into a write buffer; it then sets
+      `copied`) and "copy thread" (a thread that writes those buffers out).
     """
-    policies = []
-    entered, go, looked = (threading.Event() for _ in range(3))
-    real_write = async_save.AsyncParts.write
+    seen = {}
 
-    def write(parts, sess, saver, prefix):
-      policies.append(os.sched_getscheduler(0))
-      entered.set()
-      go.wait(timeout=30)  # Fails the test, not hangs it, if never set.
-      policies.append(os.sched_getscheduler(0))
-      looked.set()
-      real_write(parts, sess, saver, prefix)
+    def look(phase):
+      seen.setdefault(phase, os.sched_getscheduler(0))
+
+    entered, go, looked, copied = (threading.Event() for _ in range(4))
+    real_crc = snapshot_bundle._masked_crc  # pylint: disable=protected-access
+    real_write_segments = direct_copy.write_segments
+    real_segments_fill = direct_copy._segments_fill  # pylint: disable=protected-access
+    real_write_at = direct_copy._write_at  # pylint: disable=protected-access
+
+    def crc(p, arrays):
+      if not entered.is_set():
+        look("checksum")
+        entered.set()
+        go.wait(timeout=30)  # Fails the test, not hangs it, if never set.
+        look("checksum, go set")
+        looked.set()
+      return real_crc(p, arrays)
+
+    def write_segments(*args):
+      look("write_segments")
+      real_write_segments(*args)
+
+    def segments_fill(*args):
+      fill = real_segments_fill(*args)
+
+      def looking_fill(view, offset):
+        look("copy")
+        copied.set()
+        fill(view, offset)
+
+      return looking_fill
+
+    def write_at(*args):
+      look("copy thread")
+      real_write_at(*args)
 
     model_dir = self.model_dir()
     os.makedirs(model_dir)
-    with tf.Graph().as_default():
-      with mock.patch.object(async_save.AsyncParts, "write", write):
-        async_fixtures.model()
-        saver = scaffold.Tf2Saver(async_save=True)
-        saver.build()
-        with tf1.Session() as sess:
-          sess.run(tf1.global_variables_initializer())
-          saver.save_async(sess, os.path.join(model_dir, "m"), global_step=1)
-          entered.wait()
-          release(go, looked)
-          saver.wait_until_finished()
+    with tf.Graph().as_default(), contextlib.ExitStack() as patches:
+      for module, name, replacement in [
+        (snapshot_bundle, "_masked_crc", crc),
+        (direct_copy, "write_segments", write_segments),
+        (direct_copy, "_segments_fill", segments_fill),
+        (direct_copy, "_write_at", write_at),
+      ]:
+        patches.enter_context(mock.patch.object(module, name, replacement))
+      async_fixtures.model()
+      # 64 KiB: a data file of whole pages, copied through the buffers.
+      tf1.get_variable("pages", [256, 64], initializer=tf1.ones_initializer())
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        saver.save_async(sess, os.path.join(model_dir, "m"), global_step=1)
+        entered.wait()
+        release(go, looked, copied)
+        saver.wait_until_finished()
     self.assertEqual(
       tf.train.latest_checkpoint(model_dir), os.path.join(model_dir, "m-1")
     )
-    return policies
+    return seen
+
+  def _lowered(self):
+    return os.SCHED_IDLE if writer_priority.can_restore() else os.SCHED_OTHER
 
   def test_lowered_only_where_it_can_be_restored(self):
     self.assertEqual(writer_priority.can_restore(), _may_leave_sched_idle())
@@ -254,14 +301,24 @@ class WriterPriorityTest(async_fixtures.TestCase):
         self.assertEqual(answer.read(), b"0")
       os.waitpid(pid, 0)
 
-  def test_writer_stays_below_training_while_no_one_waits(self):
-    def release(go, looked):
+  def test_checksums_and_copies_run_below_training_while_no_one_waits(self):
+    def release(go, looked, copied):
       go.set()
-      looked.wait()  # Only then does the test wait for the save.
+      looked.wait()
+      copied.wait()  # Only then does the test wait for the save.
 
-    policies = self._held_save(release)
-    lowered = os.SCHED_IDLE if writer_priority.can_restore() else os.SCHED_OTHER
-    self.assertEqual(policies, [lowered, lowered])
+    lowered = self._lowered()
+    self.assertEqual(
+      self._held_save(release),
+      {
+        "checksum": lowered,
+        "checksum, go set": lowered,
+        # Between blocks, and so as it starts the copy threads: normal.
+        "write_segments": os.SCHED_OTHER,
+        "copy": lowered,
+        "copy thread": os.SCHED_OTHER,
+      },
+    )
 
   def test_a_waiter_restores_the_writers_priority_first(self):
     go = threading.Event()
@@ -271,29 +328,43 @@ class WriterPriorityTest(async_fixtures.TestCase):
       real_hurry(priority)
       go.set()  # The writer looks again only once restored.
 
-    def release(held_go, looked):
+    def release(held_go, looked, copied):
+      del looked, copied  # The test waits for the save at once.
       nonlocal go
       go = held_go
 
-    lowered = os.SCHED_IDLE if writer_priority.can_restore() else os.SCHED_OTHER
     with mock.patch.object(writer_priority.WriterPriority, "hurry", hurry):
       # The waiter: saver.wait_until_finished() in _held_save.
-      policies = self._held_save(release)
-    self.assertEqual(policies, [lowered, os.SCHED_OTHER])
+      seen = self._held_save(release)
+    self.assertEqual(
+      seen,
+      {
+        "checksum": self._lowered(),
+        # Restored, and not lowered again.
+        "checksum, go set": os.SCHED_OTHER,
+        "write_segments": os.SCHED_OTHER,
+        "copy": os.SCHED_OTHER,
+        "copy thread": os.SCHED_OTHER,
+      },
+    )
 
-  def test_a_waiter_first_keeps_the_writer_at_normal_priority(self):
+  def test_once_hurried_never_lowered(self):
     priority = writer_priority.WriterPriority()
     policies = []
 
     def writer():
-      priority.lower()
-      policies.append(os.sched_getscheduler(0))
+      with priority.of_this_thread(), writer_priority.below_training():
+        policies.append(os.sched_getscheduler(0))
 
     priority.hurry()
     thread = threading.Thread(target=writer)
     thread.start()
     thread.join()
     self.assertEqual(policies, [os.SCHED_OTHER])
+
+  def test_not_lowered_outside_a_background_save(self):
+    with writer_priority.below_training():
+      self.assertEqual(os.sched_getscheduler(0), os.SCHED_OTHER)
 
 
 class DuplicateSaveTest(async_fixtures.TestCase):

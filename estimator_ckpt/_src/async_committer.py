@@ -23,8 +23,8 @@ class Committer:
 
   `start` waits for the save in flight (raising its failure) before it
   starts the next. Threads are not daemons: the interpreter waits for a
-  commit in flight before it exits. Each runs below training's priority
-  until someone waits for it (`writer_priority`).
+  commit in flight before it exits. Each runs its checksums below
+  training's priority until someone waits for it (`writer_priority`).
   """
 
   def __init__(self):
@@ -62,8 +62,8 @@ class Committer:
 
     def run():
       try:
-        priority.lower()
-        work()
+        with priority.of_this_thread():
+          work()
       except BaseException as e:  # pylint: disable=broad-except
         failure = _failure(e, checkpoint, step, previous)
         tf1.logging.error("%s", failure)
@@ -78,8 +78,6 @@ class Committer:
               checkpoint,
               report_error,
             )
-      finally:
-        priority.done()
 
     thread = threading.Thread(
       target=run, name=f"estimator_ckpt-async-save-{step}", daemon=False

@@ -33,6 +33,7 @@ from tensorflow.python.framework import device as pydev
 from tensorflow.python.framework import ops
 from tensorflow.python.framework import tensor_util
 
+from estimator_ckpt._src import writer_priority
 from estimator_ckpt._src.format import bundle as bundle_lib
 from estimator_ckpt._src.format import crc32c
 from estimator_ckpt._src.format import dtypes
@@ -221,10 +222,12 @@ def write(
     for path in data + [index]
   }
   try:
+    # CPU work of this thread alone (no thread starts, no TensorFlow call).
+    with writer_priority.below_training():
+      for p in placed:
+        p.entry.crc32c = _masked_crc(p, arrays)
     for shard, path in enumerate(data):
       in_shard = [p for p in placed if p.entry.shard_id == shard]
-      for p in in_shard:
-        p.entry.crc32c = _masked_crc(p, arrays)
       direct_copy.write_segments(
         staged[path],
         max((p.entry.offset + p.size for p in in_shard), default=0),

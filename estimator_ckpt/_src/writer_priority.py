@@ -1,27 +1,38 @@
-"""The background writer's CPU priority: below training, restored for a waiter.
+"""A background save's CPU work runs below training, until someone waits.
 
-A background save competes with training for the CPUs: its checksums and
-the copy into its write buffers run while the next steps do, and a step is
-a chain of ops that waits for whichever of its threads the scheduler put
-behind the writer. Linux's `SCHED_IDLE` policy (sched(7)) runs a thread
-only when no other thread wants its CPU, so the writer takes the CPU time
-training leaves and training's threads preempt it at once.
+A background save competes with training for the CPUs: its checksums start
+at once, while the next step runs, and its copies into the write buffers
+follow. A step is a chain of ops that waits for whichever of its threads
+the scheduler put behind the writer. Linux's `SCHED_IDLE` policy
+(sched(7)) runs a thread only when no other thread wants its CPU, so there
+the writer takes the CPU time training leaves, and training's threads
+preempt it at once.
+
+Only the writer's own CPU work is lowered (`below_training` blocks:
+`snapshot_bundle`'s checksums, `direct_copy`'s copies into its buffers),
+never a call into TensorFlow or a storage library. A thread started from a
+`SCHED_IDLE` thread inherits the policy (SCHED_RESET_ON_FORK resets only
+real-time policies and negative nice values), and a pool thread started so
+would stay there, out of reach.
 
 A thread at `SCHED_IDLE` may starve behind any other load, which must not
-hold up whoever waits for the save (the next save, the end of training).
-A waiter therefore puts the writer back at normal priority first
-(`WriterPriority.hurry`). Leaving `SCHED_IDLE` needs CAP_SYS_NICE or an
-RLIMIT_NICE that allows nice 0 (`ulimit -e` of 20 or more; sched(7):
-"Treat SCHED_IDLE as nice 20"), which containers rarely grant. So the
-writer is lowered only where it can be restored, found once per process by
-a thread that lowers and restores itself; elsewhere (and off Linux) it runs
-at normal priority, as every thread did before.
+hold up whoever waits for the save (the next save, the end of training):
+`WriterPriority.hurry` puts the writer back first, and the writer restores
+itself at the end of each block. Leaving `SCHED_IDLE` needs CAP_SYS_NICE
+or an RLIMIT_NICE that allows nice 0 (`ulimit -e` of 20 or more; the
+kernel treats SCHED_IDLE as nice 20), which containers rarely grant. So
+the writer is lowered only where it can be restored, found once per
+process by a thread that lowers and restores itself; elsewhere (and off
+Linux) it runs at normal priority throughout.
 """
 
+import contextlib
 import functools
 import os
 import threading
-from typing import List, Optional
+from typing import Iterator, List, Optional
+
+_this_thread = threading.local()
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,39 +63,62 @@ def can_restore() -> bool:
 
 
 class WriterPriority:
-  """One background save's priority: `lower` in its thread, `hurry` by a waiter.
+  """One background save's priority: lowered in blocks, hurried by a waiter.
 
-  Whichever comes first wins: a waiter that hurries before the writer
-  lowers itself keeps it at normal priority. The writer calls `done` before
-  it ends, so `hurry` only ever names a thread that is still running.
+  Once hurried, the writer is not lowered again.
   """
 
   def __init__(self):
     self._lock = threading.Lock()
-    self._native_id: Optional[int] = None  # The writer's, while lowered.
+    self._lowered_id: Optional[int] = None  # The writer's, while lowered.
     self._hurried = False
 
-  def lower(self) -> None:
-    """In the writer's thread: SCHED_IDLE, where it can be restored."""
-    if not can_restore():
-      return
-    with self._lock:
-      if self._hurried:
-        return
-      os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-      self._native_id = threading.get_native_id()
+  @contextlib.contextmanager
+  def of_this_thread(self) -> Iterator[None]:
+    """Makes `below_training` blocks run in this thread use this priority."""
+    _this_thread.priority = self
+    try:
+      yield
+    finally:
+      del _this_thread.priority
 
-  def done(self) -> None:
-    """In the writer's thread, as it ends."""
+  @contextlib.contextmanager
+  def _lowered(self) -> Iterator[None]:
     with self._lock:
-      self._native_id = None
+      if not self._hurried and can_restore():
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        self._lowered_id = threading.get_native_id()
+    try:
+      yield
+    finally:
+      with self._lock:
+        if self._lowered_id is not None:  # Not hurried meanwhile.
+          os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+          self._lowered_id = None
 
   def hurry(self) -> None:
     """By a waiter, before it waits: the writer back at normal priority."""
     with self._lock:
       self._hurried = True
-      if self._native_id is not None:
+      if self._lowered_id is not None:
+        # Set only inside a block, so the thread is running.
         os.sched_setscheduler(
-          self._native_id, os.SCHED_OTHER, os.sched_param(0)
+          self._lowered_id, os.SCHED_OTHER, os.sched_param(0)
         )
-        self._native_id = None
+        self._lowered_id = None
+
+
+@contextlib.contextmanager
+def below_training() -> Iterator[None]:
+  """Runs the block at SCHED_IDLE in a background save's thread.
+
+  A no-op outside one (`WriterPriority.of_this_thread`), once it was
+  hurried, or where the thread could not be restored. Only for the
+  writer's own CPU work: start no thread and call no library that may.
+  """
+  priority: Optional[WriterPriority] = getattr(_this_thread, "priority", None)
+  if priority is None:
+    yield
+  else:
+    with priority._lowered():  # pylint: disable=protected-access
+      yield

@@ -22,6 +22,7 @@ from absl import logging
 import numpy as np
 
 from estimator_ckpt import errors
+from estimator_ckpt._src import writer_priority
 from estimator_ckpt._src.storage import base
 
 # Copies: buffers and O_DIRECT offsets and sizes aligned to this (a page; the
@@ -129,7 +130,9 @@ def _pipelined_write(
     offset = 0
     while offset < end and (buffer := free.get()) is not None:
       count = min(_COPY_CHUNK, end - offset)
-      with memoryview(buffer) as view:
+      # The writer threads started first: a lowered thread's children would
+      # inherit its priority (`writer_priority`).
+      with memoryview(buffer) as view, writer_priority.below_training():
         fill(view[:count], offset)
       jobs.put((buffer, offset, count))
       offset += count
