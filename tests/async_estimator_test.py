@@ -167,6 +167,9 @@ class FailureTest(async_fixtures.TestCase):
         )
     self.assertEqual(raised.exception.checkpoint, f"{model_dir}/model.ckpt-4")
     self.assertEqual(raised.exception.step, 4)
+    self.assertIsInstance(
+      raised.exception.__cause__, tf.errors.ResourceExhaustedError
+    )
     self.assertIn("model.ckpt-2", str(raised.exception))
     # Raised at the next save: nothing after step 4 was saved.
     self.assertEqual(
@@ -197,37 +200,42 @@ class FailureTest(async_fixtures.TestCase):
     )
 
   def test_failure_is_raised_over_an_exception_that_ends_train(self):
-    # A hook of the user's raises in the run after the save of step 2, once
-    # that save has failed: no hook's after_run raises the failure and no
-    # end runs. train() raises the failure, the ValueError its context.
-    class FailsAfterTheSave(tf1.train.SessionRunHook):
+    # A hook of the user's raises while the save of step 2 is held; the
+    # save fails while the session closes (its coordinator's join opens
+    # the gate). No hook's end runs. train() raises the failure, the
+    # ValueError its context.
+    class RaisesWhileSaving(tf1.train.SessionRunHook):
       def begin(self):
         self._step = tf1.train.get_global_step()
 
-      def before_run(self, run_context):
-        return tf1.train.SessionRunArgs(self._step)
-
       def after_run(self, run_context, run_values):
-        if run_values.results == 2:  # The run after the save of step 2.
-          gate.opened.set()
-          (thread,) = [
-            t
-            for t in threading.enumerate()
-            if t.name == "estimator_ckpt-async-save-2"
-          ]
-          thread.join()
+        # By the run that reached step 3, the save of step 2 has started
+        # (whatever the order of the hooks); the next save is at step 4.
+        if run_context.session.run(self._step) >= 3:
+          self.held = gate.entered.wait(timeout=60)
           raise ValueError("user error")
+
+    real_join = tf1.train.Coordinator.join
+
+    def join(coord, *args, **kwargs):
+      gate.opened.set()
+      return real_join(coord, *args, **kwargs)
 
     model_dir = self.model_dir()
     gate = async_fixtures.Gate(hold_at="model.ckpt-2", fail_at="model.ckpt-2")
-    with gate.patch():
+    hook = RaisesWhileSaving()
+    with gate.patch(), mock.patch.object(tf1.train.Coordinator, "join", join):
       with self.assertRaisesRegex(
         errors.AsyncSaveError, r"model\.ckpt-2"
       ) as raised:
         async_fixtures.estimator(model_dir).train(
-          async_fixtures.repeat_input_fn, steps=8, hooks=[FailsAfterTheSave()]
+          async_fixtures.repeat_input_fn, steps=8, hooks=[hook]
         )
+    self.assertTrue(hook.held)
     self.assertIsInstance(raised.exception.__context__, ValueError)
+    self.assertIsInstance(
+      raised.exception.__cause__, tf.errors.ResourceExhaustedError
+    )
     self.assertEqual(
       os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-0"
     )
@@ -296,7 +304,7 @@ class MonitoredSessionTest(async_fixtures.TestCase):
         ) as sess:
           sess.run(train)
           sess.run(train)  # Step 2: a save, held at the gate.
-          gate.entered.wait()
+          self.assertTrue(gate.entered.wait(timeout=60))
           when_held(gate)
           raise ValueError("user error")
 
@@ -309,19 +317,6 @@ class MonitoredSessionTest(async_fixtures.TestCase):
       os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-2"
     )
 
-  def _assert_raised_over_the_closing_exception(self, model_dir, raised):
-    failure = raised.exception
-    self.assertIn("model.ckpt-2", str(failure))
-    self.assertEqual(
-      failure.checkpoint, os.path.join(model_dir, "model.ckpt-2")
-    )
-    # Python chains the exception that closed the session.
-    self.assertIsInstance(failure.__context__, ValueError)
-    self.assertEqual(str(failure.__context__), "user error")
-    self.assertEqual(
-      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-0"
-    )
-
   def test_failure_while_closing_by_exception_is_raised_there(self):
     # The save fails while the session closes (its join opens the gate):
     # after the stop the closing session requested, for which TensorFlow's
@@ -331,25 +326,71 @@ class MonitoredSessionTest(async_fixtures.TestCase):
     with self.assertRaises(errors.AsyncSaveError) as raised:
       self._close_by_exception(model_dir, gate, lambda gate: None)
     self.assertFalse(gate.in_flight)
-    self._assert_raised_over_the_closing_exception(model_dir, raised)
+    failure = raised.exception
+    self.assertEqual(
+      failure.checkpoint, os.path.join(model_dir, "model.ckpt-2")
+    )
+    self.assertIsInstance(failure.__cause__, tf.errors.ResourceExhaustedError)
+    # Python chains the exception that closed the session.
+    self.assertIsInstance(failure.__context__, ValueError)
+    self.assertEqual(str(failure.__context__), "user error")
+    self.assertEqual(
+      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-0"
+    )
 
-  def test_failure_before_closing_by_exception_is_raised_there(self):
-    # The save failed before the exception, in the step that raised it
-    # (no hook's after_run ran to raise the failure).
+  def test_failure_before_closing_by_exception_is_logged(self):
+    # The save failed before the exception, in the step that raised it:
+    # not reported while training went on (see _report_to_coordinator), so
+    # only logged, and the exception that closed the session propagates.
     def fail_now(gate):
-      gate.opened.set()
       (thread,) = [
         t
         for t in threading.enumerate()
         if t.name == "estimator_ckpt-async-save-2"
       ]
+      gate.opened.set()
       thread.join()
 
     model_dir = self.model_dir()
     gate = async_fixtures.Gate(hold_at="model.ckpt-2", fail_at="model.ckpt-2")
+    with self.assertLogs(level="ERROR") as logs:
+      with self.assertRaisesRegex(ValueError, "user error"):
+        self._close_by_exception(model_dir, gate, fail_now)
+    self.assertTrue(
+      any("model.ckpt-2" in line for line in logs.output), logs.output
+    )
+    self.assertEqual(
+      os.path.basename(tf.train.latest_checkpoint(model_dir)), "model.ckpt-0"
+    )
+
+  def test_only_a_failure_while_closing_is_reported(self):
+    def failure(cause):
+      error = errors.AsyncSaveError("failed", checkpoint="c", step=1)
+      error.__cause__ = cause
+      return error
+
+    full = tf.errors.ResourceExhaustedError(None, None, "no space")
+    preempted = tf.errors.UnavailableError(None, None, "ps restarted")
+    # While training goes on: the hook raises it, nothing is recorded.
+    coord = tf1.train.Coordinator()
+    self.assertFalse(async_hook._report_to_coordinator(coord, failure(full)))  # pylint: disable=protected-access
+    self.assertFalse(coord.should_stop())
+    coord.request_stop()
+    # A preemption: the session is recreated, and the failure logged then.
+    self.assertFalse(
+      async_hook._report_to_coordinator(coord, failure(preempted))  # pylint: disable=protected-access
+    )
+    coord.join()
+    # While the session closes: join raises it.
+    coord = tf1.train.Coordinator()
+    coord.request_stop()
+    reported = failure(full)
+    self.assertTrue(async_hook._report_to_coordinator(coord, reported))  # pylint: disable=protected-access
     with self.assertRaises(errors.AsyncSaveError) as raised:
-      self._close_by_exception(model_dir, gate, fail_now)
-    self._assert_raised_over_the_closing_exception(model_dir, raised)
+      coord.join()
+    self.assertIs(raised.exception, reported)
+    # Once joined: nothing more.
+    self.assertFalse(async_hook._report_to_coordinator(coord, failure(full)))  # pylint: disable=protected-access
 
   def test_resumes_from_its_checkpoints(self):
     model_dir = self.model_dir()

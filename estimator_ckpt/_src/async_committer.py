@@ -41,7 +41,7 @@ class Committer:
     step: Optional[int],
     previous: Optional[str],
     on_thread: Optional[Callable[[threading.Thread], None]] = None,
-    on_failure: Optional[Callable[[errors.AsyncSaveError], None]] = None,
+    on_failure: Optional[Callable[[errors.AsyncSaveError], bool]] = None,
   ) -> None:
     """Waits for the save in flight, then runs `work` in the background.
 
@@ -52,9 +52,11 @@ class Committer:
       previous: The checkpoint the state file names, for messages.
       on_thread: Called with the thread once started (the hook registers it
         with the MonitoredSession's coordinator, whose close waits for it).
-      on_failure: Called in the thread with the failure, once kept, before
-        the thread ends (the hook reports it to that coordinator, whose
-        close raises it).
+      on_failure: Called in the thread with the failure before the thread
+        ends; returns whether it took the failure to raise elsewhere (the
+        hook reports a failure while the session closes to its coordinator,
+        whose close raises it). A failure not taken is raised by the next
+        save or `wait_until_finished()`.
     """
     self.wait_until_finished()
 
@@ -67,17 +69,19 @@ class Committer:
       except BaseException as e:  # pylint: disable=broad-except
         failure = _failure(e, checkpoint, step, previous)
         tf1.logging.error("%s", failure)
-        with self._lock:
-          self._failure = failure
+        taken = False
         if on_failure is not None:
           try:
-            on_failure(failure)
+            taken = on_failure(failure)
           except Exception as report_error:  # pylint: disable=broad-except
             tf1.logging.error(
               "Reporting the failure of `%s` failed: %s",
               checkpoint,
               report_error,
             )
+        if not taken:
+          with self._lock:
+            self._failure = failure
 
     thread = threading.Thread(
       target=run, name=f"estimator_ckpt-async-save-{step}", daemon=False

@@ -16,9 +16,9 @@ adds to the stock hook (tensorflow/python/training/basic_session_run_hooks.py):
 * each background thread is registered with the session's coordinator, so a
   `MonitoredSession` closed by an exception waits for the save in flight (up
   to its `stop_grace_period_secs`) before it closes the session, and a
-  background failure is reported to it (`_report_to_coordinator`): a
-  session closed by an exception raises the failure there, with the
-  exception that closed it as its `__context__`;
+  a failure while the session closes is reported to it
+  (`_report_to_coordinator`): a session closed by an exception raises the
+  failure there, with the exception that closed it as its `__context__`;
 * the global step is read in a `session.run` of its own only when a save may
   be due. The stock hook's `after_run` reads it when `stale step +
   _steps_per_run` reaches the schedule, and `_steps_per_run` is 1000000
@@ -52,6 +52,7 @@ from typing import Optional
 
 import tensorflow as tf
 from tensorflow.python.training import basic_session_run_hooks
+from tensorflow.python.training import coordinator
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import scaffold as scaffold_lib
@@ -197,35 +198,47 @@ class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
     return should_stop
 
 
-def _report_to_coordinator(coord, failure: errors.AsyncSaveError) -> None:
-  """Makes `coord.join()` raise a background save's `failure`.
+def _report_to_coordinator(
+  coord: coordinator.Coordinator, failure: errors.AsyncSaveError
+) -> bool:
+  """Makes a closing session's `coord.join()` raise a background failure.
 
   Runs in the background thread before it ends. `MonitoredSession` closes
   through `_CoordinatedSession.close`: `coord.request_stop()`, then
   `coord.join()`, which waits for registered threads and raises the
-  exception recorded with the coordinator. A failure while training goes
-  on is reported with `request_stop`, which records it and stops training
-  (the hook also raises it at the next step, the same exception). One
-  while a session closes, by an exception (no hook's `end` runs then)
-  or after a stop requested elsewhere, comes after the stop, for which
-  `request_stop` records nothing (tensorflow/python/training/coordinator.py
-  records an exception only while no stop is requested); it is recorded as
-  `request_stop` records one, so the closing `join` raises it. Python then
-  chains the exception that closed the session as its `__context__`. A
-  coordinator that has joined (the save outlived `stop_grace_period_secs`)
-  raises nothing more; the failure stays logged.
+  exception recorded with the coordinator. A session closed by an exception
+  runs no hook's `end`, so a failure while it closes would be only logged:
+  it is recorded as `request_stop` records one, since `request_stop` records
+  nothing once a stop is requested (tensorflow/python/training/
+  coordinator.py), and the closing `join` raises it. Python chains the
+  exception that closed the session as its `__context__`.
+
+  Nothing is recorded while training goes on (no stop requested): the hook
+  raises the failure at the next step or at the end. A recorded exception
+  would also make `_CoordinatedSession.run` re-raise every later exception
+  of a step `from None`, dropping its `__cause__`. Nor is a failure caused
+  by a preemption error (AbortedError, UnavailableError): a
+  `_RecoverableSession` closes the session through the coordinator to
+  recreate it after one, and `after_create_session` logs such a failure
+  then. A coordinator that has joined (the save outlived
+  `stop_grace_period_secs`) or holds another exception raises nothing more;
+  the failure stays logged.
 
   Args:
-    coord: The session's `tf.train.Coordinator`.
+    coord: The session's coordinator.
     failure: The background save's failure.
+
+  Returns:
+    Whether `coord.join()` will raise `failure`.
   """
-  exc_info = (type(failure), failure, failure.__traceback__)
-  try:
-    coord.request_stop(exc_info)
-  except errors.AsyncSaveError:
-    return  # Joined: `request_stop` raised it here, where no one sees it.
+  if not coord.should_stop() or isinstance(
+    failure.__cause__, (tf.errors.AbortedError, tf.errors.UnavailableError)
+  ):
+    return False
   # Coordinator keeps exactly this (type, value, traceback) for `join`;
   # TensorFlow 2.15's, pinned, is the last with Estimator.
   with coord._lock:  # pylint: disable=protected-access
-    if not coord.joined and coord._exc_info_to_raise is None:  # pylint: disable=protected-access
-      coord._exc_info_to_raise = exc_info  # pylint: disable=protected-access
+    if coord.joined or coord._exc_info_to_raise is not None:  # pylint: disable=protected-access
+      return False
+    coord._exc_info_to_raise = (type(failure), failure, failure.__traceback__)  # pylint: disable=protected-access
+  return True

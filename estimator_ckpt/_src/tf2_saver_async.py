@@ -8,6 +8,7 @@ as a synchronous save commits it, one at a time. `AsyncCheckpointSaverHook`
 """
 
 import os
+import threading
 from typing import Any, Callable, List, Optional, Tuple
 
 from estimator_ckpt import errors
@@ -44,8 +45,8 @@ class AsyncSaving:
     write_meta_graph: bool = True,
     strip_default_attrs: bool = False,
     save_debug_info: bool = False,
-    on_thread=None,
-    on_failure=None,
+    on_thread: Optional[Callable[[threading.Thread], None]] = None,
+    on_failure: Optional[Callable[[errors.AsyncSaveError], bool]] = None,
   ) -> str:
     """Snapshots every saved tensor and saves them in the background.
 
@@ -66,9 +67,9 @@ class AsyncSaving:
       save_debug_info: As `Saver.save`.
       on_thread: Called with the background thread once started.
       on_failure: Called in the background thread with its
-        `errors.AsyncSaveError` if the save fails, before the thread ends
-        (the failure is also raised by the next save or
-        `wait_until_finished()`).
+        `errors.AsyncSaveError` if the save fails, before the thread ends;
+        returns whether it took the failure to raise elsewhere. A failure
+        not taken is raised by the next save or `wait_until_finished()`.
 
     Returns:
       The prefix of the checkpoint being written (committed once
