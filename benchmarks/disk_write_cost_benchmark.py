@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, NamedTuple, Sequence
 
 from absl import app
 from absl import flags
@@ -90,6 +90,12 @@ while time.process_time() < end:
 )
 
 
+class _Window(NamedTuple):
+  steps: int  # Training steps done in the window.
+  cpu_secs: float  # The child's CPU time.
+  finished: bool  # Whether the child ended within the window.
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -118,7 +124,7 @@ def main(argv: Sequence[str]) -> None:
     for _ in range(500):  # Warm up.
       sess.run(train)
 
-    def window(command: List[str]) -> Dict[str, float]:
+    def window(command: List[str]) -> _Window:
       before = resource.getrusage(resource.RUSAGE_CHILDREN)
       child = subprocess.Popen(command) if command else None
       start = time.perf_counter()
@@ -130,14 +136,13 @@ def main(argv: Sequence[str]) -> None:
       if child is not None and child.wait() != 0:
         raise RuntimeError(f"{command} failed")
       after = resource.getrusage(resource.RUSAGE_CHILDREN)
-      return {
-        "steps": steps,
-        "cpu": (after.ru_utime - before.ru_utime)
-        + (after.ru_stime - before.ru_stime),
-        "finished": finished,
-      }
+      return _Window(
+        steps,
+        (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        finished,
+      )
 
-    results: Dict[str, List[Dict[str, float]]] = {
+    results: Dict[str, List[_Window]] = {
       "quiet": [],
       "write": [],
       "burn": [],
@@ -148,10 +153,10 @@ def main(argv: Sequence[str]) -> None:
         window([sys.executable, "-c", _WRITER, path, str(chunks)])
       )
       results["quiet"].append(window([]))
-      burn = results["write"][-1]["cpu"]
+      burn = results["write"][-1].cpu_secs
       results["burn"].append(window([sys.executable, "-c", _BURNER, str(burn)]))
 
-  quiet_steps = [r["steps"] for r in results["quiet"]]
+  quiet_steps = [r.steps for r in results["quiet"]]
   quiet = statistics.median(quiet_steps)
   step_secs = _WINDOW_SECS.value / quiet
   print(
@@ -163,9 +168,9 @@ def main(argv: Sequence[str]) -> None:
   )
   print("  kind    child CPU  training lost/window       (range)")
   for kind in ("write", "burn"):
-    lost = [(quiet - r["steps"]) * step_secs * 1e3 for r in results[kind]]
-    cpu = statistics.median(r["cpu"] for r in results[kind]) * 1e3
-    late = sum(not r["finished"] for r in results[kind])
+    lost = [(quiet - r.steps) * step_secs * 1e3 for r in results[kind]]
+    cpu = statistics.median(r.cpu_secs for r in results[kind]) * 1e3
+    late = sum(not r.finished for r in results[kind])
     note = f"  ({late} outlasted their window)" if late else ""
     print(
       f"  {kind:6s}  {cpu:7.0f} ms  {statistics.median(lost):11.0f} ms"

@@ -4,9 +4,10 @@ A background save competes with training for the CPUs: its checksums start
 at once, while the next step runs, and its copies into the write buffers
 follow. A step is a chain of ops that waits for whichever of its threads
 the scheduler put behind the writer. Linux's `SCHED_IDLE` policy
-(sched(7)) runs a thread only when no other thread wants its CPU, so there
-the writer takes the CPU time training leaves, and training's threads
-preempt it at once.
+(sched(7)) gives a thread the scheduler's lowest weight, so a waking
+training thread preempts it and it mostly gets the CPU time training
+leaves. The Python between the blocks' C calls holds the GIL, which a
+training thread then waits for: keep the blocks to large C calls.
 
 Only the writer's own CPU work is lowered (`below_training` blocks:
 `snapshot_bundle`'s checksums, `direct_copy`'s copies into its buffers),
@@ -19,11 +20,13 @@ A thread at `SCHED_IDLE` may starve behind any other load, which must not
 hold up whoever waits for the save (the next save, the end of training):
 `WriterPriority.hurry` puts the writer back first, and the writer restores
 itself at the end of each block. Leaving `SCHED_IDLE` needs CAP_SYS_NICE
-or an RLIMIT_NICE that allows nice 0 (`ulimit -e` of 20 or more; the
-kernel treats SCHED_IDLE as nice 20), which containers rarely grant. So
+or an RLIMIT_NICE that allows nice 0 (`ulimit -e` of 20 or more, within
+the hard limit; the kernel treats SCHED_IDLE as nice 20), which containers
+rarely grant. So
 the writer is lowered only where it can be restored, found once per
 process by a thread that lowers and restores itself; elsewhere (and off
-Linux) it runs at normal priority throughout.
+Linux) it runs at normal priority throughout. A thread a user put at
+another policy keeps it.
 """
 
 import contextlib
@@ -31,6 +34,8 @@ import functools
 import os
 import threading
 from typing import Iterator, List, Optional
+
+from absl import logging
 
 _this_thread = threading.local()
 
@@ -65,12 +70,14 @@ def can_restore() -> bool:
 class WriterPriority:
   """One background save's priority: lowered in blocks, hurried by a waiter.
 
-  Once hurried, the writer is not lowered again.
+  Once hurried, the writer is not lowered again. The lock is never held
+  across a change of policy: a thread that lowers itself may be descheduled
+  at once, and must not hold up `hurry` while it waits for a CPU.
   """
 
   def __init__(self):
     self._lock = threading.Lock()
-    self._lowered_id: Optional[int] = None  # The writer's, while lowered.
+    self._lowered_id: Optional[int] = None  # The writer's, inside a block.
     self._hurried = False
 
   @contextlib.contextmanager
@@ -84,28 +91,47 @@ class WriterPriority:
 
   @contextlib.contextmanager
   def _lowered(self) -> Iterator[None]:
-    with self._lock:
-      if not self._hurried and can_restore():
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        self._lowered_id = threading.get_native_id()
+    # Only a thread at the default policy: one a user put at SCHED_BATCH,
+    # SCHED_IDLE or a real-time policy keeps it.
+    lower = can_restore() and os.sched_getscheduler(0) == os.SCHED_OTHER
+    if lower:
+      with self._lock:
+        lower = not self._hurried
+        if lower:
+          self._lowered_id = threading.get_native_id()
+    if not lower:
+      yield
+      return
     try:
+      _set_policy(0, os.SCHED_IDLE)
+      if self._hurried:  # Hurried between the lock and the line above.
+        _set_policy(0, os.SCHED_OTHER)
       yield
     finally:
+      _set_policy(0, os.SCHED_OTHER)
       with self._lock:
-        if self._lowered_id is not None:  # Not hurried meanwhile.
-          os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-          self._lowered_id = None
+        self._lowered_id = None
 
   def hurry(self) -> None:
     """By a waiter, before it waits: the writer back at normal priority."""
     with self._lock:
       self._hurried = True
-      if self._lowered_id is not None:
-        # Set only inside a block, so the thread is running.
-        os.sched_setscheduler(
-          self._lowered_id, os.SCHED_OTHER, os.sched_param(0)
-        )
-        self._lowered_id = None
+      # Set only inside a block, whose end clears it: the thread is running.
+      lowered_id = self._lowered_id
+      if lowered_id is not None:
+        _set_policy(lowered_id, os.SCHED_OTHER)
+
+
+def _set_policy(thread_id: int, policy: int) -> None:
+  """`sched_setscheduler`; a refusal is logged (the save goes on)."""
+  try:
+    os.sched_setscheduler(thread_id, policy, os.sched_param(0))
+  except OSError as e:
+    logging.warning(
+      "Could not set the background save's scheduling policy to %d: %s",
+      policy,
+      e,
+    )
 
 
 @contextlib.contextmanager
