@@ -23,8 +23,9 @@ class Committer:
 
   `start` waits for the save in flight (raising its failure) before it
   starts the next. Threads are not daemons: the interpreter waits for a
-  commit in flight before it exits. Each runs its checksums below
-  training's priority until someone waits for it (`writer_priority`).
+  commit in flight before it exits. Each runs its own CPU work (checksums,
+  copies) below training's priority until someone waits for it
+  (`writer_priority`).
   """
 
   def __init__(self):

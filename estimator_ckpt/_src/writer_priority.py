@@ -22,11 +22,10 @@ hold up whoever waits for the save (the next save, the end of training):
 itself at the end of each block. Leaving `SCHED_IDLE` needs CAP_SYS_NICE
 or an RLIMIT_NICE that allows nice 0 (`ulimit -e` of 20 or more, within
 the hard limit; the kernel treats SCHED_IDLE as nice 20), which containers
-rarely grant. So
-the writer is lowered only where it can be restored, found once per
-process by a thread that lowers and restores itself; elsewhere (and off
-Linux) it runs at normal priority throughout. A thread a user put at
-another policy keeps it.
+rarely grant. So the writer is lowered only where it can be restored,
+found once per process by a thread that lowers and restores itself;
+elsewhere (and off Linux) it runs at normal priority throughout. A thread
+a user put at another policy keeps it.
 """
 
 import contextlib
