@@ -16,7 +16,7 @@ adds to the stock hook (tensorflow/python/training/basic_session_run_hooks.py):
 * each background thread is registered with the session's coordinator, so a
   `MonitoredSession` closed by an exception waits for the save in flight (up
   to its `stop_grace_period_secs`) before it closes the session, and a
-  a failure while the session closes is reported to it
+  failure while the session closes is reported to the coordinator
   (`_report_to_coordinator`): a session closed by an exception raises the
   failure there, with the exception that closed it as its `__context__`;
 * the global step is read in a `session.run` of its own only when a save may
