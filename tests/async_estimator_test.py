@@ -215,16 +215,10 @@ class FailureTest(async_fixtures.TestCase):
           self.held = gate.entered.wait(timeout=60)
           raise ValueError("user error")
 
-    real_join = tf1.train.Coordinator.join
-
-    def join(coord, *args, **kwargs):
-      gate.opened.set()
-      return real_join(coord, *args, **kwargs)
-
     model_dir = self.model_dir()
     gate = async_fixtures.Gate(hold_at="model.ckpt-2", fail_at="model.ckpt-2")
     hook = RaisesWhileSaving()
-    with gate.patch(), mock.patch.object(tf1.train.Coordinator, "join", join):
+    with gate.patch(), _opened_when_the_session_closes(gate):
       with self.assertRaisesRegex(
         errors.AsyncSaveError, r"model\.ckpt-2"
       ) as raised:
@@ -261,6 +255,17 @@ class FailureTest(async_fixtures.TestCase):
     )
 
 
+def _opened_when_the_session_closes(gate):
+  """Opens `gate` when a session's close joins its coordinator's threads."""
+  real_join = tf1.train.Coordinator.join
+
+  def join(coord, *args, **kwargs):
+    gate.opened.set()
+    return real_join(coord, *args, **kwargs)
+
+  return mock.patch.object(tf1.train.Coordinator, "join", join)
+
+
 def _train_to(last_step, train, sc, hook, checkpoint_dir=None):
   """Runs `train` in a MonitoredTrainingSession saving by `hook` only."""
   with tf1.train.MonitoredTrainingSession(
@@ -290,15 +295,9 @@ class MonitoredSessionTest(async_fixtures.TestCase):
     The session's `Coordinator.join` (its close) opens the gate, so a held
     save finishes while the session closes.
     """
-    real_join = tf1.train.Coordinator.join
-
-    def join(coord, *args, **kwargs):
-      gate.opened.set()
-      return real_join(coord, *args, **kwargs)
-
     with tf.Graph().as_default(), gate.patch():
       _, train, sc, hook = self._graph(model_dir)
-      with mock.patch.object(tf1.train.Coordinator, "join", join):
+      with _opened_when_the_session_closes(gate):
         with tf1.train.MonitoredTrainingSession(
           scaffold=sc, chief_only_hooks=[hook], save_checkpoint_secs=None
         ) as sess:
