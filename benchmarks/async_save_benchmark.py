@@ -38,6 +38,9 @@ file in memory while it is uploaded). Printed per saver and store:
                 (target for async: >= 0.9 where tf1 is < 0.5);
   peak RSS      of the run's process, beside the table size (target for
                 async: <= table + one snapshot + 64 MiB over `none`'s).
+                On s3 async uploads from a process of its own
+                (`storage.uploader`); a line below the table gives its
+                peak RSS and the memory only it holds.
 
 With `--repeats` > 1 every run (the baseline too) is repeated, the runs
 of one repeat side by side, and each column is the median over repeats
@@ -61,6 +64,7 @@ from absl import flags
 import numpy as np
 
 from estimator_ckpt._src.storage import gfile
+from estimator_ckpt._src.storage import uploader
 
 from benchmarks import measured
 from benchmarks import s3_server
@@ -200,7 +204,9 @@ def _child_run() -> Dict[str, Any]:
   )
   total = time.perf_counter() - start
   periods = list(np.diff(timer.starts))
+  worker = uploader.shared().pid if saver == "async" else None
   return {
+    "uploader": _process_memory(worker) if worker else None,
     "periods": periods,
     "steps_after": timer.steps[: len(periods)],
     "loop_secs": timer.starts[-1] - timer.starts[0],
@@ -208,6 +214,19 @@ def _child_run() -> Dict[str, Any]:
     "train_secs": total,
     # The first save (step 0, before training) is not one of training's.
     "committed": commits.committed[1:],
+  }
+
+
+def _process_memory(pid: int) -> Dict[str, int]:
+  """A process's peak RSS, and the memory only it holds (not shared)."""
+  with open(f"/proc/{pid}/status") as f:
+    status = dict(line.split(":", 1) for line in f)
+  with open(f"/proc/{pid}/smaps_rollup") as f:
+    rollup = dict(line.split(":", 1) for line in f if ":" in line[:40])
+  kib = lambda text: int(text.split()[0]) * 1024  # noqa: E731
+  return {
+    "peak_rss": kib(status["VmHWM"]),
+    "private": kib(rollup["Private_Clean"]) + kib(rollup["Private_Dirty"]),
   }
 
 
@@ -336,6 +355,14 @@ def _report(
       f"{spread:>12} "
       f"{max(r['peak_rss'] for r in runs) / (1 << 20):5.0f} MiB"
       f" {statistics.median(r['train_secs'] for r in runs):6.1f} s"
+    )
+  workers = [r["async"].get("uploader") for r in repeats if "async" in r]
+  if any(workers):
+    print(
+      "  async uploads from a process of its own: peak RSS "
+      f"{max(w['peak_rss'] for w in workers if w) / (1 << 20):.0f} MiB, "
+      "memory of its own (not shared with the trainer) at the end "
+      f"{max(w['private'] for w in workers if w) / (1 << 20):.0f} MiB"
     )
 
 

@@ -12,12 +12,14 @@ directory (no code path may turn `s3://b/x` into the local path `s3:/b/x`).
 """
 
 import os
+import re
 import secrets
+import select
 import shutil
 import signal
 import subprocess
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Set
 
 from absl import logging
 from absl.testing import parameterized
@@ -28,6 +30,7 @@ import estimator_ckpt
 from estimator_ckpt import errors
 from estimator_ckpt._src import destination_lock
 from estimator_ckpt._src.format import state_file
+from estimator_ckpt._src.storage import uploader
 
 from benchmarks import synthetic
 from examples.guide import models as guide_models
@@ -70,6 +73,23 @@ estimator_ckpt.convert(src, dst, to="tf2", overwrite=True)
 print("done")
 sys.stdout.flush()
 os._exit(0)
+"""
+
+# Starts an upload through the uploader process, and after its first MiB
+# prints the worker's pid and SIGKILLs itself mid-file.
+_KILLED_MID_UPLOAD = """
+import os, signal, sys
+import tensorflow as tf
+from estimator_ckpt._src.storage import registry, uploader
+path = sys.argv[1]
+registry.for_path(path)  # Loads the scheme's file system, as a save does.
+up = uploader.Uploader()
+def pieces():
+  yield b"a" * (1 << 20)
+  print(up.pid, flush=True)
+  os.kill(os.getpid(), signal.SIGKILL)
+  yield b"b" * (1 << 20)
+up.write(path, 2 << 20, pieces(), lower=True)
 """
 
 
@@ -418,12 +438,117 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
         key: reader.get_tensor(key)
         for key in reader.get_variable_to_shape_map()
       }
+      if async_save:
+        # Written by the uploader process, where it serves.
+        self.assertEqual(
+          uploader.shared().pid is not None, uploader.serves(model_dir)
+        )
       keys = self._keys(f"async-{async_save}")
       self.assertIn("model.ckpt-4.index", keys)
       self.assertNotIn("model.ckpt-2.index", keys)  # Retention.
     self.assertEqual(sorted(runs[False]), sorted(runs[True]))
     for key, value in runs[False].items():
       np.testing.assert_array_equal(value, runs[True][key], err_msg=key)
+
+  def _policies(self, pid: int) -> Set[int]:
+    """The scheduling policies of a process's threads."""
+    policies = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+      try:
+        policies.add(os.sched_getscheduler(int(task)))
+      except OSError:
+        pass  # Ended meanwhile.
+    return policies
+
+  def _uploader(self) -> uploader.Uploader:
+    if not uploader.serves(f"{self.url}/x"):
+      self.skipTest(
+        "this process may not put a thread back from SCHED_IDLE "
+        "(no CAP_SYS_NICE, RLIMIT_NICE below 20): saves upload in process"
+      )
+    up = uploader.Uploader()
+    self.addCleanup(up.close)
+    return up
+
+  def test_uploader_writes_below_training_until_hurried(self):
+    up = self._uploader()
+    seen = {}
+
+    def pieces(lowered: str, hurried: Optional[str]):
+      yield b"a" * (1 << 20)
+      assert up.pid is not None
+      seen[lowered] = self._policies(up.pid)
+      if hurried:
+        up.hurry()
+        seen[hurried] = self._policies(up.pid)
+      yield memoryview(np.arange(1 << 18, dtype=np.int32))
+
+    expected = b"a" * (1 << 20) + np.arange(1 << 18, dtype=np.int32).tobytes()
+    path = f"{self.url}/up/lowered"
+    up.write(path, len(expected), pieces("lowered", "hurried"), lower=True)
+    up.write(
+      f"{path}-not", len(expected), pieces("not lowered", None), lower=False
+    )
+    self.assertEqual(seen["lowered"], {os.SCHED_IDLE})
+    self.assertEqual(seen["hurried"], {os.SCHED_OTHER})
+    self.assertEqual(seen["not lowered"], {os.SCHED_OTHER})
+    for name in ("lowered", "lowered-not"):
+      with tf.io.gfile.GFile(f"{self.url}/up/{name}", "rb") as f:
+        self.assertEqual(f.read(), expected)
+    self.assertEqual(self._keys("up"), ["lowered", "lowered-not"])
+
+  def test_uploader_failure_names_the_file_and_the_next_write_works(self):
+    up = self._uploader()
+    missing = f"{self.url}-missing-{secrets.token_hex(4)}/file"
+    with self.assertRaisesRegex(errors.CheckpointIOError, re.escape(missing)):
+      up.write(missing, 3, [b"abc"], lower=True)
+    self.assertIsNone(up.pid)  # The worker ended after the failure.
+    up.write(f"{self.url}/after/file", 3, [b"abc"], lower=True)
+    self.assertEqual(self._keys("after"), ["file"])
+
+  def test_uploader_killed_mid_file_publishes_nothing(self):
+    up = self._uploader()
+
+    def pieces():
+      yield b"a" * (1 << 20)
+      assert up.pid is not None
+      os.kill(up.pid, signal.SIGKILL)
+      yield b"b" * (1 << 20)
+
+    path = f"{self.url}/killed/file"
+    with self.assertRaisesRegex(
+      errors.CheckpointIOError, re.escape(path) + ".*exit code -9"
+    ):
+      up.write(path, 2 << 20, pieces(), lower=True)
+    self.assertEqual(self._keys("killed"), [])
+    up.write(path, 3, [b"abc"], lower=True)  # Another worker.
+    self.assertEqual(self._keys("killed"), ["file"])
+
+  def test_trainer_killed_mid_upload_publishes_nothing(self):
+    self._uploader()
+    temporary = self.create_tempdir().full_path
+    path = f"{self.url}/orphan/file"
+    child = subprocess.run(
+      [sys.executable, "-c", _KILLED_MID_UPLOAD, path],
+      cwd=self.cwd,
+      env={**child_env(), "TMPDIR": temporary},
+      capture_output=True,
+      text=True,
+      check=False,
+      timeout=CHILD_TIMEOUT_SECONDS,
+    )
+    self.assertEqual(child.returncode, -signal.SIGKILL, child.stderr)
+    worker = int(child.stdout.split()[-1])
+    try:
+      exited = os.pidfd_open(worker)
+    except ProcessLookupError:
+      pass  # Gone already.
+    else:
+      with os.fdopen(exited) as pidfd:
+        ready, _, _ = select.select([pidfd], [], [], CHILD_TIMEOUT_SECONDS)
+      self.assertTrue(ready, "the worker outlived its parent")
+    self.assertEqual(self._keys("orphan"), [])
+    self.assertEqual(os.listdir(temporary), [])  # Its staging is gone too.
 
   def test_kill_9_at_each_step_of_an_overwrite_never_mixes_checkpoints(self):
     work = self.create_tempdir().full_path

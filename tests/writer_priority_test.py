@@ -270,6 +270,25 @@ class WriterPriorityTest(async_fixtures.TestCase):
     with writer_priority.below_training():
       self.assertEqual(os.sched_getscheduler(0), os.SCHED_OTHER)
 
+  def test_work_handed_to_another_process_is_hurried_with_the_save(self):
+    priority = writer_priority.WriterPriority()
+    hurried = []
+    seen = []
+
+    with priority.of_this_thread():
+      with writer_priority.delegated(lambda: hurried.append(1)) as lower:
+        seen.append(lower)
+        priority.hurry()
+        self.assertEqual(hurried, [1])  # The work in flight is hurried.
+      # Once hurried, work handed over later is not lowered at all.
+      with writer_priority.delegated(lambda: hurried.append(2)) as lower:
+        seen.append(lower)
+    priority.hurry()
+    self.assertEqual(hurried, [1])  # A finished block is not called again.
+    self.assertEqual(seen, [writer_priority.can_restore(), False])
+    with writer_priority.delegated(lambda: hurried.append(3)) as lower:
+      self.assertFalse(lower)  # Not in a background save.
+
 
 if __name__ == "__main__":
   absltest.main()

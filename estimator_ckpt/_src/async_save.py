@@ -14,7 +14,11 @@ the same snapshot.
 
 On a local disk the background thread writes the snapshot itself, O_DIRECT
 (`snapshot_bundle`), rather than through `SaveV2` and the page cache: the
-same files, a fraction of the CPU, durable as written.
+same files, a fraction of the CPU, durable as written. Onto an object store
+(`s3://`, `gs://`) it hands the same files to the uploader process
+(`storage.uploader`), which uploads them below training's priority: in
+this process the store client's own threads would upload at normal
+priority.
 
 The background runs execute their ops in the background thread itself
 (`RunOptions(inter_op_thread_pool=-1)`) where TensorFlow allows it: in the
@@ -50,6 +54,7 @@ from estimator_ckpt._src import async_committer
 from estimator_ckpt._src import durable
 from estimator_ckpt._src import snapshot_bundle
 from estimator_ckpt._src.storage import registry
+from estimator_ckpt._src.storage import uploader
 
 tf1 = tf.compat.v1
 
@@ -221,10 +226,12 @@ class Snapshot:
 class SnapshotWriter:
   """Writes a snapshot under one saver's keys (`Snapshot.writer`).
 
-  In a process that holds the snapshot (a local session with only CPUs)
-  and onto a local disk, `snapshot_bundle.write` writes it; elsewhere, and
-  for a snapshot with variable-length tensors, the sharded `SaveV2` of
-  `saver` (on a cluster each ps writes its own shards).
+  In a process that holds the snapshot (a local session with only CPUs),
+  `snapshot_bundle.write` writes it onto a local disk, and
+  `snapshot_bundle.upload` onto an object store through the uploader
+  process (`storage.uploader`, where it serves); elsewhere, and for a
+  snapshot with variable-length tensors, the sharded `SaveV2` of `saver`
+  (on a cluster each ps writes its own shards).
 
   Attributes:
     saver: A sharded TF1 `Saver` of the snapshot.
@@ -245,16 +252,22 @@ class SnapshotWriter:
     self, sess, prefix: str, options: Optional[config_pb2.RunOptions]
   ) -> None:
     """Writes checkpoint `prefix`; `options` set when run in this thread."""
-    if (
-      options is not None
-      and self._hand_over.writable
-      and _on_local_disk(prefix)
-      and _cpu_only(sess)
-    ):
-      snapshot_bundle.write(
-        sess, self._hand_over, self.tensors, prefix, options
-      )
-      return
+    if options is not None and self._hand_over.writable and _cpu_only(sess):
+      if _on_local_disk(prefix):
+        snapshot_bundle.write(
+          sess, self._hand_over, self.tensors, prefix, options
+        )
+        return
+      if uploader.serves(prefix):
+        snapshot_bundle.upload(
+          sess,
+          self._hand_over,
+          self.tensors,
+          prefix,
+          uploader.shared(),
+          options,
+        )
+        return
     saver_def = self.saver.saver_def
     sess.run(
       saver_def.save_tensor_name,

@@ -1,4 +1,4 @@
-"""A snapshot written to a local disk by this process, at disk speed.
+"""A snapshot written by this process: at disk speed, or by its uploader.
 
 TensorFlow's `SaveV2` writes a checkpoint through the page cache. On a local
 disk the background save of `async_save` writes the snapshot itself instead
@@ -10,7 +10,9 @@ written O_DIRECT (`storage.direct_copy.write_segments`), then the index
 writes for the same tensors, byte for byte: one data file per device, each
 holding its tensors in the saver's order with no padding, as `SaveV2` lays
 them out, and the same index. TensorFlow's readers, its restore and
-`verify` read them as theirs. Where the file system takes O_DIRECT the
+`verify` read them as theirs. To an object store the same files go through
+the uploader process (`upload`, `storage.uploader`), below training's
+priority. Where the file system takes O_DIRECT the
 data reaches the disk as it is written, without page cache (on a VM fresh
 page cache costs as much CPU as the copy into it; see
 docs/async_saves.md), and the commit's fsync has little left to flush.
@@ -41,6 +43,7 @@ from estimator_ckpt._src.format import protos
 from estimator_ckpt._src.format import tensor_slice
 from estimator_ckpt._src.format import values
 from estimator_ckpt._src.storage import direct_copy
+from estimator_ckpt._src.storage import uploader
 
 tf1 = tf.compat.v1
 
@@ -188,6 +191,41 @@ class _Placed:
   entry: protos.BundleEntryProto
 
 
+@dataclasses.dataclass
+class _Bundle:
+  """A snapshot laid out as a checkpoint: data files' contents and index."""
+
+  data: List[List[Tuple[int, object]]]  # Per shard: (offset, bytes).
+  sizes: List[int]  # Per shard.
+  index: bytes
+
+
+def _bundle(
+  sess, hand_over: "ArrayHandOver", tensors: Sequence[BundleTensor], options
+) -> _Bundle:
+  """Hands the snapshot over, lays it out and checksums it (below training)."""
+  arrays = hand_over.arrays(sess, options)
+  placed, full_entries, num_shards = _layout(tensors, arrays)
+  # CPU work of this thread alone (no thread starts, no TensorFlow call).
+  with writer_priority.below_training():
+    for p in placed:
+      p.entry.crc32c = _masked_crc(p, arrays)
+  data: List[List[Tuple[int, object]]] = []
+  sizes = []
+  for shard in range(num_shards):
+    in_shard = [p for p in placed if p.entry.shard_id == shard]
+    data.append([(p.entry.offset, _bytes_of(p, arrays)) for p in in_shard])
+    sizes.append(max((p.entry.offset + p.size for p in in_shard), default=0))
+  header = protos.BundleHeaderProto()
+  header.num_shards = num_shards
+  header.endianness = protos.LITTLE_ENDIAN
+  header.version.producer = bundle_lib.BUNDLE_VERSION
+  index = bundle_lib.encode_index(
+    header, [(p.key, p.entry) for p in placed] + list(full_entries.items())
+  )
+  return _Bundle(data, sizes, index)
+
+
 def write(
   sess,
   hand_over: ArrayHandOver,
@@ -208,40 +246,23 @@ def write(
     prefix: The checkpoint prefix, on a local disk.
     options: `RunOptions` of every run.
   """
-  arrays = hand_over.arrays(sess, options)
-  placed, full_entries, num_shards = _layout(tensors, arrays)
   staging = prefix + STAGING_SUFFIX
   shutil.rmtree(staging, ignore_errors=True)  # Of a save killed here.
   os.mkdir(staging)  # The model dir must exist, as for SaveV2.
-  data = [
-    bundle_lib.data_filename(prefix, i, num_shards) for i in range(num_shards)
-  ]
-  index = bundle_lib.index_filename(prefix)
-  staged = {
-    path: os.path.join(staging, os.path.basename(path))
-    for path in data + [index]
-  }
   try:
-    # CPU work of this thread alone (no thread starts, no TensorFlow call).
-    with writer_priority.below_training():
-      for p in placed:
-        p.entry.crc32c = _masked_crc(p, arrays)
+    bundle = _bundle(sess, hand_over, tensors, options)
+    data = _data_files(prefix, len(bundle.data))
+    index = bundle_lib.index_filename(prefix)
+    staged = {
+      path: os.path.join(staging, os.path.basename(path))
+      for path in data + [index]
+    }
     for shard, path in enumerate(data):
-      in_shard = [p for p in placed if p.entry.shard_id == shard]
       direct_copy.write_segments(
-        staged[path],
-        max((p.entry.offset + p.size for p in in_shard), default=0),
-        [(p.entry.offset, _bytes_of(p, arrays)) for p in in_shard],
+        staged[path], bundle.sizes[shard], bundle.data[shard]
       )
-    header = protos.BundleHeaderProto()
-    header.num_shards = num_shards
-    header.endianness = protos.LITTLE_ENDIAN
-    header.version.producer = bundle_lib.BUNDLE_VERSION
-    encoded = bundle_lib.encode_index(
-      header, [(p.key, p.entry) for p in placed] + list(full_entries.items())
-    )
     with open(staged[index], "xb") as f:
-      f.write(encoded)
+      f.write(bundle.index)
       f.flush()
       os.fsync(f.fileno())
   except BaseException:
@@ -250,6 +271,49 @@ def write(
   for path in data + [index]:
     os.replace(staged[path], path)
   shutil.rmtree(staging, ignore_errors=True)  # Empty by now.
+
+
+def upload(
+  sess,
+  hand_over: ArrayHandOver,
+  tensors: Sequence[BundleTensor],
+  prefix: str,
+  to: uploader.Uploader,
+  options=None,
+) -> None:
+  """Writes `tensors` as checkpoint `prefix` on an object store, via `to`.
+
+  The data files first, then the index, each complete once written (an
+  object appears whole when its upload ends): a reader never finds an
+  index whose data is incomplete. The uploader process writes them below
+  training's priority, until the save is hurried.
+
+  Args:
+    sess: The session holding the snapshot.
+    hand_over: The snapshot's `ArrayHandOver`.
+    tensors: What to write (`hand_over.writable` was True).
+    prefix: The checkpoint prefix (`uploader.serves(prefix)`).
+    to: The uploader.
+    options: `RunOptions` of every run.
+  """
+  bundle = _bundle(sess, hand_over, tensors, options)
+  data = _data_files(prefix, len(bundle.data))
+  with writer_priority.delegated(to.hurry) as lower:
+    for shard, path in enumerate(data):
+      pieces = [piece for _, piece in sorted(bundle.data[shard], key=_offset)]
+      to.write(path, bundle.sizes[shard], pieces, lower=lower)
+    index = bundle_lib.index_filename(prefix)
+    to.write(index, len(bundle.index), [bundle.index], lower=lower)
+
+
+def _offset(segment: Tuple[int, object]) -> int:
+  return segment[0]
+
+
+def _data_files(prefix: str, num_shards: int) -> List[str]:
+  return [
+    bundle_lib.data_filename(prefix, i, num_shards) for i in range(num_shards)
+  ]
 
 
 def _layout(

@@ -14,7 +14,9 @@ Only the writer's own CPU work is lowered (`below_training` blocks:
 never a call into TensorFlow or a storage library. A thread started from a
 `SCHED_IDLE` thread inherits the policy (SCHED_RESET_ON_FORK resets only
 real-time policies and negative nice values), and a pool thread started so
-would stay there, out of reach.
+would stay there, out of reach. Work handed to a process of its own (an
+upload to an object store, `storage.uploader`) runs there below training
+as a whole (`delegated`), and a hurry reaches it too.
 
 A thread at `SCHED_IDLE` may starve behind any other load, which must not
 hold up whoever waits for the save (the next save, the end of training):
@@ -32,7 +34,7 @@ import contextlib
 import functools
 import os
 import threading
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 from absl import logging
 
@@ -78,6 +80,7 @@ class WriterPriority:
     self._lock = threading.Lock()
     self._lowered_id: Optional[int] = None  # The writer's, inside a block.
     self._hurried = False
+    self._delegates: List[Callable[[], None]] = []
 
   @contextlib.contextmanager
   def of_this_thread(self) -> Iterator[None]:
@@ -111,6 +114,19 @@ class WriterPriority:
       with self._lock:
         self._lowered_id = None
 
+  @contextlib.contextmanager
+  def _delegated(self, hurry: Callable[[], None]) -> Iterator[bool]:
+    with self._lock:
+      lower = can_restore() and not self._hurried
+      if lower:
+        self._delegates.append(hurry)
+    try:
+      yield lower
+    finally:
+      if lower:
+        with self._lock:
+          self._delegates.remove(hurry)
+
   def hurry(self) -> None:
     """By a waiter, before it waits: the writer back at normal priority."""
     with self._lock:
@@ -119,6 +135,9 @@ class WriterPriority:
       lowered_id = self._lowered_id
       if lowered_id is not None:
         _set_policy(lowered_id, os.SCHED_OTHER)
+      delegates = list(self._delegates)
+    for delegate in delegates:
+      delegate()
 
 
 def _set_policy(thread_id: int, policy: int) -> None:
@@ -147,3 +166,20 @@ def below_training() -> Iterator[None]:
   else:
     with priority._lowered():  # pylint: disable=protected-access
       yield
+
+
+@contextlib.contextmanager
+def delegated(hurry: Callable[[], None]) -> Iterator[bool]:
+  """For work a background save hands to another process (an upload).
+
+  Yields whether that work may run below training: in a background save's
+  thread, not hurried, where it can be restored. Until the block ends, a
+  hurry of the save also calls `hurry`, which puts that work back at
+  normal priority.
+  """
+  priority: Optional[WriterPriority] = getattr(_this_thread, "priority", None)
+  if priority is None:
+    yield False
+  else:
+    with priority._delegated(hurry) as lower:  # pylint: disable=protected-access
+      yield lower
