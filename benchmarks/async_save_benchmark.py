@@ -56,6 +56,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -196,17 +197,21 @@ def _child_run() -> Dict[str, Any]:
   commits = Commits()
   steps = _SAVES.value * _SAVE_STEPS.value + 2
   start = time.perf_counter()
-  est.train(
-    input_fn,
-    steps=steps,
-    hooks=[timer],
-    saving_listeners=[commits] if save_steps else None,
-  )
+  with _WorkerMemory() as worker:
+    est.train(
+      input_fn,
+      steps=steps,
+      hooks=[timer],
+      saving_listeners=[commits] if save_steps else None,
+    )
   total = time.perf_counter() - start
   periods = list(np.diff(timer.starts))
-  worker = uploader.shared().pid if saver == "async" else None
   return {
-    "uploader": _process_memory(worker) if worker else None,
+    "uploader": (
+      {"peak_rss": worker.peak_rss, "peak_anonymous": worker.peak_anonymous}
+      if worker.peak_rss
+      else None
+    ),
     "periods": periods,
     "steps_after": timer.steps[: len(periods)],
     "loop_secs": timer.starts[-1] - timer.starts[0],
@@ -217,17 +222,41 @@ def _child_run() -> Dict[str, Any]:
   }
 
 
-def _process_memory(pid: int) -> Dict[str, int]:
-  """A process's peak RSS, and the memory only it holds (not shared)."""
-  with open(f"/proc/{pid}/status") as f:
-    status = dict(line.split(":", 1) for line in f)
-  with open(f"/proc/{pid}/smaps_rollup") as f:
-    rollup = dict(line.split(":", 1) for line in f if ":" in line[:40])
-  kib = lambda text: int(text.split()[0]) * 1024  # noqa: E731
-  return {
-    "peak_rss": kib(status["VmHWM"]),
-    "private": kib(rollup["Private_Clean"]) + kib(rollup["Private_Dirty"]),
-  }
+class _WorkerMemory:
+  """Samples the uploader process's memory every 50 ms while a run trains.
+
+  Its anonymous RSS is the memory it adds: its file-backed pages are
+  TensorFlow's libraries, which the trainer maps too (the same pages).
+  """
+
+  def __init__(self):
+    self.peak_anonymous = 0
+    self.peak_rss = 0
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._sample, daemon=True)
+
+  def __enter__(self) -> "_WorkerMemory":
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self._stop.set()
+    self._thread.join()
+
+  def _sample(self) -> None:
+    while not self._stop.wait(0.05):
+      pid = uploader.shared().pid
+      if pid is None:
+        continue
+      try:
+        with open(f"/proc/{pid}/status") as f:
+          status = dict(line.split(":", 1) for line in f)
+      except OSError:
+        continue  # Ended meanwhile.
+      self.peak_anonymous = max(
+        self.peak_anonymous, int(status["RssAnon"].split()[0]) * 1024
+      )
+      self.peak_rss = max(self.peak_rss, int(status["VmHWM"].split()[0]) * 1024)
 
 
 def _child_floor() -> Dict[str, Any]:
@@ -361,8 +390,9 @@ def _report(
     print(
       "  async uploads from a process of its own: peak RSS "
       f"{max(w['peak_rss'] for w in workers if w) / (1 << 20):.0f} MiB, "
-      "memory of its own (not shared with the trainer) at the end "
-      f"{max(w['private'] for w in workers if w) / (1 << 20):.0f} MiB"
+      "of which anonymous (its own; the rest is TensorFlow's libraries, "
+      "shared with the trainer) "
+      f"{max(w['peak_anonymous'] for w in workers if w) / (1 << 20):.0f} MiB"
     )
 
 

@@ -17,6 +17,7 @@ from unittest import mock
 from absl.testing import absltest
 import tensorflow as tf
 
+from estimator_ckpt._src import async_committer
 from estimator_ckpt._src import scaffold
 from estimator_ckpt._src import snapshot_bundle
 from estimator_ckpt._src import writer_priority
@@ -265,6 +266,34 @@ class WriterPriorityTest(async_fixtures.TestCase):
     thread.start()
     thread.join()
     self.assertEqual(policies, [os.SCHED_OTHER])
+
+  def test_a_save_is_hurried_after_half_the_interval_between_saves(self):
+    times = iter([0.0, 0.2])  # The second save starts 0.2 s after the first.
+    committer = async_committer.Committer(clock=lambda: next(times))
+    lowered = []
+    hurried = threading.Event()
+    done = threading.Event()
+
+    def first():
+      with writer_priority.delegated(lambda: None) as lower:
+        lowered.append(lower)
+
+    def second():
+      with writer_priority.delegated(hurried.set) as lower:
+        lowered.append(lower)
+        # No one waits for this save: only its deadline (0.1 s) hurries it.
+        hurried.wait(timeout=60)
+      done.set()
+
+    # Only the calls are recorded here: no policy changes.
+    with mock.patch.object(writer_priority, "can_restore", lambda: True):
+      committer.start(first, checkpoint="m-1", step=1, previous=None)
+      committer.wait_until_finished()
+      committer.start(second, checkpoint="m-2", step=2, previous="m-1")
+      self.assertTrue(done.wait(timeout=60))
+      self.assertTrue(hurried.is_set())
+      committer.wait_until_finished()
+    self.assertEqual(lowered, [True, True])
 
   def test_not_lowered_outside_a_background_save(self):
     with writer_priority.below_training():

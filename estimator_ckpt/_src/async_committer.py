@@ -5,9 +5,17 @@ A save requested while one is in flight waits for it; a failure is kept
 and raised in the caller's thread at the next save or at
 `wait_until_finished()` (Orbax `AsyncCheckpointer` style) as
 `errors.AsyncSaveError` naming the checkpoint and its step.
+
+A save runs below training's priority (`writer_priority`) for at most
+half the time the last two saves were apart, then at normal priority:
+below training it gets only the CPU time training leaves, none on a CPU
+training keeps busy, and a save still running when the next one is due
+stops training until it ends. The first save, with no interval to go by,
+stays below training until someone waits for it.
 """
 
 import threading
+import time
 from typing import Callable, Optional
 
 import tensorflow as tf
@@ -17,6 +25,10 @@ from estimator_ckpt._src import writer_priority
 
 tf1 = tf.compat.v1
 
+# A save runs below training for this fraction of the time between the
+# last two saves (the time it is expected to have), then at normal priority.
+LOWERED_FRACTION_OF_INTERVAL = 0.5
+
 
 class Committer:
   """Runs one background save at a time; keeps its failure for the caller.
@@ -24,15 +36,19 @@ class Committer:
   `start` waits for the save in flight (raising its failure) before it
   starts the next. Threads are not daemons: the interpreter waits for a
   commit in flight before it exits. Each runs its own CPU work (checksums,
-  copies) below training's priority until someone waits for it
-  (`writer_priority`).
+  copies, an upload's process) below training's priority until someone
+  waits for it or half the last interval between saves has passed
+  (`writer_priority`; the module docstring).
   """
 
-  def __init__(self):
+  def __init__(self, clock: Callable[[], float] = time.monotonic):
+    """A committer; `clock` times the intervals between saves."""
+    self._clock = clock
     self._lock = threading.Lock()
     self._thread: Optional[threading.Thread] = None
     self._failure: Optional[errors.AsyncSaveError] = None
     self._priority: Optional[writer_priority.WriterPriority] = None
+    self._last_start: Optional[float] = None
 
   def start(
     self,
@@ -62,9 +78,21 @@ class Committer:
     self.wait_until_finished()
 
     priority = writer_priority.WriterPriority()
+    now = self._clock()
+    deadline: Optional[threading.Timer] = None
+    if self._last_start is not None:  # The first save has no interval.
+      deadline = threading.Timer(
+        (now - self._last_start) * LOWERED_FRACTION_OF_INTERVAL,
+        priority.hurry,
+      )
+      deadline.daemon = True
+    self._last_start = now
 
     def run():
       try:
+        if deadline is not None:
+          # Started here, at normal priority: its thread must run on time.
+          deadline.start()
         with priority.of_this_thread():
           work()
       except BaseException as e:  # pylint: disable=broad-except
@@ -83,6 +111,9 @@ class Committer:
         if not taken:
           with self._lock:
             self._failure = failure
+      finally:
+        if deadline is not None:
+          deadline.cancel()
 
     thread = threading.Thread(
       target=run, name=f"estimator_ckpt-async-save-{step}", daemon=False

@@ -116,8 +116,10 @@ class WriterPriority:
 
   @contextlib.contextmanager
   def _delegated(self, hurry: Callable[[], None]) -> Iterator[bool]:
+    # As `_lowered`: not for a thread a user put at another policy.
+    lower = can_restore() and os.sched_getscheduler(0) == os.SCHED_OTHER
     with self._lock:
-      lower = can_restore() and not self._hurried
+      lower = lower and not self._hurried
       if lower:
         self._delegates.append(hurry)
     try:

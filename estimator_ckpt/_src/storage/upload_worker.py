@@ -33,7 +33,8 @@ import os
 import shutil
 import sys
 
-_BUFFER_BYTES = 8 << 20
+# Bytes taken from the pipe per append (tensorflow-io buffers its parts).
+_BUFFER_BYTES = 1 << 20
 # Set by the parent: a directory of this worker's own, removed at its exit.
 TMPDIR_VARIABLE = "ESTIMATOR_CKPT_UPLOADER_TMPDIR"
 
@@ -104,7 +105,7 @@ class _FileSystems:
 
 
 def _set_policy_of_every_thread(policy: int) -> None:
-  """This process's threads at `policy` (SCHED_IDLE, or back at OTHER)."""
+  """This process's threads at `policy` (SCHED_IDLE, or back at its own)."""
   for task in os.listdir("/proc/self/task"):
     try:
       os.sched_setscheduler(int(task), policy, os.sched_param(0))
@@ -136,6 +137,8 @@ def main() -> None:
     _answer(sink, {"error": f"{type(e).__name__}: {e}", "code": -1})
     _exit(1)
   _answer(sink, {"ready": True})
+  # Inherited from the thread that started it (a user's SCHED_BATCH stays).
+  own_policy = os.sched_getscheduler(0) if hasattr(os, "SCHED_IDLE") else 0
   while True:
     line = source.readline()
     if not line:
@@ -143,7 +146,7 @@ def main() -> None:
     request = json.loads(line)
     if hasattr(os, "SCHED_IDLE"):
       _set_policy_of_every_thread(
-        os.SCHED_IDLE if request["lower"] else os.SCHED_OTHER
+        os.SCHED_IDLE if request["lower"] else own_policy
       )
     _answer(sink, {"policy": True})
     try:

@@ -94,6 +94,7 @@ class Uploader:
     self._temporary: Optional[str] = None
     self._pid_writing: Optional[int] = None
     self._hurried = False
+    self._worker_policy = 0  # SCHED_OTHER: the policy it started with.
 
   @property
   def pid(self) -> Optional[int]:
@@ -120,6 +121,7 @@ class Uploader:
       errors.CheckpointIOError: The write failed, or the worker ended;
         the message names `path` and the store's error.
     """
+    registry.for_path(path).check_fits(path, size)
     with self._lock:
       process = self._process or self._start(path)
       with self._state:
@@ -146,7 +148,7 @@ class Uploader:
       self._hurried = True
       pid = self._pid_writing
     if pid is not None:
-      _restore_every_thread(pid)
+      _restore_every_thread(pid, self._worker_policy)
 
   def close(self) -> None:
     """Ends the worker (it exits at the end of its input)."""
@@ -164,7 +166,7 @@ class Uploader:
         return answer
       with self._state:  # Hurried before the worker set its policy.
         if self._hurried and lower:
-          _restore_every_thread(process.pid)
+          _restore_every_thread(process.pid, self._worker_policy)
       descriptor = process.stdin.fileno()
       with writer_priority.below_training():
         for piece in pieces:
@@ -184,7 +186,8 @@ class Uploader:
       "TMPDIR": self._temporary,
       upload_worker.TMPDIR_VARIABLE: self._temporary,
     }
-    # Started outside any lowered block: the worker sets its own policy.
+    # Started outside any lowered block: it starts with this thread's policy.
+    self._worker_policy = os.sched_getscheduler(0)
     process = subprocess.Popen(  # pylint: disable=consider-using-with
       [sys.executable, "-I", upload_worker.__file__],
       stdin=subprocess.PIPE,
@@ -253,8 +256,8 @@ def _receive_line(process: subprocess.Popen, path: str) -> Dict:
   }
 
 
-def _restore_every_thread(pid: int) -> None:
-  """The worker's threads back at SCHED_OTHER; again for any it started."""
+def _restore_every_thread(pid: int, policy: int) -> None:
+  """The worker's threads back at `policy`; again for any they started."""
   for _ in range(3):
     restored = 0
     try:
@@ -264,7 +267,7 @@ def _restore_every_thread(pid: int) -> None:
     for task in tasks:
       try:
         if os.sched_getscheduler(int(task)) == os.SCHED_IDLE:
-          os.sched_setscheduler(int(task), os.SCHED_OTHER, os.sched_param(0))
+          os.sched_setscheduler(int(task), policy, os.sched_param(0))
           restored += 1
       except OSError:
         pass  # Ended meanwhile.
