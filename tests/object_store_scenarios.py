@@ -19,7 +19,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Set
+from unittest import mock
 
 from absl import logging
 from absl.testing import parameterized
@@ -29,6 +30,7 @@ import tensorflow as tf
 import estimator_ckpt
 from estimator_ckpt import errors
 from estimator_ckpt._src import destination_lock
+from estimator_ckpt._src import writer_priority
 from estimator_ckpt._src.format import state_file
 from estimator_ckpt._src.storage import uploader
 
@@ -83,13 +85,13 @@ import tensorflow as tf
 from estimator_ckpt._src.storage import registry, uploader
 path = sys.argv[1]
 registry.for_path(path)  # Loads the scheme's file system, as a save does.
-up = uploader.Uploader()
+worker = uploader.Uploader()
 def pieces():
   yield b"a" * (1 << 20)
-  print(up.pid, flush=True)
+  print(worker.pid, flush=True)
   os.kill(os.getpid(), signal.SIGKILL)
   yield b"b" * (1 << 20)
-up.write(path, 2 << 20, pieces(), lower=True)
+worker.write(path, 2 << 20, pieces(), lowered=lambda: True)
 """
 
 
@@ -399,6 +401,14 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
   def test_async_saves_commit_on_the_store(self):
     """async_save=True: same checkpoints as a synchronous run, committed."""
     runs = {}
+    uploaded: List[str] = []
+    real_write = uploader.Uploader.write
+
+    def write(worker, path, *args, **kwargs):
+      uploaded.append(path)
+      real_write(worker, path, *args, **kwargs)
+
+    self.enter_context(mock.patch.object(uploader.Uploader, "write", write))
     for async_save in (False, True):
       model_dir = f"{self.url}/async-{async_save}"
       steps = []
@@ -422,6 +432,7 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
           save_checkpoints_steps=2, keep_checkpoint_max=2
         ),
       )
+      uploaded.clear()
       est.train(
         lambda: guide_models.train_input_fn().repeat(),
         steps=5,
@@ -438,12 +449,27 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
         key: reader.get_tensor(key)
         for key in reader.get_variable_to_shape_map()
       }
-      if async_save:
-        # Written by the uploader process, where it serves.
-        self.assertEqual(
-          uploader.shared().pid is not None, uploader.serves(model_dir)
-        )
       keys = self._keys(f"async-{async_save}")
+      if async_save and uploader.serves(model_dir):
+        # Written by the uploader process: each checkpoint's data files,
+        # then its index.
+        self.assertEqual(
+          [p for p in uploaded if not p.endswith(".index")],
+          [p for p in uploaded if ".data-" in p],
+        )
+        self.assertEqual(
+          [p for p in uploaded if p.endswith(".index")],
+          [f"{model_dir}/model.ckpt-{s}.index" for s in (0, 2, 4, 5)],
+        )
+        self.assertContainsSubset(
+          [f"{model_dir}/{k}" for k in keys if ".data-" in k], uploaded
+        )
+        self.assertLess(
+          uploaded.index(f"{model_dir}/model.ckpt-5.data-00000-of-00002"),
+          uploaded.index(f"{model_dir}/model.ckpt-5.index"),
+        )
+      else:
+        self.assertEqual(uploaded, [])
       self.assertIn("model.ckpt-4.index", keys)
       self.assertNotIn("model.ckpt-2.index", keys)  # Retention.
     self.assertEqual(sorted(runs[False]), sorted(runs[True]))
@@ -461,71 +487,116 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
     return policies
 
   def _uploader(self) -> uploader.Uploader:
-    if not uploader.serves(f"{self.url}/x"):
-      self.skipTest(
-        "this process may not put a thread back from SCHED_IDLE "
-        "(no CAP_SYS_NICE, RLIMIT_NICE below 20): saves upload in process"
-      )
-    up = uploader.Uploader()
-    self.addCleanup(up.close)
-    return up
+    """An uploader of its own (its worker ends with the test)."""
+    worker = uploader.Uploader()
+    self.addCleanup(worker.close)
+    self.assertTrue(worker.start())
+    return worker
+
+  def _read(self, name: str) -> bytes:
+    with tf.io.gfile.GFile(f"{self.url}/{name}", "rb") as f:
+      return f.read()
 
   def test_uploader_writes_below_training_until_hurried(self):
-    up = self._uploader()
+    if not writer_priority.can_restore():
+      self.skipTest(
+        "this process may not put a thread back from SCHED_IDLE (no "
+        "CAP_SYS_NICE, RLIMIT_NICE below 20): saves upload in process"
+      )
+    worker = self._uploader()
     seen = {}
+    hurried = [False]
 
-    def pieces(lowered: str, hurried: Optional[str]):
+    def pieces(name: str, hurry: bool):
       yield b"a" * (1 << 20)
-      assert up.pid is not None
-      seen[lowered] = self._policies(up.pid)
-      if hurried:
-        up.hurry()
-        seen[hurried] = self._policies(up.pid)
+      assert worker.pid is not None
+      seen[name] = self._policies(worker.pid)
+      if hurry:
+        hurried[0] = True
+        worker.hurry()
+        seen[name + ", hurried"] = self._policies(worker.pid)
       yield memoryview(np.arange(1 << 18, dtype=np.int32))
 
     expected = b"a" * (1 << 20) + np.arange(1 << 18, dtype=np.int32).tobytes()
-    path = f"{self.url}/up/lowered"
-    up.write(path, len(expected), pieces("lowered", "hurried"), lower=True)
-    up.write(
-      f"{path}-not", len(expected), pieces("not lowered", None), lower=False
+    for name, lower, hurry in [
+      ("lowered", True, False),
+      ("not lowered", False, False),
+      ("lowered then hurried", True, True),
+    ]:
+      hurried[0] = False
+      worker.write(
+        f"{self.url}/up/{name}",
+        len(expected),
+        pieces(name, hurry),
+        lowered=lambda lower=lower: lower and not hurried[0],
+      )
+      # Between files the worker is back at its own policy.
+      self.assertEqual(self._policies(worker.pid), {os.SCHED_OTHER})
+    self.assertEqual(
+      seen,
+      {
+        "lowered": {os.SCHED_IDLE},
+        "not lowered": {os.SCHED_OTHER},
+        "lowered then hurried": {os.SCHED_IDLE},
+        "lowered then hurried, hurried": {os.SCHED_OTHER},
+      },
     )
-    self.assertEqual(seen["lowered"], {os.SCHED_IDLE})
-    self.assertEqual(seen["hurried"], {os.SCHED_OTHER})
-    self.assertEqual(seen["not lowered"], {os.SCHED_OTHER})
-    for name in ("lowered", "lowered-not"):
-      with tf.io.gfile.GFile(f"{self.url}/up/{name}", "rb") as f:
-        self.assertEqual(f.read(), expected)
-    self.assertEqual(self._keys("up"), ["lowered", "lowered-not"])
+    for name in ("lowered", "not lowered", "lowered then hurried"):
+      self.assertEqual(self._read(f"up/{name}"), expected)
 
   def test_uploader_failure_names_the_file_and_the_next_write_works(self):
-    up = self._uploader()
+    worker = self._uploader()
     missing = f"{self.url}-missing-{secrets.token_hex(4)}/file"
     with self.assertRaisesRegex(errors.CheckpointIOError, re.escape(missing)):
-      up.write(missing, 3, [b"abc"], lower=True)
-    self.assertIsNone(up.pid)  # The worker ended after the failure.
-    up.write(f"{self.url}/after/file", 3, [b"abc"], lower=True)
-    self.assertEqual(self._keys("after"), ["file"])
+      worker.write(missing, 3, [b"abc"], lowered=lambda: True)
+    self.assertIsNone(worker.pid)  # The worker ended after the failure.
+    worker.write(f"{self.url}/after/file", 3, [b"abc"], lowered=lambda: True)
+    self.assertEqual(self._read("after/file"), b"abc")
+
+  def test_uploader_bad_pieces_publish_nothing_and_the_next_write_works(self):
+    worker = self._uploader()
+
+    def failing():
+      yield b"a" * (1 << 20)
+      raise MemoryError("from the test")
+
+    path = f"{self.url}/bad/file"
+    with self.assertRaisesRegex(MemoryError, "from the test"):
+      worker.write(path, 2 << 20, failing(), lowered=lambda: True)
+    for pieces in ([b"abc"], [b"abcde"]):  # Fewer, then more, than 4 bytes.
+      with self.assertRaisesRegex(
+        errors.CheckpointIOError,
+        re.escape(path) + ".* bytes were handed over for 4.*nothing",
+      ):
+        worker.write(path, 4, pieces, lowered=lambda: True)
+    self.assertEqual(self._keys("bad"), [])
+    worker.write(path, 4, [b"ab", b"cd"], lowered=lambda: True)
+    self.assertEqual(self._read("bad/file"), b"abcd")
 
   def test_uploader_killed_mid_file_publishes_nothing(self):
-    up = self._uploader()
+    worker = self._uploader()
 
     def pieces():
       yield b"a" * (1 << 20)
-      assert up.pid is not None
-      os.kill(up.pid, signal.SIGKILL)
+      assert worker.pid is not None
+      os.kill(worker.pid, signal.SIGKILL)
       yield b"b" * (1 << 20)
 
     path = f"{self.url}/killed/file"
     with self.assertRaisesRegex(
-      errors.CheckpointIOError, re.escape(path) + ".*exit code -9"
+      errors.CheckpointIOError,
+      re.escape(path) + ".*killed by signal 9.*nothing of the file",
     ):
-      up.write(path, 2 << 20, pieces(), lower=True)
+      worker.write(path, 2 << 20, pieces(), lowered=lambda: True)
     self.assertEqual(self._keys("killed"), [])
-    up.write(path, 3, [b"abc"], lower=True)  # Another worker.
-    self.assertEqual(self._keys("killed"), ["file"])
+    # Killed between files, it is started again for the next.
+    worker.write(path, 3, [b"abc"], lowered=lambda: True)
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.write(f"{path}2", 3, [b"def"], lowered=lambda: True)
+    self.assertEqual(self._keys("killed"), ["file", "file2"])
 
   def test_trainer_killed_mid_upload_publishes_nothing(self):
-    self._uploader()
     temporary = self.create_tempdir().full_path
     path = f"{self.url}/orphan/file"
     child = subprocess.run(
@@ -538,7 +609,8 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
       timeout=CHILD_TIMEOUT_SECONDS,
     )
     self.assertEqual(child.returncode, -signal.SIGKILL, child.stderr)
-    worker = int(child.stdout.split()[-1])
+    self.assertRegex(child.stdout, r"^\d+\n$", child.stderr)
+    worker = int(child.stdout)
     try:
       exited = os.pidfd_open(worker)
     except ProcessLookupError:

@@ -267,33 +267,60 @@ class WriterPriorityTest(async_fixtures.TestCase):
     thread.join()
     self.assertEqual(policies, [os.SCHED_OTHER])
 
-  def test_a_save_is_hurried_after_half_the_interval_between_saves(self):
-    times = iter([0.0, 0.2])  # The second save starts 0.2 s after the first.
-    committer = async_committer.Committer(clock=lambda: next(times))
-    lowered = []
+  def test_a_save_is_hurried_after_a_quarter_of_the_interval(self):
+    timers = []
+
+    class Timer:
+      """Records the deadline; the test fires it."""
+
+      def __init__(self, seconds, function):
+        self.seconds, self.function = seconds, function
+        self.started = self.cancelled = False
+        timers.append(self)
+
+      def start(self):
+        self.started = True
+
+      def cancel(self):
+        self.cancelled = True
+
+    times = iter([10.0, 14.0])  # The second save starts 4 s after the first.
+    committer = async_committer.Committer(
+      clock=lambda: next(times), timer=Timer
+    )
+    lowered_seen = []
     hurried = threading.Event()
+    deadline_started = threading.Event()
     done = threading.Event()
 
     def first():
-      with writer_priority.delegated(lambda: None) as lower:
-        lowered.append(lower)
+      with writer_priority.delegated(lambda: None) as lowered:
+        lowered_seen.append(lowered())
 
     def second():
-      with writer_priority.delegated(hurried.set) as lower:
-        lowered.append(lower)
-        # No one waits for this save: only its deadline (0.1 s) hurries it.
+      with writer_priority.delegated(hurried.set) as lowered:
+        lowered_seen.append(lowered())
+        deadline_started.set()
         hurried.wait(timeout=60)
+        lowered_seen.append(lowered())
       done.set()
 
     # Only the calls are recorded here: no policy changes.
     with mock.patch.object(writer_priority, "can_restore", lambda: True):
       committer.start(first, checkpoint="m-1", step=1, previous=None)
       committer.wait_until_finished()
+      self.assertEqual(timers, [])  # The first save has no deadline.
       committer.start(second, checkpoint="m-2", step=2, previous="m-1")
+      self.assertTrue(deadline_started.wait(timeout=60))
+      (deadline,) = timers
+      self.assertEqual(deadline.seconds, 1.0)
+      self.assertTrue(deadline.started)
+      deadline.function()  # The deadline passes; no one waits yet.
       self.assertTrue(done.wait(timeout=60))
-      self.assertTrue(hurried.is_set())
       committer.wait_until_finished()
-    self.assertEqual(lowered, [True, True])
+    self.assertTrue(hurried.is_set())
+    self.assertEqual(lowered_seen, [True, True, False])
+    self.assertTrue(deadline.cancelled)  # Once the save ended.
 
   def test_not_lowered_outside_a_background_save(self):
     with writer_priority.below_training():
@@ -304,19 +331,29 @@ class WriterPriorityTest(async_fixtures.TestCase):
     hurried = []
     seen = []
 
-    with priority.of_this_thread():
-      with writer_priority.delegated(lambda: hurried.append(1)) as lower:
-        seen.append(lower)
-        priority.hurry()
-        self.assertEqual(hurried, [1])  # The work in flight is hurried.
-      # Once hurried, work handed over later is not lowered at all.
-      with writer_priority.delegated(lambda: hurried.append(2)) as lower:
-        seen.append(lower)
-    priority.hurry()
-    self.assertEqual(hurried, [1])  # A finished block is not called again.
-    self.assertEqual(seen, [writer_priority.can_restore(), False])
-    with writer_priority.delegated(lambda: hurried.append(3)) as lower:
-      self.assertFalse(lower)  # Not in a background save.
+    # Only the calls are recorded here: no policy changes.
+    with mock.patch.object(writer_priority, "can_restore", lambda: True):
+      with priority.of_this_thread():
+        with writer_priority.delegated(lambda: hurried.append(1)) as lowered:
+          seen.append(lowered())
+          priority.hurry()
+          self.assertEqual(hurried, [1])  # The work in flight is hurried.
+          seen.append(lowered())  # And asked again, it is not lowered.
+        # Once hurried, work handed over later is not lowered at all.
+        with writer_priority.delegated(lambda: hurried.append(2)) as lowered:
+          seen.append(lowered())
+      priority.hurry()
+      self.assertEqual(hurried, [1])  # A block that ended is not called.
+      with writer_priority.delegated(lambda: hurried.append(3)) as lowered:
+        self.assertFalse(lowered())  # Not in a background save.
+    self.assertEqual(seen, [True, False, False])
+
+  def test_work_handed_over_is_not_lowered_where_it_cannot_be_restored(self):
+    priority = writer_priority.WriterPriority()
+    with mock.patch.object(writer_priority, "can_restore", lambda: False):
+      with priority.of_this_thread():
+        with writer_priority.delegated(lambda: None) as lowered:
+          self.assertFalse(lowered())
 
 
 if __name__ == "__main__":

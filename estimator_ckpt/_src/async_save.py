@@ -258,7 +258,7 @@ class SnapshotWriter:
           sess, self._hand_over, self.tensors, prefix, options
         )
         return
-      if uploader.serves(prefix):
+      if uploader.serves(prefix) and uploader.shared().start():
         snapshot_bundle.upload(
           sess,
           self._hand_over,

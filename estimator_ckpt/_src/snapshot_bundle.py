@@ -278,10 +278,10 @@ def upload(
   hand_over: ArrayHandOver,
   tensors: Sequence[BundleTensor],
   prefix: str,
-  to: uploader.Uploader,
+  worker: uploader.Uploader,
   options=None,
 ) -> None:
-  """Writes `tensors` as checkpoint `prefix` on an object store, via `to`.
+  """Writes `tensors` as checkpoint `prefix` on an object store, via `worker`.
 
   The data files first, then the index, each complete once written (an
   object appears whole when its upload ends): a reader never finds an
@@ -293,21 +293,17 @@ def upload(
     hand_over: The snapshot's `ArrayHandOver`.
     tensors: What to write (`hand_over.writable` was True).
     prefix: The checkpoint prefix (`uploader.serves(prefix)`).
-    to: The uploader.
+    worker: The uploader.
     options: `RunOptions` of every run.
   """
   bundle = _bundle(sess, hand_over, tensors, options)
   data = _data_files(prefix, len(bundle.data))
-  with writer_priority.delegated(to.hurry) as lower:
+  with writer_priority.delegated(worker.hurry) as lowered:
     for shard, path in enumerate(data):
-      pieces = [piece for _, piece in sorted(bundle.data[shard], key=_offset)]
-      to.write(path, bundle.sizes[shard], pieces, lower=lower)
+      pieces = [piece for _, piece in bundle.data[shard]]  # Offset order.
+      worker.write(path, bundle.sizes[shard], pieces, lowered=lowered)
     index = bundle_lib.index_filename(prefix)
-    to.write(index, len(bundle.index), [bundle.index], lower=lower)
-
-
-def _offset(segment: Tuple[int, object]) -> int:
-  return segment[0]
+    worker.write(index, len(bundle.index), [bundle.index], lowered=lowered)
 
 
 def _data_files(prefix: str, num_shards: int) -> List[str]:

@@ -115,19 +115,24 @@ class WriterPriority:
         self._lowered_id = None
 
   @contextlib.contextmanager
-  def _delegated(self, hurry: Callable[[], None]) -> Iterator[bool]:
+  def _delegated(
+    self, hurry: Callable[[], None]
+  ) -> Iterator[Callable[[], bool]]:
     # As `_lowered`: not for a thread a user put at another policy.
-    lower = can_restore() and os.sched_getscheduler(0) == os.SCHED_OTHER
+    if not (can_restore() and os.sched_getscheduler(0) == os.SCHED_OTHER):
+      yield _never
+      return
     with self._lock:
-      lower = lower and not self._hurried
-      if lower:
-        self._delegates.append(hurry)
+      self._delegates.append(hurry)
     try:
-      yield lower
+      yield self._not_hurried
     finally:
-      if lower:
-        with self._lock:
-          self._delegates.remove(hurry)
+      with self._lock:
+        self._delegates.remove(hurry)
+
+  def _not_hurried(self) -> bool:
+    with self._lock:
+      return not self._hurried
 
   def hurry(self) -> None:
     """By a waiter, before it waits: the writer back at normal priority."""
@@ -171,17 +176,23 @@ def below_training() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def delegated(hurry: Callable[[], None]) -> Iterator[bool]:
+def delegated(hurry: Callable[[], None]) -> Iterator[Callable[[], bool]]:
   """For work a background save hands to another process (an upload).
 
-  Yields whether that work may run below training: in a background save's
-  thread, not hurried, where it can be restored. Until the block ends, a
-  hurry of the save also calls `hurry`, which puts that work back at
-  normal priority.
+  Yields a function telling whether that work may run below training now:
+  in a background save's thread, where it can be restored, until the save
+  is hurried. Until the block ends, a hurry of the save also calls `hurry`,
+  which puts that work back at normal priority. Ask the function after
+  the work is where `hurry` reaches it, and again once it is lowered: a
+  hurry in between is then never lost.
   """
   priority: Optional[WriterPriority] = getattr(_this_thread, "priority", None)
   if priority is None:
-    yield False
+    yield _never
   else:
-    with priority._delegated(hurry) as lower:  # pylint: disable=protected-access
-      yield lower
+    with priority._delegated(hurry) as lowered:  # pylint: disable=protected-access
+      yield lowered
+
+
+def _never() -> bool:
+  return False

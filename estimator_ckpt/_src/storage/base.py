@@ -46,6 +46,11 @@ class Capabilities:
     os_paths: Its paths are the operating system's own, so other readers
       (TensorFlow's kernels, a symlink to the file) reach a file by the same
       path; a URL is not one.
+    shared_across_processes: An object store that another process of this
+      machine, in this environment, writes as this one does, so
+      asynchronous saves upload through the uploader process
+      (`uploader`); declared for the stores tested so (S3, GCS), not for
+      `ram://` (each process's own memory).
   """
 
   atomic_rename: bool
@@ -53,6 +58,7 @@ class Capabilities:
   durable_fsync: bool
   directories_are_prefixes: bool
   os_paths: bool = False
+  shared_across_processes: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

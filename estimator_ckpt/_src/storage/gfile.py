@@ -26,6 +26,7 @@ write, so values set by then stay as they are.
 """
 
 import contextlib
+import dataclasses
 import importlib
 import os
 import re
@@ -333,6 +334,14 @@ class GfileStorage(base.Storage):
       "credentials and that the store is reachable.",
       filename=path,
     )
+
+
+class ObjectStoreStorage(GfileStorage):
+  """`s3://` and `gs://`: written alike by any process of this machine."""
+
+  capabilities = dataclasses.replace(
+    GfileStorage.capabilities, shared_across_processes=True
+  )
 
 
 def file_url_path(url: str) -> str:

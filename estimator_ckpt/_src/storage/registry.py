@@ -2,7 +2,8 @@
 
 `for_path(path)` is the one place the library asks whether a path is local
 or behind a URL: a path without a scheme is `local.LocalStorage`; `file://`
-is `gfile.FileUrlStorage`; any other scheme is `gfile.GfileStorage`, which
+is `gfile.FileUrlStorage`; `s3://` and `gs://` are
+`gfile.ObjectStoreStorage`; any other scheme is `gfile.GfileStorage`, which
 TensorFlow's `tf.io.gfile` serves (its `FileSystem` registry: one file
 system per scheme). The `gfile` module, and with it TensorFlow, is imported
 only when a URL is used, so the tools on local paths never load TensorFlow.
@@ -28,6 +29,8 @@ _LOCAL = local.LocalStorage()
 _STORAGES: Dict[str, base.Storage] = {}
 _FACTORIES: Dict[str, Callable[[str], base.Storage]] = {}
 _LOCK = threading.Lock()
+# Object stores any process of this machine writes alike (tested so).
+_OBJECT_STORES = frozenset({"s3", "gs"})
 
 
 def scheme(path: str) -> str:
@@ -75,4 +78,6 @@ def _gfile_storage(path: str) -> base.Storage:
 
   if scheme(path) == "file":
     return gfile.FileUrlStorage(module, tf.errors)
+  if scheme(path) in _OBJECT_STORES:
+    return gfile.ObjectStoreStorage(module, tf.errors)
   return gfile.GfileStorage(module, tf.errors)

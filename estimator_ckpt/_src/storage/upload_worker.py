@@ -7,7 +7,7 @@ file systems come from its shared libraries through their C API
 `c_api_experimental.h`), loaded with `ctypes`, so the process holds about
 30 MiB of its own memory where importing `tensorflow` would hold about 200.
 Files are written by the same file system code as `tf.io.gfile` in the
-parent (tensorflow-io's `s3://`, TensorFlow's `gs://`), with the parent's
+parent (tensorflow-io's `s3://`, TensorFlow's `gs://`), in the parent's
 environment (endpoints, credentials, upload limits).
 
 The protocol, each message a JSON line:
@@ -17,21 +17,29 @@ The protocol, each message a JSON line:
   parent: {"path": ..., "size": N, "lower": bool}
   worker: {"policy": true}  (its threads are at SCHED_IDLE if `lower`)
   parent: N bytes
-  worker: {"ok": true} | {"error": ..., "code": ...}
+  worker: {"ok": true} | {"error": ...}
+After each file its threads are back at the policy it started with.
 
 A file is closed (on an object store: uploaded, and only then visible)
-after its last byte arrived. If the parent goes away mid-file (killed), the
-worker exits without closing it, so nothing of it is ever visible. After a
-failure it answers, then exits; the parent starts another for the next
-file. It exits with `os._exit`: TensorFlow's static destructors abort a
-process that loaded it with `ctypes` and exits normally.
+after its last byte arrived. If the parent goes away (killed), the worker
+exits without closing the file it writes, so nothing of it is ever
+visible: it sees the end of its input, or its parent's exit (a pidfd: a
+process the parent forked may hold the pipe open). After a failure it
+answers, then exits; the parent starts another for the next file. It
+always exits with `os._exit`: TensorFlow's static destructors abort a
+process that loaded it with `ctypes` and exits normally. Ctrl-C (SIGINT to
+the process group) is left to the parent, which ends the worker.
 """
 
 import ctypes
 import json
 import os
+import select
 import shutil
+import signal
 import sys
+import threading
+from typing import Any, BinaryIO, Dict, List, NoReturn
 
 # Bytes taken from the pipe per append (tensorflow-io buffers its parts).
 _BUFFER_BYTES = 1 << 20
@@ -40,17 +48,16 @@ TMPDIR_VARIABLE = "ESTIMATOR_CKPT_UPLOADER_TMPDIR"
 
 
 class _FileSystemError(Exception):
-  def __init__(self, message: str, code: int):
-    super().__init__(message)
-    self.code = code
+  """A failed TensorFlow file system call, with its message."""
 
 
 class _FileSystems:
   """TensorFlow's file systems through the C API."""
 
-  def __init__(self, libraries, plugins):
+  def __init__(self, libraries: List[str], plugins: List[str]):
+    """Loads `libraries` (the C API's last) and registers `plugins`."""
     library = None
-    for path in libraries:  # The last one holds the C API functions.
+    for path in libraries:
       library = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     assert library is not None
     self._tf = tf = library
@@ -77,12 +84,11 @@ class _FileSystems:
       self._check(f"registering the file system plugin {plugin}")
 
   def _check(self, what: str) -> None:
-    code = self._tf.TF_GetCode(self._status)
-    if code:
+    if self._tf.TF_GetCode(self._status):
       message = self._tf.TF_Message(self._status).decode(errors="replace")
-      raise _FileSystemError(f"{what}: {message}", code)
+      raise _FileSystemError(f"{what}: {message}")
 
-  def write(self, path: str, size: int, source) -> None:
+  def write(self, path: str, size: int, source: BinaryIO) -> None:
     """Writes `size` bytes read from `source` as `path`, then closes it."""
     handle = ctypes.c_void_p()
     self._tf.TF_NewWritableFile(
@@ -94,7 +100,7 @@ class _FileSystems:
     address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
     left = size
     while left:
-      count = source.readinto(view[: min(left, len(buffer))])
+      count = source.readinto(view[: min(left, len(buffer))])  # type: ignore[attr-defined]
       if not count:
         _exit(1)  # The parent is gone: never close (publish) half a file.
       self._tf.TF_AppendWritableFile(handle, address, count, self._status)
@@ -110,23 +116,35 @@ def _set_policy_of_every_thread(policy: int) -> None:
     try:
       os.sched_setscheduler(int(task), policy, os.sched_param(0))
     except OSError:
-      pass  # Ended, or not allowed back (the parent lowers only if it is).
+      pass  # Ended; or not allowed back: the parent restores them then.
 
 
-def _answer(sink, message) -> None:
-  sink.write(json.dumps(message).encode() + b"\n")
-  sink.flush()
+def _answer(sink: BinaryIO, message: Dict[str, Any]) -> None:
+  try:
+    sink.write(json.dumps(message).encode() + b"\n")
+    sink.flush()
+  except OSError:
+    _exit(1)  # The parent is gone.
 
 
-def _exit(code: int) -> None:
+def _exit(code: int) -> NoReturn:
   directory = os.environ.get(TMPDIR_VARIABLE)
   if directory:
     shutil.rmtree(directory, ignore_errors=True)
   os._exit(code)  # pylint: disable=protected-access
 
 
-def main() -> None:
-  source, sink = sys.stdin.buffer, sys.stdout.buffer
+def _exit_with_parent() -> None:
+  """Exits when the parent does, even if another process holds the pipe."""
+  try:
+    parent = os.pidfd_open(os.getppid())
+  except (AttributeError, OSError):
+    return  # Old kernel: the end of the input still ends the worker.
+  select.select([parent], [], [])
+  _exit(1)
+
+
+def _serve(source: BinaryIO, sink: BinaryIO) -> None:
   line = source.readline()
   if not line:
     _exit(0)
@@ -134,27 +152,43 @@ def main() -> None:
   try:
     file_systems = _FileSystems(config["libraries"], config["plugins"])
   except (OSError, AttributeError, _FileSystemError) as e:
-    _answer(sink, {"error": f"{type(e).__name__}: {e}", "code": -1})
+    _answer(sink, {"error": f"{type(e).__name__}: {e}"})
     _exit(1)
   _answer(sink, {"ready": True})
+  can_lower = hasattr(os, "SCHED_IDLE")
   # Inherited from the thread that started it (a user's SCHED_BATCH stays).
-  own_policy = os.sched_getscheduler(0) if hasattr(os, "SCHED_IDLE") else 0
+  own_policy = os.sched_getscheduler(0) if can_lower else 0
   while True:
     line = source.readline()
     if not line:
       _exit(0)
     request = json.loads(line)
-    if hasattr(os, "SCHED_IDLE"):
-      _set_policy_of_every_thread(
-        os.SCHED_IDLE if request["lower"] else own_policy
-      )
+    if can_lower and request["lower"]:
+      _set_policy_of_every_thread(os.SCHED_IDLE)
     _answer(sink, {"policy": True})
     try:
       file_systems.write(request["path"], request["size"], source)
     except _FileSystemError as e:
-      _answer(sink, {"error": str(e), "code": e.code})
+      _answer(sink, {"error": str(e)})
       _exit(1)
+    if can_lower and request["lower"]:
+      _set_policy_of_every_thread(own_policy)
     _answer(sink, {"ok": True})
+
+
+def main() -> None:
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  # The protocol owns stdout: whatever a library prints goes to stderr.
+  sink = os.fdopen(os.dup(1), "wb")
+  os.dup2(2, 1)
+  threading.Thread(target=_exit_with_parent, daemon=True).start()
+  try:
+    _serve(sys.stdin.buffer, sink)
+  except BaseException:  # pylint: disable=broad-except
+    import traceback  # pylint: disable=g-import-not-at-top
+
+    traceback.print_exc()
+    _exit(1)
 
 
 if __name__ == "__main__":
