@@ -93,6 +93,13 @@ _S3_UPLOAD_LIMITS = flags.DEFINE_bool(
   "(S3_UPLOAD_LIMITS: 4 threads of 8 MiB parts); false keeps its defaults, "
   "which hold a whole data file in memory while it is uploaded.",
 )
+_S3_TLS = flags.DEFINE_bool(
+  "s3_tls",
+  True,
+  "Serve the S3 emulator over HTTPS, as S3 does: over plain HTTP the AWS "
+  "SDK hashes every byte it uploads (SigV4 payload signing), which it does "
+  "not over HTTPS.",
+)
 _ISOLATE_EMULATOR = flags.DEFINE_bool(
   "isolate_emulator",
   True,
@@ -208,7 +215,12 @@ def _child_run() -> Dict[str, Any]:
   periods = list(np.diff(timer.starts))
   return {
     "uploader": (
-      {"peak_rss": worker.peak_rss, "peak_anonymous": worker.peak_anonymous}
+      {
+        "peak_rss": worker.peak_rss,
+        "peak_anonymous": worker.peak_anonymous,
+        # The first save (step 0) is one of its saves too.
+        "cpu_per_save": worker.cpu_seconds / (len(commits.committed) or 1),
+      }
       if worker.peak_rss
       else None
     ),
@@ -232,6 +244,7 @@ class _WorkerMemory:
   def __init__(self):
     self.peak_anonymous = 0
     self.peak_rss = 0
+    self.cpu_seconds = 0.0  # Of all its threads, at the last sample.
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -251,8 +264,11 @@ class _WorkerMemory:
       try:
         with open(f"/proc/{pid}/status") as f:
           status = dict(line.split(":", 1) for line in f)
+        with open(f"/proc/{pid}/stat") as f:
+          ticks = f.read().rsplit(")", 1)[1].split()[11:13]  # utime, stime
       except OSError:
         continue  # Ended meanwhile.
+      self.cpu_seconds = sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK")
       self.peak_anonymous = max(
         self.peak_anonymous, int(status["RssAnon"].split()[0]) * 1024
       )
@@ -392,7 +408,10 @@ def _report(
       f"{max(w['peak_rss'] for w in workers if w) / (1 << 20):.0f} MiB, "
       "of which anonymous (its own; the rest is TensorFlow's libraries, "
       "shared with the trainer) "
-      f"{max(w['peak_anonymous'] for w in workers if w) / (1 << 20):.0f} MiB"
+      f"{max(w['peak_anonymous'] for w in workers if w) / (1 << 20):.0f} MiB;"
+      " its CPU per save "
+      f"{statistics.median(w['cpu_per_save'] for w in workers if w) * 1e3:.0f}"
+      " ms"
     )
 
 
@@ -417,12 +436,12 @@ def _parent() -> None:
   s3_cpus, emulator_cpus = _cpus()
   server = None
   if "s3" in _STORES.value:
-    server = s3_server.S3Server(cpus=emulator_cpus)
+    server = s3_server.S3Server(cpus=emulator_cpus, tls=_S3_TLS.value)
     server.start()
     server.create_bucket(_BUCKET)
     s3_env.update(server.environ())
     print(
-      f"s3: moto {s3_server.moto_version()} on CPUs "
+      f"s3: {server.description()} on CPUs "
       f"{sorted(emulator_cpus) if emulator_cpus else 'any'}, runs on CPUs "
       f"{sorted(s3_cpus) if s3_cpus else 'any'}; tensorflow-io "
       + (" ".join(f"{k}={v}" for k, v in upload_limits.items()) or "defaults")
