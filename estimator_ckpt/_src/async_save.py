@@ -258,14 +258,10 @@ class SnapshotWriter:
           sess, self._hand_over, self.tensors, prefix, options
         )
         return
-      if uploader.serves(prefix) and uploader.shared().start():
+      worker = uploader.shared() if uploader.serves(prefix) else None
+      if worker is not None and worker.start():
         snapshot_bundle.upload(
-          sess,
-          self._hand_over,
-          self.tensors,
-          prefix,
-          uploader.shared(),
-          options,
+          sess, self._hand_over, self.tensors, prefix, worker, options
         )
         return
     saver_def = self.saver.saver_def

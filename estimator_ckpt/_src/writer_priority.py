@@ -93,9 +93,7 @@ class WriterPriority:
 
   @contextlib.contextmanager
   def _lowered(self) -> Iterator[None]:
-    # Only a thread at the default policy: one a user put at SCHED_BATCH,
-    # SCHED_IDLE or a real-time policy keeps it.
-    lower = can_restore() and os.sched_getscheduler(0) == os.SCHED_OTHER
+    lower = _may_lower_this_thread()
     if lower:
       with self._lock:
         lower = not self._hurried
@@ -118,8 +116,7 @@ class WriterPriority:
   def _delegated(
     self, hurry: Callable[[], None]
   ) -> Iterator[Callable[[], bool]]:
-    # As `_lowered`: not for a thread a user put at another policy.
-    if not (can_restore() and os.sched_getscheduler(0) == os.SCHED_OTHER):
+    if not _may_lower_this_thread():
       yield _never
       return
     with self._lock:
@@ -147,6 +144,20 @@ class WriterPriority:
       delegate()
 
 
+def _may_lower_this_thread() -> bool:
+  """Where it can be restored, and only from the default policy.
+
+  A thread a user put at SCHED_BATCH, SCHED_IDLE or a real-time policy
+  keeps it, and so does work it hands over.
+  """
+  return can_restore() and os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+def _priority_of_this_thread() -> Optional[WriterPriority]:
+  """The background save this thread runs (`of_this_thread`), if any."""
+  return getattr(_this_thread, "priority", None)
+
+
 def _set_policy(thread_id: int, policy: int) -> None:
   """`sched_setscheduler`; a refusal is logged (the save goes on)."""
   try:
@@ -167,7 +178,7 @@ def below_training() -> Iterator[None]:
   hurried, or where the thread could not be restored. Only for the
   writer's own CPU work: start no thread and call no library that may.
   """
-  priority: Optional[WriterPriority] = getattr(_this_thread, "priority", None)
+  priority = _priority_of_this_thread()
   if priority is None:
     yield
   else:
@@ -186,7 +197,7 @@ def delegated(hurry: Callable[[], None]) -> Iterator[Callable[[], bool]]:
   the work is where `hurry` reaches it, and again once it is lowered: a
   hurry in between is then never lost.
   """
-  priority: Optional[WriterPriority] = getattr(_this_thread, "priority", None)
+  priority = _priority_of_this_thread()
   if priority is None:
     yield _never
   else:

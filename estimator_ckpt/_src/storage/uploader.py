@@ -255,15 +255,13 @@ class Uploader:
       if lower and not lowered():  # Hurried before the worker lowered.
         self.hurry()
       sent = 0
-      descriptor = process.stdin.fileno()
       with writer_priority.below_training():
         for piece in pieces:
           view = memoryview(piece).cast("B")
           sent += len(view)
           if sent > size:
             break
-          while view:
-            view = view[os.write(descriptor, view) :]
+          _write_all(process, view)
       if sent != size:
         raise _ProtocolError(
           f"{sent if sent <= size else 'more'} bytes were handed over "
@@ -366,8 +364,12 @@ class Uploader:
 
 def _send_line(process: subprocess.Popen, message: Dict[str, Any]) -> None:
   """Writes one JSON line to the worker."""
+  _write_all(process, memoryview(json.dumps(message).encode() + b"\n"))
+
+
+def _write_all(process: subprocess.Popen, view: memoryview) -> None:
+  """Writes all of `view` to the worker's input (unbuffered, no copy)."""
   assert process.stdin is not None
-  view = memoryview(json.dumps(message).encode() + b"\n")
   descriptor = process.stdin.fileno()
   while view:
     view = view[os.write(descriptor, view) :]
