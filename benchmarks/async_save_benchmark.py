@@ -36,6 +36,14 @@ file in memory while it is uploaded). Printed per saver and store:
                 the first step after it);
   throughput    steps/s of the run over the same run's without saves
                 (target for async: >= 0.9 where tf1 is < 0.5);
+  CPU/save      the CPU time a save costs: per step of the training loop,
+                the process's CPU (all its threads) over the same run's
+                without saves, times `--save_steps`, plus (async on s3)
+                the uploader's CPU per save. Where the run without saves
+                keeps all its CPUs busy (the header says how many it
+                uses), no priority can hide it: throughput is then at
+                most T / (T + CPU/save / CPUs), T the time N steps take
+                without saves;
   peak RSS      of the run's process, beside the table size (target for
                 async: <= table + one snapshot + 64 MiB over `none`'s).
                 On s3 async uploads from a process of its own
@@ -167,6 +175,9 @@ def _child_run() -> Dict[str, Any]:
 
     def before_run(self, run_context):
       self.starts.append(time.perf_counter())
+      self.cpu_last = time.process_time()  # Of all this process's threads.
+      if len(self.starts) == 1:
+        self.cpu_first = self.cpu_last
       return tf1.train.SessionRunArgs(self._step)
 
     def after_run(self, run_context, run_values):
@@ -227,6 +238,7 @@ def _child_run() -> Dict[str, Any]:
     "periods": periods,
     "steps_after": timer.steps[: len(periods)],
     "loop_secs": timer.starts[-1] - timer.starts[0],
+    "loop_cpu_secs": timer.cpu_last - timer.cpu_first,
     "loop_steps": len(periods),
     "train_secs": total,
     # The first save (step 0, before training) is not one of training's.
@@ -365,25 +377,40 @@ def _run_child(
 
 
 def _report(
-  store: str, table_mib: int, repeats: List[Dict[str, Any]], floor: float
+  store: str,
+  table_mib: int,
+  repeats: List[Dict[str, Any]],
+  floor: float,
+  cpus: int,
 ) -> None:
   """Prints one table: medians over `repeats` (each a run per saver)."""
 
   def rate(result):
     return result["loop_steps"] / result["loop_secs"]
 
+  def cpu_per_step(result):
+    return result["loop_cpu_secs"] / result["loop_steps"]
+
+  def cpu_per_save(result, none):
+    """CPU a save costs over `none`: the trainer's and its uploader's."""
+    worker = result.get("uploader") or {"cpu_per_save": 0.0}
+    over = cpu_per_step(result) - cpu_per_step(none)
+    return over * _SAVE_STEPS.value + worker["cpu_per_save"]
+
   none = [r["none"] for r in repeats]
   base_step = statistics.median(1 / rate(n) for n in none)
+  busy = statistics.median(n["loop_cpu_secs"] / n["loop_secs"] for n in none)
   print(
     f"\n{store}, table {table_mib} MiB in {_PARTITIONS.value} parts, "
     f"save every {_SAVE_STEPS.value} steps, {len(repeats)} run(s) each; "
     f"snapshot floor {floor * 1e3:.1f} ms; step without saves "
-    f"{base_step * 1e3:.2f} ms; peak RSS without saves "
-    f"{max(n['peak_rss'] for n in none) / (1 << 20):.0f} MiB"
+    f"{base_step * 1e3:.2f} ms, using {busy:.2f} CPUs of {cpus}; peak RSS "
+    f"without saves {max(n['peak_rss'] for n in none) / (1 << 20):.0f} MiB"
   )
   print(
     f"  {'saver':6} {'blocked/save':>13} {'xfloor':>7} {'committed':>10} "
-    f"{'throughput':>11} {'(range)':>12} {'peak RSS':>9} {'train()':>8}"
+    f"{'throughput':>11} {'(range)':>12} {'CPU/save':>9} {'peak RSS':>9} "
+    f"{'train()':>8}"
   )
   for saver in _SAVERS.value:
     runs = [r[saver] for r in repeats]
@@ -394,10 +421,11 @@ def _report(
     )
     ratios = sorted(rate(r[saver]) / rate(r["none"]) for r in repeats)
     spread = f"{ratios[0]:.2f}-{ratios[-1]:.2f}" if len(ratios) > 1 else ""
+    cpu = statistics.median(cpu_per_save(r[saver], r["none"]) for r in repeats)
     print(
       f"  {saver:6} {blocked * 1e3:10.1f} ms {blocked / floor:6.1f}x "
       f"{committed * 1e3:7.0f} ms {statistics.median(ratios):10.2f}x "
-      f"{spread:>12} "
+      f"{spread:>12} {cpu * 1e3:6.0f} ms "
       f"{max(r['peak_rss'] for r in runs) / (1 << 20):5.0f} MiB"
       f" {statistics.median(r['train_secs'] for r in runs):6.1f} s"
     )
@@ -464,7 +492,13 @@ def _parent() -> None:
               model_dir = os.path.join(work, str(size), name)
             results[saver] = _run_child(saver, model_dir, size, store_env, cpus)
           repeats.append(results)
-        _report(store, size, repeats, floor["floor_secs"])
+        _report(
+          store,
+          size,
+          repeats,
+          floor["floor_secs"],
+          len(cpus or os.sched_getaffinity(0)),
+        )
         sys.stdout.flush()
   finally:
     if server is not None:

@@ -47,7 +47,10 @@ class WriterPriorityTest(async_fixtures.TestCase):
   """A save's checksums run at SCHED_IDLE until someone waits for it."""
 
   def _held_save(self, release):
-    """Runs a save whose first checksum waits for `go`, set by `release`.
+    """Runs a second save whose first checksum waits for `go`.
+
+    The first save runs at normal priority (no interval to go by), so it
+    is only made and awaited; the second is held, `go` set by `release`.
 
     `release(go, looked, copied)` is called once the writer is in its
     first checksum; the test then waits for the save.
@@ -62,8 +65,11 @@ class WriterPriorityTest(async_fixtures.TestCase):
     """
     seen = {}
 
+    armed = threading.Event()  # Set once the first save is committed.
+
     def look(phase):
-      seen.setdefault(phase, os.sched_getscheduler(0))
+      if armed.is_set():
+        seen.setdefault(phase, os.sched_getscheduler(0))
 
     entered, go, looked, copied = (threading.Event() for _ in range(4))
     real_crc = snapshot_bundle._masked_crc  # pylint: disable=protected-access
@@ -72,7 +78,7 @@ class WriterPriorityTest(async_fixtures.TestCase):
     real_write_at = direct_copy._write_at  # pylint: disable=protected-access
 
     def crc(p, arrays):
-      if not entered.is_set():
+      if armed.is_set() and not entered.is_set():
         look("checksum")
         entered.set()
         go.wait(timeout=30)  # Fails the test, not hangs it, if never set.
@@ -89,7 +95,8 @@ class WriterPriorityTest(async_fixtures.TestCase):
 
       def looking_fill(view, offset):
         look("copy")
-        copied.set()
+        if armed.is_set():
+          copied.set()
         fill(view, offset)
 
       return looking_fill
@@ -106,6 +113,8 @@ class WriterPriorityTest(async_fixtures.TestCase):
         (direct_copy, "write_segments", write_segments),
         (direct_copy, "_segments_fill", segments_fill),
         (direct_copy, "_write_at", write_at),
+        # No deadline hurries the held save.
+        (async_committer, "LOWERED_FRACTION_OF_INTERVAL", 1e6),
       ]:
         patches.enter_context(mock.patch.object(module, name, replacement))
       async_fixtures.model()
@@ -115,6 +124,9 @@ class WriterPriorityTest(async_fixtures.TestCase):
       saver.build()
       with tf1.Session() as sess:
         sess.run(tf1.global_variables_initializer())
+        saver.save_async(sess, os.path.join(model_dir, "m"), global_step=0)
+        saver.wait_until_finished()
+        armed.set()
         saver.save_async(sess, os.path.join(model_dir, "m"), global_step=1)
         self.assertTrue(entered.wait(timeout=60))
         release(go, looked, copied)
@@ -309,7 +321,8 @@ class WriterPriorityTest(async_fixtures.TestCase):
     with mock.patch.object(writer_priority, "can_restore", lambda: True):
       committer.start(first, checkpoint="m-1", step=1, previous=None)
       committer.wait_until_finished()
-      self.assertEqual(timers, [])  # The first save has no deadline.
+      # The first save has no interval to go by: never lowered, no deadline.
+      self.assertEqual(timers, [])
       committer.start(second, checkpoint="m-2", step=2, previous="m-1")
       self.assertTrue(deadline_started.wait(timeout=60))
       (deadline,) = timers
@@ -319,7 +332,7 @@ class WriterPriorityTest(async_fixtures.TestCase):
       self.assertTrue(done.wait(timeout=60))
       committer.wait_until_finished()
     self.assertTrue(hurried.is_set())
-    self.assertEqual(lowered_seen, [True, True, False])
+    self.assertEqual(lowered_seen, [False, True, False])
     self.assertTrue(deadline.cancelled)  # Once the save ended.
 
   def test_not_lowered_outside_a_background_save(self):
