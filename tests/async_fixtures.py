@@ -44,7 +44,7 @@ class Gate:
     self.prefixes = []
     self.fail_at = fail_at  # Prefix suffix whose write fails.
 
-  def write(self, parts, sess, saver, prefix):
+  def write(self, parts, sess, saver, prefix, *args):
     with self.lock:
       self.in_flight += 1
       self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -60,7 +60,7 @@ class Gate:
         raise tf.errors.ResourceExhaustedError(
           None, None, f"{prefix}: No space left on device (injected)"
         )
-      _REAL_WRITE(parts, sess, saver, prefix)
+      return _REAL_WRITE(parts, sess, saver, prefix, *args)
     finally:
       with self.lock:
         self.in_flight -= 1
@@ -68,8 +68,8 @@ class Gate:
   def patch(self):
     gate = self
 
-    def write(parts, sess, saver, prefix):
-      gate.write(parts, sess, saver, prefix)
+    def write(parts, sess, saver, prefix, *args):
+      return gate.write(parts, sess, saver, prefix, *args)
 
     return mock.patch.object(async_save.AsyncParts, "write", write)
 

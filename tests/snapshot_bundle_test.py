@@ -25,6 +25,7 @@ from tensorflow.python.training.saving import saveable_object_util
 import estimator_ckpt
 from estimator_ckpt._src import async_save
 from estimator_ckpt._src import snapshot_bundle
+from estimator_ckpt._src import tf2_saver
 from estimator_ckpt._src.format import bundle
 from estimator_ckpt._src.storage import direct_copy
 
@@ -91,8 +92,12 @@ def _tensors(prefix):
 
 
 class SnapshotBundleTest(parameterized.TestCase, tf.test.TestCase):
-  def _save_both(self, variables, work):
-    """Saves `variables` with the sharded Saver and with the writer."""
+  def _save_both(self, variables, work, aliases=snapshot_bundle.NO_ALIASES):
+    """Saves `variables` with the sharded Saver and with the writer.
+
+    With `aliases`, the sharded Saver's checkpoint gets them as a
+    synchronous save adds them (`tf2_saver.add_aliases`).
+    """
     stock = tf1.train.Saver(variables, sharded=True)
     snapshot = async_save.Snapshot(_saveables(variables))
     writer = snapshot.writer()
@@ -107,6 +112,7 @@ class SnapshotBundleTest(parameterized.TestCase, tf.test.TestCase):
         write_meta_graph=False,
         write_state=False,
       )
+      tf2_saver.add_aliases(stock_prefix, aliases)
       sess.run(snapshot.take)
       written = []
       real_write = snapshot_bundle.write
@@ -117,7 +123,7 @@ class SnapshotBundleTest(parameterized.TestCase, tf.test.TestCase):
 
       ours = os.path.join(work, "ours", "m")
       with mock.patch.object(snapshot_bundle, "write", spy):
-        writer.write(sess, ours, _IN_THREAD)
+        self.assertTrue(writer.write(sess, ours, _IN_THREAD, aliases))
       self.assertEqual(written, [ours])  # Not SaveV2.
       values = sess.run(variables)
     return stock_prefix, ours, values
@@ -151,6 +157,29 @@ class SnapshotBundleTest(parameterized.TestCase, tf.test.TestCase):
         tf1.train.Saver(variables).restore(sess, ours)
         for value, restored in zip(values, sess.run(variables)):
           np.testing.assert_array_equal(value, restored)
+
+  def test_the_index_holds_the_aliases_a_synchronous_save_adds(self):
+    # Written once, where a synchronous save rewrites its index: the same
+    # bytes. A whole tensor, a partitioned one (its slices too), an int64.
+    aliases = {
+      b"tf1/big": b"big",
+      b"tf1/uneven": b"uneven",
+      b"tf1/placed": b"placed",
+    }
+    work = self.create_tempdir().full_path
+    with tf.Graph().as_default():
+      variables = _variables()
+      stock, ours, _ = self._save_both(variables, work, aliases)
+    with open(stock + ".index", "rb") as f:
+      expected_bytes = f.read()
+    with open(ours + ".index", "rb") as f:
+      self.assertEqual(f.read(), expected_bytes)
+    actual = _tensors(ours)
+    for alias, target in aliases.items():
+      np.testing.assert_array_equal(
+        actual[alias.decode()], actual[target.decode()]
+      )
+    estimator_ckpt.verify(ours, against=stock)
 
   def test_a_failed_write_leaves_nothing_behind(self):
     work = self.create_tempdir().full_path

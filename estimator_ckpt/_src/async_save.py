@@ -38,7 +38,7 @@ finalized; nothing is added to the graph at save time.
 
 import numbers
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
@@ -249,27 +249,37 @@ class SnapshotWriter:
     self.tensors = tensors
 
   def write(
-    self, sess, prefix: str, options: Optional[config_pb2.RunOptions]
-  ) -> None:
-    """Writes checkpoint `prefix`; `options` set when run in this thread."""
+    self,
+    sess,
+    prefix: str,
+    options: Optional[config_pb2.RunOptions],
+    aliases: Mapping[bytes, bytes] = snapshot_bundle.NO_ALIASES,
+  ) -> bool:
+    """Writes checkpoint `prefix`; `options` set when run in this thread.
+
+    Returns:
+      Whether the index holds `aliases` (alias key -> saved key): this
+      process wrote it. Otherwise (`SaveV2`) the caller adds them.
+    """
     if options is not None and self._hand_over.writable and _cpu_only(sess):
       if _on_local_disk(prefix):
         snapshot_bundle.write(
-          sess, self._hand_over, self.tensors, prefix, options
+          sess, self._hand_over, self.tensors, prefix, options, aliases
         )
-        return
+        return True
       worker = uploader.shared() if uploader.serves(prefix) else None
       if worker is not None and worker.start():
         snapshot_bundle.upload(
-          sess, self._hand_over, self.tensors, prefix, worker, options
+          sess, self._hand_over, self.tensors, prefix, worker, options, aliases
         )
-        return
+        return True
     saver_def = self.saver.saver_def
     sess.run(
       saver_def.save_tensor_name,
       {saver_def.filename_tensor_name: prefix},
       options=options,
     )
+    return not aliases
 
 
 def _cpu_only(sess) -> bool:
@@ -349,9 +359,19 @@ class AsyncParts:
     if tf1_rename is not None:
       self.tf1_writer = self.snapshot.writer(rename=tf1_rename, skip=tf1_skip)
 
-  def write(self, sess, writer: SnapshotWriter, prefix: str) -> None:
-    """Writes the snapshot to checkpoint `prefix` with `writer`."""
-    writer.write(sess, prefix, self._run_options(sess))
+  def write(
+    self,
+    sess,
+    writer: SnapshotWriter,
+    prefix: str,
+    aliases: Mapping[bytes, bytes] = snapshot_bundle.NO_ALIASES,
+  ) -> bool:
+    """Writes the snapshot to checkpoint `prefix` with `writer`.
+
+    Returns:
+      Whether the index holds `aliases` (`SnapshotWriter.write`).
+    """
+    return writer.write(sess, prefix, self._run_options(sess), aliases)
 
   def _run_options(self, sess) -> Optional[config_pb2.RunOptions]:
     """Options running a background step in the calling thread, if possible.
@@ -381,6 +401,7 @@ class AsyncParts:
     saver: saver_lib.Saver,
     prefix: str,
     *,
+    aliases: Mapping[bytes, bytes],
     tf1_saver: Optional[saver_lib.Saver],
     tf1_dir: str,
     latest_filename: Optional[str],
@@ -395,6 +416,8 @@ class AsyncParts:
       sess: The training session.
       saver: The `Tf2Saver` (its meta graph, aliases, state, retention).
       prefix: The checkpoint to write.
+      aliases: The saver's aliases (alias key -> saved key): in the index
+        as it is written, or added to it after (`SaveV2`).
       tf1_saver: The saver of the `also_write_tf1` copy, or None.
       tf1_dir: Where the copy goes.
       latest_filename: As `Saver.save`.
@@ -404,7 +427,7 @@ class AsyncParts:
       save_debug_info: As `Saver.save`.
     """
     assert self.writer is not None
-    self.write(sess, self.writer, prefix)
+    aliased = self.write(sess, self.writer, prefix, aliases)
     meta = meta_graph_file(prefix, meta_graph_suffix)
     if write_meta_graph and save_debug_info:
       with sess.graph.as_default():
@@ -415,7 +438,8 @@ class AsyncParts:
         )
     elif write_meta_graph:
       self.meta_graph.write(saver, sess.graph, meta, strip_default_attrs)
-    saver._add_aliases(prefix)  # pylint: disable=protected-access
+    if not aliased:
+      saver._add_aliases(prefix)  # pylint: disable=protected-access
     durable.commit_state(
       saver, prefix, latest_filename, meta_graph_suffix, True
     )

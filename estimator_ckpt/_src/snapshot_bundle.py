@@ -27,7 +27,8 @@ import dataclasses
 import os
 import shutil
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+import types
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +37,7 @@ from tensorflow.python.framework import ops
 from tensorflow.python.framework import tensor_util
 
 from estimator_ckpt._src import writer_priority
+from estimator_ckpt._src.format import aliases as aliases_lib
 from estimator_ckpt._src.format import bundle as bundle_lib
 from estimator_ckpt._src.format import crc32c
 from estimator_ckpt._src.format import dtypes
@@ -50,6 +52,8 @@ tf1 = tf.compat.v1
 # Files are staged in `prefix + STAGING_SUFFIX/` (a directory of this writer
 # alone: SaveV2 stages in `prefix_temp/`).
 STAGING_SUFFIX = "_async_temp"
+# No alias keys (`write`, `upload`).
+NO_ALIASES: Mapping[bytes, bytes] = types.MappingProxyType({})
 # Fixed-size types whose checkpoint bytes are their numpy bytes, each
 # checked against SaveV2 (snapshot_bundle_test). Not int4 and uint4
 # (TensorFlow packs them) nor the quantized types but qint8: SaveV2's.
@@ -201,9 +205,19 @@ class _Bundle:
 
 
 def _bundle(
-  sess, hand_over: "ArrayHandOver", tensors: Sequence[BundleTensor], options
+  sess,
+  hand_over: "ArrayHandOver",
+  tensors: Sequence[BundleTensor],
+  options,
+  aliases: Mapping[bytes, bytes],
+  index_path: str,
 ) -> _Bundle:
-  """Hands the snapshot over, lays it out and checksums it (below training)."""
+  """Hands the snapshot over, lays it out and checksums it (below training).
+
+  The index also holds `aliases` (alias key -> saved key), each a second
+  key of its target's value (`aliases.alias_entries`): written once, where
+  a synchronous save rewrites the index it wrote (`tf2_saver.add_aliases`).
+  """
   arrays = hand_over.arrays(sess, options)
   placed, full_entries, num_shards = _layout(tensors, arrays)
   # CPU work of this thread alone (no thread starts, no TensorFlow call).
@@ -220,9 +234,10 @@ def _bundle(
   header.num_shards = num_shards
   header.endianness = protos.LITTLE_ENDIAN
   header.version.producer = bundle_lib.BUNDLE_VERSION
-  index = bundle_lib.encode_index(
-    header, [(p.key, p.entry) for p in placed] + list(full_entries.items())
-  )
+  entries = {p.key: p.entry for p in placed}
+  entries.update(full_entries)
+  entries.update(aliases_lib.alias_entries(entries, aliases, index_path))
+  index = bundle_lib.encode_index(header, entries.items())
   return _Bundle(data, sizes, index)
 
 
@@ -232,6 +247,7 @@ def write(
   tensors: Sequence[BundleTensor],
   prefix: str,
   options=None,
+  aliases: Mapping[bytes, bytes] = NO_ALIASES,
 ) -> None:
   """Writes `tensors` as checkpoint `prefix` (one data file, then the index).
 
@@ -245,14 +261,15 @@ def write(
     tensors: What to write (`hand_over.writable` was True).
     prefix: The checkpoint prefix, on a local disk.
     options: `RunOptions` of every run.
+    aliases: Alias key -> saved key, added to the index (`_bundle`).
   """
   staging = prefix + STAGING_SUFFIX
   shutil.rmtree(staging, ignore_errors=True)  # Of a save killed here.
   os.mkdir(staging)  # The model dir must exist, as for SaveV2.
   try:
-    bundle = _bundle(sess, hand_over, tensors, options)
-    data = _data_files(prefix, len(bundle.data))
     index = bundle_lib.index_filename(prefix)
+    bundle = _bundle(sess, hand_over, tensors, options, aliases, index)
+    data = _data_files(prefix, len(bundle.data))
     staged = {
       path: os.path.join(staging, os.path.basename(path))
       for path in data + [index]
@@ -280,6 +297,7 @@ def upload(
   prefix: str,
   worker: uploader.Uploader,
   options=None,
+  aliases: Mapping[bytes, bytes] = NO_ALIASES,
 ) -> None:
   """Writes `tensors` as checkpoint `prefix` on an object store, via `worker`.
 
@@ -295,14 +313,15 @@ def upload(
     prefix: The checkpoint prefix (`uploader.serves(prefix)`).
     worker: The uploader.
     options: `RunOptions` of every run.
+    aliases: Alias key -> saved key, added to the index (`_bundle`).
   """
-  bundle = _bundle(sess, hand_over, tensors, options)
+  index = bundle_lib.index_filename(prefix)
+  bundle = _bundle(sess, hand_over, tensors, options, aliases, index)
   data = _data_files(prefix, len(bundle.data))
   with writer_priority.delegated(worker.hurry) as lowered:
     for shard, path in enumerate(data):
       pieces = [piece for _, piece in bundle.data[shard]]  # Offset order.
       worker.write(path, bundle.sizes[shard], pieces, lowered=lowered)
-    index = bundle_lib.index_filename(prefix)
     worker.write(index, len(bundle.index), [bundle.index], lowered=lowered)
 
 

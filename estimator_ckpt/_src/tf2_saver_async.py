@@ -9,7 +9,7 @@ as a synchronous save commits it, one at a time. `AsyncCheckpointSaverHook`
 
 import os
 import threading
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import async_save as async_lib
@@ -23,6 +23,7 @@ class AsyncSaving:
   """`save_async` and its waits, for `Tf2Saver` (a mixin; see the module)."""
 
   _async: Optional[async_lib.AsyncParts]
+  _aliases: Mapping[bytes, bytes]  # Alias key -> saved key.
   _tf1_saver: Any
   # (session, prefix, latest_filename) of the save `_expect_duplicate_save`
   # announced; consumed by the next `save` (see there).
@@ -96,6 +97,7 @@ class AsyncSaving:
         sess,
         self,
         prefix,
+        aliases=self._aliases,
         tf1_saver=self._tf1_saver,
         tf1_dir=os.path.join(os.path.dirname(save_path), TF1_SUBDIR),
         latest_filename=latest_filename,
