@@ -6,7 +6,7 @@ pauses the background save of step STEP at POINT, printing
 `PAUSED <point> <prefix>` so the parent can SIGKILL it there:
 
 * `before_write`: the snapshot is taken, nothing of the checkpoint written;
-* `after_write`: its data and index written (no aliases, no fsync, no meta);
+* `after_write`: its data and index (with aliases) written; no fsync, no meta;
 * `before_state`: written, aliased and fsynced; the state file not updated;
 * `after_state`: the state file names it; retention not yet applied.
 
@@ -37,12 +37,13 @@ def _patch(point: str, step: int) -> None:
   fsync_checkpoint = durable.fsync_checkpoint
   fsync_state = durable.fsync_state
 
-  def patched_write(parts, sess, saver, prefix):
+  def patched_write(parts, sess, saver, prefix, *args):
     if prefix.endswith(suffix) and point == "before_write":
       _pause(point, prefix)
-    write(parts, sess, saver, prefix)
+    aliased = write(parts, sess, saver, prefix, *args)
     if prefix.endswith(suffix) and point == "after_write":
       _pause(point, prefix)
+    return aliased
 
   def patched_fsync_checkpoint(prefix):
     fsync_checkpoint(prefix)

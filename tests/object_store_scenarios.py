@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any, Dict, List, Set
 from unittest import mock
 
@@ -409,6 +410,14 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
       real_write(worker, path, *args, **kwargs)
 
     self.enter_context(mock.patch.object(uploader.Uploader, "write", write))
+    started_in: List[str] = []  # The threads that asked for the worker.
+    real_start = uploader.Uploader.start
+
+    def start(worker):
+      started_in.append(threading.current_thread().name)
+      return real_start(worker)
+
+    self.enter_context(mock.patch.object(uploader.Uploader, "start", start))
     for async_save in (False, True):
       model_dir = f"{self.url}/async-{async_save}"
       steps = []
@@ -433,6 +442,7 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
         ),
       )
       uploaded.clear()
+      started_in.clear()
       est.train(
         lambda: guide_models.train_input_fn().repeat(),
         steps=5,
@@ -451,6 +461,9 @@ class Scenarios(parameterized.TestCase, tf.test.TestCase):
       }
       keys = self._keys(f"async-{async_save}")
       if async_save and uploader.serves(model_dir):
+        # Started by the first save in training's thread, before the first
+        # step, not by its background write.
+        self.assertEqual(started_in[0], threading.current_thread().name)
         # Written by the uploader process: each checkpoint's data files,
         # then its index.
         self.assertEqual(

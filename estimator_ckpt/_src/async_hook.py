@@ -100,19 +100,16 @@ class AsyncCheckpointSaverHook(basic_session_run_hooks.CheckpointSaverHook):
     super().after_create_session(session, coord)
 
   def after_run(self, run_context, run_values):
+    # After every training step: the cheap checks first.
     stale_step = int(run_values.results)
-    if self._previous_stale_step is not None:
-      self._steps_per_run = max(
-        self._steps_per_run, stale_step - self._previous_stale_step
-      )
-    self._previous_stale_step = stale_step
+    previous, self._previous_stale_step = self._previous_stale_step, stale_step
+    if previous is not None and stale_step - previous > self._steps_per_run:
+      self._steps_per_run = stale_step - previous
     super().after_run(run_context, run_values)
+    if self._pending_step is None:
+      return
     saver = self._async_saver()
-    if (
-      saver is not None
-      and self._pending_step is not None
-      and not saver.save_in_flight()
-    ):
+    if saver is not None and not saver.save_in_flight():
       if self._finish(run_context.session):
         run_context.request_stop()
 

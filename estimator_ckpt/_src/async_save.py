@@ -261,18 +261,17 @@ class SnapshotWriter:
       Whether the index holds `aliases` (alias key -> saved key): this
       process wrote it. Otherwise (`SaveV2`) the caller adds them.
     """
-    if options is not None and self._hand_over.writable and _cpu_only(sess):
-      if _on_local_disk(prefix):
-        snapshot_bundle.write(
-          sess, self._hand_over, self.tensors, prefix, options, aliases
-        )
-        return True
-      worker = uploader.shared() if uploader.serves(prefix) else None
-      if worker is not None and worker.start():
-        snapshot_bundle.upload(
-          sess, self._hand_over, self.tensors, prefix, worker, options, aliases
-        )
-        return True
+    if self._in_process(sess, options) and _on_local_disk(prefix):
+      snapshot_bundle.write(
+        sess, self._hand_over, self.tensors, prefix, options, aliases
+      )
+      return True
+    worker = self.uploader_for(sess, prefix, options)
+    if worker is not None:
+      snapshot_bundle.upload(
+        sess, self._hand_over, self.tensors, prefix, worker, options, aliases
+      )
+      return True
     saver_def = self.saver.saver_def
     sess.run(
       saver_def.save_tensor_name,
@@ -280,6 +279,21 @@ class SnapshotWriter:
       options=options,
     )
     return not aliases
+
+  def uploader_for(
+    self, sess, prefix: str, options: Optional[config_pb2.RunOptions]
+  ) -> Optional[uploader.Uploader]:
+    """The uploader process that writes `prefix`, started; None if none."""
+    if not self._in_process(sess, options) or _on_local_disk(prefix):
+      return None
+    if not uploader.serves(prefix):
+      return None
+    worker = uploader.shared()
+    return worker if worker.start() else None
+
+  def _in_process(self, sess, options: Optional[config_pb2.RunOptions]) -> bool:
+    """Whether this process lays the snapshot out (no SaveV2)."""
+    return options is not None and self._hand_over.writable and _cpu_only(sess)
 
 
 def _cpu_only(sess) -> bool:
@@ -346,6 +360,7 @@ class AsyncParts:
     self.snapshot: Optional[Snapshot] = None
     self.writer: Optional[SnapshotWriter] = None
     self.tf1_writer: Optional[SnapshotWriter] = None
+    self._uploader_started = False
 
   def build(
     self,
@@ -358,6 +373,18 @@ class AsyncParts:
     self.writer = self.snapshot.writer()
     if tf1_rename is not None:
       self.tf1_writer = self.snapshot.writer(rename=tf1_rename, skip=tf1_skip)
+
+  def start_uploader(self, sess, prefix: str) -> None:
+    """Starts the uploader process that will write `prefix`, if any.
+
+    Once, in the caller's thread (the first save, before training's first
+    step): its start, loading TensorFlow's libraries (about 0.1 s of CPU),
+    is then not CPU work competing with training in the background.
+    """
+    if self._uploader_started or self.writer is None:
+      return
+    self._uploader_started = True
+    self.writer.uploader_for(sess, prefix, self._run_options(sess))
 
   def write(
     self,

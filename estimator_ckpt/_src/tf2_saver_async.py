@@ -90,6 +90,7 @@ class AsyncSaving:
     parts.committer.wait_until_finished()
     prefix = async_lib.checkpoint_file(sess, save_path, global_step)
     assert parts.snapshot is not None  # Built with the saver.
+    parts.start_uploader(sess, prefix)
     sess.run(parts.snapshot.take)
 
     def write_and_commit():
