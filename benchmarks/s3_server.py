@@ -15,19 +15,28 @@ tensorflow-io 0.36.0 (the release for TensorFlow 2.15) reads S3_ENDPOINT
 credential variables; S3_USE_HTTPS is TensorFlow's own S3 client's setting
 (removed from TensorFlow in 2.6) and is set too for older stacks.
 
-`S3Server(tls=True)` serves HTTPS, as S3 does (moto's `--ssl`: a
-certificate made at start, so the client does not verify it). Over plain
+`S3Server(tls=True)` serves HTTPS, as S3 does (a certificate made at start,
+as moto's `--ssl` makes one, so the client does not verify it). Over plain
 HTTP the AWS SDK signs every byte it uploads (SigV4 payload hashing), which
 it does not over HTTPS: measured here, an upload of 64 MiB took the client
 about 0.22 s of CPU over HTTP and 0.10 to 0.17 s over HTTPS. The benchmark
 uses TLS; the tests need not.
 
-Run as a module (`python -m benchmarks.s3_server --port=N`) it is moto's
-`moto_server` with one change, `_serve_ranges_from_the_buffer`: moto 5.2
-answers every ranged GET by reading the whole object (`FakeKey.value`) and
-slicing it, so each request costs the object's size. TensorFlow reads an
-object in 128 KiB to 512 KiB ranged GETs, which makes reading a 1 GiB object
-take hours. Real S3 costs a ranged GET its range; so does this server.
+Run as a module (`python -m benchmarks.s3_server --port=N`) it serves
+moto's S3 application (what `moto_server` serves) with two changes:
+
+* It is served by cheroot (HTTP/1.1, keep-alive, TLS), as S3 keeps a
+  client's connections open. `moto_server`'s werkzeug development server
+  answers every request with `Connection: close` (and drains the socket
+  after each, so it cannot simply keep them): every request of
+  tensorflow-io's AWS SDK opened a new TCP connection and TLS session
+  (about 0.7 ms of the client's CPU each, some 35 requests a checkpoint).
+* `_serve_ranges_from_the_buffer`: moto 5.2 answers every ranged GET by
+  reading the whole object (`FakeKey.value`) and slicing it, so each
+  request costs the object's size. TensorFlow reads an object in 128 KiB
+  to 512 KiB ranged GETs, which makes reading a 1 GiB object take hours.
+  Real S3 costs a ranged GET its range; so does this server.
+
 Everything else (the HTTP API, listing, multipart uploads, errors) is moto's.
 """
 
@@ -48,6 +57,9 @@ import urllib.error
 import urllib.request
 
 _HOST = "127.0.0.1"
+# Connections served at once: tensorflow-io's executor threads (4 in the
+# benchmark) and the tests' clients, each kept alive between requests.
+_SERVER_THREADS = 16
 _START_TIMEOUT_SECONDS = 60.0
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
 # How children reach the server; none of it is a real credential.
@@ -302,11 +314,30 @@ def main(argv: Sequence[str]) -> None:
   if "cpus" in values:
     os.sched_setaffinity(0, {int(c) for c in values["cpus"].split(",")})
   _serve_ranges_from_the_buffer()
-  from moto import server  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from cheroot import wsgi
+  from cheroot.ssl import builtin
+  from moto.moto_server import werkzeug_app
+  from werkzeug import serving
 
-  with contextlib.suppress(KeyboardInterrupt):
-    tls = ["--ssl"] if values.get("tls") == "1" else []
-    server.main(["--host", _HOST, "--port", values["port"], *tls])
+  # pylint: enable=g-import-not-at-top
+  os.environ.setdefault("MOTO_PORT", values["port"])  # As moto_server sets.
+  server = wsgi.Server(
+    (_HOST, int(values["port"])),
+    werkzeug_app.DomainDispatcherApplication(werkzeug_app.create_backend_app),
+    numthreads=_SERVER_THREADS,
+  )
+  with tempfile.TemporaryDirectory(prefix="s3_server.") as work:
+    if values.get("tls") == "1":
+      # A certificate made at start, as moto_server's `--ssl` makes one.
+      cert, key = serving.make_ssl_devcert(
+        os.path.join(work, "server"), host=_HOST
+      )
+      server.ssl_adapter = builtin.BuiltinSSLAdapter(cert, key)
+    # safe_start stops the server on SystemExit, as on KeyboardInterrupt.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
+      server.safe_start()
 
 
 if __name__ == "__main__":
