@@ -215,7 +215,7 @@ def _child_run() -> Dict[str, Any]:
   commits = Commits()
   steps = _SAVES.value * _SAVE_STEPS.value + 2
   start = time.perf_counter()
-  with _WorkerMemory() as worker:
+  with _UploaderUsage() as worker:
     est.train(
       input_fn,
       steps=steps,
@@ -246,8 +246,8 @@ def _child_run() -> Dict[str, Any]:
   }
 
 
-class _WorkerMemory:
-  """Samples the uploader process's memory every 50 ms while a run trains.
+class _UploaderUsage:
+  """Samples the uploader process's memory and CPU every 50 ms in a run.
 
   Its anonymous RSS is the memory it adds: its file-backed pages are
   TensorFlow's libraries, which the trainer maps too (the same pages).
@@ -260,7 +260,7 @@ class _WorkerMemory:
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._sample, daemon=True)
 
-  def __enter__(self) -> "_WorkerMemory":
+  def __enter__(self) -> "_UploaderUsage":
     self._thread.start()
     return self
 
@@ -430,16 +430,16 @@ def _report(
       f" {statistics.median(r['train_secs'] for r in runs):6.1f} s"
     )
   workers = [r["async"].get("uploader") for r in repeats if "async" in r]
-  if any(workers):
+  workers = [w for w in workers if w]
+  if workers:
     print(
       "  async uploads from a process of its own: peak RSS "
-      f"{max(w['peak_rss'] for w in workers if w) / (1 << 20):.0f} MiB, "
+      f"{max(w['peak_rss'] for w in workers) / (1 << 20):.0f} MiB, "
       "of which anonymous (its own; the rest is TensorFlow's libraries, "
       "shared with the trainer) "
-      f"{max(w['peak_anonymous'] for w in workers if w) / (1 << 20):.0f} MiB;"
+      f"{max(w['peak_anonymous'] for w in workers) / (1 << 20):.0f} MiB;"
       " its CPU per save "
-      f"{statistics.median(w['cpu_per_save'] for w in workers if w) * 1e3:.0f}"
-      " ms"
+      f"{statistics.median(w['cpu_per_save'] for w in workers) * 1e3:.0f} ms"
     )
 
 

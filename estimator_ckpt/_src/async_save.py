@@ -261,17 +261,18 @@ class SnapshotWriter:
       Whether the index holds `aliases` (alias key -> saved key): this
       process wrote it. Otherwise (`SaveV2`) the caller adds them.
     """
-    if self._in_process(sess, options) and _on_local_disk(prefix):
-      snapshot_bundle.write(
-        sess, self._hand_over, self.tensors, prefix, options, aliases
-      )
-      return True
-    worker = self.uploader_for(sess, prefix, options)
-    if worker is not None:
-      snapshot_bundle.upload(
-        sess, self._hand_over, self.tensors, prefix, worker, options, aliases
-      )
-      return True
+    if self._in_process(sess, options):
+      if _on_local_disk(prefix):
+        snapshot_bundle.write(
+          sess, self._hand_over, self.tensors, prefix, options, aliases
+        )
+        return True
+      worker = _started_uploader(prefix)
+      if worker is not None:
+        snapshot_bundle.upload(
+          sess, self._hand_over, self.tensors, prefix, worker, options, aliases
+        )
+        return True
     saver_def = self.saver.saver_def
     sess.run(
       saver_def.save_tensor_name,
@@ -286,14 +287,19 @@ class SnapshotWriter:
     """The uploader process that writes `prefix`, started; None if none."""
     if not self._in_process(sess, options) or _on_local_disk(prefix):
       return None
-    if not uploader.serves(prefix):
-      return None
-    worker = uploader.shared()
-    return worker if worker.start() else None
+    return _started_uploader(prefix)
 
   def _in_process(self, sess, options: Optional[config_pb2.RunOptions]) -> bool:
     """Whether this process lays the snapshot out (no SaveV2)."""
     return options is not None and self._hand_over.writable and _cpu_only(sess)
+
+
+def _started_uploader(prefix: str) -> Optional[uploader.Uploader]:
+  """The shared uploader, started, if it serves `prefix`; else None."""
+  if not uploader.serves(prefix):
+    return None
+  worker = uploader.shared()
+  return worker if worker.start() else None
 
 
 def _cpu_only(sess) -> bool:
