@@ -165,8 +165,9 @@ class WriterPriorityTest(async_fixtures.TestCase):
 
   def test_lowers_and_restores_in_order(self):
     # The calls themselves, whatever this process may do: a thread at the
-    # default policy is lowered in the block and restored at its end, and a
-    # waiter restores it by its id first.
+    # default policy is lowered in the block, gives up its CPU at once (a
+    # change of policy alone does not reschedule) and is restored at its
+    # end, and a waiter restores it by its id first.
     calls = []
     hurried_inside = threading.Event()
     priority = writer_priority.WriterPriority()
@@ -174,6 +175,9 @@ class WriterPriorityTest(async_fixtures.TestCase):
     def record(thread_id, policy, param):
       del param
       calls.append((thread_id, policy))
+
+    def record_yield():
+      calls.append("yield")
 
     def writer(hurry):
       with priority.of_this_thread(), writer_priority.below_training():
@@ -187,7 +191,10 @@ class WriterPriorityTest(async_fixtures.TestCase):
 
     writer_ids = []
     with mock.patch.object(writer_priority, "can_restore", lambda: True):
-      with mock.patch.object(writer_priority.os, "sched_setscheduler", record):
+      with (
+        mock.patch.object(writer_priority.os, "sched_setscheduler", record),
+        mock.patch.object(writer_priority.os, "sched_yield", record_yield),
+      ):
         for hurry in (False, True):
           thread = threading.Thread(target=writer, args=(hurry,))
           thread.start()
@@ -197,8 +204,8 @@ class WriterPriorityTest(async_fixtures.TestCase):
     self.assertEqual(
       calls,
       [
-        (0, idle), "inside", (0, other),
-        (0, idle), "inside", (writer_ids[1], other), (0, other),
+        (0, idle), "yield", "inside", (0, other),
+        (0, idle), "yield", "inside", (writer_ids[1], other), (0, other),
       ],
     )  # fmt: skip
 
