@@ -42,6 +42,7 @@ from absl import logging
 
 from estimator_ckpt import errors
 from estimator_ckpt._src import writer_priority
+from estimator_ckpt._src.storage import loaded_libraries
 from estimator_ckpt._src.storage import registry
 from estimator_ckpt._src.storage import upload_worker
 
@@ -66,23 +67,9 @@ class _EndedBetweenFilesError(Exception):
   """The worker had ended (killed while idle) before it took the file."""
 
 
-def _mapped_files() -> Dict[str, str]:
-  """Base name -> path of the shared objects this process has mapped."""
-  mapped: Dict[str, str] = {}
-  try:
-    with open("/proc/self/maps") as maps:
-      for line in maps:
-        path = line.split(maxsplit=5)[-1].strip()
-        if path.startswith("/"):
-          mapped.setdefault(os.path.basename(path), path)
-  except OSError:
-    pass
-  return mapped
-
-
 def _libraries_and_plugins() -> Optional[Tuple[List[str], List[str]]]:
   """What the worker loads; None where TensorFlow's libraries are not."""
-  mapped = _mapped_files()
+  mapped = loaded_libraries.mapped_files()
   if not all(name in mapped for name in _LIBRARIES):
     return None
   return (
