@@ -15,9 +15,11 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from estimator_ckpt import errors
 from estimator_ckpt import keys
 from estimator_ckpt._src import async_save
 from estimator_ckpt._src import scaffold
+from estimator_ckpt._src import snapshot_bundle
 from estimator_ckpt._src.storage import local
 
 from tests import async_fixtures
@@ -176,6 +178,42 @@ class OneInFlightTest(async_fixtures.TestCase):
         saver.wait_until_finished()
         self.assertFalse(any(sess.run(is_initialized)))
 
+  def test_the_snapshot_handed_over_at_the_take_is_let_go_at_the_end(self):
+    # The take hands the snapshot over in the caller's run; the write finds
+    # it kept, and the save lets it go (its memory) whether it failed or not.
+    model_dir = self.model_dir()
+    os.makedirs(model_dir)
+    held_while_writing = []
+
+    def write_segments(path, size, segments):
+      del path, size, segments
+      held_while_writing.append(hand_over._arrays is not None)
+      raise OSError(28, "No space left on device")
+
+    with tf.Graph().as_default():
+      step, train = async_fixtures.model()
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      hand_over = saver._async.snapshot.hand_over
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        prefix = os.path.join(model_dir, "model.ckpt")
+        sess.run(train)
+        saver.save_async(sess, prefix, global_step=step)
+        saver.wait_until_finished()
+        self.assertIsNone(hand_over._arrays)
+        sess.run(train)
+        with mock.patch.object(
+          snapshot_bundle.direct_copy, "write_segments", write_segments
+        ):
+          saver.save_async(sess, prefix, global_step=step)
+          with self.assertRaisesRegex(
+            errors.AsyncSaveError, r"model\.ckpt-2.*No space left"
+          ):
+            saver.wait_until_finished()
+        self.assertEqual(held_while_writing, [True])
+        self.assertIsNone(hand_over._arrays)
+
 
 class DuplicateSaveTest(async_fixtures.TestCase):
   """`save` after `_expect_duplicate_save` (the hook under a cluster).
@@ -326,7 +364,8 @@ class BackgroundThreadTest(async_fixtures.TestCase):
             sess, os.path.join(model_dir, "model.ckpt"), global_step=step
           )
           saver.wait_until_finished()
-    self.assertLen(seen, 2)  # The write and the release.
+    # The release. The write ran none: the take handed the snapshot over.
+    self.assertLen(seen, 1)
     for options in seen:
       self.assertEqual(options.inter_op_thread_pool, -1)
     self.assertEqual(async_fixtures.tensors(path)[keys.STEP_KEY], 1)

@@ -100,7 +100,7 @@ class Snapshot:
     on_local_cpu: Whether every snapshot variable is on this process's CPU
       (as requested): then one executor runs a save of the snapshot.
     hand_over: Hands the snapshot to this process for
-      `snapshot_bundle.write`.
+      `snapshot_bundle.write` (its `take_and_hand_over` runs `take` too).
   """
 
   def __init__(self, saveables: Sequence[saveable_object.SaveableObject]):
@@ -172,7 +172,7 @@ class Snapshot:
           )
       self.release = control_flow_ops.group(*destroys, name="release")
       self.on_local_cpu = _one_local_cpu(devices)
-      self.hand_over.finish(in_process=self.on_local_cpu)
+      self.hand_over.finish(in_process=self.on_local_cpu, take=self.take)
 
   def writer(
     self, rename: Optional[Dict[str, str]] = None, skip=()
@@ -245,6 +245,7 @@ class SnapshotWriter:
     tensors: List[snapshot_bundle.BundleTensor],
   ):
     self._hand_over = snapshot.hand_over
+    self._take = snapshot.take
     self.saver = saver
     self.tensors = tensors
 
@@ -288,6 +289,19 @@ class SnapshotWriter:
     if not self._in_process(sess, options) or _on_local_disk(prefix):
       return None
     return _started_uploader(prefix)
+
+  def take(self, sess, options: Optional[config_pb2.RunOptions]) -> None:
+    """Takes the snapshot, handed over at once where `write` lays it out.
+
+    Then the background save starts with no `session.run` (it would run
+    at training's priority, in training's next step), and `write` finds
+    the arrays kept, until the save ends (`AsyncParts.write_and_commit`).
+    """
+    take_and_hand_over = self._hand_over.take_and_hand_over
+    if take_and_hand_over is not None and self._in_process(sess, options):
+      sess.run(take_and_hand_over)
+    else:
+      sess.run(self._take)
 
   def _in_process(self, sess, options: Optional[config_pb2.RunOptions]) -> bool:
     """Whether this process lays the snapshot out (no SaveV2)."""
@@ -392,6 +406,15 @@ class AsyncParts:
     self._uploader_started = True
     self.writer.uploader_for(sess, prefix, self._run_options(sess))
 
+  def take(self, sess) -> None:
+    """Takes the snapshot (one `session.run`, in the caller's thread).
+
+    Where this process writes it, the snapshot is handed over in the same
+    run and kept until the save ends (`write_and_commit`).
+    """
+    assert self.writer is not None
+    self.writer.take(sess, self._run_options(sess))
+
   def write(
     self,
     sess,
@@ -459,35 +482,42 @@ class AsyncParts:
       strip_default_attrs: As `Saver.save`.
       save_debug_info: As `Saver.save`.
     """
-    assert self.writer is not None
-    aliased = self.write(sess, self.writer, prefix, aliases)
-    meta = meta_graph_file(prefix, meta_graph_suffix)
-    if write_meta_graph and save_debug_info:
-      with sess.graph.as_default():
-        saver.export_meta_graph(
-          meta,
-          strip_default_attrs=strip_default_attrs,
-          save_debug_info=save_debug_info,
+    assert self.writer is not None and self.snapshot is not None
+    try:
+      aliased = self.write(sess, self.writer, prefix, aliases)
+      meta = meta_graph_file(prefix, meta_graph_suffix)
+      if write_meta_graph and save_debug_info:
+        with sess.graph.as_default():
+          saver.export_meta_graph(
+            meta,
+            strip_default_attrs=strip_default_attrs,
+            save_debug_info=save_debug_info,
+          )
+      elif write_meta_graph:
+        self.meta_graph.write(saver, sess.graph, meta, strip_default_attrs)
+      if not aliased:
+        saver._add_aliases(prefix)  # pylint: disable=protected-access
+      durable.commit_state(
+        saver, prefix, latest_filename, meta_graph_suffix, True
+      )
+      if self.tf1_writer is not None and tf1_saver is not None:
+        registry.for_path(tf1_dir).makedirs(tf1_dir)
+        tf1_prefix = os.path.join(tf1_dir, os.path.basename(prefix))
+        self.write(sess, self.tf1_writer, tf1_prefix)
+        if write_meta_graph:
+          self.tf1_meta_graph.write(
+            tf1_saver,
+            sess.graph,
+            meta_graph_file(tf1_prefix, meta_graph_suffix),
+            strip_default_attrs,
+          )
+        durable.commit_state(
+          tf1_saver, tf1_prefix, None, meta_graph_suffix, True
         )
-    elif write_meta_graph:
-      self.meta_graph.write(saver, sess.graph, meta, strip_default_attrs)
-    if not aliased:
-      saver._add_aliases(prefix)  # pylint: disable=protected-access
-    durable.commit_state(
-      saver, prefix, latest_filename, meta_graph_suffix, True
-    )
-    if self.tf1_writer is not None and tf1_saver is not None:
-      registry.for_path(tf1_dir).makedirs(tf1_dir)
-      tf1_prefix = os.path.join(tf1_dir, os.path.basename(prefix))
-      self.write(sess, self.tf1_writer, tf1_prefix)
-      if write_meta_graph:
-        self.tf1_meta_graph.write(
-          tf1_saver,
-          sess.graph,
-          meta_graph_file(tf1_prefix, meta_graph_suffix),
-          strip_default_attrs,
-        )
-      durable.commit_state(tf1_saver, tf1_prefix, None, meta_graph_suffix, True)
+    finally:
+      # Failed or not, the snapshot `take` handed over is not held on to;
+      # before the release, which then frees its memory.
+      self.snapshot.hand_over.drop()
     self.release(sess)
 
   def release(self, sess) -> None:

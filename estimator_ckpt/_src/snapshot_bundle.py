@@ -97,14 +97,21 @@ class ArrayHandOver:
   """The op handing the snapshot variables to this process, uncopied.
 
   Built with the snapshot: `variable` and `constant` for each saved tensor,
-  then `finish`.
+  then `finish`. The snapshot is handed over in the run that takes it
+  (`take_and_hand_over`, in the caller's thread, so the background save's
+  first CPU work is no `session.run`) and kept until `drop`; or by a run of
+  its own in `arrays`.
 
   Attributes:
     writable: Whether `write` can write the snapshot.
+    take_and_hand_over: The op taking the snapshot and handing it over in
+      one run (None where nothing is handed over). The arrays are kept
+      until `drop()`.
   """
 
   def __init__(self):
     self.writable = sys.byteorder == "little"
+    self.take_and_hand_over: Optional[tf.Tensor] = None
     self._reads: List[Tuple] = []  # (read callable, device)
     self._op: Optional[tf.Tensor] = None
     self._arrays: Optional[Tuple[np.ndarray, ...]] = None
@@ -148,24 +155,33 @@ class ArrayHandOver:
       constant_shape=tuple(value.shape),
     )
 
-  def finish(self, in_process: bool) -> None:
-    """Builds the op, where `write` may run: snapshot in this process's CPU.
+  def finish(self, in_process: bool, take: tf.Operation) -> None:
+    """Builds the ops, where `write` may run: snapshot in this process's CPU.
 
     On a cluster (`in_process` False) nothing is built: the snapshot stays
     on each ps, which writes its own shards with `SaveV2`.
+
+    Args:
+      in_process: Whether every snapshot variable is on this process's CPU.
+      take: The op taking the snapshot (`take_and_hand_over` runs it).
     """
     if not (in_process and self.writable):
       self.writable = False
       return
     if not self._reads:
       return
+    self._op = self._hand_over_op("arrays")
+    with ops.control_dependencies([take]):
+      self.take_and_hand_over = self._hand_over_op("take_and_arrays")
+
+  def _hand_over_op(self, name: str) -> tf.Tensor:
     inputs = []
     for read, device in self._reads:
       with ops.device(device):
         inputs.append(read())
     with ops.device(None):  # PyFunc has a CPU kernel only.
-      self._op = tf1.numpy_function(
-        self._hand_over, inputs, tf.int64, stateful=True, name="arrays"
+      return tf1.numpy_function(
+        self._hand_over, inputs, tf.int64, stateful=True, name=name
       )
 
   def _hand_over(self, *arrays: np.ndarray) -> np.int64:
@@ -173,9 +189,16 @@ class ArrayHandOver:
     return np.int64(len(arrays))
 
   def arrays(self, sess, options) -> Tuple[np.ndarray, ...]:
-    """The snapshot variables' values: arrays over their buffers."""
+    """The snapshot variables' values: arrays over their buffers.
+
+    Those `take_and_hand_over` handed over, if kept; else handed over by a
+    run of their own (with `options`) and not kept.
+    """
     if self._op is None:
       return ()
+    arrays = self._arrays
+    if arrays is not None:
+      return arrays
     try:
       sess.run(self._op, options=options)
       arrays = self._arrays
@@ -183,6 +206,14 @@ class ArrayHandOver:
       self._arrays = None  # Never pins a snapshot past its save.
     assert arrays is not None
     return arrays
+
+  def drop(self) -> None:
+    """Lets go of the arrays `take_and_hand_over` handed over, if any.
+
+    They hold the snapshot's memory: a save drops them as it ends, whether
+    it succeeded or not.
+    """
+    self._arrays = None
 
 
 @dataclasses.dataclass
@@ -219,25 +250,26 @@ def _bundle(
   a synchronous save rewrites the index it wrote (`tf2_saver.add_aliases`).
   """
   arrays = hand_over.arrays(sess, options)
-  placed, full_entries, num_shards = _layout(tensors, arrays)
-  # CPU work of this thread alone (no thread starts, no TensorFlow call).
+  # CPU work of this thread alone (no thread starts, no TensorFlow call):
+  # all of it, the layout's Python too, runs in the time training leaves.
   with writer_priority.below_training():
+    placed, full_entries, num_shards = _layout(tensors, arrays)
     for p in placed:
       p.entry.crc32c = _masked_crc(p, arrays)
-  data: List[List[Tuple[int, object]]] = []
-  sizes = []
-  for shard in range(num_shards):
-    in_shard = [p for p in placed if p.entry.shard_id == shard]
-    data.append([(p.entry.offset, _bytes_of(p, arrays)) for p in in_shard])
-    sizes.append(max((p.entry.offset + p.size for p in in_shard), default=0))
-  header = protos.BundleHeaderProto()
-  header.num_shards = num_shards
-  header.endianness = protos.LITTLE_ENDIAN
-  header.version.producer = bundle_lib.BUNDLE_VERSION
-  entries = {p.key: p.entry for p in placed}
-  entries.update(full_entries)
-  entries.update(aliases_lib.alias_entries(entries, aliases, index_path))
-  index = bundle_lib.encode_index(header, entries.items())
+    data: List[List[Tuple[int, object]]] = []
+    sizes = []
+    for shard in range(num_shards):
+      in_shard = [p for p in placed if p.entry.shard_id == shard]
+      data.append([(p.entry.offset, _bytes_of(p, arrays)) for p in in_shard])
+      sizes.append(max((p.entry.offset + p.size for p in in_shard), default=0))
+    header = protos.BundleHeaderProto()
+    header.num_shards = num_shards
+    header.endianness = protos.LITTLE_ENDIAN
+    header.version.producer = bundle_lib.BUNDLE_VERSION
+    entries = {p.key: p.entry for p in placed}
+    entries.update(full_entries)
+    entries.update(aliases_lib.alias_entries(entries, aliases, index_path))
+    index = bundle_lib.encode_index(header, entries.items())
   return _Bundle(data, sizes, index)
 
 

@@ -89,9 +89,8 @@ class AsyncSaving:
     parts = self._async
     parts.committer.wait_until_finished()
     prefix = async_lib.checkpoint_file(sess, save_path, global_step)
-    assert parts.snapshot is not None  # Built with the saver.
     parts.start_uploader(sess, prefix)
-    sess.run(parts.snapshot.take)
+    parts.take(sess)
 
     def write_and_commit():
       parts.write_and_commit(
@@ -110,14 +109,19 @@ class AsyncSaving:
 
     previous = self.last_checkpoints[-1] if self.last_checkpoints else None
     step = int(prefix.rsplit("-", 1)[1]) if global_step is not None else None
-    parts.committer.start(
-      write_and_commit,
-      checkpoint=prefix,
-      step=step,
-      previous=previous,
-      on_thread=on_thread,
-      on_failure=on_failure,
-    )
+    try:
+      parts.committer.start(
+        write_and_commit,
+        checkpoint=prefix,
+        step=step,
+        previous=previous,
+        on_thread=on_thread,
+        on_failure=on_failure,
+      )
+    except BaseException:
+      assert parts.snapshot is not None  # Built with the saver.
+      parts.snapshot.hand_over.drop()  # No save will write it.
+      raise
     return prefix
 
   def _expect_duplicate_save(
