@@ -2,9 +2,11 @@
 
 TensorFlow's `SaveV2` writes a checkpoint through the page cache. On a local
 disk the background save of `async_save` writes the snapshot itself instead
-(`write`): one `session.run` hands every snapshot variable to Python without
-a copy (`ArrayHandOver`: a `numpy_function` receives its CPU inputs as
-arrays that alias the tensors' buffers); the bytes are checksummed and
+(`write`): the `session.run` taking the snapshot hands every snapshot
+variable to Python without a copy (`ArrayHandOver`: a `numpy_function`
+receives its CPU inputs as arrays that alias the tensors' buffers), so the
+background thread starts with no `session.run`; the bytes are laid out and
+checksummed below training's priority (`writer_priority`), and
 written O_DIRECT (`storage.direct_copy.write_segments`), then the index
 (`format.bundle.encode_index`). The files are those the sharded `Saver`
 writes for the same tensors, byte for byte: one data file per device, each
