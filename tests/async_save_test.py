@@ -215,6 +215,70 @@ class OneInFlightTest(async_fixtures.TestCase):
         self.assertIsNone(hand_over._arrays)
 
 
+class HandOverTest(async_fixtures.TestCase, parameterized.TestCase):
+  """The take hands the snapshot over only where this process writes it."""
+
+  @parameterized.named_parameters(
+    ("local_disk", False, True),
+    # ram:// is not a local disk and no uploader serves it: SaveV2 writes.
+    ("savev2", True, False),
+  )
+  def test_handed_over_at_the_take_only_where_written_here(
+    self, in_memory, handed_over
+  ):
+    if in_memory:
+      model_dir = f"ram://{self.id()}/model"
+      tf.io.gfile.makedirs(model_dir)
+    else:
+      model_dir = self.model_dir()
+      os.makedirs(model_dir)
+    gate = async_fixtures.Gate()
+    with tf.Graph().as_default(), gate.patch():
+      step, train = async_fixtures.model()
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      hand_over = saver._async.snapshot.hand_over
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(train)
+        path = saver.save_async(
+          sess, f"{model_dir}/model.ckpt", global_step=step
+        )
+        gate.entered.wait()  # Taken; its write held.
+        self.assertEqual(hand_over._arrays is not None, handed_over)
+        gate.opened.set()
+        saver.wait_until_finished()
+        self.assertIsNone(hand_over._arrays)
+    self.assertEqual(tf.train.latest_checkpoint(model_dir), path)
+    reader = tf.train.load_checkpoint(model_dir)
+    self.assertEqual(reader.get_tensor(keys.STEP_KEY), 1)
+
+  def test_let_go_when_the_background_save_cannot_start(self):
+    model_dir = self.model_dir()
+    os.makedirs(model_dir)
+
+    def cannot_start(*args, **kwargs):
+      del args, kwargs
+      raise RuntimeError("can't start new thread")
+
+    with tf.Graph().as_default():
+      step, train = async_fixtures.model()
+      saver = scaffold.Tf2Saver(async_save=True)
+      saver.build()
+      hand_over = saver._async.snapshot.hand_over
+      with tf1.Session() as sess:
+        sess.run(tf1.global_variables_initializer())
+        sess.run(train)
+        with (
+          mock.patch.object(saver._async.committer, "start", cannot_start),
+          self.assertRaisesRegex(RuntimeError, "new thread"),
+        ):
+          saver.save_async(
+            sess, os.path.join(model_dir, "model.ckpt"), global_step=step
+          )
+        self.assertIsNone(hand_over._arrays)
+
+
 class DuplicateSaveTest(async_fixtures.TestCase):
   """`save` after `_expect_duplicate_save` (the hook under a cluster).
 

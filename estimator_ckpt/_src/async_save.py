@@ -290,7 +290,9 @@ class SnapshotWriter:
       return None
     return _started_uploader(prefix)
 
-  def take(self, sess, options: Optional[config_pb2.RunOptions]) -> None:
+  def take(
+    self, sess, prefix: str, options: Optional[config_pb2.RunOptions]
+  ) -> None:
     """Takes the snapshot, handed over at once where `write` lays it out.
 
     Then the background save starts with no `session.run` (it would run
@@ -298,7 +300,11 @@ class SnapshotWriter:
     the arrays kept, until the save ends (`AsyncParts.write_and_commit`).
     """
     take_and_hand_over = self._hand_over.take_and_hand_over
-    if take_and_hand_over is not None and self._in_process(sess, options):
+    if (
+      take_and_hand_over is not None
+      and self._in_process(sess, options)
+      and (_on_local_disk(prefix) or uploader.serves(prefix))
+    ):
       sess.run(take_and_hand_over)
     else:
       sess.run(self._take)
@@ -406,14 +412,19 @@ class AsyncParts:
     self._uploader_started = True
     self.writer.uploader_for(sess, prefix, self._run_options(sess))
 
-  def take(self, sess) -> None:
-    """Takes the snapshot (one `session.run`, in the caller's thread).
+  def take(self, sess, prefix: str) -> None:
+    """Takes the snapshot of checkpoint `prefix` (one `session.run`).
 
     Where this process writes it, the snapshot is handed over in the same
-    run and kept until the save ends (`write_and_commit`).
+    run and kept until the save ends (`write_and_commit`, or `drop`).
     """
     assert self.writer is not None
-    self.writer.take(sess, self._run_options(sess))
+    self.writer.take(sess, prefix, self._run_options(sess))
+
+  def drop(self) -> None:
+    """Lets go of the snapshot `take` handed over, if any."""
+    assert self.snapshot is not None
+    self.snapshot.hand_over.drop()
 
   def write(
     self,
@@ -482,7 +493,7 @@ class AsyncParts:
       strip_default_attrs: As `Saver.save`.
       save_debug_info: As `Saver.save`.
     """
-    assert self.writer is not None and self.snapshot is not None
+    assert self.writer is not None
     try:
       aliased = self.write(sess, self.writer, prefix, aliases)
       meta = meta_graph_file(prefix, meta_graph_suffix)
@@ -515,9 +526,9 @@ class AsyncParts:
           tf1_saver, tf1_prefix, None, meta_graph_suffix, True
         )
     finally:
-      # Failed or not, the snapshot `take` handed over is not held on to;
-      # before the release, which then frees its memory.
-      self.snapshot.hand_over.drop()
+      # Failed or not, the arrays `take` handed over are let go (before
+      # the release, which then frees the snapshot's memory).
+      self.drop()
     self.release(sess)
 
   def release(self, sess) -> None:

@@ -5,7 +5,7 @@ disk the background save of `async_save` writes the snapshot itself instead
 (`write`): the `session.run` taking the snapshot hands every snapshot
 variable to Python without a copy (`ArrayHandOver`: a `numpy_function`
 receives its CPU inputs as arrays that alias the tensors' buffers), so the
-background thread starts with no `session.run`; the bytes are laid out and
+background thread starts with no `session.run`; the bytes are laid out,
 checksummed below training's priority (`writer_priority`), and
 written O_DIRECT (`storage.direct_copy.write_segments`), then the index
 (`format.bundle.encode_index`). The files are those the sharded `Saver`
@@ -252,26 +252,27 @@ def _bundle(
   a synchronous save rewrites the index it wrote (`tf2_saver.add_aliases`).
   """
   arrays = hand_over.arrays(sess, options)
-  # CPU work of this thread alone (no thread starts, no TensorFlow call):
-  # all of it, the layout's Python too, runs in the time training leaves.
+  placed, full_entries, num_shards = _layout(tensors, arrays)
+  # CPU work of this thread alone (no thread starts, no TensorFlow call),
+  # in C calls that release the GIL: the Python of the layout and index
+  # stays at normal priority, where it cannot hold the GIL while starved.
   with writer_priority.below_training():
-    placed, full_entries, num_shards = _layout(tensors, arrays)
     for p in placed:
       p.entry.crc32c = _masked_crc(p, arrays)
-    data: List[List[Tuple[int, object]]] = []
-    sizes = []
-    for shard in range(num_shards):
-      in_shard = [p for p in placed if p.entry.shard_id == shard]
-      data.append([(p.entry.offset, _bytes_of(p, arrays)) for p in in_shard])
-      sizes.append(max((p.entry.offset + p.size for p in in_shard), default=0))
-    header = protos.BundleHeaderProto()
-    header.num_shards = num_shards
-    header.endianness = protos.LITTLE_ENDIAN
-    header.version.producer = bundle_lib.BUNDLE_VERSION
-    entries = {p.key: p.entry for p in placed}
-    entries.update(full_entries)
-    entries.update(aliases_lib.alias_entries(entries, aliases, index_path))
-    index = bundle_lib.encode_index(header, entries.items())
+  data: List[List[Tuple[int, object]]] = []
+  sizes = []
+  for shard in range(num_shards):
+    in_shard = [p for p in placed if p.entry.shard_id == shard]
+    data.append([(p.entry.offset, _bytes_of(p, arrays)) for p in in_shard])
+    sizes.append(max((p.entry.offset + p.size for p in in_shard), default=0))
+  header = protos.BundleHeaderProto()
+  header.num_shards = num_shards
+  header.endianness = protos.LITTLE_ENDIAN
+  header.version.producer = bundle_lib.BUNDLE_VERSION
+  entries = {p.key: p.entry for p in placed}
+  entries.update(full_entries)
+  entries.update(aliases_lib.alias_entries(entries, aliases, index_path))
+  index = bundle_lib.encode_index(header, entries.items())
   return _Bundle(data, sizes, index)
 
 

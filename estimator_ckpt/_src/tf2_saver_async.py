@@ -7,6 +7,7 @@ as a synchronous save commits it, one at a time. `AsyncCheckpointSaverHook`
 (`async_hook`) calls `save_async` and waits at the end of training.
 """
 
+import functools
 import os
 import threading
 from typing import Any, Callable, List, Mapping, Optional, Tuple
@@ -90,28 +91,25 @@ class AsyncSaving:
     parts.committer.wait_until_finished()
     prefix = async_lib.checkpoint_file(sess, save_path, global_step)
     parts.start_uploader(sess, prefix)
-    parts.take(sess)
-
-    def write_and_commit():
-      parts.write_and_commit(
-        sess,
-        self,
-        prefix,
-        aliases=self._aliases,
-        tf1_saver=self._tf1_saver,
-        tf1_dir=os.path.join(os.path.dirname(save_path), TF1_SUBDIR),
-        latest_filename=latest_filename,
-        meta_graph_suffix=meta_graph_suffix,
-        write_meta_graph=write_meta_graph,
-        strip_default_attrs=strip_default_attrs,
-        save_debug_info=save_debug_info,
-      )
-
-    previous = self.last_checkpoints[-1] if self.last_checkpoints else None
-    step = int(prefix.rsplit("-", 1)[1]) if global_step is not None else None
+    parts.take(sess, prefix)
     try:
+      previous = self.last_checkpoints[-1] if self.last_checkpoints else None
+      step = int(prefix.rsplit("-", 1)[1]) if global_step is not None else None
       parts.committer.start(
-        write_and_commit,
+        functools.partial(
+          parts.write_and_commit,
+          sess,
+          self,
+          prefix,
+          aliases=self._aliases,
+          tf1_saver=self._tf1_saver,
+          tf1_dir=os.path.join(os.path.dirname(save_path), TF1_SUBDIR),
+          latest_filename=latest_filename,
+          meta_graph_suffix=meta_graph_suffix,
+          write_meta_graph=write_meta_graph,
+          strip_default_attrs=strip_default_attrs,
+          save_debug_info=save_debug_info,
+        ),
         checkpoint=prefix,
         step=step,
         previous=previous,
@@ -119,8 +117,8 @@ class AsyncSaving:
         on_failure=on_failure,
       )
     except BaseException:
-      assert parts.snapshot is not None  # Built with the saver.
-      parts.snapshot.hand_over.drop()  # No save will write it.
+      if not parts.committer.in_flight():  # A running save drops it itself.
+        parts.drop()
       raise
     return prefix
 

@@ -10,14 +10,14 @@ leaves. The Python between the blocks' C calls holds the GIL, which a
 training thread then waits for: keep the blocks to large C calls.
 
 Only the writer's own CPU work is lowered (`below_training` blocks:
-`snapshot_bundle`'s layout, checksums and index, `direct_copy`'s copies into
-its buffers), never a call into TensorFlow or a storage library. A thread that
-lowers itself gives up its CPU at once (`yield_cpu`). A thread started from a
-`SCHED_IDLE` thread inherits the policy (SCHED_RESET_ON_FORK resets only
-real-time policies and negative nice values), and a pool thread started so
-would stay there, out of reach. Work handed to a process of its own (an upload
-to an object store, `storage.uploader`) runs there below training as a whole
-(`delegated`), and a hurry reaches it too.
+`snapshot_bundle`'s checksums, `direct_copy`'s copies into its buffers), never
+a call into TensorFlow or a storage library. A thread that lowers itself gives
+up its CPU at once (`yield_cpu`). A thread started from a `SCHED_IDLE` thread
+inherits the policy (SCHED_RESET_ON_FORK resets only real-time policies and
+negative nice values), and a pool thread started so would stay there, out of
+reach. Work handed to a process of its own (an upload to an object store,
+`storage.uploader`) runs there below training as a whole (`delegated`), and a
+hurry reaches it too.
 
 A thread at `SCHED_IDLE` may starve behind any other load, which must not
 hold up whoever waits for the save (the next save, the end of training):

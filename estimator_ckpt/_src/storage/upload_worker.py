@@ -165,8 +165,9 @@ def _serve(source: BinaryIO, sink: BinaryIO) -> None:
     request = json.loads(line)
     if can_lower and request["lower"]:
       _set_policy_of_every_thread(os.SCHED_IDLE)
-      os.sched_yield()  # Else it runs to the next tick (`writer_priority`).
     _answer(sink, {"policy": True})
+    if can_lower and request["lower"]:
+      os.sched_yield()  # Else it runs to the next tick (`writer_priority`).
     try:
       file_systems.write(request["path"], request["size"], source)
     except _FileSystemError as e:

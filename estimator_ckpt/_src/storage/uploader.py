@@ -69,7 +69,7 @@ class _EndedBetweenFilesError(Exception):
 
 def _libraries_and_plugins() -> Optional[Tuple[List[str], List[str]]]:
   """What the worker loads; None where TensorFlow's libraries are not."""
-  mapped = loaded_libraries.mapped_files()
+  mapped = loaded_libraries.find(_LIBRARIES + _PLUGINS)
   if not all(name in mapped for name in _LIBRARIES):
     return None
   return (
