@@ -4,6 +4,7 @@ A gate that holds background writes, a small model, an Estimator with async
 saves, a listener that checks each checkpoint is committed, and readers.
 """
 
+import contextlib
 import os
 import threading
 from unittest import mock
@@ -15,6 +16,7 @@ import tensorflow as tf
 from estimator_ckpt import keys
 from estimator_ckpt._src import async_save
 from estimator_ckpt._src import migrate
+from estimator_ckpt._src import scaffold
 
 from examples.guide import models as guide_models
 
@@ -97,6 +99,23 @@ def model(partitions=2):
       tf.reshape(step, [1]), tf.reshape(tf.cast(step, tf.float32), [1])
     )
   return step, train
+
+
+@contextlib.contextmanager
+def trained_session():
+  """`model()` trained one step, with an async `Tf2Saver` built.
+
+  Yields:
+    (session, saver, step, train op), in a graph of its own.
+  """
+  with tf.Graph().as_default():
+    step, train = model()
+    saver = scaffold.Tf2Saver(async_save=True)
+    saver.build()
+    with tf1.Session() as sess:
+      sess.run(tf1.global_variables_initializer())
+      sess.run(train)
+      yield sess, saver, step, train
 
 
 def tensors(prefix):

@@ -190,29 +190,23 @@ class OneInFlightTest(async_fixtures.TestCase):
       held_while_writing.append(hand_over._arrays is not None)
       raise OSError(28, "No space left on device")
 
-    with tf.Graph().as_default():
-      step, train = async_fixtures.model()
-      saver = scaffold.Tf2Saver(async_save=True)
-      saver.build()
+    with async_fixtures.trained_session() as (sess, saver, step, train):
       hand_over = saver._async.snapshot.hand_over
-      with tf1.Session() as sess:
-        sess.run(tf1.global_variables_initializer())
-        prefix = os.path.join(model_dir, "model.ckpt")
-        sess.run(train)
+      prefix = os.path.join(model_dir, "model.ckpt")
+      saver.save_async(sess, prefix, global_step=step)
+      saver.wait_until_finished()
+      self.assertIsNone(hand_over._arrays)
+      sess.run(train)
+      with mock.patch.object(
+        snapshot_bundle.direct_copy, "write_segments", write_segments
+      ):
         saver.save_async(sess, prefix, global_step=step)
-        saver.wait_until_finished()
-        self.assertIsNone(hand_over._arrays)
-        sess.run(train)
-        with mock.patch.object(
-          snapshot_bundle.direct_copy, "write_segments", write_segments
+        with self.assertRaisesRegex(
+          errors.AsyncSaveError, r"model\.ckpt-2.*No space left"
         ):
-          saver.save_async(sess, prefix, global_step=step)
-          with self.assertRaisesRegex(
-            errors.AsyncSaveError, r"model\.ckpt-2.*No space left"
-          ):
-            saver.wait_until_finished()
-        self.assertEqual(held_while_writing, [True])
-        self.assertIsNone(hand_over._arrays)
+          saver.wait_until_finished()
+      self.assertEqual(held_while_writing, [True])
+      self.assertIsNone(hand_over._arrays)
 
 
 class HandOverTest(async_fixtures.TestCase, parameterized.TestCase):
@@ -233,22 +227,17 @@ class HandOverTest(async_fixtures.TestCase, parameterized.TestCase):
       model_dir = self.model_dir()
       os.makedirs(model_dir)
     gate = async_fixtures.Gate()
-    with tf.Graph().as_default(), gate.patch():
-      step, train = async_fixtures.model()
-      saver = scaffold.Tf2Saver(async_save=True)
-      saver.build()
+    with (
+      gate.patch(),
+      async_fixtures.trained_session() as (sess, saver, step, _),
+    ):
       hand_over = saver._async.snapshot.hand_over
-      with tf1.Session() as sess:
-        sess.run(tf1.global_variables_initializer())
-        sess.run(train)
-        path = saver.save_async(
-          sess, f"{model_dir}/model.ckpt", global_step=step
-        )
-        gate.entered.wait()  # Taken; its write held.
-        self.assertEqual(hand_over._arrays is not None, handed_over)
-        gate.opened.set()
-        saver.wait_until_finished()
-        self.assertIsNone(hand_over._arrays)
+      path = saver.save_async(sess, f"{model_dir}/model.ckpt", global_step=step)
+      gate.entered.wait()  # Taken; its write held.
+      self.assertEqual(hand_over._arrays is not None, handed_over)
+      gate.opened.set()
+      saver.wait_until_finished()
+      self.assertIsNone(hand_over._arrays)
     self.assertEqual(tf.train.latest_checkpoint(model_dir), path)
     reader = tf.train.load_checkpoint(model_dir)
     self.assertEqual(reader.get_tensor(keys.STEP_KEY), 1)
@@ -261,22 +250,16 @@ class HandOverTest(async_fixtures.TestCase, parameterized.TestCase):
       del args, kwargs
       raise RuntimeError("can't start new thread")
 
-    with tf.Graph().as_default():
-      step, train = async_fixtures.model()
-      saver = scaffold.Tf2Saver(async_save=True)
-      saver.build()
+    with async_fixtures.trained_session() as (sess, saver, step, _):
       hand_over = saver._async.snapshot.hand_over
-      with tf1.Session() as sess:
-        sess.run(tf1.global_variables_initializer())
-        sess.run(train)
-        with (
-          mock.patch.object(saver._async.committer, "start", cannot_start),
-          self.assertRaisesRegex(RuntimeError, "new thread"),
-        ):
-          saver.save_async(
-            sess, os.path.join(model_dir, "model.ckpt"), global_step=step
-          )
-        self.assertIsNone(hand_over._arrays)
+      with (
+        mock.patch.object(saver._async.committer, "start", cannot_start),
+        self.assertRaisesRegex(RuntimeError, "new thread"),
+      ):
+        saver.save_async(
+          sess, os.path.join(model_dir, "model.ckpt"), global_step=step
+        )
+      self.assertIsNone(hand_over._arrays)
 
 
 class DuplicateSaveTest(async_fixtures.TestCase):
