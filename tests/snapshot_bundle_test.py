@@ -1,6 +1,6 @@
 """The asynchronous save's own writer: the checkpoint `SaveV2` writes.
 
-`snapshot_bundle.write` (through `async_save.SnapshotWriter`) must write
+`snapshot_bundle.write` (through `snapshot_writer.SnapshotWriter`) must write
 what TensorFlow's sharded `Saver` writes for the same variables: the same
 files, byte for byte, readable and restorable by TensorFlow and accepted by
 `verify`. Real graphs

@@ -53,8 +53,8 @@ from tensorflow.python.training.saving import saveable_object_util
 from estimator_ckpt._src import async_committer
 from estimator_ckpt._src import durable
 from estimator_ckpt._src import snapshot_bundle
+from estimator_ckpt._src import snapshot_writer
 from estimator_ckpt._src.storage import registry
-from estimator_ckpt._src.storage import uploader
 
 tf1 = tf.compat.v1
 
@@ -176,7 +176,7 @@ class Snapshot:
 
   def writer(
     self, rename: Optional[Dict[str, str]] = None, skip=()
-  ) -> "SnapshotWriter":
+  ) -> snapshot_writer.SnapshotWriter:
     """Writes the snapshot under the saver's keys.
 
     Args:
@@ -186,8 +186,9 @@ class Snapshot:
     """
     rename = rename or {}
     entries = [e for e in self._entries if e.saveable not in skip]
-    return SnapshotWriter(
-      self,
+    return snapshot_writer.SnapshotWriter(
+      self.hand_over,
+      self.take,
       self._saver(entries, rename),
       [e.tensor.renamed(rename.get(e.name, e.name)) for e in entries],
     )
@@ -221,119 +222,6 @@ class Snapshot:
       max_to_keep=None,
       name="async_save",
     )
-
-
-class SnapshotWriter:
-  """Writes a snapshot under one saver's keys (`Snapshot.writer`).
-
-  In a process that holds the snapshot (a local session with only CPUs),
-  `snapshot_bundle.write` writes it onto a local disk, and
-  `snapshot_bundle.upload` onto an object store through the uploader
-  process (`storage.uploader`, where it serves); elsewhere, and for a
-  snapshot with variable-length tensors, the sharded `SaveV2` of `saver`
-  (on a cluster each ps writes its own shards).
-
-  Attributes:
-    saver: A sharded TF1 `Saver` of the snapshot.
-    tensors: The same tensors, for `snapshot_bundle.write`.
-  """
-
-  def __init__(
-    self,
-    snapshot: Snapshot,
-    saver: saver_lib.Saver,
-    tensors: List[snapshot_bundle.BundleTensor],
-  ):
-    self._hand_over = snapshot.hand_over
-    self._take = snapshot.take
-    self.saver = saver
-    self.tensors = tensors
-
-  def write(
-    self,
-    sess,
-    prefix: str,
-    options: Optional[config_pb2.RunOptions],
-    aliases: Mapping[bytes, bytes] = snapshot_bundle.NO_ALIASES,
-  ) -> bool:
-    """Writes checkpoint `prefix`; `options` set when run in this thread.
-
-    Returns:
-      Whether the index holds `aliases` (alias key -> saved key): this
-      process wrote it. Otherwise (`SaveV2`) the caller adds them.
-    """
-    if self._in_process(sess, options):
-      if _on_local_disk(prefix):
-        snapshot_bundle.write(
-          sess, self._hand_over, self.tensors, prefix, options, aliases
-        )
-        return True
-      worker = _started_uploader(prefix)
-      if worker is not None:
-        snapshot_bundle.upload(
-          sess, self._hand_over, self.tensors, prefix, worker, options, aliases
-        )
-        return True
-    saver_def = self.saver.saver_def
-    sess.run(
-      saver_def.save_tensor_name,
-      {saver_def.filename_tensor_name: prefix},
-      options=options,
-    )
-    return not aliases
-
-  def uploader_for(
-    self, sess, prefix: str, options: Optional[config_pb2.RunOptions]
-  ) -> Optional[uploader.Uploader]:
-    """The uploader process that writes `prefix`, started; None if none."""
-    if not self._in_process(sess, options) or _on_local_disk(prefix):
-      return None
-    return _started_uploader(prefix)
-
-  def take(
-    self, sess, prefix: str, options: Optional[config_pb2.RunOptions]
-  ) -> None:
-    """Takes the snapshot, handed over at once where `write` lays it out.
-
-    Then the background save starts with no `session.run` (it would run
-    at training's priority, in training's next step), and `write` finds
-    the arrays kept, until the save ends (`AsyncParts.write_and_commit`).
-    """
-    take_and_hand_over = self._hand_over.take_and_hand_over
-    if (
-      take_and_hand_over is not None
-      and self._in_process(sess, options)
-      and (_on_local_disk(prefix) or uploader.serves(prefix))
-    ):
-      sess.run(take_and_hand_over)
-    else:
-      sess.run(self._take)
-
-  def _in_process(self, sess, options: Optional[config_pb2.RunOptions]) -> bool:
-    """Whether this process lays the snapshot out (no SaveV2)."""
-    return options is not None and self._hand_over.writable and _cpu_only(sess)
-
-
-def _started_uploader(prefix: str) -> Optional[uploader.Uploader]:
-  """The shared uploader, started, if it serves `prefix`; else None."""
-  if not uploader.serves(prefix):
-    return None
-  worker = uploader.shared()
-  return worker if worker.start() else None
-
-
-def _cpu_only(sess) -> bool:
-  """Whether the session has only CPUs: variables placed nowhere stay there.
-
-  With a GPU, a variable without a device (and its snapshot) is placed on
-  it, and handing the snapshot to Python would copy it to the host.
-  """
-  return all(device.device_type == "CPU" for device in sess.list_devices())
-
-
-def _on_local_disk(path: str) -> bool:
-  capabilities = registry.for_path(path).capabilities
-  return capabilities.os_paths and capabilities.durable_fsync
 
 
 def saveables_of(var_list: Any) -> List[saveable_object.SaveableObject]:
@@ -384,8 +272,8 @@ class AsyncParts:
     self.meta_graph = MetaGraphCache()
     self.tf1_meta_graph = MetaGraphCache()
     self.snapshot: Optional[Snapshot] = None
-    self.writer: Optional[SnapshotWriter] = None
-    self.tf1_writer: Optional[SnapshotWriter] = None
+    self.writer: Optional[snapshot_writer.SnapshotWriter] = None
+    self.tf1_writer: Optional[snapshot_writer.SnapshotWriter] = None
     self._uploader_started = False
 
   def build(
@@ -429,7 +317,7 @@ class AsyncParts:
   def write(
     self,
     sess,
-    writer: SnapshotWriter,
+    writer: snapshot_writer.SnapshotWriter,
     prefix: str,
     aliases: Mapping[bytes, bytes] = snapshot_bundle.NO_ALIASES,
   ) -> bool:
